@@ -1,0 +1,53 @@
+"""Worker failures, each with the exit code and error code the front end relies on."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_OTHER = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_TOO_LARGE = 4
+EXIT_MODEL = 5
+EXIT_OOM = 6
+EXIT_OUTPUT = 7
+
+
+class WorkerError(Exception):
+    """A failure with a message a person can act on."""
+
+    exit_code = EXIT_OTHER
+    code = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(WorkerError):
+    exit_code = EXIT_USAGE
+    code = "usage"
+
+
+class InputError(WorkerError):
+    exit_code = EXIT_BAD_INPUT
+    code = "bad_input"
+
+
+class TooLargeError(WorkerError):
+    exit_code = EXIT_TOO_LARGE
+    code = "too_many_pixels"
+
+
+class ModelError(WorkerError):
+    exit_code = EXIT_MODEL
+    code = "model_error"
+
+
+class OutOfMemoryError(WorkerError):
+    exit_code = EXIT_OOM
+    code = "out_of_memory"
+
+
+class OutputError(WorkerError):
+    exit_code = EXIT_OUTPUT
+    code = "output_error"

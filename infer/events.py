@@ -1,0 +1,20 @@
+"""JSON-lines event stream on stdout: the worker's only machine-readable channel."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+class EventStream:
+    """Writes one JSON object per line and flushes, so a reader sees each event as it happens."""
+
+    def __init__(self, out: TextIO | None = None):
+        self._out = out if out is not None else sys.stdout
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._out.flush()
