@@ -24,6 +24,10 @@ class Engine(Protocol):
 
     def run(self, tile: np.ndarray) -> np.ndarray: ...
 
+    def preferred_tile(self, spec: ModelSpec) -> int | None:
+        """A tile size suited to this device (e.g. from free GPU memory), or None for the default."""
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Extra figures for the `done` event (device memory, tile retries...)."""
         ...
