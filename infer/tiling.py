@@ -1,0 +1,93 @@
+"""Split an image into overlapping tiles, upscale each, and stitch the cores back without seams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: the core it contributes to the output, and the larger window the network sees.
+
+    Coordinates are input pixels, half-open: rows [y0, y1), columns [x0, x1).
+    """
+
+    core: tuple[int, int, int, int]  # y0, y1, x0, x1
+    window: tuple[int, int, int, int]
+
+
+def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Core and window spans along one axis.
+
+    Every window has the same length (min(length, tile + 2*pad)): a window that would run past
+    the edge is shifted back inside rather than cut short, so the network sees one tile shape
+    for the whole image (no re-allocation between tiles) and every core keeps `pad` pixels of
+    real context on each side that has any.
+    """
+    if tile <= 0 or tile >= length:
+        return [((0, length), (0, length))]
+    win = min(length, tile + 2 * pad)
+    spans = []
+    for c0 in range(0, length, tile):
+        c1 = min(c0 + tile, length)
+        w0 = min(max(c0 - pad, 0), length - win)
+        spans.append(((c0, c1), (w0, w0 + win)))
+    return spans
+
+
+def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
+    """Tiles in row-major order; tile <= 0 means one tile covering the whole image."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has no pixels ({width}x{height})")
+    pad = max(0, pad)
+    tiles = []
+    for (cy, wy) in _spans(height, tile, pad):
+        for (cx, wx) in _spans(width, tile, pad):
+            tiles.append(Tile(core=(cy[0], cy[1], cx[0], cx[1]), window=(wy[0], wy[1], wx[0], wx[1])))
+    return tiles
+
+
+def run_tiled(
+    image: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    scale: int,
+    tile: int,
+    pad: int,
+    on_progress: ProgressFn | None = None,
+    out_dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result.
+
+    Only one window and its output exist at a time besides the input and the output arrays,
+    so memory used by `fn` is bounded by the tile size whatever the image size.
+    """
+    if image.ndim != 3:
+        raise ValueError("run_tiled expects an H x W x C array")
+    height, width = image.shape[:2]
+    tiles = plan_tiles(height, width, tile, pad)
+    out: np.ndarray | None = None
+    for index, t in enumerate(tiles):
+        wy0, wy1, wx0, wx1 = t.window
+        cy0, cy1, cx0, cx1 = t.core
+        result = fn(image[wy0:wy1, wx0:wx1])
+        expected = ((wy1 - wy0) * scale, (wx1 - wx0) * scale)
+        if result.shape[:2] != expected:
+            raise ValueError(f"tile function returned {result.shape[:2]}, expected {expected}")
+        if result.ndim == 2:
+            result = result[:, :, None]
+        if out is None:
+            out = np.empty((height * scale, width * scale, result.shape[2]), dtype=out_dtype or result.dtype)
+        oy, ox = (cy0 - wy0) * scale, (cx0 - wx0) * scale
+        out[cy0 * scale : cy1 * scale, cx0 * scale : cx1 * scale] = result[
+            oy : oy + (cy1 - cy0) * scale, ox : ox + (cx1 - cx0) * scale
+        ]
+        del result
+        if on_progress is not None:
+            on_progress(index + 1, len(tiles))
+    assert out is not None
+    return out

@@ -1,0 +1,98 @@
+"""Colour handling around the network, exactly as OpenCV's dnn_superres does it, applied tile by tile."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from infer.engines import Engine
+from infer.errors import ModelError
+from infer.images import DecodedImage
+from infer.modelspec import EDSR_MEAN_BGR, ModelSpec
+from infer.tiling import ProgressFn, plan_tiles, run_tiled
+
+_MEAN = np.array(EDSR_MEAN_BGR, dtype=np.float32)
+_INV_255 = np.float32(1.0 / 255.0)
+# Bilinear chroma upscaling needs one input pixel of context beyond each tile core.
+_LUMA_MIN_PAD = 2
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping a BGR uint8 window to its BGR uint8 upscaled window."""
+    scale = spec.scale
+
+    def check(out: np.ndarray, window: np.ndarray) -> np.ndarray:
+        expected = (window.shape[0] * scale, window.shape[1] * scale)
+        if out.shape[:2] != expected:
+            got = out.shape[0] / max(window.shape[0], 1)
+            raise ModelError(
+                f"{spec.path.name} upscales x{got:g}, not x{scale}; "
+                "pass the model's real factor with --scale or rename the file (e.g. EDSR_x3.pb)"
+            )
+        return out
+
+    if not spec.uses_luma:
+        # EDSR: BGR minus the DIV2K mean in, add the mean back out.
+        def edsr(window: np.ndarray) -> np.ndarray:
+            out = check(engine.run(window.astype(np.float32) - _MEAN), window)
+            return _to_uint8(out + _MEAN)
+
+        return edsr
+
+    # ESPCN, FSRCNN, LapSRN: the network sees Y/255; Cr and Cb are resized bilinearly
+    # (cv::resize's default, which is what dnn_superres uses).
+    def luma(window: np.ndarray) -> np.ndarray:
+        ycc = cv2.cvtColor(window, cv2.COLOR_BGR2YCrCb).astype(np.float32) * _INV_255
+        y = check(engine.run(ycc[:, :, :1]), window)
+        size = (window.shape[1] * scale, window.shape[0] * scale)
+        cr = cv2.resize(ycc[:, :, 1], size, interpolation=cv2.INTER_LINEAR)
+        cb = cv2.resize(ycc[:, :, 2], size, interpolation=cv2.INTER_LINEAR)
+        merged = np.dstack([y.reshape(size[1], size[0]), cr, cb]) * np.float32(255.0)
+        return cv2.cvtColor(_to_uint8(merged), cv2.COLOR_YCrCb2BGR)
+
+    return luma
+
+
+def effective_pad(spec: ModelSpec, tile_pad: int) -> int:
+    return max(tile_pad, _LUMA_MIN_PAD) if spec.uses_luma else max(tile_pad, 0)
+
+
+def count_tiles(height: int, width: int, tile: int, tile_pad: int) -> int:
+    return len(plan_tiles(height, width, tile, tile_pad))
+
+
+def upscale_bgr(
+    bgr: np.ndarray,
+    engine: Engine,
+    spec: ModelSpec,
+    tile: int,
+    tile_pad: int,
+    on_progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Upscale a BGR uint8 image by the model's factor, `tile` x `tile` input pixels at a time."""
+    fn = tile_function(engine, spec)
+    return run_tiled(bgr, fn, spec.scale, tile, effective_pad(spec, tile_pad), on_progress, np.uint8)
+
+
+def upscale_image(
+    image: DecodedImage,
+    engine: Engine,
+    spec: ModelSpec,
+    tile: int,
+    tile_pad: int,
+    on_progress: ProgressFn | None = None,
+) -> DecodedImage:
+    """Upscale colour through the network and alpha (if any) bicubically; metadata rides along."""
+    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress)
+    alpha = None
+    if image.alpha is not None:
+        size = (bgr.shape[1], bgr.shape[0])
+        alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC)
+    return dataclasses.replace(image, bgr=bgr, alpha=alpha)
