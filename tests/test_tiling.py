@@ -1,0 +1,65 @@
+"""Tile planning covers every pixel once and stitching reproduces whole-image results."""
+
+import numpy as np
+import pytest
+
+from infer.tiling import plan_tiles, run_tiled
+
+
+def nearest_x3(a: np.ndarray) -> np.ndarray:
+    return a.repeat(3, axis=0).repeat(3, axis=1)
+
+
+def box_then_nearest(a: np.ndarray) -> np.ndarray:
+    """A 3x3 mean with zero padding (like a SAME convolution), then x3: receptive radius 1."""
+    p = np.pad(a.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
+    h, w = a.shape[:2]
+    acc = sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    return nearest_x3(acc)
+
+
+@pytest.mark.parametrize("h,w,tile,pad", [(1, 1, 4, 2), (1, 9, 4, 2), (37, 53, 16, 5), (64, 64, 16, 0), (10, 10, 64, 8), (33, 17, 8, 20)])
+def test_cores_cover_every_pixel_exactly_once(h, w, tile, pad):
+    count = np.zeros((h, w), dtype=int)
+    tiles = plan_tiles(h, w, tile, pad)
+    shapes = set()
+    for t in tiles:
+        cy0, cy1, cx0, cx1 = t.core
+        wy0, wy1, wx0, wx1 = t.window
+        count[cy0:cy1, cx0:cx1] += 1
+        assert 0 <= wy0 <= cy0 < cy1 <= wy1 <= h and 0 <= wx0 <= cx0 < cx1 <= wx1 <= w
+        # every side keeps `pad` pixels of context unless it touches the image border
+        assert cy0 - wy0 >= pad or wy0 == 0
+        assert wy1 - cy1 >= pad or wy1 == h
+        assert cx0 - wx0 >= pad or wx0 == 0
+        assert wx1 - cx1 >= pad or wx1 == w
+        shapes.add((wy1 - wy0, wx1 - wx0))
+    assert (count == 1).all()
+    assert len(shapes) == 1, "all windows share one shape so the network never re-allocates"
+
+
+def test_zero_tile_means_whole_image():
+    assert len(plan_tiles(300, 200, 0, 10)) == 1
+
+
+def test_stitching_is_exact_when_pad_covers_the_receptive_field():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(41, 67, 3)).astype(np.float64)
+    whole = box_then_nearest(img)
+    seen = []
+    tiled = run_tiled(img, box_then_nearest, 3, tile=16, pad=1, on_progress=lambda d, t: seen.append((d, t)))
+    assert tiled.shape == (123, 201, 3)
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-9)
+    assert seen == [(i + 1, len(seen)) for i in range(len(seen))] and len(seen) == 3 * 5
+
+
+def test_stitching_without_context_shows_seams():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, size=(40, 40, 3)).astype(np.float64)
+    tiled = run_tiled(img, box_then_nearest, 3, tile=16, pad=0)
+    assert np.abs(tiled - box_then_nearest(img)).max() > 1.0
+
+
+def test_wrong_scale_from_tile_function_is_reported():
+    with pytest.raises(ValueError, match="expected"):
+        run_tiled(np.zeros((8, 8, 1)), lambda a: a, 3, tile=4, pad=1)
