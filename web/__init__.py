@@ -1,0 +1,86 @@
+"""Flask front end: an upload page and JSON API in front of one worker process per job."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any, Mapping
+
+from flask import Flask, Response
+
+from infer.errors import ModelError
+from infer.modelspec import spec_from_path
+from web import api, auth, ops, pages
+from web.cleanup import Cleaner
+from web.config import config_from_env
+from web.errors import register_error_handlers
+from web.jobs import JobStore
+from web.metrics import Metrics
+from web.runner import Runner
+from web.services import EXTENSION_KEY, Services
+
+# Room for the multipart envelope and the small form fields around the photo itself.
+FORM_OVERHEAD_BYTES = 256 * 1024
+DEFAULT_SCALE = 3
+
+_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def _model_scale(config_model_path: Any) -> int:
+    try:
+        return spec_from_path(config_model_path).scale
+    except ModelError:
+        return DEFAULT_SCALE
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Builds the app from SR_* variables; `test_config` overrides settings by their Config field name
+    (lower case) or Flask's own (upper case). Starts the job runner and the clean-up thread."""
+    test_config = dict(test_config or {})
+    flask_settings = {k: v for k, v in test_config.items() if k.isupper()}
+    config = config_from_env().with_overrides({k: v for k, v in test_config.items() if not k.isupper()})
+
+    for folder in (config.uploads_dir, config.results_dir, config.state_dir, config.logs_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + FORM_OVERHEAD_BYTES
+    app.config.update(flask_settings)
+    app.url_map.converters["job_id"] = api.JobIdConverter
+
+    store = JobStore(config.db_path)
+    metrics = Metrics()
+    runner = Runner(config, store, metrics)
+    cleaner = Cleaner(config, store)
+    app.extensions[EXTENSION_KEY] = Services(
+        config=config, store=store, runner=runner, metrics=metrics, cleaner=cleaner, scale=_model_scale(config.model_path)
+    )
+
+    register_error_handlers(app)
+    app.before_request(auth.require_token)
+    app.after_request(_security_headers)
+    for blueprint in (api.bp, auth.bp, ops.bp, pages.bp):
+        app.register_blueprint(blueprint)
+
+    runner.start()
+    cleaner.start()
+    atexit.register(shutdown, app)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stops the clean-up thread and the runner (killing running workers); safe to call twice."""
+    services: Services = app.extensions[EXTENSION_KEY]
+    services.cleaner.stop()
+    services.runner.stop()
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    return response

@@ -1,0 +1,248 @@
+"""The JSON API: create, follow, download and delete jobs, plus the synchronous `POST /upload`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, request, send_file
+from werkzeug.routing import BaseConverter
+
+from web.cleanup import remove_job_files
+from web.errors import ApiError
+from web.jobs import DONE, FAILED, QUEUED, Job
+from web.runner import QueueFull
+from web.services import Services, services
+from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
+
+bp = Blueprint("api", __name__)
+
+MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+SSE_POLL_S = 0.5
+SSE_KEEPALIVE_S = 15.0
+SYNC_POLL_S = 0.2
+# How a failed job answers `POST /upload`.
+_SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "out_of_memory": 503}
+
+
+class JobIdConverter(BaseConverter):
+    """Only canonical lower-case UUID4 strings match, so a malformed id is a 404 before any view runs."""
+
+    regex = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    base = f"{request.script_root}/api/jobs/{job_id}"
+    return {"self": base, "events": f"{base}/events", "result": f"{base}/result"}
+
+
+def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str, Any]:
+    """A job as the API shows it; contains nothing that changes unless the job does."""
+    timings: dict[str, float] = {}
+    if job.started_at is not None:
+        timings["queued"] = round(job.started_at - job.created_at, 3)
+    if job.finished_at is not None and job.started_at is not None:
+        timings["running"] = round(job.finished_at - job.started_at, 3)
+    timings.update(job.timings)
+    return {
+        "id": job.id,
+        "status": job.state,
+        "queue_position": position,
+        "progress": round(job.progress, 4),
+        "tiles": {"done": job.progress_done, "total": job.progress_total},
+        "error": {"code": job.error_code, "message": job.error_message} if job.state == FAILED else None,
+        "input": {
+            "name": job.original_name,
+            "format": job.input_format,
+            "width": job.input_width,
+            "height": job.input_height,
+            "bytes": job.input_bytes,
+        },
+        "output": {
+            "format": job.output_format,
+            "width": job.output_width or job.input_width * job.scale,
+            "height": job.output_height or job.input_height * job.scale,
+            "bytes": job.output_bytes,
+            "download_name": download_name(job),
+        },
+        "scale": job.scale,
+        "engine": job.engine,
+        "device": job.device,
+        "peak_rss_mb": job.peak_rss_mb,
+        "timings": timings,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "links": links,
+    }
+
+
+def download_name(job: Job) -> str:
+    return f"{download_stem(job.original_name)}_x{job.scale}.{job.output_format}"
+
+
+def _get_job(s: Services, job_id: str) -> Job:
+    job = s.store.get(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", "no such job; it may have been deleted or expired")
+    return job
+
+
+def _accept_upload(s: Services) -> Job:
+    """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
+    if s.runner.queue_length() >= s.config.queue_size:
+        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    requested = request.form.get("format") or None
+    if requested is not None and requested.strip().lower() not in OUTPUT_FORMATS:
+        raise ApiError(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
+    upload = request.files.get("image")
+    if upload is None:
+        raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
+    saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
+    job = Job(
+        id=saved.job_id,
+        state=QUEUED,
+        original_name=clean_name(upload.filename),
+        input_file=saved.path.name,
+        input_format=saved.format,
+        input_width=saved.width,
+        input_height=saved.height,
+        input_bytes=saved.size_bytes,
+        output_file=f"{saved.job_id}.{output_format_for(requested, saved.format)}",
+        output_format=output_format_for(requested, saved.format),
+        scale=s.scale,
+        keep_upload=s.config.keep_uploads,
+        created_at=time.time(),
+    )
+    try:
+        s.store.add(job)
+        s.runner.submit(job.id)
+    except QueueFull:
+        s.store.delete(job.id)
+        saved.path.unlink(missing_ok=True)
+        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    except BaseException:
+        s.store.delete(job.id)
+        saved.path.unlink(missing_ok=True)
+        raise
+    return job
+
+
+def _accept_or_reject(s: Services) -> Job:
+    try:
+        return _accept_upload(s)
+    except UploadRejected as err:
+        s.metrics.upload_rejected(err.status)
+        raise ApiError(err.status, err.code, err.message) from None
+    except ApiError as err:
+        s.metrics.upload_rejected(err.status)
+        raise
+
+
+@bp.post("/api/jobs")
+def create_job() -> tuple[Response, int, dict[str, str]] | Any:
+    s = services()
+    job = _accept_or_reject(s)
+    links = job_links(job.id)
+    body = job_json(job, s.store.queue_position(job), links)
+    return body, 202, {"Location": links["self"]}
+
+
+@bp.get("/api/jobs/<job_id:job_id>")
+def get_job(job_id: str) -> Any:
+    s = services()
+    job = _get_job(s, job_id)
+    return job_json(job, s.store.queue_position(job), job_links(job_id))
+
+
+@bp.get("/api/jobs/<job_id:job_id>/events")
+def job_events(job_id: str) -> Response:
+    s = services()
+    _get_job(s, job_id)
+    links = job_links(job_id)
+    store = s.store
+
+    def stream() -> Iterator[str]:
+        yield "retry: 2000\n\n"
+        last_payload = None
+        last_sent = time.monotonic()
+        while True:
+            job = store.get(job_id)
+            if job is None:
+                gone = {"error": {"code": "not_found", "message": "the job was deleted"}}
+                yield f"event: gone\ndata: {json.dumps(gone)}\n\n"
+                return
+            payload = json.dumps(job_json(job, store.queue_position(job), links), separators=(",", ":"))
+            now = time.monotonic()
+            if payload != last_payload:
+                yield f"event: status\ndata: {payload}\n\n"
+                last_payload, last_sent = payload, now
+            elif now - last_sent >= SSE_KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                last_sent = now
+            if job.finished:
+                return
+            time.sleep(SSE_POLL_S)
+
+    return Response(
+        stream(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _result_response(s: Services, job: Job) -> Response:
+    if job.state == FAILED:
+        raise ApiError(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
+    if job.state != DONE:
+        raise ApiError(409, "not_ready", f"the photo is still {job.state}; wait until its status is done")
+    path = s.config.results_dir / job.output_file
+    if not path.is_file():
+        raise ApiError(404, "result_gone", "the result file is no longer there; upload the photo again")
+    response = send_file(
+        path,
+        mimetype=MIMETYPES.get(job.output_format, "application/octet-stream"),
+        as_attachment=True,
+        download_name=download_name(job),
+        conditional=True,
+        etag=True,
+        max_age=0,
+    )
+    response.headers["X-Job-Id"] = job.id
+    return response
+
+
+@bp.get("/api/jobs/<job_id:job_id>/result")
+def job_result(job_id: str) -> Response:
+    s = services()
+    return _result_response(s, _get_job(s, job_id))
+
+
+@bp.delete("/api/jobs/<job_id:job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    s = services()
+    job = s.store.delete(job_id)
+    if job is None:
+        raise ApiError(404, "not_found", "no such job; it may have been deleted or expired")
+    s.runner.cancel(job_id)
+    remove_job_files(s.config, job)
+    return "", 204
+
+
+@bp.post("/upload")
+def upload_sync() -> Response:
+    """Waits for the job and answers with the image itself, or the job's JSON error."""
+    s = services()
+    job = _accept_or_reject(s)
+    while not job.finished:
+        time.sleep(SYNC_POLL_S)
+        current = s.store.get(job.id)
+        if current is None:
+            raise ApiError(404, "not_found", "the job was deleted before it finished")
+        job = current
+    if job.state == FAILED:
+        status = _SYNC_STATUS.get(job.error_code or "", 500)
+        raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",
+                       {"X-Job-Id": job.id})
+    return _result_response(s, job)

@@ -1,0 +1,124 @@
+"""Service settings read from SR_* environment variables, with the defaults a single-user install needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from infer import REPO_ROOT
+
+DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
+WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
+
+
+class ConfigError(ValueError):
+    """An SR_* variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service is told from outside; one instance per app."""
+
+    data_dir: Path = REPO_ROOT
+    model_path: Path = DEFAULT_MODEL
+    max_upload_mb: float = 25.0
+    max_pixels: int = 16_000_000
+    concurrency: int = 1
+    job_timeout_s: float = 1800.0
+    result_ttl_h: float = 24.0
+    auth_token: str | None = None
+    queue_size: int = 100
+    keep_uploads: bool = False
+    worker_nice: int = 10
+    worker_script: Path = field(default=WORKER_SCRIPT)
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def state_dir(self) -> Path:
+        """The job database and per-job worker logs."""
+        return self.data_dir / "state"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "jobs.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+        """A copy with some fields replaced (used by tests and `create_app(test_config)`)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values = dict(overrides)
+        for key in ("data_dir", "model_path", "worker_script"):
+            if key in values and values[key] is not None:
+                values[key] = Path(values[key]).resolve()
+        new = replace(self, **values)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("SR_CONCURRENCY must be at least 1")
+        if self.max_upload_mb <= 0:
+            raise ConfigError("SR_MAX_UPLOAD_MB must be positive")
+        if self.max_pixels <= 0:
+            raise ConfigError("SR_MAX_PIXELS must be positive")
+        if self.job_timeout_s <= 0:
+            raise ConfigError("SR_JOB_TIMEOUT_S must be positive")
+        if self.result_ttl_h <= 0:
+            raise ConfigError("SR_RESULT_TTL_H must be positive")
+        if self.queue_size < 1:
+            raise ConfigError("SR_QUEUE_SIZE must be at least 1")
+
+
+def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def config_from_env(env: Mapping[str, str] | None = None) -> Config:
+    """Reads SR_* variables; relative paths are taken from the current directory."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("SR_DATA_DIR") or REPO_ROOT).resolve()
+    model_path = Path(env.get("SR_MODEL_PATH") or DEFAULT_MODEL).resolve()
+    config = Config(
+        data_dir=data_dir,
+        model_path=model_path,
+        max_upload_mb=_number(env, "SR_MAX_UPLOAD_MB", float, Config.max_upload_mb),
+        max_pixels=_number(env, "SR_MAX_PIXELS", int, Config.max_pixels),
+        concurrency=_number(env, "SR_CONCURRENCY", int, Config.concurrency),
+        job_timeout_s=_number(env, "SR_JOB_TIMEOUT_S", float, Config.job_timeout_s),
+        result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
+        auth_token=env.get("SR_AUTH_TOKEN") or None,
+        queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
+        keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
+        worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
+    )
+    config.validate()
+    return config

@@ -1,0 +1,241 @@
+"""Durable job records in SQLite (WAL mode, one connection per thread)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+STATES = (QUEUED, RUNNING, DONE, FAILED)
+FINISHED = (DONE, FAILED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    original_name TEXT NOT NULL,
+    input_file TEXT NOT NULL,
+    input_format TEXT NOT NULL,
+    input_width INTEGER NOT NULL,
+    input_height INTEGER NOT NULL,
+    input_bytes INTEGER NOT NULL,
+    output_file TEXT NOT NULL,
+    output_format TEXT NOT NULL,
+    scale INTEGER NOT NULL,
+    keep_upload INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    progress_done INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER NOT NULL DEFAULT 0,
+    output_width INTEGER,
+    output_height INTEGER,
+    output_bytes INTEGER,
+    engine TEXT,
+    device TEXT,
+    timings TEXT,
+    peak_rss_mb REAL,
+    worker_pid INTEGER,
+    exit_code INTEGER,
+    error_code TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
+"""
+
+
+@dataclass
+class Job:
+    """One upload and what became of it."""
+
+    id: str
+    state: str
+    original_name: str
+    input_file: str
+    input_format: str
+    input_width: int
+    input_height: int
+    input_bytes: int
+    output_file: str
+    output_format: str
+    scale: int
+    created_at: float
+    keep_upload: bool = False
+    seq: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    output_width: int | None = None
+    output_height: int | None = None
+    output_bytes: int | None = None
+    engine: str | None = None
+    device: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    worker_pid: int | None = None
+    exit_code: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def progress(self) -> float:
+        if self.state == DONE:
+            return 1.0
+        if self.progress_total <= 0:
+            return 0.0
+        return min(1.0, self.progress_done / self.progress_total)
+
+
+_COLUMNS = [f.name for f in fields(Job)]
+_MUTABLE = set(_COLUMNS) - {"id", "seq", "created_at"}
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["timings"] = json.loads(values["timings"]) if values["timings"] else {}
+    values["keep_upload"] = bool(values["keep_upload"])
+    return Job(**values)
+
+
+class JobStore:
+    """Job rows in one SQLite file; safe to use from any thread (each gets its own connection)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a finished job must survive a power cut, not only a crash of this process.
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+        return conn
+
+    class _Tx:
+        def __init__(self, conn: sqlite3.Connection):
+            self.conn = conn
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.conn.execute("BEGIN IMMEDIATE")
+            return self.conn
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _tx(self) -> "JobStore._Tx":
+        return JobStore._Tx(self._conn())
+
+    def close(self) -> None:
+        """Closes this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def add(self, job: Job) -> Job:
+        values = {name: getattr(job, name) for name in _COLUMNS if name != "seq"}
+        values["timings"] = json.dumps(job.timings)
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._tx() as db:
+            cur = db.execute(f"INSERT INTO jobs ({names}) VALUES ({marks})", list(values.values()))
+            job.seq = int(cur.lastrowid)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row_to_job(row) if row else None
+
+    def update(self, job_id: str, **values: Any) -> bool:
+        """Sets some columns; returns False when the job is gone (deleted meanwhile)."""
+        bad = set(values) - _MUTABLE
+        if bad:
+            raise ValueError(f"not updatable: {', '.join(sorted(bad))}")
+        if "timings" in values:
+            values["timings"] = json.dumps(values["timings"] or {})
+        if "keep_upload" in values:
+            values["keep_upload"] = int(bool(values["keep_upload"]))
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id])
+        return cur.rowcount > 0
+
+    def start(self, job_id: str, pid: int) -> bool:
+        """queued -> running, only if still queued (a job deleted meanwhile stays deleted)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = ?, started_at = ?, worker_pid = ? WHERE id = ? AND state = ?",
+                (RUNNING, time.time(), pid, job_id, QUEUED),
+            )
+        return cur.rowcount > 0
+
+    def fail(self, job_id: str, code: str, message: str, exit_code: int | None = None) -> bool:
+        return self.update(
+            job_id,
+            state=FAILED,
+            finished_at=time.time(),
+            error_code=code,
+            error_message=message,
+            exit_code=exit_code,
+            worker_pid=None,
+        )
+
+    def delete(self, job_id: str) -> Job | None:
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return _row_to_job(row)
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the next job to start; None once the job has left the queue."""
+        if job.state != QUEUED:
+            return None
+        (ahead,) = self._conn().execute(
+            "SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < ?", (QUEUED, job.seq)
+        ).fetchone()
+        return int(ahead) + 1
+
+    def in_state(self, state: str) -> list[Job]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))
+        return [_row_to_job(r) for r in rows]
+
+    def finished_before(self, cutoff: float) -> list[Job]:
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE state IN (?, ?) AND finished_at < ? ORDER BY seq",
+            (DONE, FAILED, cutoff),
+        )
+        return [_row_to_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        counts = {state: 0 for state in STATES}
+        for state, n in self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[state] = int(n)
+        return counts
+
+    def file_names(self) -> Iterator[tuple[str, str, str]]:
+        """(id, input_file, output_file) of every job, for telling stray files from live ones."""
+        for row in self._conn().execute("SELECT id, input_file, output_file FROM jobs"):
+            yield row[0], row[1], row[2]

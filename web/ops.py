@@ -1,0 +1,45 @@
+"""Operations endpoints: `/healthz` for load balancers and `/metrics` for Prometheus."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Response
+
+from web.services import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[dict, int]:
+    s = services()
+    model_present = s.config.model_path.is_file()
+    folders = {
+        "uploads": s.config.uploads_dir,
+        "results": s.config.results_dir,
+        "state": s.config.state_dir,
+    }
+    writable = {name: path.is_dir() and os.access(path, os.W_OK | os.X_OK) for name, path in folders.items()}
+    ok = model_present and all(writable.values())
+    body = {
+        "status": "ok" if ok else "unhealthy",
+        # Only the file name: this answer is public even when a token is set.
+        "model": {"name": s.config.model_path.name, "present": model_present},
+        "folders_writable": writable,
+        "queue_length": s.runner.queue_length(),
+        "workers_running": s.runner.workers_running(),
+        "concurrency": s.config.concurrency,
+    }
+    return body, 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    s = services()
+    text = s.metrics.render(
+        queue_length=s.runner.queue_length(),
+        workers_running=s.runner.workers_running(),
+        jobs_by_state=s.store.counts(),
+    )
+    return Response(text, mimetype="text/plain; version=0.0.4")

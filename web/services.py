@@ -1,0 +1,30 @@
+"""The per-app objects every view needs (settings, job store, runner, metrics), kept in `app.extensions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from web.cleanup import Cleaner
+from web.config import Config
+from web.jobs import JobStore
+from web.metrics import Metrics
+from web.runner import Runner
+
+EXTENSION_KEY = "sr_web"
+
+
+@dataclass
+class Services:
+    config: Config
+    store: JobStore
+    runner: Runner
+    metrics: Metrics
+    cleaner: Cleaner
+    scale: int
+
+
+def services() -> Services:
+    """The current app's services (inside a request or app context)."""
+    return current_app.extensions[EXTENSION_KEY]

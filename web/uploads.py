@@ -1,0 +1,132 @@
+"""Saving an upload under a server-chosen name: size limit while copying, type sniffed from the bytes, header-only pixel check."""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+
+# Pillow format name -> file extension for the formats the worker decodes.
+ACCEPTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff"}
+# Output formats a client may ask for, by name -> extension.
+OUTPUT_FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
+# When no format is asked for: keep JPEG and WebP as they are, everything else becomes PNG.
+DEFAULT_OUTPUT = {"jpg": "jpg", "webp": "webp"}
+
+_CHUNK = 1024 * 1024
+_UNSAFE = re.compile(r"[^\w\-. ]+", re.UNICODE)
+
+
+class UploadRejected(Exception):
+    """An upload the service will not queue, with the HTTP status and a message for the person."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SavedUpload:
+    """A checked upload at `uploads/<job_id>.<ext>`."""
+
+    job_id: str
+    path: Path
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+def clean_name(name: str | None, limit: int = 120) -> str:
+    """The client's file name reduced to printable text without any folder part; kept only as metadata."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = re.split(r"[\\/]", name)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:limit] or "photo"
+
+
+def download_stem(original_name: str) -> str:
+    """A file-name-safe stem for the result's download name (`holiday.jpg` -> `holiday`)."""
+    stem = Path(clean_name(original_name)).stem
+    stem = _UNSAFE.sub("_", stem).strip(" ._")
+    return stem[:80] or "photo"
+
+
+def output_format_for(requested: str | None, input_ext: str) -> str:
+    """The result's extension: the requested one, else the input's if the worker can write it, else png."""
+    if requested:
+        ext = OUTPUT_FORMATS.get(requested.strip().lower())
+        if ext is None:
+            raise UploadRejected(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
+        return ext
+    return DEFAULT_OUTPUT.get(input_ext, "png")
+
+
+def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
+    total = 0
+    while True:
+        chunk = src.read(_CHUNK)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if total > max_bytes:
+            raise UploadRejected(
+                413,
+                "too_large",
+                f"the file is larger than the {max_bytes / 1024 / 1024:g} MB limit; "
+                "send a smaller photo (or raise SR_MAX_UPLOAD_MB)",
+            )
+        dst.write(chunk)
+
+
+def _sniff(path: Path) -> tuple[str, int, int]:
+    """Format and size from the file header only; pixels are not decoded here."""
+    try:
+        with Image.open(path) as im:
+            return str(im.format), int(im.width), int(im.height)
+    except Image.DecompressionBombError:
+        # Pillow refuses absurd sizes outright; report it like any other oversized photo.
+        raise UploadRejected(422, "too_many_pixels", "the photo has far too many pixels to process") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise UploadRejected(
+            415, "unsupported_type", "this file is not a photo the service can read; send a PNG, JPEG, WebP, BMP or TIFF"
+        ) from None
+
+
+def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels: int) -> SavedUpload:
+    """Copies the upload in chunks, checks it, and keeps it only if every check passes."""
+    job_id = str(uuid.uuid4())
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    partial = uploads_dir / f".incoming-{job_id}"
+    try:
+        with open(partial, "xb") as out:
+            size = _copy_limited(stream, out, max_bytes)
+        if size == 0:
+            raise UploadRejected(400, "empty_file", "the file is empty; choose a photo and try again")
+        fmt, width, height = _sniff(partial)
+        ext = ACCEPTED_FORMATS.get(fmt)
+        if ext is None:
+            raise UploadRejected(
+                415, "unsupported_type", f"{fmt} files are not supported; send a PNG, JPEG, WebP, BMP or TIFF"
+            )
+        if width * height > max_pixels:
+            raise UploadRejected(
+                422,
+                "too_many_pixels",
+                f"the photo is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
+                f"{max_pixels / 1e6:g} megapixel limit; resize it first",
+            )
+        final = uploads_dir / f"{job_id}.{ext}"
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return SavedUpload(job_id=job_id, path=final, format=ext, width=width, height=height, size_bytes=size)
