@@ -342,13 +342,25 @@ class Runner:
             self.metrics.job_finished("done", seconds)
             log.info("job %s done in %.2f s", job.id, seconds)
             return
-        code, message = self._failure(running, report, rc)
+        code, message = self._failure(job, running, report, rc)
         self._remove_partial_output(job, keep_result=False)
         self.store.fail(job.id, code, message, exit_code=rc)
         self.metrics.job_finished(code, seconds)
         log.warning("job %s failed (%s, exit %s): %s", job.id, code, rc, message)
 
-    def _failure(self, running: _Running, report: WorkerReport, rc: int | None) -> tuple[str, str]:
+    def _public_message(self, job: Job, message: str) -> str:
+        """The worker names files by their server paths; the person knows their photo by its own name."""
+        replacements = {
+            str(self.config.uploads_dir / job.input_file): repr(job.original_name),
+            str(self.config.results_dir / job.output_file): "the result",
+            str(self.config.model_path): self.config.model_path.name,
+            str(self.config.data_dir): "the data folder",
+        }
+        for server_text, public_text in replacements.items():
+            message = message.replace(server_text, public_text)
+        return message
+
+    def _failure(self, job: Job, running: _Running, report: WorkerReport, rc: int | None) -> tuple[str, str]:
         if running.timed_out:
             return "timeout", (
                 f"took longer than {self.config.job_timeout_s:g} seconds (SR_JOB_TIMEOUT_S) and was stopped; "
@@ -358,8 +370,8 @@ class Runner:
             code = report.error.get("code")
             if not isinstance(code, str):
                 code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
-            message = str(report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"]))
-            return code, message
+            message = report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"])
+            return code, self._public_message(job, str(message))
         if rc is not None and rc < 0:
             try:
                 name = signal.Signals(-rc).name

@@ -13,7 +13,16 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 # Pillow format name -> file extension for the formats the worker decodes.
-ACCEPTED_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff"}
+ACCEPTED_FORMATS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "GIF": "gif",
+}
+_ACCEPTED_TEXT = "PNG, JPEG, WebP, BMP, TIFF or GIF"
 # Output formats a client may ask for, by name -> extension.
 OUTPUT_FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 # When no format is asked for: keep JPEG and WebP as they are, everything else becomes PNG.
@@ -97,7 +106,7 @@ def _sniff(path: Path) -> tuple[str, int, int]:
         raise UploadRejected(422, "too_many_pixels", "the photo has far too many pixels to process") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadRejected(
-            415, "unsupported_type", "this file is not a photo the service can read; send a PNG, JPEG, WebP, BMP or TIFF"
+            415, "unsupported_type", f"this file is not a photo the service can read; send a {_ACCEPTED_TEXT}"
         ) from None
 
 
@@ -115,7 +124,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
         ext = ACCEPTED_FORMATS.get(fmt)
         if ext is None:
             raise UploadRejected(
-                415, "unsupported_type", f"{fmt} files are not supported; send a PNG, JPEG, WebP, BMP or TIFF"
+                415, "unsupported_type", f"{fmt} files are not supported; send a {_ACCEPTED_TEXT}"
             )
         if width * height > max_pixels:
             raise UploadRejected(
