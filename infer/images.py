@@ -28,7 +28,7 @@ INPUT_FORMATS_TEXT = "JPEG/PNG/WebP/BMP/TIFF/GIF"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 # zlib level for PNG output; see docs/benchmarks.md ("PNG compression level") for the measurement behind it.
-PNG_COMPRESS_LEVEL = 3
+PNG_COMPRESS_LEVEL = 4
 # Largest side each output format can hold (libwebp: 16383; libjpeg-turbo: 65500).
 MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "PNG": 2**31 - 1}
 
