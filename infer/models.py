@@ -1,0 +1,347 @@
+"""Model manifest and the `sr-models` command: list, fetch (download + verify) and verify model files."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
+
+from infer import REPO_ROOT
+from infer.errors import EXIT_OK, EXIT_USAGE, ModelError, OutputError, UsageError, WorkerError
+
+MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
+DEFAULT_MODEL_FILE = "EDSR_x3.pb"
+CHUNK_BYTES = 1 << 20
+NETWORK_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One downloadable model: where it comes from and how to recognise an intact copy."""
+
+    name: str
+    file: str
+    algo: str
+    scale: int
+    url: str
+    bytes: int
+    git_sha1: str
+    sha256: str | None
+    source: str = ""
+
+    def url_from(self, base_url: str | None) -> str:
+        """The download URL, with its folder replaced by `base_url` when one is given (mirrors, tests)."""
+        if not base_url:
+            return self.url
+        return base_url.rstrip("/") + "/" + urllib.parse.quote(self.file)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of checking a file on disk against its manifest entry."""
+
+    entry: ModelEntry
+    path: Path
+    status: str  # "ok", "missing", "wrong size", "wrong checksum"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def models_dir(override: str | Path | None = None) -> Path:
+    """--dir, else $SR_MODELS_DIR, else the repository's models/ folder."""
+    chosen = override or os.environ.get("SR_MODELS_DIR")
+    return Path(chosen) if chosen else REPO_ROOT / "models"
+
+
+def default_model_path() -> Path:
+    """The model a job uses when none is named: $SR_MODEL_PATH, else EDSR_x3.pb in the models folder."""
+    env = os.environ.get("SR_MODEL_PATH")
+    return Path(env) if env else models_dir() / DEFAULT_MODEL_FILE
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> list[ModelEntry]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [ModelEntry(**item) for item in data["models"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read the model manifest {path}: {exc}") from None
+
+
+def find_entry(name: str, entries: Sequence[ModelEntry]) -> ModelEntry:
+    """Looks a model up by name, case-insensitively, with or without the .pb suffix."""
+    wanted = name.lower().removesuffix(".pb")
+    for entry in entries:
+        if entry.name.lower() == wanted:
+            return entry
+    known = ", ".join(e.name for e in entries)
+    raise UsageError(f"unknown model {name!r}; known models: {known}")
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(git blob SHA-1, SHA-256) of a file, read once."""
+    size = path.stat().st_size
+    git = hashlib.sha1(f"blob {size}\0".encode())
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            git.update(chunk)
+            sha.update(chunk)
+    return git.hexdigest(), sha.hexdigest()
+
+
+def _compare(entry: ModelEntry, path: Path, size: int, git_sha1: str, sha256: str) -> Check:
+    if size != entry.bytes:
+        return Check(entry, path, "wrong size", f"{size} bytes, expected {entry.bytes}")
+    if git_sha1 != entry.git_sha1:
+        return Check(entry, path, "wrong checksum", f"git SHA-1 {git_sha1}, expected {entry.git_sha1}")
+    if entry.sha256 and sha256 != entry.sha256:
+        return Check(entry, path, "wrong checksum", f"SHA-256 {sha256}, expected {entry.sha256}")
+    return Check(entry, path, "ok")
+
+
+def check_file(entry: ModelEntry, directory: Path, *, hashes: bool = True) -> Check:
+    """Checks the copy of `entry` in `directory`: size always, checksums unless `hashes` is False."""
+    path = directory / entry.file
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return Check(entry, path, "missing")
+    if size != entry.bytes or not hashes:
+        return _compare(entry, path, size, entry.git_sha1, entry.sha256 or "")
+    git_sha1, sha256 = file_digests(path)
+    return _compare(entry, path, size, git_sha1, sha256)
+
+
+def _offline_message(url: str, reason: object, directory: Path, entry: ModelEntry) -> str:
+    host = urllib.parse.urlsplit(url).netloc or url
+    return (
+        f"could not reach {host} ({reason}); download {url} on a machine with internet and copy it "
+        f"to {directory}/{entry.file}, or set SR_MODEL_PATH to a model file you have"
+    )
+
+
+def fetch(
+    entry: ModelEntry,
+    directory: Path,
+    *,
+    base_url: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Check:
+    """Downloads `entry` into `directory` unless an intact copy is there; leaves nothing behind on failure.
+
+    The bytes go to NAME.pb.part while size and checksums are computed on the fly; only a verified
+    file is renamed into place. Raises ModelError (unreachable, HTTP error, interrupted, mismatch)
+    or OutputError (the folder cannot be written).
+    """
+    existing = check_file(entry, directory)
+    if existing.ok:
+        return existing
+    url = entry.url_from(base_url)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the models folder {directory}: {exc.strerror or exc}") from None
+    part = directory / (entry.file + ".part")
+    request = urllib.request.Request(url, headers={"User-Agent": "sr-models"})
+    try:
+        response = urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        raise ModelError(
+            f"{url} answered HTTP {exc.code} {exc.reason}; check the address (or --base-url / "
+            "SR_MODELS_BASE_URL), or download the file by hand and copy it to "
+            f"{directory}/{entry.file}"
+        ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ModelError(_offline_message(url, reason, directory, entry)) from None
+
+    try:
+        out = part.open("wb")
+    except OSError as exc:
+        response.close()
+        raise OutputError(f"cannot write {part}: {exc.strerror or exc}") from None
+    received = 0
+    git = hashlib.sha1(f"blob {entry.bytes}\0".encode())
+    sha = hashlib.sha256()
+    try:
+        with response, out:
+            while True:
+                try:
+                    chunk = response.read(CHUNK_BYTES)
+                except (http.client.HTTPException, OSError) as exc:
+                    raise ModelError(
+                        f"the download of {entry.name} from {url} was interrupted after {received} of "
+                        f"{entry.bytes} bytes ({exc.__class__.__name__}); nothing was kept, run the command again"
+                    ) from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > entry.bytes:
+                    break
+                git.update(chunk)
+                sha.update(chunk)
+                _write(out, chunk, part)
+                if progress:
+                    progress(received, entry.bytes)
+            _write(out, b"", part, sync=True)
+        result = _compare(entry, part, received, git.hexdigest(), sha.hexdigest())
+        if not result.ok:
+            raise ModelError(
+                f"the download of {entry.name} from {url} does not match the manifest ({result.status}: "
+                f"{result.detail}); nothing was kept. The source may have changed or the transfer was "
+                "corrupted: try again, or download it by hand and check it with "
+                f"`sr-models verify {entry.name}`"
+            )
+        try:
+            os.replace(part, directory / entry.file)
+        except OSError as exc:
+            raise OutputError(f"cannot move {part} into place: {exc.strerror or exc}") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Check(entry, directory / entry.file, "ok")
+
+
+def _write(out: BinaryIO, data: bytes, path: Path, *, sync: bool = False) -> None:
+    try:
+        out.write(data)
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _progress_printer(name: str) -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        if percent != last[0]:
+            last[0] = percent
+            print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB ({percent}%)", end="", file=sys.stderr)
+            if done >= total:
+                print(file=sys.stderr)
+
+    return show
+
+
+def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
+    checks = [check_file(e, directory, hashes=False) for e in entries]
+    if as_json:
+        rows = [
+            {"name": c.entry.name, "file": str(c.path), "algo": c.entry.algo, "scale": c.entry.scale,
+             "bytes": c.entry.bytes, "status": "present" if c.ok else c.status}
+            for c in checks
+        ]
+        print(json.dumps({"dir": str(directory), "models": rows}, indent=2))
+        return EXIT_OK
+    print(f"models folder: {directory}")
+    for c in checks:
+        state = "present" if c.ok else c.status
+        print(f"  {c.entry.name:<16} {c.entry.algo:<7} x{c.entry.scale}  {c.entry.bytes / 1e6:7.2f} MB  {state}")
+    return EXIT_OK
+
+
+def _cmd_fetch(names: list[str], entries: list[ModelEntry], directory: Path, base_url: str | None) -> int:
+    wanted = [find_entry(n, entries) for n in names]
+    for entry in wanted:
+        if check_file(entry, directory).ok:
+            print(f"{entry.name}: already present and verified at {directory / entry.file}", file=sys.stderr)
+            continue
+        print(f"{entry.name}: downloading {entry.url_from(base_url)} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
+        result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
+        print(f"{entry.name}: verified and saved to {result.path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_verify(names: list[str], entries: list[ModelEntry], directory: Path) -> int:
+    wanted = [find_entry(n, entries) for n in names] if names else entries
+    failures = []
+    present = 0
+    for entry in wanted:
+        check = check_file(entry, directory)
+        if check.status == "missing" and not names:
+            continue
+        present += 1
+        if check.ok:
+            print(f"{entry.name}: ok ({check.path})")
+        else:
+            detail = f" ({check.detail})" if check.detail else ""
+            print(f"{entry.name}: {check.status}{detail} at {check.path}")
+            failures.append(entry.name)
+    if not present:
+        print(f"no known models in {directory}; fetch one with `sr-models fetch EDSR_x3`")
+    if failures:
+        raise ModelError(
+            f"{', '.join(failures)} failed verification; fetch again with `sr-models fetch {' '.join(failures)}` "
+            "(a damaged copy is replaced once a good one has been downloaded)"
+        )
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sr-models", description="List, download and verify super-resolution model files."
+    )
+    parser.add_argument("--dir", help="models folder (default: $SR_MODELS_DIR, else models/ in the repository)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="show the known models and which are present")
+    p_list.add_argument("--json", action="store_true", help="machine-readable output")
+    p_fetch = sub.add_parser("fetch", help="download models and verify their size and checksums")
+    p_fetch.add_argument("names", nargs="+", metavar="NAME", help="e.g. EDSR_x3 (see `sr-models list`)")
+    p_fetch.add_argument(
+        "--base-url", help="download from this folder instead of each model's source (default: $SR_MODELS_BASE_URL)"
+    )
+    p_verify = sub.add_parser("verify", help="check present model files against the manifest")
+    p_verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every present one)")
+    for p in (p_list, p_fetch, p_verify):
+        p.add_argument("--dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so a stopped download still removes its .part file.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    directory = models_dir(args.dir)
+    try:
+        entries = load_manifest()
+        if args.command == "list":
+            return _cmd_list(entries, directory, args.json)
+        if args.command == "fetch":
+            base_url = args.base_url or os.environ.get("SR_MODELS_BASE_URL") or None
+            return _cmd_fetch(args.names, entries, directory, base_url)
+        return _cmd_verify(args.names, entries, directory)
+    except WorkerError as exc:
+        print(f"sr-models: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sr-models: stopped; nothing partial was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
