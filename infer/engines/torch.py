@@ -1,0 +1,246 @@
+"""PyTorch engine: the .pb model's own weights run on CUDA (fp16, channels-last) or the CPU, tiles sized to free memory."""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from typing import Any
+
+_T_IMPORT = time.perf_counter()
+import torch  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - _T_IMPORT
+
+import numpy as np  # noqa: E402
+
+from infer.engines.graph_plan import GraphPlan  # noqa: E402
+from infer.engines.torch_net import PlanNet  # noqa: E402
+from infer.engines.weight_cache import load_plan  # noqa: E402
+from infer.errors import ModelError, OutOfMemoryError, UsageError  # noqa: E402
+from infer.modelspec import ModelSpec  # noqa: E402
+from infer.tiling import run_tiled  # noqa: E402
+
+PRECISIONS = ("fp16", "fp32")
+# Context kept around a window when an out-of-memory error splits it further.
+_SPLIT_PAD = {"edsr": 24, "lapsrn": 24}
+_DEFAULT_SPLIT_PAD = 16
+# Never split below this window edge: a tile this small that still does not fit means the GPU is full.
+MIN_WINDOW = 64
+# Device memory kept free for cuDNN workspaces and the allocator's rounding, beyond the estimate.
+_RESERVE_BYTES = 768 << 20
+# Headroom over the plan's activation estimate (convolution workspaces, fragmentation).
+_ACTIVATION_OVERHEAD = 1.5
+# Tensors beyond 2**31 elements fall off cuDNN's fast paths; keep every activation below that.
+_MAX_TENSOR_ELEMENTS = 2**31 - 1
+_MAX_TILE = 2048
+
+_OOM_TEXT = ("out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OOM, the CPU allocator's failure, or cuDNN/cuBLAS failing to allocate."""
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_TEXT)
+
+
+class TorchEngine:
+    """Runs a GraphPlan with PyTorch; on CUDA it keeps the accelerator only from load() to close()."""
+
+    name = "torch"
+
+    def __init__(self, device: str = "auto", precision: str = "fp16"):
+        if device not in ("auto", "cpu", "cuda"):
+            raise UsageError("--device must be auto, cpu or cuda")
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        has_cuda = torch.cuda.is_available()
+        if device == "cuda" and not has_cuda:
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ModelError(
+                f"--device cuda was asked for but PyTorch {torch.__version__} ({build}) sees no CUDA GPU; "
+                "install the NVIDIA driver and a CUDA build of PyTorch (`pip install -e '.[gpu]'`), or use --device cpu"
+            )
+        self.device = "cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu"
+        self.note = "no CUDA GPU found; the torch engine runs on the CPU" if device == "auto" and not has_cuda else None
+        # Half precision only where it is fast and exact enough: on the GPU.
+        self.precision = precision if self.device == "cuda" else "fp32"
+        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self._spec: ModelSpec | None = None
+        self._plan: GraphPlan | None = None
+        self._plan_source = ""
+        self._net: PlanNet | None = None
+        self._window_limit: int | None = None
+        self._split_pad = _DEFAULT_SPLIT_PAD
+        self._tile_retries = 0
+        self._tiles = 0
+        self._seconds = {"import": round(IMPORT_SECONDS, 4), "weights": 0.0, "cuda_init": 0.0, "to_device": 0.0, "inference": 0.0}
+        self._cuda_started: float | None = None
+        self._cuda_released: float | None = None
+        self._memory: dict[str, float] = {}
+
+    # ---- model
+
+    def _plan_for(self, spec: ModelSpec) -> GraphPlan:
+        """CPU-side conversion (or cache read); done before any CUDA call so it never counts as GPU time."""
+        if self._plan is not None and self._spec == spec:
+            return self._plan
+        t = time.perf_counter()
+        loaded = load_plan(spec.path)
+        plan = loaded.plan
+        if plan.in_channels != spec.channels:
+            raise ModelError(
+                f"{spec.path.name} takes {plan.in_channels}-channel input but {spec.algo} models take {spec.channels}; "
+                "check --algo or the file name"
+            )
+        if plan.scale != spec.scale:
+            raise ModelError(
+                f"{spec.path.name} upscales x{plan.scale}, not x{spec.scale}; "
+                "pass the model's real factor with --scale or rename the file (e.g. EDSR_x3.pb)"
+            )
+        self._seconds["weights"] = round(time.perf_counter() - t, 4)
+        self._spec, self._plan, self._plan_source = spec, plan, loaded.source
+        self._split_pad = _SPLIT_PAD.get(spec.algo, _DEFAULT_SPLIT_PAD)
+        return plan
+
+    def _start_cuda(self) -> None:
+        if self._cuda_started is not None:
+            return
+        self._cuda_started = time.perf_counter()
+        torch.cuda.init()
+        torch.empty(1, device="cuda")  # creates the context now, so its cost is not billed to the first tile
+        torch.cuda.reset_peak_memory_stats()
+        if self.precision == "fp32":
+            # fp32 means fp32: no TF32 tensor-core rounding on Ampere and later.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        self._seconds["cuda_init"] = round(time.perf_counter() - self._cuda_started, 4)
+
+    def load(self, spec: ModelSpec) -> None:
+        plan = self._plan_for(spec)
+        if self.device == "cuda":
+            self._start_cuda()
+        t = time.perf_counter()
+        try:
+            net = PlanNet(plan).eval()
+            if self.device == "cuda":
+                net = net.to(device="cuda", dtype=self._dtype).to(memory_format=torch.channels_last)
+                torch.cuda.synchronize()
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise OutOfMemoryError("the model's weights do not fit in the GPU's free memory") from err
+            raise
+        self._net = net
+        self._seconds["to_device"] = round(time.perf_counter() - t, 4)
+
+    def preferred_tile(self, spec: ModelSpec) -> int | None:
+        """On CUDA, the largest tile whose activations fit in free device memory; None (the default) on the CPU."""
+        if self.device != "cuda":
+            return None
+        plan = self._plan_for(spec)
+        self._start_cuda()
+        free, _total = torch.cuda.mem_get_info()
+        return tile_for_memory(plan, free, self._dtype.itemsize, self._split_pad)
+
+    # ---- inference
+
+    def run(self, tile: np.ndarray) -> np.ndarray:
+        if self._net is None or self._spec is None:
+            raise RuntimeError("load() a model before run()")
+        while True:
+            h, w = tile.shape[:2]
+            limit = self._window_limit
+            if limit is not None and max(h, w) > limit:
+                # An earlier tile ran out of memory: cut this one into windows that fit.
+                core = max(limit - 2 * self._split_pad, 1)
+                return run_tiled(tile, self.run, self._spec.scale, core, self._split_pad)
+            try:
+                return self._forward(tile)
+            except Exception as err:
+                if not is_out_of_memory(err):
+                    raise
+            # Outside the except block: the traceback no longer pins the failed tile's tensors.
+            self._release_cached()
+            new_limit = max(h, w) // 2
+            if new_limit < MIN_WINDOW:
+                raise OutOfMemoryError(
+                    f"the {self.device.upper()} ran out of memory even on a {h}x{w} tile; "
+                    "free the GPU (other jobs?) or use --device cpu"
+                )
+            self._window_limit = new_limit
+            self._tile_retries += 1
+
+    def _forward(self, tile: np.ndarray) -> np.ndarray:
+        assert self._net is not None
+        t = time.perf_counter()
+        x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)[None])
+        if self.device == "cuda":
+            x = x.to("cuda", non_blocking=False).to(self._dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            y = self._net(x)
+            del x
+            out = y[0].permute(1, 2, 0).float().cpu().numpy()
+            del y
+        self._tiles += 1
+        self._seconds["inference"] = round(self._seconds["inference"] + time.perf_counter() - t, 4)
+        return np.ascontiguousarray(out)
+
+    def _release_cached(self) -> None:
+        gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---- accounting
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "precision": self.precision,
+            "weights": self._plan_source,
+            "tiles_run": self._tiles,
+            "tile_retries": self._tile_retries,
+            "tile_limit": self._window_limit,
+            "torch_seconds": dict(self._seconds),
+        }
+        if self.device == "cuda" and self._cuda_started is not None:
+            end = self._cuda_released if self._cuda_released is not None else time.perf_counter()
+            out["gpu_seconds"] = round(end - self._cuda_started, 4)
+            out["gpu_released"] = self._cuda_released is not None
+            out["device_memory_mb"] = dict(self._memory) or self._memory_now()
+            out["gpu_name"] = torch.cuda.get_device_name()
+        return out
+
+    def _memory_now(self) -> dict[str, float]:
+        mb = 1 << 20
+        return {
+            "peak_allocated": round(torch.cuda.max_memory_allocated() / mb, 1),
+            "peak_reserved": round(torch.cuda.max_memory_reserved() / mb, 1),
+            "reserved": round(torch.cuda.memory_reserved() / mb, 1),
+        }
+
+    def close(self) -> None:
+        """Drop the model; on CUDA wait for the device, return every cached block and stop the GPU clock."""
+        self._net = None
+        gc.collect()
+        if self.device == "cuda" and self._cuda_started is not None and self._cuda_released is None:
+            torch.cuda.synchronize()
+            memory = self._memory_now()
+            torch.cuda.empty_cache()
+            memory["reserved_after_release"] = round(torch.cuda.memory_reserved() / (1 << 20), 1)
+            del memory["reserved"]
+            self._memory = memory
+            self._cuda_released = time.perf_counter()
+
+
+def tile_for_memory(plan: GraphPlan, free_bytes: int, itemsize: int, pad: int) -> int:
+    """Input tile edge whose window (tile + 2*pad) fits the activation estimate into `free_bytes`."""
+    weights = plan.weight_count() * itemsize
+    per_pixel = plan.peak_values_per_pixel() * itemsize * _ACTIVATION_OVERHEAD
+    budget = free_bytes * 0.9 - weights - _RESERVE_BYTES
+    if budget <= 0:
+        return MIN_WINDOW
+    window = math.sqrt(budget / per_pixel)
+    widest = max(plan.channels[v] * plan.zoom[v] ** 2 for v in plan.channels)
+    window = min(window, math.sqrt(_MAX_TENSOR_ELEMENTS / widest))
+    tile = int(window) - 2 * pad
+    return int(max(MIN_WINDOW, min(_MAX_TILE, tile // 16 * 16)))
