@@ -173,10 +173,12 @@ def run_job(args: argparse.Namespace, events: EventStream, t_main: float) -> int
 
         result = upscale_image(image, engine, spec, tile, tile_pad, progress)
         t = timer.stage("infer", t)
-        extra = engine.stats()
     finally:
         # Release the model (and any device memory) before the slow encode.
         engine.close()
+    t = timer.stage("release", t)
+    # Read after close(): GPU time runs until device memory is released.
+    extra = engine.stats()
     del image
 
     images.encode(result, args.output, quality=args.quality)
