@@ -106,4 +106,5 @@ def create_engine(engine: str = "auto", device: str = "auto", precision: str = "
             f"PyTorch is not installed ({err}); install it with `pip install -e '.[gpu]'` "
             "or use --engine opencv"
         ) from err
-    return TorchEngine(device=device, precision=precision), note
+    torch_engine = TorchEngine(device=device, precision=precision)
+    return torch_engine, note or torch_engine.note
