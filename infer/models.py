@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
 from infer import REPO_ROOT
-from infer.errors import EXIT_OK, EXIT_USAGE, ModelError, OutputError, UsageError, WorkerError
+from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
 
 MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
 DEFAULT_MODEL_FILE = "EDSR_x3.pb"
@@ -174,6 +174,14 @@ def fetch(
         response.close()
         raise OutputError(f"cannot write {part}: {exc.strerror or exc}") from None
     received = 0
+    declared = _content_length(response)
+
+    def interrupted(why: str) -> ModelError:
+        return ModelError(
+            f"the download of {entry.name} from {url} was interrupted after {received} of {entry.bytes} "
+            f"bytes ({why}); nothing was kept, run the command again"
+        )
+
     git = hashlib.sha1(f"blob {entry.bytes}\0".encode())
     sha = hashlib.sha256()
     try:
@@ -182,11 +190,11 @@ def fetch(
                 try:
                     chunk = response.read(CHUNK_BYTES)
                 except (http.client.HTTPException, OSError) as exc:
-                    raise ModelError(
-                        f"the download of {entry.name} from {url} was interrupted after {received} of "
-                        f"{entry.bytes} bytes ({exc.__class__.__name__}); nothing was kept, run the command again"
-                    ) from None
+                    raise interrupted(exc.__class__.__name__) from None
                 if not chunk:
+                    # read(n) returns b"" when the server hangs up early, even short of Content-Length
+                    if declared is not None and received < declared:
+                        raise interrupted("connection closed")
                     break
                 received += len(chunk)
                 if received > entry.bytes:
@@ -213,6 +221,13 @@ def fetch(
         part.unlink(missing_ok=True)
         raise
     return Check(entry, directory / entry.file, "ok")
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _write(out: BinaryIO, data: bytes, path: Path, *, sync: bool = False) -> None:

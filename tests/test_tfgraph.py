@@ -408,3 +408,23 @@ def test_attr_kinds_round_trip(tmp_path: Path) -> None:
     assert node.attrs["unknown"].unknown_rank
     assert [type(t) for t in node.attrs["types"]] == [DType, DType]
     assert tfgraph.input_node_name("^a") == "a" and tfgraph.input_node_name("b:1") == "b"
+
+
+# ---------------------------------------------------------------- shared-data fixtures
+
+
+def test_missing_shared_data_skips_locally_and_fails_in_strict_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import _require_dir
+
+    absent = tmp_path / "shared" / "models"
+    monkeypatch.delenv("SR_TEST_STRICT", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="shared models not found"):
+        _require_dir(absent, "shared models")
+    monkeypatch.setenv("SR_TEST_STRICT", "1")
+    with pytest.raises(pytest.fail.Exception, match="SR_TEST_STRICT=1"):
+        _require_dir(absent, "shared models")
+    absent.mkdir(parents=True)
+    (absent / "ESPCN_x2.pb").write_bytes(b"x")
+    assert _require_dir(absent, "shared models") == absent

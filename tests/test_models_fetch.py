@@ -1,0 +1,263 @@
+"""`sr-models` against a real HTTP server on loopback: downloads, verification, failures that leave nothing."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from infer import REPO_ROOT
+from infer.errors import EXIT_MODEL, EXIT_USAGE
+from infer.models import default_model_path, file_digests, find_entry, load_manifest, models_dir
+
+SMALL = ["ESPCN_x2", "FSRCNN_x3"]
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    requests: list[str]
+    mode: str  # "serve", "drop" (half the bytes, then hang up), "trickle" (a little, then stall)
+    release: threading.Event
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        if self.server.mode == "serve":
+            return super().do_GET()
+        path = Path(self.translate_path(self.path))
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.server.mode == "drop":
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self.wfile.write(data[:4096])
+            self.wfile.flush()
+            self.server.release.wait(30)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, shared_models: Path) -> Iterator[tuple[str, Path, _Server]]:
+    """A folder of model copies served on 127.0.0.1; returns (base URL, served folder, server)."""
+    root = tmp_path / "mirror"
+    served = root / "models"
+    served.mkdir(parents=True)
+    for name in SMALL:
+        shutil.copy(shared_models / f"{name}.pb", served)
+    server = _Server(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    server.requests, server.mode, server.release = [], "serve", threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/models", served, server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_MODEL")}
+    env.update(extra)
+    return env
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "infer.models", *args],
+        cwd=REPO_ROOT,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_fetch_downloads_verifies_and_does_not_download_twice(mirror, tmp_path: Path, shared_models: Path) -> None:
+    base_url, _, server = mirror
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", *SMALL, "--base-url", base_url)
+    assert result.returncode == 0, result.stderr
+    assert _leftovers(dest) == sorted(f"{n}.pb" for n in SMALL)
+    for name in SMALL:
+        assert (dest / f"{name}.pb").read_bytes() == (shared_models / f"{name}.pb").read_bytes()
+    assert sorted(server.requests) == sorted(f"/models/{n}.pb" for n in SMALL)
+
+    again = _run("--dir", str(dest), "fetch", "espcn_x2.pb", "FSRCNN_x3", "--base-url", base_url)
+    assert again.returncode == 0, again.stderr
+    assert "already present and verified" in again.stderr
+    assert len(server.requests) == 2  # nothing downloaded the second time
+
+    verify = _run("--dir", str(dest), "verify")
+    assert verify.returncode == 0 and "ESPCN_x2: ok" in verify.stdout and "FSRCNN_x3: ok" in verify.stdout
+
+
+def test_fetch_uses_the_environment_for_folder_and_mirror(mirror, tmp_path: Path) -> None:
+    base_url, _, server = mirror
+    dest = tmp_path / "env-models"
+    result = _run("fetch", "ESPCN_x2", env=_env(SR_MODELS_DIR=str(dest), SR_MODELS_BASE_URL=base_url + "/"))
+    assert result.returncode == 0, result.stderr
+    assert _leftovers(dest) == ["ESPCN_x2.pb"]
+    assert server.requests == ["/models/ESPCN_x2.pb"]
+
+
+def test_corrupted_download_fails_and_leaves_nothing(mirror, tmp_path: Path) -> None:
+    base_url, served, _ = mirror
+    data = bytearray((served / "ESPCN_x2.pb").read_bytes())
+    data[1000] ^= 0xFF  # same size, different bytes
+    (served / "ESPCN_x2.pb").write_bytes(bytes(data))
+    (served / "FSRCNN_x3.pb").write_bytes(b"<html>not the model</html>")
+    dest = tmp_path / "models"
+    for name, problem in (("ESPCN_x2", "wrong checksum"), ("FSRCNN_x3", "wrong size")):
+        result = _run("--dir", str(dest), "fetch", name, "--base-url", base_url)
+        assert result.returncode == EXIT_MODEL, result.stderr
+        assert problem in result.stderr and "nothing was kept" in result.stderr
+        assert _leftovers(dest) == []
+
+
+def test_connection_dropped_midway_leaves_nothing(mirror, tmp_path: Path) -> None:
+    base_url, _, server = mirror
+    server.mode = "drop"
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", "ESPCN_x2", "--base-url", base_url)
+    assert result.returncode == EXIT_MODEL, result.stderr
+    assert "interrupted" in result.stderr and "run the command again" in result.stderr
+    assert _leftovers(dest) == []
+
+
+def test_stopping_a_download_removes_the_part_file(mirror, tmp_path: Path) -> None:
+    base_url, _, server = mirror
+    server.mode = "trickle"
+    dest = tmp_path / "models"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infer.models", "--dir", str(dest), "fetch", "ESPCN_x2", "--base-url", base_url],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (dest / "ESPCN_x2.pb.part").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "download never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "nothing partial was kept" in stderr
+    assert _leftovers(dest) == []
+
+
+def test_unreachable_source_gives_the_offline_message(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", "EDSR_x3", "--base-url", f"http://127.0.0.1:{port}/m")
+    assert result.returncode == EXIT_MODEL
+    assert f"could not reach 127.0.0.1:{port}" in result.stderr
+    assert "download" in result.stderr and "on a machine with internet" in result.stderr
+    assert "SR_MODEL_PATH" in result.stderr and str(dest / "EDSR_x3.pb") in result.stderr
+    assert _leftovers(dest) == []
+
+
+def test_missing_file_on_the_server_is_a_clear_error(mirror, tmp_path: Path) -> None:
+    base_url, _, _ = mirror
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", "LapSRN_x8", "--base-url", base_url)
+    assert result.returncode == EXIT_MODEL
+    assert "HTTP 404" in result.stderr
+    assert _leftovers(dest) == []
+
+
+def test_verify_reports_a_damaged_copy(tmp_path: Path, shared_models: Path) -> None:
+    dest = tmp_path / "models"
+    dest.mkdir()
+    shutil.copy(shared_models / "FSRCNN_x3.pb", dest)
+    damaged = bytearray((shared_models / "ESPCN_x3.pb").read_bytes())
+    damaged[-1] ^= 1
+    (dest / "ESPCN_x3.pb").write_bytes(bytes(damaged))
+    result = _run("--dir", str(dest), "verify")
+    assert result.returncode == EXIT_MODEL
+    assert "FSRCNN_x3: ok" in result.stdout and "ESPCN_x3: wrong checksum" in result.stdout
+    assert "sr-models fetch ESPCN_x3" in result.stderr
+    named_missing = _run("--dir", str(dest), "verify", "EDSR_x3")
+    assert named_missing.returncode == EXIT_MODEL and "EDSR_x3: missing" in named_missing.stdout
+
+
+def test_unknown_model_name_is_a_usage_error(tmp_path: Path) -> None:
+    result = _run("--dir", str(tmp_path), "fetch", "EDSR_x5")
+    assert result.returncode == EXIT_USAGE
+    assert "unknown model 'EDSR_x5'" in result.stderr and "EDSR_x3" in result.stderr
+
+
+def test_list_shows_every_model_and_what_is_present(tmp_path: Path, shared_models: Path) -> None:
+    shutil.copy(shared_models / "ESPCN_x4.pb", tmp_path)
+    result = _run("--dir", str(tmp_path), "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["models"]}
+    assert {"EDSR_x2", "EDSR_x3", "EDSR_x4", "FSRCNN-small_x3", "LapSRN_x8"} <= set(rows)
+    assert rows["ESPCN_x4"]["status"] == "present" and rows["EDSR_x3"]["status"] == "missing"
+    text = _run("--dir", str(tmp_path), "list")
+    assert "EDSR_x3" in text.stdout and "present" in text.stdout
+
+
+def test_manifest_matches_the_real_model_files(shared_models: Path) -> None:
+    entries = load_manifest()
+    for path in sorted(shared_models.glob("*.pb")):
+        entry = find_entry(path.stem, entries)
+        git_sha1, sha256 = file_digests(path)
+        assert (path.stat().st_size, git_sha1, sha256) == (entry.bytes, entry.git_sha1, entry.sha256), path.name
+        assert entry.url.endswith("/" + path.name) and entry.url.startswith("https://raw.githubusercontent.com/")
+    edsr = {e.name: e for e in entries if e.algo == "edsr"}
+    assert sorted(edsr) == ["EDSR_x2", "EDSR_x3", "EDSR_x4"]
+    assert edsr["EDSR_x3"].bytes == 38524784 and edsr["EDSR_x3"].git_sha1 == "9b9082ceca0d5a2fc6d6bae7456e2c7934b3aa4d"
+
+
+def test_git_blob_sha1_is_what_git_computes(tmp_path: Path) -> None:
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"hello\n")
+    # `git hash-object` of "hello\n"
+    assert file_digests(path) == ("ce013625030ba8dba906f756967f9e9ca394464a", hashlib.sha256(b"hello\n").hexdigest())
+
+
+def test_default_model_path_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SR_MODEL_PATH", raising=False)
+    monkeypatch.delenv("SR_MODELS_DIR", raising=False)
+    assert default_model_path() == REPO_ROOT / "models" / "EDSR_x3.pb"
+    monkeypatch.setenv("SR_MODELS_DIR", str(tmp_path))
+    assert models_dir() == tmp_path and default_model_path() == tmp_path / "EDSR_x3.pb"
+    monkeypatch.setenv("SR_MODEL_PATH", str(tmp_path / "ESPCN_x3.pb"))
+    assert default_model_path() == tmp_path / "ESPCN_x3.pb"
