@@ -85,10 +85,13 @@ def _our_pixel_limit_only() -> Iterator[None]:
 
 
 def _not_readable(path: Path, detail: str = "") -> InputError:
-    why = f": the file is damaged or incomplete ({detail})" if detail else ""
+    if detail:
+        return InputError(
+            f"{path} is not a readable {INPUT_FORMATS_TEXT} image: the file is damaged or incomplete ({detail}); "
+            "upload it again, or open it in an image editor and save it again as JPEG or PNG"
+        )
     return InputError(
-        f"{path} is not a readable {INPUT_FORMATS_TEXT} image{why}; "
-        "open it in an image editor and save it again as JPEG or PNG"
+        f"{path} is not a readable {INPUT_FORMATS_TEXT} image; choose a photo in one of those formats"
     )
 
 
@@ -141,6 +144,10 @@ def probe(path: str | os.PathLike[str]) -> tuple[int, int, str]:
         im = _open(path)
         with im:
             width, height = im.size
+            if im.format == "TIFF":
+                # Pillow may already report a TIFF's size turned; the stored size is unambiguous.
+                width = int(im.tag_v2.get(256, width))  # type: ignore[attr-defined]
+                height = int(im.tag_v2.get(257, height))  # type: ignore[attr-defined]
             if _header_orientation(im) >= 5:
                 width, height = height, width
             return width, height, _format_name(im)
@@ -149,7 +156,7 @@ def probe(path: str | os.PathLike[str]) -> tuple[int, int, str]:
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise TooLargeError(
-            f"{path.name} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{path} is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
             f"{max_pixels / 1e6:g} megapixels ({max_pixels} pixels); resize it below "
             f"{max_pixels / 1e6:g} megapixels or raise SR_MAX_PIXELS (--max-pixels)"
         )
@@ -173,14 +180,14 @@ def _check_png_chunks(path: Path) -> None:
             while remaining:
                 block = f.read(min(remaining, 1 << 20))
                 if not block:
-                    raise _BadPng(f"the file ends inside a {kind.decode('latin-1')} chunk")
+                    raise _BadPng(f"the file ends inside its {kind.decode('latin-1')} chunk")
                 crc = zlib.crc32(block, crc)
                 remaining -= len(block)
             stored = f.read(4)
             if len(stored) < 4:
-                raise _BadPng(f"the file ends inside a {kind.decode('latin-1')} chunk")
+                raise _BadPng(f"the file ends inside its {kind.decode('latin-1')} chunk")
             if struct.unpack(">I", stored)[0] != crc:
-                raise _BadPng(f"checksum mismatch in a {kind.decode('latin-1')} chunk")
+                raise _BadPng(f"checksum mismatch in its {kind.decode('latin-1')} chunk")
             if kind == b"IEND":
                 return
 
@@ -274,6 +281,8 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def _exif_and_orientation(im: Image.Image, source_format: str) -> tuple[bytes | None, int]:
     """The EXIF block to keep (orientation set to 1) and the orientation to apply to the pixels."""
+    # Pillow turns TIFF pixels itself while loading and drops the tag, so whatever orientation is
+    # left after load() is exactly what still has to be applied.
     try:
         exif = im.getexif()
         if source_format == "TIFF":
@@ -311,7 +320,7 @@ def decode(path: str | os.PathLike[str], max_pixels: int) -> DecodedImage:
                 im.load()
             except MemoryError:
                 raise OutOfMemoryError(
-                    f"not enough memory to decode {path.name} ({width}x{height}); "
+                    f"not enough memory to decode {path} ({width}x{height}); "
                     "try a smaller photo or lower SR_MAX_PIXELS"
                 ) from None
             except Exception as exc:  # truncated or corrupt pixel data, in whichever decoder
@@ -369,36 +378,32 @@ def _exif_for_output(exif: bytes, width: int, height: int) -> bytes | None:
         return None
 
 
-def _composite_on_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha.astype(np.uint32)
-    if color.ndim == 3:
-        a = a[..., None]
-    return ((color.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+def _pil_from(array: np.ndarray, mode: str, rawmode: str) -> Image.Image:
+    height, width = array.shape[:2]
+    return Image.frombuffer(mode, (width, height), np.ascontiguousarray(array), "raw", rawmode, 0, 1)
 
 
 def _to_pil(image: DecodedImage, fmt: str, path: Path) -> Image.Image:
-    bgr = image.bgr
-    height, width = bgr.shape[:2]
+    """Pillow image for the output format; Pillow does the channel work so no full-size temporaries pile up."""
+    pil = _pil_from(image.bgr, "RGB", "BGR")
     if image.grayscale:
-        color = np.asarray(Image.frombuffer("RGB", (width, height), np.ascontiguousarray(bgr), "raw", "BGR", 0, 1)
-                           .convert("L"))
-    else:
-        color = np.ascontiguousarray(bgr[..., ::-1])
+        pil = pil.convert("L")
     alpha = image.alpha
     if alpha is not None and fmt == "JPEG":
         if int(alpha.min()) < 255:
             log.warning(
                 "%s: JPEG cannot store transparency; transparent areas were filled with white "
-                "(write .png or .webp to keep them)", path.name,
+                "(write .png or .webp to keep them)", path,
             )
-            color = _composite_on_white(color, alpha)
+            flat = Image.new(pil.mode, pil.size, "white")
+            flat.paste(pil, (0, 0), _pil_from(alpha, "L", "L"))
+            pil = flat
         alpha = None
     if image.grayscale and fmt == "WEBP":
-        color = np.repeat(color[..., None], 3, axis=2)  # WebP has no grayscale mode
+        pil = pil.convert("RGB")  # WebP has no grayscale mode
     if alpha is not None:
-        channels = color[..., None] if color.ndim == 2 else color
-        return Image.fromarray(np.concatenate([channels, alpha[..., None]], axis=2), "LA" if color.ndim == 2 else "RGBA")
-    return Image.fromarray(color, "L" if color.ndim == 2 else "RGB")
+        pil.putalpha(_pil_from(alpha, "L", "L"))  # L -> LA, RGB -> RGBA
+    return pil
 
 
 def _save_options(image: DecodedImage, pil: Image.Image, fmt: str, quality: int) -> dict[str, Any]:
@@ -464,7 +469,7 @@ def _write_atomically(pil: Image.Image, path: Path, fmt: str, options: dict[str,
         temp = None
         _fsync_folder(path.parent)
     except MemoryError:
-        raise OutOfMemoryError(f"not enough memory to encode {path.name}") from None
+        raise OutOfMemoryError(f"not enough memory to encode {path}") from None
     except Exception as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise OutputError(f"cannot write {path}: {reason}; check the folder exists and is writable") from exc

@@ -212,6 +212,18 @@ def test_orientation_6_jpeg_is_rotated_and_written_upright_with_its_exif(tmp_pat
         assert images.decode(out, LIMIT).bgr.shape == (48, 40, 3)  # not rotated a second time
 
 
+def test_tiff_orientation_applied_once_and_layout_tags_not_carried(tmp_path, crop):
+    path = tmp_path / "scan.tif"
+    Image.fromarray(crop).save(path, exif=_camera_exif(8))
+    assert images.probe(path) == (40, 48, "TIFF")
+    decoded = images.decode(path, LIMIT)
+    assert np.array_equal(_bgr_to_rgb(decoded), np.rot90(crop, 1))  # 8: turn 90 degrees anticlockwise
+    kept = Image.Exif()
+    kept.load(decoded.exif)
+    assert kept[0x010F] == "Maker" and kept.get(0x0112, 1) == 1
+    assert not {256, 257, 273, 279} & set(kept)  # the TIFF's own size and strip offsets stay behind
+
+
 def test_icc_profile_is_kept(tmp_path, shared_photos):
     with Image.open(shared_photos / "chelsea.png") as im:
         icc = im.info["icc_profile"]
