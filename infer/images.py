@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import struct
-import warnings
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,22 +66,27 @@ class DecodedImage:
 # --------------------------------------------------------------------------- decoding
 
 
+# Serialises our switching of Pillow's process-wide limit, so concurrent callers (threads in one process)
+# always restore the value that was there before the first of them.
+_PILLOW_LIMIT_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _our_pixel_limit_only() -> Iterator[None]:
     """Switch off Pillow's process-wide decompression-bomb limit while a file is opened and decoded.
 
     Our own check (max_pixels, from the header, before any pixel is decoded) is the one that applies;
-    Pillow's would otherwise raise or warn first, with a different limit and message. The worker is one
-    process per job and single-threaded, and the previous value is restored on the way out.
+    Pillow's would otherwise raise or warn first, with a different limit and message. The previous value
+    is restored on the way out. The worker is one single-threaded process per job; in a threaded process,
+    other Image.open calls running at the same moment also go without Pillow's limit for that long.
     """
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _PILLOW_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # Pillow then neither raises nor warns
+        try:
             yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def _not_readable(path: Path, detail: str = "") -> InputError:

@@ -360,6 +360,47 @@ def test_48_bit_rgb_png_is_scaled_not_clipped(tmp_path):
     assert _bgr_to_rgb(decoded).tolist() == [[[0, 1, 255], [128, 3, 156]]]
 
 
+def test_bilevel_image_is_grayscale(tmp_path):
+    bits = Image.new("1", (9, 3), 0)
+    bits.paste(1, (0, 0, 4, 3))
+    path = tmp_path / "fax.png"
+    bits.save(path)
+    decoded = images.decode(path, LIMIT)
+    assert decoded.grayscale
+    assert decoded.bgr[:, :4].min() == 255 and decoded.bgr[:, 4:].max() == 0
+
+
+def test_32_bit_integer_and_float_tiffs_are_scaled(tmp_path):
+    ints = np.array([[0, 257, 65535]], dtype=np.int32)
+    Image.fromarray(ints, "I").save(tmp_path / "i.tif")
+    assert images.decode(tmp_path / "i.tif", LIMIT).bgr[0, :, 0].tolist() == [0, 1, 255]
+    floats = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(floats, "F").save(tmp_path / "f.tif")
+    assert images.decode(tmp_path / "f.tif", LIMIT).bgr[0, :, 0].tolist() == [0, 128, 255]
+    wide = np.array([[-1000.0, 0.0, 1000.0]], dtype=np.float32)  # no nominal range: stretched, not clipped
+    Image.fromarray(wide, "F").save(tmp_path / "w.tif")
+    decoded = images.decode(tmp_path / "w.tif", LIMIT)
+    assert decoded.grayscale and decoded.bgr[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_rgb_png_with_transparent_colour(tmp_path, crop):
+    path = tmp_path / "key.png"
+    keyed = crop.copy()
+    keyed[:5] = (1, 2, 3)
+    Image.fromarray(keyed).save(path, transparency=(1, 2, 3))
+    decoded = images.decode(path, LIMIT)
+    assert decoded.alpha is not None
+    assert decoded.alpha[:5].max() == 0 and decoded.alpha[5:].min() == 255
+
+
+def test_animated_webp_uses_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ((250, 10, 10), (10, 250, 10), (10, 10, 250))]
+    path = tmp_path / "anim.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True)
+    decoded = images.decode(path, LIMIT)
+    assert tuple(_bgr_to_rgb(decoded)[4, 4]) == (250, 10, 10)
+
+
 def test_cmyk_jpeg_gets_sensible_rgb(tmp_path, crop):
     path = tmp_path / "print.jpg"
     Image.fromarray(crop).convert("CMYK").save(path, quality=98)
