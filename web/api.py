@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator
 
 from flask import Blueprint, Response, request, send_file
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from web.cleanup import remove_job_files
@@ -138,6 +139,14 @@ def _accept_or_reject(s: Services) -> Job:
     except ApiError as err:
         s.metrics.upload_rejected(err.status)
         raise
+    except RequestEntityTooLarge:
+        s.metrics.upload_rejected(413)
+        raise ApiError(
+            413,
+            "too_large",
+            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo "
+            "(or raise SR_MAX_UPLOAD_MB)",
+        ) from None
 
 
 @bp.post("/api/jobs")

@@ -331,7 +331,7 @@ class Runner:
                 output_bytes=output.stat().st_size,
                 engine=done.get("engine") or job.engine,
                 device=done.get("device") or job.device,
-                timings={**(done.get("seconds") or {}), "wall": round(seconds, 3)},
+                timings=done.get("seconds") or {},
                 peak_rss_mb=done.get("peak_rss_mb"),
                 exit_code=0,
                 worker_pid=None,

@@ -90,7 +90,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
             raise UploadRejected(
                 413,
                 "too_large",
-                f"the file is larger than the {max_bytes / 1024 / 1024:g} MB limit; "
+                f"the file is larger than the {max_bytes / 1024 / 1024:.3g} MB limit; "
                 "send a smaller photo (or raise SR_MAX_UPLOAD_MB)",
             )
         dst.write(chunk)
