@@ -42,6 +42,10 @@ class OpenCVEngine:
         self._tiles = 0
 
     def load(self, spec: ModelSpec) -> None:
+        # Creating a DnnSuperResImpl registers dnn_superres's own DepthToSpace layer for the whole
+        # process. Without it OpenCV's generic layer refuses these graphs ("blocksize is required"),
+        # and with it the sub-pixel channel order is exactly dnn_superres's.
+        cv2.dnn_superres.DnnSuperResImpl_create()
         try:
             net = cv2.dnn.readNetFromTensorflow(str(spec.path))
         except cv2.error as err:

@@ -1,0 +1,311 @@
+"""The real worker process: results equal OpenCV's dnn_superres, events, exit codes, metadata, atomic output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from infer import REPO_ROOT
+
+WORKER = REPO_ROOT / "infer" / "sr_infer.py"
+
+
+def run_worker(*args: str | Path, env: dict | None = None, preexec_fn=None, timeout: float = 120) -> tuple[int, list[dict], str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, preexec_fn=preexec_fn,
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc.returncode, events, proc.stderr
+
+
+def dnn_superres(model: Path, algo: str, scale: int, bgr: np.ndarray) -> np.ndarray:
+    sr = cv2.dnn_superres.DnnSuperResImpl_create()
+    sr.readModel(str(model))
+    sr.setModel(algo, scale)
+    return sr.upsample(bgr)
+
+
+@pytest.fixture(scope="module")
+def photo(shared_photos: Path, tmp_path_factory) -> Path:
+    """A 40x56 crop of a real photo: small enough for a quick EDSR run."""
+    path = tmp_path_factory.mktemp("photo") / "chelsea_crop.png"
+    Image.open(shared_photos / "chelsea.png").convert("RGB").crop((150, 60, 206, 100)).save(path)
+    return path
+
+
+def assert_no_leftovers(folder: Path, allowed: set[str]) -> None:
+    names = {p.name for p in folder.iterdir()}
+    assert names <= allowed, f"unexpected files left behind: {sorted(names - allowed)}"
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tile", ["0", "16"])
+def test_fsrcnn_x3_equals_dnn_superres(shared_models: Path, photo: Path, tmp_path: Path, tile: str):
+    model = shared_models / "FSRCNN_x3.pb"
+    out = tmp_path / "out.png"
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--tile", tile, "--tile-pad", "12")
+    assert code == 0, err
+    got = cv2.imread(str(out))
+    ref = dnn_superres(model, "fsrcnn", 3, cv2.imread(str(photo)))
+    assert got.shape == (120, 168, 3)
+    assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("variant", ["edsr_model", "edsr_model_plain"])
+@pytest.mark.parametrize("tile", ["0", "16"])
+def test_edsr_fixture_equals_dnn_superres(request, photo: Path, tmp_path: Path, variant: str, tile: str):
+    model = request.getfixturevalue(variant)
+    out = tmp_path / "out.png"
+    # 7 stacked 3x3 convolutions: a context of 8 pixels covers the whole receptive field.
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--tile", tile, "--tile-pad", "8")
+    assert code == 0, err
+    got = cv2.imread(str(out))
+    ref = dnn_superres(model, "edsr", 3, cv2.imread(str(photo)))
+    assert got.shape == ref.shape == (120, 168, 3)
+    assert np.abs(got.astype(int) - ref).max() <= 1
+    # and the fixture behaves like an image upscaler, not noise
+    nearest = cv2.resize(cv2.imread(str(photo)), None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+    assert np.abs(got.astype(int) - nearest).mean() < 20
+
+
+def test_luma_model_chroma_is_seamless_even_without_pad(shared_models: Path, photo: Path, tmp_path: Path):
+    model = shared_models / "ESPCN_x3.pb"
+    out = tmp_path / "out.png"
+    code, _, err = run_worker("--input", photo, "--output", out, "--model", model, "--tile", "8", "--tile-pad", "0")
+    assert code == 0, err
+    got = cv2.imread(str(out))
+    ref = dnn_superres(model, "espcn", 3, cv2.imread(str(photo)))
+    # Y may show seams with no context (that is what tile-pad is for); Cr/Cb must not.
+    got_c = cv2.cvtColor(got, cv2.COLOR_BGR2YCrCb)[:, :, 1:].astype(int)
+    ref_c = cv2.cvtColor(ref, cv2.COLOR_BGR2YCrCb)[:, :, 1:].astype(int)
+    assert np.abs(got_c - ref_c).max() <= 2
+
+
+# --- the event stream ------------------------------------------------------------------------
+
+
+def test_event_stream(edsr_model: Path, photo: Path, tmp_path: Path):
+    out = tmp_path / "out.webp"
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", edsr_model, "--tile", "16")
+    assert code == 0, err
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert set(kinds[1:-1]) == {"progress"}
+    start, done = events[0], events[-1]
+    assert start["algo"] == "edsr" and start["scale"] == 3 and start["engine"] == "opencv" and start["device"] == "cpu"
+    assert (start["width"], start["height"]) == (56, 40)
+    progress = [(e["done"], e["total"]) for e in events[1:-1]]
+    total = start["tiles"]
+    assert progress == [(i, total) for i in range(1, total + 1)] and total == 4 * 3
+    assert done["output"] == str(out) and (done["width"], done["height"]) == (168, 120)
+    assert set(done["seconds"]) >= {"decode", "load", "infer", "encode", "total"}
+    assert done["peak_rss_mb"] > 10 and done["tile"] == 16
+    assert Image.open(out).format == "WEBP"
+    assert "no CUDA GPU found" in start.get("note", "")
+
+
+def test_model_from_environment_and_module_entry_point(edsr_model: Path, photo: Path, tmp_path: Path):
+    out = tmp_path / "out.png"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    env["SR_MODEL_PATH"] = str(edsr_model)
+    proc = subprocess.run(
+        [sys.executable, "-m", "infer.sr_infer", "--input", str(photo), "--output", str(out)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "done"
+    assert Image.open(out).size == (168, 120)
+
+
+# --- exit codes ------------------------------------------------------------------------------
+
+
+def expect_error(code: int, events: list[dict], exit_code: int, words: str) -> dict:
+    assert code == exit_code, events
+    assert events and events[-1]["event"] == "error"
+    assert [e["event"] for e in events].count("error") == 1
+    assert words.lower() in events[-1]["message"].lower(), events[-1]["message"]
+    return events[-1]
+
+
+def test_exit_2_usage(edsr_model: Path, photo: Path, tmp_path: Path):
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model, "--tile", "-3")
+    expect_error(code, events, 2, "--tile")
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "o.gif", "--model", edsr_model)
+    expect_error(code, events, 2, "png")
+    code, events, _ = run_worker("--output", tmp_path / "o.png")
+    expect_error(code, events, 2, "--input")
+    assert_no_leftovers(tmp_path, set())
+
+
+def test_exit_3_not_an_image(edsr_model: Path, tmp_path: Path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(os.urandom(4096))
+    code, events, _ = run_worker("--input", bad, "--output", tmp_path / "o.png", "--model", edsr_model)
+    expect_error(code, events, 3, "not a readable")
+    code, events, _ = run_worker("--input", tmp_path / "missing.png", "--output", tmp_path / "o.png", "--model", edsr_model)
+    expect_error(code, events, 3, "missing.png")
+    assert_no_leftovers(tmp_path, {"holiday.jpg"})
+
+
+def test_exit_4_over_the_pixel_limit(edsr_model: Path, photo: Path, tmp_path: Path):
+    out = tmp_path / "o.png"
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", edsr_model, "--max-pixels", "2000")
+    err = expect_error(code, events, 4, "pixels")
+    assert "56x40" in err["message"] and "SR_MAX_PIXELS" in err["message"]
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", edsr_model, env={"SR_MAX_PIXELS": "2239"})
+    expect_error(code, events, 4, "pixels")
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", edsr_model, env={"SR_MAX_PIXELS": "2240"})
+    assert code == 0
+    # a decompression bomb: a tiny PNG whose header claims 50000 x 50000
+    bomb = tmp_path / "bomb.png"
+    _write_bomb_png(bomb, 50000, 50000)
+    t0 = time.monotonic()
+    code, events, _ = run_worker("--input", bomb, "--output", tmp_path / "b.png", "--model", edsr_model)
+    expect_error(code, events, 4, "pixels")
+    assert time.monotonic() - t0 < 20
+
+
+def _write_bomb_png(path: Path, width: int, height: int) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = zlib.compress(b"\x00" * 64)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_exit_5_model_missing_or_invalid(photo: Path, tmp_path: Path):
+    out = tmp_path / "o.png"
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", tmp_path / "EDSR_x3.pb")
+    expect_error(code, events, 5, "sr-models fetch EDSR_x3")
+    corrupt = tmp_path / "models" / "EDSR_x3.pb"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(os.urandom(10000))
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", corrupt)
+    expect_error(code, events, 5, "EDSR_x3")
+    code, events, _ = run_worker("--input", photo, "--output", out, "--model", tmp_path / "weights.bin")
+    expect_error(code, events, 5, "--algo")
+    assert not out.exists()
+
+
+def test_exit_6_out_of_memory(edsr_model: Path, tmp_path: Path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)).save(big, compress_level=0)
+    out = tmp_path / "o.png"
+    limit = 1200 * 2**20  # room for the interpreter and libraries, not for 1500x1500x16-channel activations
+
+    def cap_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    code, events, err = run_worker(
+        "--input", big, "--output", out, "--model", edsr_model, "--tile", "0",
+        env={"OPENCV_FOR_THREADS_NUM": "1", "OMP_NUM_THREADS": "1"}, preexec_fn=cap_memory,
+    )
+    expect_error(code, events, 6, "memory")
+    assert_no_leftovers(tmp_path, {"big.png"})
+
+
+def test_exit_7_output_not_writable(edsr_model: Path, photo: Path, tmp_path: Path):
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "nowhere" / "o.png", "--model", edsr_model)
+    expect_error(code, events, 7, "does not exist")
+    # /proc accepts no new files, even from root: the failure comes at the final write
+    code, events, _ = run_worker("--input", photo, "--output", "/proc/sr_out.png", "--model", edsr_model)
+    expect_error(code, events, 7, "cannot write")
+
+
+def test_exit_1_cancelled_mid_job_leaves_nothing(edsr_model: Path, shared_photos: Path, tmp_path: Path):
+    src = tmp_path / "in.png"
+    Image.open(shared_photos / "astronaut.png").convert("RGB").save(src)
+    out = tmp_path / "o.png"
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "--input", str(src), "--output", str(out), "--model", str(edsr_model), "--tile", "32"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 1
+    assert events[-1]["event"] == "error" and "cancelled" in events[-1]["message"]
+    assert_no_leftovers(tmp_path, {"in.png"})
+
+
+# --- image handling end to end ---------------------------------------------------------------
+
+
+def test_exif_orientation_and_metadata_carry_over(edsr_model: Path, photo: Path, tmp_path: Path):
+    src = tmp_path / "phone.jpg"
+    im = Image.open(photo).convert("RGB")  # 56 x 40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x013B] = "Grandma"  # Artist
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im.save(src, exif=exif.tobytes(), icc_profile=icc, quality=95)
+    out = tmp_path / "phone_x3.jpg"
+    code, events, err = run_worker("--input", src, "--output", out, "--model", edsr_model)
+    assert code == 0, err
+    res = Image.open(out)
+    assert res.size == (120, 168)  # displayed upright: 40 x 56, times 3
+    assert res.getexif().get(0x0112, 1) == 1
+    assert res.getexif().get(0x013B) == "Grandma"
+    assert res.info.get("icc_profile") == icc
+
+
+def test_alpha_is_kept(edsr_model: Path, shared_photos: Path, tmp_path: Path):
+    src = tmp_path / "logo.png"
+    Image.open(shared_photos / "logo.png").convert("RGBA").resize((48, 48)).save(src)
+    out = tmp_path / "logo_x3.png"
+    code, _, err = run_worker("--input", src, "--output", out, "--model", edsr_model)
+    assert code == 0, err
+    res = Image.open(out)
+    assert res.mode == "RGBA" and res.size == (144, 144)
+    alpha_in = np.asarray(Image.open(src))[:, :, 3]
+    expected = cv2.resize(alpha_in, (144, 144), interpolation=cv2.INTER_CUBIC)
+    assert np.abs(np.asarray(res)[:, :, 3].astype(int) - expected).max() <= 1
+
+
+def test_grayscale_stays_grayscale(shared_models: Path, shared_photos: Path, tmp_path: Path):
+    src = tmp_path / "camera.png"
+    Image.open(shared_photos / "camera.png").crop((200, 100, 260, 150)).save(src)
+    out = tmp_path / "camera_x3.png"
+    code, _, err = run_worker("--input", src, "--output", out, "--model", shared_models / "FSRCNN_x3.pb")
+    assert code == 0, err
+    res = Image.open(out)
+    assert res.mode == "L" and res.size == (180, 150)
+
+
+def test_failed_job_keeps_an_existing_output_untouched(edsr_model: Path, tmp_path: Path):
+    out = tmp_path / "o.png"
+    out.write_bytes(b"previous result")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    code, events, _ = run_worker("--input", bad, "--output", out, "--model", edsr_model)
+    assert code == 3
+    assert out.read_bytes() == b"previous result"
+    assert_no_leftovers(tmp_path, {"o.png", "bad.png"})
