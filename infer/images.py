@@ -326,13 +326,21 @@ def decode(path: str | os.PathLike[str], max_pixels: int) -> DecodedImage:
             except MemoryError:
                 raise OutOfMemoryError(
                     f"not enough memory to decode {path} ({width}x{height}); "
-                    "try a smaller photo or lower SR_MAX_PIXELS"
+                    "try a smaller photo or free some memory"
                 ) from None
             except Exception as exc:  # truncated or corrupt pixel data, in whichever decoder
                 raise _not_readable(path, str(exc) or type(exc).__name__) from None
             exif, orientation = _exif_and_orientation(im, source_format)
             icc = im.info.get("icc_profile") or None
-            color, alpha, grayscale, icc = _pixels(im, icc)
+            try:
+                color, alpha, grayscale, icc = _pixels(im, icc)
+            except MemoryError:
+                raise OutOfMemoryError(f"not enough memory to convert {path} ({width}x{height})") from None
+            except (ValueError, OSError) as exc:  # a colour mode Pillow cannot turn into RGB
+                raise InputError(
+                    f"{path} uses the {im.mode} colour mode, which cannot be converted ({exc}); "
+                    "save it as an RGB JPEG or PNG"
+                ) from None
 
     color = _orient(color, orientation)
     if grayscale:

@@ -393,6 +393,15 @@ def test_rgb_png_with_transparent_colour(tmp_path, crop):
     assert decoded.alpha[:5].max() == 0 and decoded.alpha[5:].min() == 255
 
 
+def test_lab_tiff_is_converted_to_rgb(tmp_path, crop):
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    ImageCms.applyTransform(Image.fromarray(crop), to_lab).save(tmp_path / "lab.tif")
+    with Image.open(tmp_path / "lab.tif") as im:
+        assert im.mode == "LAB"
+    decoded = images.decode(tmp_path / "lab.tif", LIMIT)
+    assert np.abs(_bgr_to_rgb(decoded).astype(int) - crop).mean() < 3
+
+
 def test_animated_webp_uses_the_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), c) for c in ((250, 10, 10), (10, 250, 10), (10, 10, 250))]
     path = tmp_path / "anim.webp"
