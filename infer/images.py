@@ -22,7 +22,8 @@ from infer.errors import InputError, OutOfMemoryError, OutputError, TooLargeErro
 
 log = logging.getLogger(__name__)
 
-# Pillow format names accepted as input; MPO is what Pillow calls a JPEG with extra (e.g. depth) pictures.
+# Pillow format names accepted as input. A JPEG carrying extra pictures (depth maps, previews) opens as
+# Pillow's MPO and is reported as JPEG; its first picture is used.
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 INPUT_FORMATS_TEXT = "JPEG/PNG/WebP/BMP/TIFF/GIF"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -483,9 +484,11 @@ def _write_atomically(pil: Image.Image, path: Path, fmt: str, options: dict[str,
         _fsync_folder(path.parent)
     except MemoryError:
         raise OutOfMemoryError(f"not enough memory to encode {path}") from None
-    except Exception as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
         raise OutputError(f"cannot write {path}: {reason}; check the folder exists and is writable") from exc
+    except Exception as exc:  # the encoder refused the data itself
+        raise OutputError(f"cannot write {path}: the {fmt} encoder failed ({exc or type(exc).__name__})") from exc
     finally:
         if temp is not None:
             with contextlib.suppress(OSError):
