@@ -149,6 +149,12 @@ def run_job(args: argparse.Namespace, events: EventStream, t_main: float) -> int
     image = images.decode(args.input, max_pixels)
     t = timer.stage("decode", t)
     height, width = image.bgr.shape[:2]
+    fmt = images.output_format(args.output)
+    if max(width, height) * spec.scale > images.MAX_SIDE[fmt]:
+        raise OutputError(
+            f"cannot write {args.output}: the result would be {width * spec.scale}x{height * spec.scale}, "
+            f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
+        )
 
     engine, note = create_engine(args.engine, args.device, args.precision)
     if note:

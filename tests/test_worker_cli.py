@@ -309,3 +309,11 @@ def test_failed_job_keeps_an_existing_output_untouched(edsr_model: Path, tmp_pat
     assert code == 3
     assert out.read_bytes() == b"previous result"
     assert_no_leftovers(tmp_path, {"o.png", "bad.png"})
+
+
+def test_result_too_large_for_webp_is_refused_before_any_work(edsr_model: Path, tmp_path: Path):
+    src = tmp_path / "wide.png"
+    Image.new("RGB", (5500, 2), "gray").save(src)  # x3 = 16500 pixels wide; WebP stops at 16383
+    code, events, _ = run_worker("--input", src, "--output", tmp_path / "o.webp", "--model", edsr_model)
+    expect_error(code, events, 7, "write .png instead")
+    assert [e["event"] for e in events] == ["error"]
