@@ -12,6 +12,7 @@
   const list = document.getElementById("jobs");
   const template = document.getElementById("job-template");
 
+  const FORMAT_NAMES = { png: "PNG", jpg: "JPEG", webp: "WebP" };
   // Uploads go one at a time so the first photo starts processing as early as possible.
   const uploadQueue = [];
   let uploading = false;
@@ -61,7 +62,9 @@
         stopFollowing(this);
       },
     };
-    q(".thumb").src = localUrl;
+    const thumb = q(".thumb");
+    thumb.addEventListener("error", () => thumb.classList.add("unreadable"));
+    thumb.src = localUrl;
     q(".name").textContent = file.name || "photo";
     q(".name").title = file.name || "";
     card.setStatus("Waiting to upload…");
@@ -188,7 +191,7 @@
     const link = el.querySelector(".download");
     link.href = job.links.result;
     link.download = out.download_name;
-    link.textContent = `Download ${out.format.toUpperCase()} (${out.width}×${out.height})`;
+    link.textContent = `Download ${FORMAT_NAMES[out.format] || out.format.toUpperCase()} (${out.width}×${out.height})`;
     el.querySelector(".result").hidden = false;
   }
 
