@@ -20,7 +20,7 @@ class Photos:
 
     small_png: bytes  # 64x48 crop of chelsea
     small_jpg: bytes  # 60x40 crop of coffee
-    slow_png: bytes  # 400x600 coffee: a job of a few seconds with the ESPCN model and small tiles
+    slow_png: bytes  # 600x400 coffee: a few seconds and 20 tiles with the EDSR fixture (`edsr_model`)
     wide_jpg: bytes  # 400x300: over a 100 000 pixel limit
 
 
@@ -45,11 +45,6 @@ def photos(shared_photos: Path) -> Photos:
 @pytest.fixture(scope="session")
 def fsrcnn_model(shared_models: Path) -> Path:
     return shared_models / "FSRCNN_x3.pb"
-
-
-@pytest.fixture(scope="session")
-def espcn_model(shared_models: Path) -> Path:
-    return shared_models / "ESPCN_x3.pb"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> object:

@@ -141,9 +141,9 @@ def test_unknown_or_malformed_ids_are_404(module_server: LiveServer, path: str) 
 
 
 def test_queued_and_running_jobs_answer_409_and_can_be_deleted(
-    start_server: StartServer, photos: Photos, espcn_model: Path
+    start_server: StartServer, photos: Photos, edsr_model: Path
 ) -> None:
-    server = start_server(model_path=espcn_model, concurrency=1)
+    server = start_server(model_path=edsr_model, concurrency=1)
     client = server.client()
     slow = client.upload(photos.slow_png, filename="slow.png").json()
     waiting = client.upload(photos.small_png, filename="small.png").json()

@@ -48,9 +48,9 @@ def test_never_more_workers_than_the_concurrency_limit(
 
 
 def test_worker_killed_mid_job_fails_the_job_and_the_next_one_runs(
-    start_server: StartServer, photos: Photos, espcn_model: Path
+    start_server: StartServer, photos: Photos, edsr_model: Path
 ) -> None:
-    server = start_server(model_path=espcn_model)
+    server = start_server(model_path=edsr_model)
     client = server.client()
     job = client.upload(photos.slow_png, filename="slow.png").json()
     after = client.upload(photos.small_png).json()
@@ -68,9 +68,9 @@ def test_worker_killed_mid_job_fails_the_job_and_the_next_one_runs(
 
 
 def test_worker_past_its_timeout_is_killed_with_its_group(
-    start_server: StartServer, photos: Photos, espcn_model: Path
+    start_server: StartServer, photos: Photos, edsr_model: Path
 ) -> None:
-    server = start_server(model_path=espcn_model, job_timeout_s=0.8)
+    server = start_server(model_path=edsr_model, job_timeout_s=0.8)
     client = server.client()
     job = client.upload(photos.slow_png, filename="slow.png").json()
     wait_until(lambda: worker_processes(job["id"]), what="the worker")
@@ -86,9 +86,9 @@ def test_worker_past_its_timeout_is_killed_with_its_group(
 
 
 def test_full_queue_answers_503_and_keeps_nothing(
-    start_server: StartServer, photos: Photos, espcn_model: Path
+    start_server: StartServer, photos: Photos, edsr_model: Path
 ) -> None:
-    server = start_server(model_path=espcn_model, queue_size=1)
+    server = start_server(model_path=edsr_model, queue_size=1)
     client = server.client()
     running = client.upload(photos.slow_png).json()
     client.wait(running["id"], until=("running",))
@@ -103,9 +103,9 @@ def test_full_queue_answers_503_and_keeps_nothing(
 
 
 def test_shutdown_kills_running_workers_and_fails_their_jobs(
-    start_server: StartServer, photos: Photos, espcn_model: Path
+    start_server: StartServer, photos: Photos, edsr_model: Path
 ) -> None:
-    server = start_server(model_path=espcn_model)
+    server = start_server(model_path=edsr_model)
     client = server.client()
     job = client.upload(photos.slow_png).json()
     wait_until(lambda: worker_processes(job["id"]), what="the worker")
