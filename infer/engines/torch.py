@@ -35,11 +35,18 @@ _ACTIVATION_OVERHEAD = 1.5
 _MAX_TENSOR_ELEMENTS = 2**31 - 1
 _MAX_TILE = 2048
 
-_OOM_TEXT = ("out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+_OOM_TEXT = (
+    "out of memory",
+    "can't allocate memory",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    # oneDNN (CPU convolutions) says only this when its JIT buffers or scratchpad cannot be allocated.
+    "could not create a primitive",
+)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """CUDA's OOM, the CPU allocator's failure, or cuDNN/cuBLAS failing to allocate."""
+    """CUDA's OOM, the CPU allocator's failure, or cuDNN/cuBLAS/oneDNN failing to allocate."""
     if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_TEXT)
