@@ -381,11 +381,12 @@ def _exif_for_output(exif: bytes, width: int, height: int) -> bytes | None:
         parsed.load(exif)
         if EXIF_ORIENTATION in parsed:
             parsed[EXIF_ORIENTATION] = 1
-        sub = parsed.get_ifd(EXIF_IFD)
-        if EXIF_PIXEL_X in sub:
-            sub[EXIF_PIXEL_X] = width
-        if EXIF_PIXEL_Y in sub:
-            sub[EXIF_PIXEL_Y] = height
+        if EXIF_IFD in parsed:  # get_ifd would otherwise add an empty Exif sub-IFD
+            sub = parsed.get_ifd(EXIF_IFD)
+            if EXIF_PIXEL_X in sub:
+                sub[EXIF_PIXEL_X] = width
+            if EXIF_PIXEL_Y in sub:
+                sub[EXIF_PIXEL_Y] = height
         return parsed.tobytes()
     except Exception as exc:
         log.warning("dropping unreadable EXIF metadata (%s)", exc)

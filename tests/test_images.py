@@ -212,6 +212,17 @@ def test_orientation_6_jpeg_is_rotated_and_written_upright_with_its_exif(tmp_pat
         assert images.decode(out, LIMIT).bgr.shape == (48, 40, 3)  # not rotated a second time
 
 
+def test_no_empty_exif_sub_ifd_is_added(tmp_path, crop):
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    exif[0x010F] = "Maker"
+    path = tmp_path / "plain.jpg"
+    Image.fromarray(crop).save(path, exif=exif.tobytes())
+    images.encode(images.decode(path, LIMIT), tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as im:
+        assert dict(im.getexif()) == {0x0112: 1, 0x010F: "Maker"}
+
+
 def test_tiff_orientation_applied_once_and_layout_tags_not_carried(tmp_path, crop):
     path = tmp_path / "scan.tif"
     Image.fromarray(crop).save(path, exif=_camera_exif(8))
