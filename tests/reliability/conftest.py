@@ -1,0 +1,119 @@
+"""Reliability fixtures: the real worker CLI, real servers on loopback, and the checks every case ends with."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from infer import REPO_ROOT
+from tests.reliability.inputs import MAX_PIXELS
+from tests.web.server import LiveServer, start_live_server, worker_processes
+from web.jobs import DONE, QUEUED, RUNNING, STATES
+
+WORKER = REPO_ROOT / "infer" / "sr_infer.py"
+
+
+@dataclass
+class WorkerRun:
+    """One run of the worker CLI: exit code, its JSON events, its stderr, and how long it took."""
+
+    exit_code: int
+    events: list[dict]
+    stderr: str
+    seconds: float
+
+    @property
+    def last(self) -> dict:
+        return self.events[-1] if self.events else {}
+
+
+def run_worker(*args: str | Path, timeout: float = 60.0) -> WorkerRun:
+    """The worker as the service runs it: its own process, no SR_* settings from the test environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    return WorkerRun(proc.returncode, events, proc.stderr, time.monotonic() - started)
+
+
+def wait_idle(server: LiveServer, timeout: float = 30.0) -> None:
+    """Until the runner has no queued job and no worker: every job has been settled on disk too."""
+    runner = server.services.runner
+    deadline = time.monotonic() + timeout
+    while runner.queue_length() or runner.workers_running():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the runner is still busy after {timeout} s")
+        time.sleep(0.02)
+
+
+def leftovers(server: LiveServer) -> list[str]:
+    """Files in uploads/ and results/ that no job accounts for: an upload of a finished job (unless kept),
+    a partial or temporary file, or anything in results/ other than the output of a done job."""
+    store = server.services.store
+    jobs = {job.id: job for state in STATES for job in store.in_state(state)}
+    found = []
+    uploads, results = server.services.config.uploads_dir, server.services.config.results_dir
+    for path in sorted(uploads.iterdir()) if uploads.is_dir() else []:
+        job = jobs.get(path.name.split(".")[0])
+        if path.name == ".gitkeep":
+            continue
+        if job is None or job.input_file != path.name or not (job.state in (QUEUED, RUNNING) or job.keep_upload):
+            found.append(f"uploads/{path.name}")
+    for path in sorted(results.iterdir()) if results.is_dir() else []:
+        job = jobs.get(path.name.split(".")[0])
+        if path.name == ".gitkeep":
+            continue
+        if job is None or job.state != DONE or job.output_file != path.name:
+            found.append(f"results/{path.name}")
+    return found
+
+
+def assert_settled(server: LiveServer) -> None:
+    """The end of every case: nothing left behind, no worker alive, and the service still answering."""
+    wait_idle(server)
+    assert leftovers(server) == []
+    assert worker_processes(server.data_dir) == []
+    health = server.client().get("/healthz")
+    assert health.status == 200, health.body
+
+
+def children_of(pid: int) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture(scope="session")
+def fsrcnn_model(shared_models: Path) -> Path:
+    """A small real model: a tiny photo takes well under a second."""
+    return shared_models / "FSRCNN_x3.pb"
+
+
+@pytest.fixture(scope="session")
+def slow_photo(shared_photos: Path) -> bytes:
+    """600x400 coffee as PNG: seconds of work with the EDSR fixture (`edsr_model`), 20 tiles."""
+    return (shared_photos / "coffee.png").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> Iterator[LiveServer]:
+    """One server per module with the tests' pixel limit and two workers at a time."""
+    server = start_live_server(
+        tmp_path_factory.mktemp("reliability-data"), model_path=fsrcnn_model, max_pixels=MAX_PIXELS, concurrency=2
+    )
+    yield server
+    server.stop()
+    assert worker_processes(server.data_dir) == []
