@@ -128,6 +128,7 @@ class Runner:
             self._kill_orphan(job)
             self._remove_partial_output(job)
             self.store.fail(job.id, "interrupted", RESTART_MESSAGE)
+            self._discard_upload(job)
             log.warning("job %s was running when the service stopped; marked failed", job.id)
         for job in self.store.in_state(QUEUED):
             if (self.config.uploads_dir / job.input_file).is_file():
@@ -317,6 +318,7 @@ class Runner:
         if running.stopping:
             self._remove_partial_output(job)
             self.store.fail(job.id, "interrupted", STOP_MESSAGE)
+            self._discard_upload(job)
             return
         if rc == 0 and report.done is not None and output.is_file():
             done = report.done
@@ -337,14 +339,14 @@ class Runner:
                 worker_pid=None,
             )
             self._remove_partial_output(job, keep_result=True)
-            if not job.keep_upload:
-                (self.config.uploads_dir / job.input_file).unlink(missing_ok=True)
+            self._discard_upload(job)
             self.metrics.job_finished("done", seconds)
             log.info("job %s done in %.2f s", job.id, seconds)
             return
         code, message = self._failure(job, running, report, rc)
         self._remove_partial_output(job, keep_result=False)
         self.store.fail(job.id, code, message, exit_code=rc)
+        self._discard_upload(job)
         self.metrics.job_finished(code, seconds)
         log.warning("job %s failed (%s, exit %s): %s", job.id, code, rc, message)
 
@@ -384,6 +386,11 @@ class Runner:
             return "internal_error", "the upscaling finished without writing a result; try again"
         code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
         return code, FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"])
+
+    def _discard_upload(self, job: Job) -> None:
+        """A finished job's upload has no further use (a failed one is uploaded again), unless SR_KEEP_UPLOADS."""
+        if not job.keep_upload:
+            (self.config.uploads_dir / job.input_file).unlink(missing_ok=True)
 
     def _remove_partial_output(self, job: Job, keep_result: bool = False) -> None:
         """Removes what a worker of this job may have left in results/ (temp files, or the result itself)."""
