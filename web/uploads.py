@@ -12,6 +12,9 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from infer.errors import WorkerError
+from infer.images import probe
+
 # Pillow format name -> file extension for the formats the worker decodes.
 ACCEPTED_FORMATS = {
     "PNG": "png",
@@ -96,18 +99,28 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
         dst.write(chunk)
 
 
+def _not_a_photo() -> UploadRejected:
+    return UploadRejected(
+        415, "unsupported_type", f"this file is not a photo the service can read; send a {_ACCEPTED_TEXT}"
+    )
+
+
 def _sniff(path: Path) -> tuple[str, int, int]:
     """Format and size from the file header only; pixels are not decoded here."""
     try:
         with Image.open(path) as im:
             return str(im.format), int(im.width), int(im.height)
     except Image.DecompressionBombError:
-        # Pillow refuses absurd sizes outright; report it like any other oversized photo.
-        raise UploadRejected(422, "too_many_pixels", "the photo has far too many pixels to process") from None
+        pass
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise UploadRejected(
-            415, "unsupported_type", f"this file is not a photo the service can read; send a {_ACCEPTED_TEXT}"
-        ) from None
+        raise _not_a_photo() from None
+    # Pillow refuses sizes over its own limit before ours can apply: read the header again without it, so
+    # that the caller's SR_MAX_PIXELS check decides, with its message naming the size and the limit.
+    try:
+        width, height, fmt = probe(path)
+    except WorkerError:
+        raise _not_a_photo() from None
+    return fmt, width, height
 
 
 def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels: int) -> SavedUpload:
