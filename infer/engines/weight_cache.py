@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def _read_cache(path: Path, digest: str) -> GraphPlan | None:
         return None
 
 
-def _write_cache(path: Path, digest: str, plan: GraphPlan) -> None:
+def _write_cache(model: Path, path: Path, digest: str, plan: GraphPlan) -> None:
     """Atomic: a temporary file in the same folder, then os.replace; older caches of the model are removed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -77,8 +78,7 @@ def _write_cache(path: Path, digest: str, plan: GraphPlan) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    model_name = path.name[: -len(_SUFFIX)].rsplit(".", 1)[0]
-    for old in path.parent.glob(f"{model_name}.*{_SUFFIX}"):
+    for old in path.parent.glob(f"{glob_escape(model.name)}.*{_SUFFIX}"):
         if old != path and len(old.name) == len(path.name):
             old.unlink(missing_ok=True)
 
@@ -96,7 +96,7 @@ def load_plan(model: Path, use_cache: bool = True) -> LoadedPlan:
     if not use_cache:
         return LoadedPlan(plan, "converted, not cached", path)
     try:
-        _write_cache(path, digest, plan)
+        _write_cache(model, path, digest, plan)
     except OSError as err:
         _log(f"cannot cache converted weights in {path.parent} ({err.strerror or err}); the model is converted on every job")
         return LoadedPlan(plan, "converted, not cached", path)
