@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from infer.errors import WorkerError
 from infer.images import probe
@@ -99,27 +99,25 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
         dst.write(chunk)
 
 
-def _not_a_photo() -> UploadRejected:
-    return UploadRejected(
-        415, "unsupported_type", f"this file is not a photo the service can read; send a {_ACCEPTED_TEXT}"
-    )
+def _unsupported(path: Path) -> UploadRejected:
+    """Names the format when Pillow knows it (an icon, say), so that the person knows what they sent."""
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+    except Exception:
+        fmt = None
+    what = f"{fmt} files are not supported" if fmt else "this file is not a photo the service can read"
+    return UploadRejected(415, "unsupported_type", f"{what}; send a {_ACCEPTED_TEXT}")
 
 
 def _sniff(path: Path) -> tuple[str, int, int]:
-    """Format and size from the file header only; pixels are not decoded here."""
-    try:
-        with Image.open(path) as im:
-            return str(im.format), int(im.width), int(im.height)
-    except Image.DecompressionBombError:
-        pass
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise _not_a_photo() from None
-    # Pillow refuses sizes over its own limit before ours can apply: read the header again without it, so
-    # that the caller's SR_MAX_PIXELS check decides, with its message naming the size and the limit.
+    """Format and size as displayed (EXIF orientation applied), read from the header by the worker's own
+    reader, so that both agree on what is a photo; no pixels are decoded and Pillow's own size limit does
+    not apply (SR_MAX_PIXELS does, in the caller)."""
     try:
         width, height, fmt = probe(path)
     except WorkerError:
-        raise _not_a_photo() from None
+        raise _unsupported(path) from None
     return fmt, width, height
 
 
