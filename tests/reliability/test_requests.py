@@ -1,0 +1,261 @@
+"""Malformed requests, hostile file names, oversized bodies, foreign and malformed job ids, and missing tokens:
+each gets a clear JSON error, nothing lands on disk outside the job's own files, and the service keeps serving."""
+
+from __future__ import annotations
+
+import io
+import re
+import select
+import socket
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import unquote
+
+import psutil
+import pytest
+from PIL import Image
+
+from tests.reliability.conftest import assert_settled
+from tests.reliability.inputs import encode, pattern, rgb
+from tests.web.client import HttpClient, multipart
+from tests.web.server import LiveServer, start_live_server, worker_processes
+
+TOKEN = "s3cret-token-for-tests"
+BOUNDARY = "reliability-boundary"
+
+
+def part(name: str, filename: str, data: bytes) -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + data + b"\r\n"
+
+
+def form(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> LiveServer:
+    live = start_live_server(tmp_path_factory.mktemp("requests-data"), model_path=fsrcnn_model,
+                             max_upload_mb=1, concurrency=2)
+    yield live
+    live.stop()
+    assert worker_processes(live.data_dir) == []
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return encode(rgb(20, 16, seed=21), "PNG")
+
+
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+@pytest.mark.parametrize(
+    "case, content_type, body, status, code, hint",
+    [
+        ("empty body", None, b"", 400, "no_file", "field 'image'"),
+        ("raw image body", "image/png", "PHOTO", 400, "no_file", "field 'image'"),
+        ("missing field", MULTIPART, "WRONG_FIELD", 400, "no_file", "field 'image'"),
+        ("two files in one field", MULTIPART, "TWO_FILES", 400, "too_many_files", "one photo"),
+        ("no multipart boundary", "multipart/form-data", "ONE_FILE", 400, "bad_form", "boundary"),
+        ("form cut short", MULTIPART, "CUT_SHORT", 400, "no_file", "field 'image'"),
+    ],
+)
+def test_malformed_upload_requests(
+    server: LiveServer, photo: bytes, case: str, content_type: str | None, body: bytes | str,
+    status: int, code: str, hint: str,
+) -> None:
+    bodies = {
+        "PHOTO": photo,
+        "WRONG_FIELD": form(part("file", "a.png", photo)),
+        "TWO_FILES": form(part("image", "a.png", photo), part("image", "b.png", photo)),
+        "ONE_FILE": form(part("image", "a.png", photo)),
+        "CUT_SHORT": form(part("image", "a.png", photo))[:150],
+    }
+    data = bodies[body] if isinstance(body, str) else body
+    jobs_before = sum(server.services.store.counts().values())
+    reply = server.client().request("POST", "/api/jobs", body=data,
+                                    headers={"Content-Type": content_type} if content_type else {})
+    assert reply.status == status, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == code and hint in error["message"]
+    assert sum(server.services.store.counts().values()) == jobs_before
+    assert_settled(server)
+
+
+HOSTILE_NAMES = {
+    "parent folders": ("../../../escaped.png", "escaped.png"),
+    "absolute path": ("/tmp/escaped-absolute.png", "escaped-absolute.png"),
+    "NUL byte": ("nul\x00byte.png", "nulbyte.png"),
+    "very long": ("n" * 5000 + ".png", "n" * 120),
+    "non-ASCII": ("Été à Zürich 写真.png", "Été à Zürich 写真.png"),
+    "shell and HTML characters": ("$(reboot) `id` <img src=x onerror=alert(1)>.png",
+                                  "$(reboot) `id` <img src=x onerror=alert(1)>.png"),
+}
+
+
+@pytest.mark.parametrize("label", HOSTILE_NAMES)
+def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes, label: str) -> None:
+    sent, shown = HOSTILE_NAMES[label]
+    client = server.client()
+    reply = client.upload(photo, filename=sent)
+    assert reply.status == 202, reply.body
+    job = client.wait(reply.json()["id"])
+    assert job["status"] == "done", job["error"]
+    assert job["input"]["name"] == shown
+    # On disk only the server's own name for the job.
+    assert (server.data_dir / "results" / f"{job['id']}.png").is_file()
+    assert not Path("/tmp/escaped-absolute.png").exists()
+    assert not (server.data_dir.parent / "escaped.png").exists()
+    assert not list(server.data_dir.parent.parent.glob("escaped*"))
+    result = client.get(job["links"]["result"])
+    assert result.status == 200
+    disposition = result.header("Content-Disposition")
+    assert "/" not in disposition and "\x00" not in disposition and "\\" not in disposition
+    names = re.findall(r"filename\*=UTF-8''([^;]+)|filename=\"?([^\";]+)", disposition)
+    for encoded, plain in names:
+        name = unquote(encoded) if encoded else plain
+        assert name.endswith("_x3.png") and len(name) <= 100, name
+    assert_settled(server)
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (it does after a 413)."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return answer
+
+
+def _send_chunked(port: int, total: int) -> tuple[int, bytes]:
+    """Streams a multipart upload of `total` bytes with chunked transfer encoding (no Content-Length) and
+    stops as soon as the server answers. Returns how many bytes were sent by then and the answer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MULTIPART}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    sent = 0
+    data = part("image", "huge.png", b"")[:-2] + b"\x89PNG\r\n\x1a\n"
+    filler = bytes(64 * 1024)
+    try:
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            sent += len(data)
+            data = filler
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = _read_answer(sock)
+    sock.close()
+    return sent, answer
+
+
+def test_oversized_upload_is_refused_while_streaming(server: LiveServer) -> None:
+    """1 MB limit, 64 MB sent without Content-Length: the answer comes after a few MB at most (socket buffers),
+    and neither the server's memory nor its disk takes the body."""
+    me = psutil.Process()
+    rss_before = me.memory_info().rss
+    sent, answer = _send_chunked(server.server.server_port, 64 << 20)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"too_large"' in answer and b"1 MB limit" in answer
+    assert sent < 16 << 20, f"{sent >> 20} MB were sent before the server answered"
+    assert me.memory_info().rss - rss_before < 16 << 20
+    assert_settled(server)
+
+
+def test_oversized_content_length_is_refused_before_the_body(server: LiveServer) -> None:
+    sock = socket.create_connection(("127.0.0.1", server.server.server_port), timeout=10)
+    sock.sendall(
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MULTIPART}\r\n"
+        f"Content-Length: {200 << 20}\r\n\r\n".encode()
+    )
+    started = time.monotonic()
+    answer = _read_answer(sock)  # no byte of the body was sent
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413") and b'"too_large"' in answer
+    assert time.monotonic() - started < 5
+    assert_settled(server)
+
+
+def _shrunk(data: bytes) -> "Image.Image":
+    image = Image.open(io.BytesIO(data))
+    return image.convert("RGB").resize((image.width // 3, image.height // 3), Image.Resampling.BOX)
+
+
+def test_each_id_reaches_only_its_own_job(server: LiveServer) -> None:
+    client = server.client()
+    photos = {seed: encode(Image.fromarray(pattern(24, 18, seed=seed)), "PNG") for seed in (31, 32)}
+    ids = {seed: client.upload(data, filename=f"own-{seed}.png").json()["id"] for seed, data in photos.items()}
+    jobs = {seed: client.wait(job_id) for seed, job_id in ids.items()}
+    assert [job["status"] for job in jobs.values()] == ["done", "done"]
+    for seed, job_id in ids.items():
+        assert client.job(job_id)["input"]["name"] == f"own-{seed}.png"
+        result = client.get(f"/api/jobs/{job_id}/result")
+        assert result.header("X-Job-Id") == job_id
+        own = Image.open(io.BytesIO(photos[seed])).convert("RGB")
+        difference = sum(abs(a - b) for a, b in zip(_shrunk(result.body).getpixel((10, 8)), own.getpixel((10, 8))))
+        assert difference < 30, "a result must be its own photo's"
+        events = client.get(f"/api/jobs/{job_id}/events", timeout=10).body.decode()
+        assert job_id in events and all(other not in events for other in ids.values() if other != job_id)
+
+    first, second = ids.values()
+    assert client.delete(f"/api/jobs/{first}").status == 204
+    for path in (f"/api/jobs/{first}", f"/api/jobs/{first}/result", f"/api/jobs/{first}/events"):
+        gone = client.get(path)
+        assert gone.status == 404 and gone.json()["error"]["code"] == "not_found"
+    assert client.delete(f"/api/jobs/{first}").status == 404
+    assert client.get(f"/api/jobs/{second}/result").status == 200, "deleting one job must not touch another"
+    assert_settled(server)
+
+
+BAD_IDS = [
+    str(uuid.uuid4()),  # well-formed, unknown
+    "0" * 36,
+    "not-a-job",
+    str(uuid.uuid4()).upper(),
+    "%2e%2e%2fstate%2fjobs.db",
+    "..%2F..%2Fstate",
+    "%00",
+    "x" * 5000,
+    "%E5%86%99%E7%9C%9F",
+]
+
+
+@pytest.mark.parametrize("job_id", BAD_IDS, ids=lambda s: s[:20])
+def test_unknown_and_malformed_ids_on_every_route(server: LiveServer, job_id: str) -> None:
+    client = server.client()
+    for method, suffix in (("GET", ""), ("GET", "/result"), ("GET", "/events"), ("DELETE", "")):
+        reply = client.request(method, f"/api/jobs/{job_id}{suffix}")
+        assert reply.status == 404, (method, suffix, reply.status, reply.body[:200])
+        assert reply.json()["error"]["code"] == "not_found"
+    assert_settled(server)
+
+
+def test_without_the_token_nothing_is_stored_shown_or_deleted(tmp_path: Path, fsrcnn_model: Path, photo: bytes) -> None:
+    live = start_live_server(tmp_path / "data", model_path=fsrcnn_model, auth_token=TOKEN)
+    try:
+        owner = live.client(token=TOKEN)
+        job = owner.wait(owner.upload(photo, filename="private.png").json()["id"])
+        assert job["status"] == "done"
+        for client in (live.client(), HttpClient(live.url, token=TOKEN + "x"), HttpClient(live.url, token=" ")):
+            upload = client.upload(photo)
+            assert upload.status == 401 and upload.json()["error"]["code"] == "unauthorized"
+            for method, path in (("GET", f"/api/jobs/{job['id']}"), ("GET", f"/api/jobs/{job['id']}/result"),
+                                 ("GET", f"/api/jobs/{job['id']}/events"), ("DELETE", f"/api/jobs/{job['id']}"),
+                                 ("POST", "/upload"), ("GET", f"/api/jobs/{job['id']}/result?token={TOKEN}")):
+                reply = client.request(method, path)
+                assert reply.status == 401, (method, path, reply.status)
+                assert b"private" not in reply.body
+        assert live.services.store.counts()["done"] == 1 and sum(live.services.store.counts().values()) == 1
+        assert owner.get(f"/api/jobs/{job['id']}/result").status == 200
+        assert_settled(live)
+    finally:
+        live.stop()
