@@ -94,12 +94,22 @@ def _accept_upload(s: Services) -> Job:
     """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
     if s.runner.queue_length() >= s.config.queue_size:
         raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
+        raise ApiError(
+            400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
+            "let the HTTP client build the form (for example curl -F image=@photo.jpg)"
+        )
     requested = request.form.get("format") or None
     if requested is not None and requested.strip().lower() not in OUTPUT_FORMATS:
         raise ApiError(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
-    upload = request.files.get("image")
-    if upload is None:
+    uploads = request.files.getlist("image")
+    if not uploads:
         raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
+    if len(uploads) > 1:
+        raise ApiError(
+            400, "too_many_files", f"the field 'image' holds {len(uploads)} files; send one photo per request"
+        )
+    upload = uploads[0]
     saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
     job = Job(
         id=saved.job_id,
