@@ -123,11 +123,15 @@ def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes
 
 
 def _read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (it does after a 413)."""
+    """The server's answer: headers and a Content-Length body (the connection may stay open after it)."""
     answer = b""
     try:
         while chunk := sock.recv(65536):
             answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if _ and length and len(body) >= int(length.group(1)):
+                break
     except (ConnectionResetError, socket.timeout):
         pass
     return answer
