@@ -1,0 +1,47 @@
+"""Gunicorn settings for the photo upscaler: one process with many threads.
+
+Run from the repository root:  gunicorn -c deploy/gunicorn.conf.py
+"""
+
+import os
+
+wsgi_app = "web:create_app()"
+bind = os.environ.get("SR_BIND", "127.0.0.1:8080")
+
+# Exactly one worker process. The job queue, the supervisor threads and the worker processes they
+# start all live inside the app's process: with several gunicorn workers each would keep its own
+# queue, SR_CONCURRENCY would be multiplied by their number, and a job queued in one process could
+# not be followed from another. Requests are served by threads instead; the model never runs here,
+# so the service itself needs little CPU.
+workers = 1
+worker_class = "gthread"
+# Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs.
+threads = int(os.environ.get("SR_WEB_THREADS", "32"))
+
+# The app starts its threads when it is created; they must start in the worker, not in a master
+# that then forks (threads do not survive a fork).
+preload_app = False
+# Recycling the worker would kill the jobs it is running.
+max_requests = 0
+# gthread answers the arbiter's heartbeat from its own main loop, so long requests do not trip this.
+timeout = 60
+# On SIGTERM, in-flight requests get this long; running jobs are then stopped and marked failed.
+graceful_timeout = 20
+keepalive = 5
+
+# Uploads are checked by the app itself (SR_MAX_UPLOAD_MB); these only bound the request head.
+limit_request_line = 8190
+limit_request_fields = 100
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("SR_LOG_LEVEL", "info")
+
+
+def worker_exit(server, worker):
+    """Stop the runner (and its worker processes) before the process goes."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        from web import shutdown
+
+        shutdown(app)
