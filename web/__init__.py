@@ -6,6 +6,7 @@ import atexit
 from typing import Any, Mapping
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infer.errors import ModelError
 from infer.modelspec import spec_from_path
@@ -49,6 +50,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + FORM_OVERHEAD_BYTES
     app.config.update(flask_settings)
     app.url_map.converters["job_id"] = api.JobIdConverter
+    if config.behind_proxy:
+        # One reverse proxy in front (TLS, a path prefix): trust its X-Forwarded-* headers, so that
+        # the sign-in cookie is marked Secure and links carry the prefix.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
 
     store = JobStore(config.db_path)
     metrics = Metrics()

@@ -32,6 +32,7 @@ class Config:
     queue_size: int = 100
     keep_uploads: bool = False
     worker_nice: int = 10
+    behind_proxy: bool = False
     worker_script: Path = field(default=WORKER_SCRIPT)
 
     @property
@@ -119,6 +120,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
+        behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
     )
     config.validate()
     return config

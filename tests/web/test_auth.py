@@ -89,3 +89,18 @@ def test_everything_open_without_a_token(start_server: StartServer) -> None:
     assert client.get(f"/api/jobs/{uuid.uuid4()}").status == 404
     login = client.get("/login")
     assert login.status == 302 and login.header("Location") == "/"
+
+
+def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_keep_the_prefix(start_server: StartServer) -> None:
+    server = start_server(auth_token=TOKEN, behind_proxy=True)
+    client = server.client()
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/photos", "X-Forwarded-Host": "example.org"}
+    body = f"token={TOKEN.replace(' ', '+')}".encode()
+    reply = client.request(
+        "POST", "/login", body=body, headers={**proxied, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert reply.status == 302 and reply.header("Location") == "/photos/"
+    name, value, header = _cookie(reply)
+    assert "Secure" in header
+    page = HttpClient(server.url, cookies={name: value}).get("/", headers=proxied)
+    assert b'data-api="/photos/api/jobs"' in page.body
