@@ -16,8 +16,9 @@ import pytest
 
 from infer import REPO_ROOT
 from tests.reliability.inputs import MAX_PIXELS
+from tests.web.conftest import start_server  # noqa: F401  (a fixture: per-test servers, stopped and checked after)
 from tests.web.server import LiveServer, start_live_server, worker_processes
-from web.jobs import DONE, QUEUED, RUNNING, STATES
+from web.jobs import DONE, QUEUED, RUNNING, STATES, JobStore
 
 WORKER = REPO_ROOT / "infer" / "sr_infer.py"
 
@@ -58,20 +59,26 @@ def wait_idle(server: LiveServer, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def leftovers(server: LiveServer) -> list[str]:
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def leftovers(data_dir: Path) -> list[str]:
     """Files in uploads/ and results/ that no job accounts for: an upload of a finished job (unless kept),
     a partial or temporary file, or anything in results/ other than the output of a done job."""
-    store = server.services.store
-    jobs = {job.id: job for state in STATES for job in store.in_state(state)}
+    store = JobStore(data_dir / "state" / "jobs.db")
+    try:
+        jobs = {job.id: job for state in STATES for job in store.in_state(state)}
+    finally:
+        store.close()
     found = []
-    uploads, results = server.services.config.uploads_dir, server.services.config.results_dir
-    for path in sorted(uploads.iterdir()) if uploads.is_dir() else []:
+    for path in _files(data_dir / "uploads"):
         job = jobs.get(path.name.split(".")[0])
         if path.name == ".gitkeep":
             continue
         if job is None or job.input_file != path.name or not (job.state in (QUEUED, RUNNING) or job.keep_upload):
             found.append(f"uploads/{path.name}")
-    for path in sorted(results.iterdir()) if results.is_dir() else []:
+    for path in _files(data_dir / "results"):
         job = jobs.get(path.name.split(".")[0])
         if path.name == ".gitkeep":
             continue
@@ -83,17 +90,23 @@ def leftovers(server: LiveServer) -> list[str]:
 def assert_settled(server: LiveServer) -> None:
     """The end of every case: nothing left behind, no worker alive, and the service still answering."""
     wait_idle(server)
-    assert leftovers(server) == []
+    assert leftovers(server.data_dir) == []
     assert worker_processes(server.data_dir) == []
     health = server.client().get("/healthz")
     assert health.status == 200, health.body
 
 
-def children_of(pid: int) -> list[psutil.Process]:
-    try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-    except psutil.Error:
-        return []
+def session_members(sid: int, zombies: bool = True) -> list[psutil.Process]:
+    """Processes in the session a worker leads: the worker and anything it started. A zombie has exited
+    but not been reaped; `zombies=False` leaves those out (after its service died, reaping is init's job)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and (zombies or proc.status() != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return found
 
 
 @pytest.fixture(scope="session")

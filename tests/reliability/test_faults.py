@@ -1,0 +1,261 @@
+"""Faults around the worker: killed, hung, unable to write, no usable model, the service restarted, the same
+photo twice at once. Each job ends in a defined state with its own message, no process outlives its job,
+nothing is left on disk, and the next job succeeds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import (
+    WORKER, assert_settled, leftovers, run_worker, session_members,
+)
+from tests.reliability.inputs import encode, rgb
+from tests.web.conftest import StartServer, wait_until
+from tests.web.server import start_service_process, worker_processes
+from web.runner import RESTART_MESSAGE, STOP_MESSAGE
+
+
+@pytest.fixture(scope="module")
+def small_photo() -> bytes:
+    return encode(rgb(24, 18, seed=41), "PNG")
+
+
+def _worker_of(job_id: str, timeout: float = 20.0):
+    (worker,) = wait_until(lambda: worker_processes(job_id), timeout=timeout, interval=0.01,
+                           what=f"the worker of job {job_id}")
+    return worker
+
+
+def test_worker_killed_mid_job(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
+                               small_photo: bytes) -> None:
+    server = start_server(model_path=edsr_model)
+    client = server.client()
+    job = client.upload(slow_photo, filename="slow.png").json()
+    after = client.upload(small_photo, filename="after.png").json()
+    wait_until(lambda: client.job(job["id"])["tiles"]["total"] > 0, what="the worker's start event")
+    worker = _worker_of(job["id"])
+    worker.send_signal(signal.SIGKILL)
+
+    failed = client.wait(job["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "worker_killed"
+    assert "SIGKILL" in failed["error"]["message"] and "upload the photo again" in failed["error"]["message"]
+    assert session_members(worker.pid) == []
+    assert client.wait(after["id"])["status"] == "done"
+    assert_settled(server)
+
+
+def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo: bytes, tmp_path: Path) -> None:
+    source = tmp_path / "slow.png"
+    source.write_bytes(slow_photo)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "--input", str(source), "--output", str(tmp_path / "out.png"),
+         "--model", str(edsr_model)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    for line in proc.stdout:
+        if '"progress"' in line:
+            proc.kill()
+            break
+    proc.wait(10)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.png"]
+
+
+def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
+                                              small_photo: bytes) -> None:
+    timeout = 6.0
+    server = start_server(model_path=edsr_model, job_timeout_s=timeout)
+    client = server.client()
+    job = client.upload(slow_photo, filename="stuck.png").json()
+    worker = _worker_of(job["id"])
+    worker.send_signal(signal.SIGSTOP)  # hangs for good: no CPU, no output, no exit
+    stopped = time.monotonic()
+
+    failed = client.wait(job["id"], timeout=timeout + 20)
+    assert time.monotonic() - stopped < timeout + 5
+    assert failed["error"] == {
+        "code": "timeout",
+        "message": f"took longer than {timeout:g} seconds (SR_JOB_TIMEOUT_S) and was stopped; try a smaller photo",
+    }
+    assert session_members(worker.pid) == []
+    assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
+    assert_settled(server)
+
+
+def _refuse_writes(folder: Path) -> Path | None:
+    """Makes `folder` refuse new files. Root ignores permissions, so for root the folder is swapped for a
+    link to /proc, which takes no new files from anyone; returns the real folder to put back."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return None
+    real = folder.with_name(folder.name + ".real")
+    folder.rename(real)
+    folder.symlink_to("/proc")
+    return real
+
+
+def _allow_writes(folder: Path, real: Path | None) -> None:
+    if real is None:
+        folder.chmod(0o755)
+    else:
+        folder.unlink()
+        real.rename(folder)
+
+
+def test_output_folder_not_writable(start_server: StartServer, small_photo: bytes) -> None:
+    server = start_server()
+    client = server.client()
+    results = server.data_dir / "results"
+    real = _refuse_writes(results)
+    try:
+        failed = client.wait(client.upload(small_photo, filename="mine.png").json()["id"])
+    finally:
+        _allow_writes(results, real)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "output_error"
+    message = failed["error"]["message"]
+    assert "cannot write the result" in message and str(server.data_dir) not in message
+    assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
+    assert_settled(server)
+
+
+def _break_model(path: Path, how: str, good: Path, other_scale: Path) -> str:
+    """Puts a broken model at `path`; returns a fragment of the message the worker must give."""
+    path.unlink(missing_ok=True)
+    data = good.read_bytes()
+    if how == "missing":
+        return "not found; download it with `sr-models fetch FSRCNN_x3`"
+    if how == "empty":
+        path.write_bytes(b"")
+        return "is empty; download it again"
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(os.urandom(len(data)))
+    elif how == "another scale":
+        shutil.copyfile(other_scale, path)
+        return "upscales x2, not x3"
+    return "is not a TensorFlow model OpenCV can read"
+
+
+MODEL_FAULTS = ["missing", "empty", "truncated", "garbage", "another scale"]
+
+
+@pytest.mark.parametrize("how", MODEL_FAULTS)
+def test_broken_model_on_the_command_line(how: str, fsrcnn_model: Path, small_photo: bytes, tmp_path: Path) -> None:
+    model = tmp_path / "models" / "FSRCNN_x3.pb"
+    model.parent.mkdir()
+    hint = _break_model(model, how, fsrcnn_model, fsrcnn_model.with_name("FSRCNN_x2.pb"))
+    source = tmp_path / "in.png"
+    source.write_bytes(small_photo)
+    run = run_worker("--input", source, "--output", tmp_path / "out.png", "--model", model)
+    assert run.exit_code == 5, run.stderr
+    assert run.last["code"] == "model_error" and hint in run.last["message"]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartServer, fsrcnn_model: Path,
+                                                         small_photo: bytes, tmp_path: Path) -> None:
+    model = tmp_path / "models" / "FSRCNN_x3.pb"
+    model.parent.mkdir()
+    server = start_server(model_path=model)
+    client = server.client()
+    for how in MODEL_FAULTS:
+        hint = _break_model(model, how, fsrcnn_model, fsrcnn_model.with_name("FSRCNN_x2.pb"))
+        failed = client.wait(client.upload(small_photo, filename=f"{how}.png").json()["id"])
+        assert failed["status"] == "failed" and failed["error"]["code"] == "model_error", (how, failed["error"])
+        assert hint in failed["error"]["message"], how
+        assert str(tmp_path) not in failed["error"]["message"]
+    # Put right without a restart: the next job loads the model afresh.
+    shutil.copyfile(fsrcnn_model, model)
+    assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
+    assert_settled(server)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path, edsr_model: Path,
+                                                      slow_photo: bytes, small_photo: bytes) -> None:
+    data = tmp_path / "data"
+    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model), "SR_CONCURRENCY": "1"}
+    log = tmp_path / "service.log"
+    first = start_service_process(log, env)
+    second = None
+    try:
+        client = first.client()
+        finished = client.wait(client.upload(small_photo, filename="finished.png").json()["id"])
+        assert finished["status"] == "done"
+        result = client.get(finished["links"]["result"]).body
+        running = client.upload(slow_photo, filename="running.png").json()
+        queued = [client.upload(small_photo, filename=f"queued{i}.png").json() for i in range(2)]
+        wait_until(lambda: client.job(running["id"])["tiles"]["total"] > 0, what="the slow job to start")
+        worker = _worker_of(running["id"])
+        if stop == "SIGTERM":
+            first.terminate()
+        else:
+            first.kill()
+
+        second = start_service_process(log, env)
+        client = second.client()
+        orphans = session_members(worker.pid, zombies=stop == "SIGTERM")
+        assert orphans == [], "the interrupted job's worker outlived the restart"
+        assert client.get(finished["links"]["result"]).body == result
+        interrupted = client.wait(running["id"])
+        assert interrupted["status"] == "failed"
+        assert interrupted["error"] == {
+            "code": "interrupted", "message": STOP_MESSAGE if stop == "SIGTERM" else RESTART_MESSAGE,
+        }
+        assert [client.wait(job["id"])["status"] for job in queued] == ["done", "done"]
+        wait_until(lambda: leftovers(data) == [], timeout=5, what=f"no leftovers (still {leftovers(data)})")
+        assert client.get("/healthz").status == 200
+    finally:
+        first.terminate()
+        if second is not None:
+            second.terminate()
+    assert worker_processes(data) == []
+
+
+def test_same_photo_twice_at_once_gets_two_results(start_server: StartServer, small_photo: bytes) -> None:
+    server = start_server(concurrency=2)
+    client = server.client()
+    replies: list = [None] * 3
+    go = threading.Barrier(3)
+
+    def send(i: int) -> None:
+        go.wait()
+        replies[i] = client.upload(small_photo, filename="same.png", fields={"format": "jpg"} if i == 2 else {})
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [reply.json()["id"] for reply in replies]
+    assert len(set(ids)) == 3
+    jobs = [client.wait(job_id) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["done"] * 3
+    bodies = [client.get(job["links"]["result"]).body for job in jobs]
+    # The same photo and model give the same pixels, each in its own file.
+    assert bodies[0] == bodies[1] and bodies[2][:3] == b"\xff\xd8\xff"
+    assert client.delete(f"/api/jobs/{ids[0]}").status == 204
+    assert client.get(jobs[1]["links"]["result"]).body == bodies[1]
+    assert_settled(server)
+
+
+def test_two_workers_writing_the_same_output_at_once(fsrcnn_model: Path, small_photo: bytes, tmp_path: Path) -> None:
+    source, output = tmp_path / "in.png", tmp_path / "out.png"
+    source.write_bytes(small_photo)
+    args = [sys.executable, str(WORKER), "--input", str(source), "--output", str(output), "--model", str(fsrcnn_model)]
+    procs = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [proc.wait(60) for proc in procs] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
+    check = run_worker("--input", output, "--output", tmp_path / "again.png", "--model", fsrcnn_model)
+    assert check.exit_code == 0 and (check.last["width"], check.last["height"]) == (216, 162)
