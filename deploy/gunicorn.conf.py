@@ -15,7 +15,8 @@ bind = os.environ.get("SR_BIND", "127.0.0.1:8080")
 # so the service itself needs little CPU.
 workers = 1
 worker_class = "gthread"
-# Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs.
+# Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs;
+# the app lets at most SR_MAX_EVENT_STREAMS (16) streams be open, so that polling always finds a thread.
 threads = int(os.environ.get("SR_WEB_THREADS", "32"))
 
 # The app starts its threads when it is created; they must start in the worker, not in a master
@@ -33,7 +34,11 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 
-accesslog = "-"
+# Off unless SR_ACCESS_LOG names a file or "-" (standard output): every poll of a job would be a line,
+# and formatting them costs about a third of the service's throughput (docs/benchmarks.md). The
+# reverse proxy in front usually keeps an access log anyway.
+_access = os.environ.get("SR_ACCESS_LOG", "off")
+accesslog = None if _access.lower() in ("off", "none", "") else _access
 errorlog = "-"
 loglevel = os.environ.get("SR_LOG_LEVEL", "info")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import threading
 from typing import Any, Mapping
 
 from flask import Flask, Response
@@ -60,7 +61,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     runner = Runner(config, store, metrics)
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
-        config=config, store=store, runner=runner, metrics=metrics, cleaner=cleaner, scale=_model_scale(config.model_path)
+        config=config,
+        store=store,
+        runner=runner,
+        metrics=metrics,
+        cleaner=cleaner,
+        scale=_model_scale(config.model_path),
+        event_streams=threading.BoundedSemaphore(config.max_event_streams),
     )
 
     register_error_handlers(app)

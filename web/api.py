@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Iterator
 
@@ -21,7 +22,8 @@ bp = Blueprint("api", __name__)
 
 MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 SSE_POLL_S = 0.5
-SSE_KEEPALIVE_S = 15.0
+# Short enough that a stream whose client went away is noticed (and its slot freed) soon.
+SSE_KEEPALIVE_S = 5.0
 SYNC_POLL_S = 0.2
 # How a failed job answers `POST /upload`.
 _SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "out_of_memory": 503}
@@ -179,6 +181,13 @@ def get_job(job_id: str) -> Any:
 def job_events(job_id: str) -> Response:
     s = services()
     _get_job(s, job_id)
+    if not s.event_streams.acquire(blocking=False):
+        raise ApiError(
+            503,
+            "too_many_streams",
+            f"{s.config.max_event_streams} progress streams are open already; poll GET /api/jobs/{job_id} instead",
+            {"Retry-After": "5"},
+        )
     links = job_links(job_id)
     store = s.store
 
@@ -205,10 +214,29 @@ def job_events(job_id: str) -> Response:
             time.sleep(SSE_POLL_S)
 
     return Response(
-        stream(),
+        _EventStream(stream(), s.event_streams),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class _EventStream:
+    """An SSE body that gives its slot back when the server closes it: the job finished, the client
+    went away, or the response was never sent at all."""
+
+    def __init__(self, chunks: Iterator[str], slots: threading.BoundedSemaphore):
+        self._chunks = chunks
+        self._slots = slots
+        self._open = True
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._chunks.close()  # type: ignore[attr-defined]
+            self._slots.release()
 
 
 def _result_response(s: Services, job: Job) -> Response:

@@ -30,6 +30,7 @@ class Config:
     result_ttl_h: float = 24.0
     auth_token: str | None = None
     queue_size: int = 100
+    max_event_streams: int = 16
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
@@ -87,6 +88,8 @@ class Config:
             raise ConfigError("SR_RESULT_TTL_H must be positive")
         if self.queue_size < 1:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
+        if self.max_event_streams < 0:
+            raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
 
 
 def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
@@ -118,6 +121,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
         auth_token=env.get("SR_AUTH_TOKEN") or None,
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
+        max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),

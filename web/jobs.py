@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -112,6 +113,16 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**values)
 
 
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, which cannot be referenced weakly; this subclass can."""
+
+
+def _close(ref: "weakref.ref[_Connection]") -> None:
+    conn = ref()
+    if conn is not None:
+        conn.close()
+
+
 class JobStore:
     """Job rows in one SQLite file; safe to use from any thread (each gets its own connection)."""
 
@@ -124,12 +135,19 @@ class JobStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            # Only this thread uses it; the finalizer below may close it from another.
+            conn = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False, factory=_Connection
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a finished job must survive a power cut, not only a crash of this process.
             conn.execute("PRAGMA synchronous=FULL")
             self._local.conn = conn
+            # A connection sits in a reference cycle (its statement cache), so the end of its thread alone
+            # would leave it, its two open files and its page cache, to some later full garbage collection;
+            # the threaded server starts a thread per request, so close it as soon as the thread is gone.
+            weakref.finalize(threading.current_thread(), _close, weakref.ref(conn))
         return conn
 
     class _Tx:

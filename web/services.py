@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from flask import current_app
@@ -23,6 +24,8 @@ class Services:
     metrics: Metrics
     cleaner: Cleaner
     scale: int
+    # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
+    event_streams: threading.BoundedSemaphore
 
 
 def services() -> Services:

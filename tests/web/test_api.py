@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import re
@@ -252,3 +253,32 @@ def test_unknown_routes_and_methods_answer_json(module_server: LiveServer) -> No
     assert missing.status == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = client.request("PUT", "/api/jobs")
     assert wrong.status == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_event_streams_are_bounded_and_give_their_slot_back(
+    start_server: StartServer, photos: Photos, edsr_model: Path
+) -> None:
+    server = start_server(model_path=edsr_model, max_event_streams=1)
+    client = server.client()
+    job = client.upload(photos.slow_png).json()
+    first = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=10)
+    first.request("GET", job["links"]["events"])
+    response = first.getresponse()
+    assert response.status == 200
+    assert response.readline() == b"retry: 2000\n"
+
+    refused = client.get(job["links"]["events"])
+    assert refused.status == 503 and refused.json()["error"]["code"] == "too_many_streams"
+    assert f"/api/jobs/{job['id']}" in refused.json()["error"]["message"]
+    # Polling still answers while the stream is open.
+    assert client.get(job["links"]["self"]).status == 200
+
+    first.close()  # the client goes away; the server notices at its next write
+    assert client.delete(f"/api/jobs/{job['id']}").status == 204
+    other = client.upload(photos.small_png).json()
+    reply = wait_until(
+        lambda: (r := client.get(other["links"]["events"], timeout=30)).status == 200 and r,
+        timeout=20,
+        what="the stream slot to come back",
+    )
+    assert b"event: status" in reply.body
