@@ -69,7 +69,11 @@ def _windows(length: int, tile: int, pad: int) -> tuple[int, int]:
 
 
 def measure_speed(model: Path, tiles: list[int], pad: int, input_edge: int, rounds: int) -> None:
-    """Seconds per window for each tile size, in fresh processes, tile sizes interleaved round by round."""
+    """Seconds per window for each tile size, in fresh processes, tile sizes interleaved round by round.
+
+    CPU seconds (all threads of the child) are the figure to compare: on a shared machine the wall time
+    of the same forward pass varies with what else runs, its CPU time hardly at all.
+    """
     sizes = sorted({t + 2 * pad for t in tiles} | {_windows(input_edge, t, pad)[1] for t in tiles})
     log(f"window sizes {sizes}; {load_line()}")
     wall: dict[int, list[float]] = {s: [] for s in sizes}
@@ -92,30 +96,47 @@ def measure_speed(model: Path, tiles: list[int], pad: int, input_edge: int, roun
 
     base = median(setup_rss)
     print(f"Model loaded plus a {WARMUP_EDGE}x{WARMUP_EDGE} warm-up: peak RSS {base:.0f} MB, "
-          f"{median(setup_s):.2f} s (median of {len(setup_s)}).")
+          f"{median(setup_s):.2f} s wall (median of {len(setup_s)}).")
     print()
-    ref = next((t for t in tiles if t == DEFAULT_TILE["edsr"]), tiles[0])
-    per_mp = {t: median(wall[t + 2 * pad]) / (t * t) * 1e6 for t in tiles}
-    print(f"| tile | window (tile + 2x{pad}) | s per window (median) | CPU s per window | ms per window px | "
-          f"s per input MP, large photo | vs tile {ref} | {input_edge}x{input_edge} input: tiles x window | "
-          f"s for that input | peak RSS MB | RSS over model-only MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    ref = DEFAULT_TILE["edsr"] if DEFAULT_TILE["edsr"] in tiles else tiles[0]
+    per_mp = {t: median(cpu[t + 2 * pad]) / (t * t) * 1e6 for t in tiles}
+    print(f"| tile | window (tile + 2x{pad}) | CPU s per window | wall s per window | CPU us per window px | "
+          f"CPU s per input MP, large photo | vs tile {ref} | peak RSS MB | RSS over model-only MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for t in tiles:
         w = t + 2 * pad
-        n, edge = _windows(input_edge, t, pad)
-        t_input = n * median(wall[edge])
         print(
-            f"| {t} | {w} | {median(wall[w]):.2f} | {median(cpu[w]):.2f} | {median(wall[w]) / (w * w) * 1e3:.3f} | "
-            f"{per_mp[t]:.0f} | {per_mp[t] / per_mp[ref]:.2f} | {n} x {edge} | {t_input:.1f} | "
-            f"{median(rss[w]):.0f} | {median(rss[w]) - base:.0f} |"
+            f"| {t} | {w} | {median(cpu[w]):.2f} | {median(wall[w]):.2f} | {median(cpu[w]) / (w * w) * 1e6:.0f} | "
+            f"{per_mp[t]:.0f} | {per_mp[t] / per_mp[ref]:.2f} | {median(rss[w]):.0f} | {median(rss[w]) - base:.0f} |"
         )
+    print()
+    # Windows always have the same size within a job, so a job's cost is its window count times one
+    # measured window: CPU s per input megapixel for whole photos of common sizes.
+    photos = [(input_edge, input_edge), (640, 480), (1024, 768), (1600, 1200), (2048, 1536), (4000, 3000)]
+    print(f"CPU s per input MP (window pixels per input pixel) for whole photos, from the tiling plan and the "
+          f"measured windows:")
+    print()
+    print("| tile | " + " | ".join(f"{w}x{h}" for w, h in photos) + " |")
+    print("|---|" + "---|" * len(photos))
+    for t in tiles:
+        cells = []
+        for w, h in photos:
+            plan = plan_tiles(h, w, t, pad)
+            wy0, wy1, wx0, wx1 = plan[0].window
+            if wy1 - wy0 != wx1 - wx0 or wy1 - wy0 not in cpu:
+                cells.append("-")
+                continue
+            factor = len(plan) * (wy1 - wy0) * (wx1 - wx0) / (w * h)
+            cells.append(f"{len(plan) * median(cpu[wy1 - wy0]) / (w * h) * 1e6:.0f} ({factor:.2f})")
+        print(f"| {t} | " + " | ".join(cells) + " |")
 
 
-def measure_memory(model: Path, tile: int, pad: int, edges: list[int], rounds: int, photo: str) -> None:
-    """The real worker at the default tile on growing inputs, and untiled at the smallest for contrast."""
+def measure_memory(model: Path, tile: int, pad: int, edges: list[int], untiled: list[int], rounds: int,
+                   photo: str) -> None:
+    """The real worker at the default tile on growing inputs, and untiled (--tile 0) for contrast."""
     out_dir = OUT_DIR / "memory"
     out_dir.mkdir(parents=True, exist_ok=True)
-    cases = [(e, tile) for e in edges] + [(edges[0], 0)]
+    cases = [(e, tile) for e in edges] + [(e, 0) for e in untiled]
     results: dict[tuple[int, int], list] = {c: [] for c in cases}
     for r in range(rounds):
         for edge, t in cases:
@@ -124,16 +145,18 @@ def measure_memory(model: Path, tile: int, pad: int, edges: list[int], rounds: i
                                        "--tile-pad", str(pad))).check()
             done = run.event("done")
             start = run.event("start")
-            results[(edge, t)].append((run.peak_rss_mb, done["seconds"]["infer"], start["tiles"]))
+            results[(edge, t)].append((run.peak_rss_mb, done["peak_rss_mb"], run.cpu_seconds,
+                                       done["seconds"]["infer"], start["tiles"]))
             log(f"round {r + 1}: {edge}x{edge} tile {t}: peak {run.peak_rss_mb:.0f} MB, "
                 f"infer {done['seconds']['infer']:.1f} s; {load_line()}")
-    print(f"| input ({photo} crop) | tile / pad | tiles | peak RSS MB (wait4) | infer s |")
-    print("|---|---|---|---|---|")
+    print(f"| input ({photo}) | tile / pad | tiles | peak RSS MB (wait4) | worker's own peak_rss_mb | CPU s | infer s (wall) |")
+    print("|---|---|---|---|---|---|---|")
     for edge, t in cases:
         rows = results[(edge, t)]
         label = f"{t} / {pad}" if t else "untiled (--tile 0)"
-        print(f"| {edge}x{edge} | {label} | {rows[0][2]} | {median([r[0] for r in rows]):.0f} | "
-              f"{median([r[1] for r in rows]):.1f} |")
+        print(f"| {edge}x{edge} | {label} | {rows[0][4]} | {median([r[0] for r in rows]):.0f} | "
+              f"{median([r[1] for r in rows]):.0f} | {median([r[2] for r in rows]):.1f} | "
+              f"{median([r[3] for r in rows]):.1f} |")
 
 
 def _seam_rows(engine: OpenCVEngine, model: Path, label: str, images: dict[str, np.ndarray],
@@ -146,21 +169,23 @@ def _seam_rows(engine: OpenCVEngine, model: Path, label: str, images: dict[str, 
             tiled = upscale_bgr(bgr, engine, spec, tile, pad)
             n = len(plan_tiles(bgr.shape[0], bgr.shape[1], tile, effective_pad(spec, pad)))
             diff = np.abs(tiled.astype(np.int16) - untiled.astype(np.int16)).max(axis=2)
-            print(f"| {label} | {name} {bgr.shape[1]}x{bgr.shape[0]} | {tile} / {pad} | {n} | "
+            eff = effective_pad(spec, pad)
+            pad_text = f"{pad}" if eff == pad else f"{pad} (runs as {eff})"
+            print(f"| {label} | {name} {bgr.shape[1]}x{bgr.shape[0]} | {tile} / {pad_text} | {n} | "
                   f"{max_abs_diff(tiled, untiled)} | {100.0 * np.count_nonzero(diff) / diff.size:.3f} | "
                   f"{fmt_psnr(psnr(tiled, untiled))} |", flush=True)
     engine.close()
 
 
-def measure_seams(crop_edge: int, sweep_edge: int) -> None:
+def measure_seams(crop: tuple[int, int], sweep_edge: int) -> None:
     """Tiled against untiled output, in-process through infer.upscale (the worker's own tiling and colour code)."""
     print("| model | input | tile / pad | tiles | max abs diff | pixels differing % | PSNR dB |")
     print("|---|---|---|---|---|---|---|")
     engine = OpenCVEngine()
     tile, pad = DEFAULT_TILE["edsr"], DEFAULT_TILE_PAD["edsr"]
     full = edsr_fixture(full=True)
-    crop = {"astronaut": read_bgr(centre_crop("astronaut", crop_edge))}
-    _seam_rows(engine, full, "EDSR fixture 32x256", crop, [(tile, pad), (tile, 0)])
+    crop_img = {"astronaut": read_bgr(centre_crop("astronaut", crop[1], crop[0]))}
+    _seam_rows(engine, full, "EDSR fixture 32x256", crop_img, [(tile, pad), (tile, 0)])
     log(f"full-size fixture, default tile done; {load_line()}")
     sweep_tile = sweep_edge // 2
     sweep = {"astronaut": read_bgr(centre_crop("astronaut", sweep_edge))}
@@ -184,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--input-edge", type=int, default=256, help="square input the per-input cost is computed for")
     s.add_argument("--rounds", type=int, default=3)
     m = sub.add_parser("memory", help="peak RSS of the real worker against input size (full-size fixture)")
-    m.add_argument("--edges", default="192,384")
+    m.add_argument("--edges", default="288,512", help="square inputs run at the default tile")
+    m.add_argument("--untiled", default="288,512", help="square inputs also run with --tile 0 ('' for none)")
     m.add_argument("--tile", type=int, default=DEFAULT_TILE["edsr"])
     m.add_argument("--pad", type=int, default=DEFAULT_TILE_PAD["edsr"])
     m.add_argument("--rounds", type=int, default=1)
     m.add_argument("--photo", default="astronaut")
     z = sub.add_parser("seams", help="tiled against untiled output")
-    z.add_argument("--crop", type=int, default=192, help="crop edge for the full-size fixture at the default tile")
+    z.add_argument("--crop", default="384x128",
+                   help="WxH crop for the full-size fixture at the default tile (wider than the tile)")
     z.add_argument("--sweep", type=int, default=128, help="crop edge for the full-size fixture pad sweep (tile = half)")
     w = sub.add_parser("window", help=argparse.SUPPRESS)
     w.add_argument("--model", type=Path, required=True)
@@ -206,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "speed":
         measure_speed(model, [int(t) for t in args.tiles.split(",")], args.pad, args.input_edge, args.rounds)
     elif args.what == "memory":
-        measure_memory(model, args.tile, args.pad, [int(e) for e in args.edges.split(",")], args.rounds, args.photo)
+        edges = [int(e) for e in args.edges.split(",")]
+        untiled = [int(e) for e in args.untiled.split(",") if e]
+        measure_memory(model, args.tile, args.pad, edges, untiled, args.rounds, args.photo)
     else:
-        measure_seams(args.crop, args.sweep)
+        width, height = (int(v) for v in args.crop.split("x"))
+        measure_seams((width, height), args.sweep)
     print(f"<!-- {load_line()} at end -->")
     return 0
 
