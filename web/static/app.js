@@ -164,9 +164,14 @@
       card.setStatus(ahead === 0 ? "Next in line…" : `Waiting in line: ${ahead} photo${ahead === 1 ? "" : "s"} ahead`);
       card.setProgress(0);
     } else if (job.status === "running") {
-      const pct = Math.round(100 * job.progress);
-      card.setStatus(`Upscaling… ${pct}%`);
-      card.setProgress(job.progress);
+      // Until the first tile is back the bar runs without a figure (a big tile can take a while).
+      if (job.progress > 0) {
+        card.setStatus(`Upscaling… ${Math.round(100 * job.progress)}%`);
+        card.setProgress(job.progress);
+      } else {
+        card.setStatus("Upscaling…");
+        card.setProgress(null);
+      }
     } else if (job.status === "done") {
       stopFollowing(card);
       showResult(card, job);
