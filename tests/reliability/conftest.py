@@ -9,18 +9,47 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 import pytest
 
 from infer import REPO_ROOT
 from tests.reliability.inputs import MAX_PIXELS
+from tests.reliability.outcomes import Case, render
 from tests.web.conftest import start_server  # noqa: F401  (a fixture: per-test servers, stopped and checked after)
 from tests.web.server import LiveServer, start_live_server, worker_processes
 from web.jobs import DONE, QUEUED, RUNNING, STATES, JobStore
 
 WORKER = REPO_ROOT / "infer" / "sr_infer.py"
+# Set to a file path to have the observed outcomes written there as a Markdown table (docs/reliability.md).
+TABLE_ENV = "SR_RELIABILITY_TABLE"
+_CASES = pytest.StashKey[dict]()
+
+Observe = Callable[..., None]
+
+
+@pytest.fixture
+def observe(request: pytest.FixtureRequest) -> Observe:
+    """observe(group, case, cli=..., http=..., left=..., answering=...): notes what a passing test saw."""
+    cases = request.config.stash.setdefault(_CASES, {})
+
+    def note(group: str, name: str, *, cli: str = "", http: str = "", left: str = "", answering: str = "") -> None:
+        case = cases.setdefault((group, name), Case(group, name))
+        case.cli = cli or case.cli
+        case.http = http or case.http
+        if left:
+            case.left.append(left)
+        case.answering = answering or case.answering
+
+    return note
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    target = os.environ.get(TABLE_ENV)
+    cases = session.config.stash.get(_CASES, {})
+    if target and cases:
+        Path(target).write_text(render(list(cases.values())))
 
 
 @dataclass

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.reliability.conftest import WorkerRun, assert_settled, run_worker
+from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_worker
 from tests.reliability.inputs import MAX_PIXELS, GoodFile, good_files
 from tests.web.server import LiveServer
 
+GROUP = "Awkward but valid photos (must succeed)"
 CASES = {case.name: case for case in good_files()}
 SCALE = 3
 # Mean absolute difference (0-255) allowed between the result shrunk back and the photo as displayed.
@@ -67,7 +68,7 @@ def http_jobs(limited_server: LiveServer) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_worker_cli_upscales(cli_runs: dict[str, tuple[WorkerRun, Path]], name: str) -> None:
+def test_worker_cli_upscales(cli_runs: dict[str, tuple[WorkerRun, Path]], name: str, observe: Observe) -> None:
     case = CASES[name]
     run, output = cli_runs[name]
     assert run.exit_code == 0, run.stderr
@@ -77,10 +78,13 @@ def test_worker_cli_upscales(cli_runs: dict[str, tuple[WorkerRun, Path]], name: 
         result.load()
         check_result(case, result)
     assert sorted(p.name for p in output.parent.iterdir()) == sorted([case.filename, output.name])
+    size = f"{run.last['width']}x{run.last['height']}"
+    observe(GROUP, name, cli=f"exit 0, {size} result", left="CLI: the result only")
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_http_api_upscales(limited_server: LiveServer, http_jobs: dict[str, dict], name: str) -> None:
+def test_http_api_upscales(limited_server: LiveServer, http_jobs: dict[str, dict], name: str,
+                           observe: Observe) -> None:
     case = CASES[name]
     job = http_jobs[name]
     assert job["status"] == "done", job["error"]
@@ -93,4 +97,7 @@ def test_http_api_upscales(limited_server: LiveServer, http_jobs: dict[str, dict
     with Image.open(io.BytesIO(reply.body)) as result:
         result.load()
         check_result(case, result)
+        size, mode = f"{result.width}x{result.height}", result.mode
     assert_settled(limited_server)
+    observe(GROUP, name, http=f"HTTP 202, job done, {size} {mode} {job['output']['format'].upper()} result",
+            left="HTTP: the result only (upload removed)", answering="yes (/healthz 200)")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import WorkerRun, assert_settled, run_worker
+from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_worker
 from tests.reliability.inputs import MAX_PIXELS, BadFile, bad_files
+from tests.reliability.outcomes import outcome
 from tests.web.server import LiveServer
 
+GROUP = "Bad files"
 CASES = {case.name: case for case in bad_files()}
 # What the service's own refusal must tell the person, by error code.
 REFUSAL_HINTS = {
@@ -37,7 +39,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> di
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_worker_cli_refuses(cli_runs: dict[str, tuple[WorkerRun, Path]], name: str) -> None:
+def test_worker_cli_refuses(cli_runs: dict[str, tuple[WorkerRun, Path]], name: str, observe: Observe) -> None:
     case = CASES[name]
     run, folder = cli_runs[name]
     assert run.exit_code == case.exit_code, run.stderr
@@ -47,10 +49,12 @@ def test_worker_cli_refuses(cli_runs: dict[str, tuple[WorkerRun, Path]], name: s
     assert case.message in error["message"] and case.filename in error["message"]
     assert run.seconds < 20
     assert sorted(p.name for p in folder.iterdir()) == [case.filename], "a failed job must leave no output"
+    message = error["message"].replace(f"{folder}/", "")
+    observe(GROUP, name, cli=outcome(f"exit {run.exit_code}", message), left="CLI: no output file")
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_http_api_refuses(limited_server: LiveServer, name: str) -> None:
+def test_http_api_refuses(limited_server: LiveServer, name: str, observe: Observe) -> None:
     case = CASES[name]
     client = limited_server.client()
     store = limited_server.services.store
@@ -67,6 +71,7 @@ def test_http_api_refuses(limited_server: LiveServer, name: str) -> None:
             assert case.message in error["message"], "the message should say how large the photo is"
         # Refused before any job exists, so no worker ever ran for it.
         assert sum(store.counts().values()) == jobs_before
+        answer = outcome(f"HTTP {status} {code} (no job, no worker)", error["message"])
     else:
         # The header is a photo's, so only decoding can tell: the job is accepted and the worker fails it.
         assert reply.status == 202, reply.body
@@ -78,4 +83,8 @@ def test_http_api_refuses(limited_server: LiveServer, name: str) -> None:
         assert str(limited_server.data_dir) not in message, "server paths are not the person's business"
         result = client.get(f"/api/jobs/{job['id']}/result")
         assert result.status == 409 and result.json()["error"]["code"] == "job_failed"
+        exit_code = store.get(job["id"]).exit_code
+        assert exit_code == case.exit_code
+        answer = outcome(f"HTTP 202, then job failed {case.job_code} (worker exit {exit_code})", message)
     assert_settled(limited_server)
+    observe(GROUP, name, http=answer, left="HTTP: nothing in uploads/ or results/", answering="yes (/healthz 200)")

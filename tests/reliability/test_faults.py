@@ -16,12 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import (
-    WORKER, assert_settled, leftovers, run_worker, session_members,
+    WORKER, Observe, assert_settled, leftovers, run_worker, session_members,
 )
 from tests.reliability.inputs import encode, rgb
+from tests.reliability.outcomes import outcome
 from tests.web.conftest import StartServer, wait_until
 from tests.web.server import start_service_process, worker_processes
 from web.runner import RESTART_MESSAGE, STOP_MESSAGE
+
+
+GROUP = "Faults"
+NEXT_OK = "yes; the next job is done"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def _worker_of(job_id: str, timeout: float = 20.0):
 
 
 def test_worker_killed_mid_job(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
-                               small_photo: bytes) -> None:
+                               small_photo: bytes, observe: Observe) -> None:
     server = start_server(model_path=edsr_model)
     client = server.client()
     job = client.upload(slow_photo, filename="slow.png").json()
@@ -51,9 +56,13 @@ def test_worker_killed_mid_job(start_server: StartServer, edsr_model: Path, slow
     assert session_members(worker.pid) == []
     assert client.wait(after["id"])["status"] == "done"
     assert_settled(server)
+    observe(GROUP, "worker killed with SIGKILL mid-job",
+            http=outcome("job failed worker_killed", failed["error"]["message"]),
+            left="HTTP: nothing; no process left in the worker's session", answering=NEXT_OK)
 
 
-def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo: bytes, tmp_path: Path) -> None:
+def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo: bytes, tmp_path: Path,
+                                                   observe: Observe) -> None:
     source = tmp_path / "slow.png"
     source.write_bytes(slow_photo)
     proc = subprocess.Popen(
@@ -69,10 +78,12 @@ def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo:
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.png"]
+    observe(GROUP, "worker killed with SIGKILL mid-job", cli="killed by SIGKILL after its first progress event",
+            left="CLI: no output file")
 
 
 def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
-                                              small_photo: bytes) -> None:
+                                              small_photo: bytes, observe: Observe) -> None:
     timeout = 6.0
     server = start_server(model_path=edsr_model, job_timeout_s=timeout)
     client = server.client()
@@ -82,7 +93,8 @@ def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_mo
     stopped = time.monotonic()
 
     failed = client.wait(job["id"], timeout=timeout + 20)
-    assert time.monotonic() - stopped < timeout + 5
+    waited = time.monotonic() - stopped
+    assert waited < timeout + 5
     assert failed["error"] == {
         "code": "timeout",
         "message": f"took longer than {timeout:g} seconds (SR_JOB_TIMEOUT_S) and was stopped; try a smaller photo",
@@ -90,6 +102,9 @@ def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_mo
     assert session_members(worker.pid) == []
     assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
     assert_settled(server)
+    observe(GROUP, f"worker hung (SIGSTOP) past SR_JOB_TIMEOUT_S={timeout:g}",
+            http=outcome(f"job failed timeout {waited:.1f} s after the hang began", failed["error"]["message"]),
+            left="HTTP: nothing; worker and its session killed", answering=NEXT_OK)
 
 
 def _refuse_writes(folder: Path) -> Path | None:
@@ -112,7 +127,7 @@ def _allow_writes(folder: Path, real: Path | None) -> None:
         real.rename(folder)
 
 
-def test_output_folder_not_writable(start_server: StartServer, small_photo: bytes) -> None:
+def test_output_folder_not_writable(start_server: StartServer, small_photo: bytes, observe: Observe) -> None:
     server = start_server()
     client = server.client()
     results = server.data_dir / "results"
@@ -124,8 +139,14 @@ def test_output_folder_not_writable(start_server: StartServer, small_photo: byte
     assert failed["status"] == "failed" and failed["error"]["code"] == "output_error"
     message = failed["error"]["message"]
     assert "cannot write the result" in message and str(server.data_dir) not in message
+    exit_code = server.services.store.get(failed["id"]).exit_code
+    assert exit_code == 7
     assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
     assert_settled(server)
+    how = "link to /proc (root ignores permissions)" if real is not None else "chmod 555"
+    observe(GROUP, f"output folder refuses new files ({how})",
+            http=outcome(f"job failed output_error (worker exit {exit_code})", message),
+            left="HTTP: nothing (upload removed)", answering=NEXT_OK + " once the folder is writable again")
 
 
 def _break_model(path: Path, how: str, good: Path, other_scale: Path) -> str:
@@ -151,7 +172,8 @@ MODEL_FAULTS = ["missing", "empty", "truncated", "garbage", "another scale"]
 
 
 @pytest.mark.parametrize("how", MODEL_FAULTS)
-def test_broken_model_on_the_command_line(how: str, fsrcnn_model: Path, small_photo: bytes, tmp_path: Path) -> None:
+def test_broken_model_on_the_command_line(how: str, fsrcnn_model: Path, small_photo: bytes, tmp_path: Path,
+                                         observe: Observe) -> None:
     model = tmp_path / "models" / "FSRCNN_x3.pb"
     model.parent.mkdir()
     hint = _break_model(model, how, fsrcnn_model, fsrcnn_model.with_name("FSRCNN_x2.pb"))
@@ -161,10 +183,12 @@ def test_broken_model_on_the_command_line(how: str, fsrcnn_model: Path, small_ph
     assert run.exit_code == 5, run.stderr
     assert run.last["code"] == "model_error" and hint in run.last["message"]
     assert not (tmp_path / "out.png").exists()
+    observe(GROUP, f"model file {how}", cli=outcome("exit 5", run.last["message"].replace(f"{tmp_path}/", "")),
+            left="CLI: no output file")
 
 
 def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartServer, fsrcnn_model: Path,
-                                                         small_photo: bytes, tmp_path: Path) -> None:
+                                                         small_photo: bytes, tmp_path: Path, observe: Observe) -> None:
     model = tmp_path / "models" / "FSRCNN_x3.pb"
     model.parent.mkdir()
     server = start_server(model_path=model)
@@ -175,6 +199,8 @@ def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartSer
         assert failed["status"] == "failed" and failed["error"]["code"] == "model_error", (how, failed["error"])
         assert hint in failed["error"]["message"], how
         assert str(tmp_path) not in failed["error"]["message"]
+        observe(GROUP, f"model file {how}", http=outcome("job failed model_error", failed["error"]["message"]),
+                left="HTTP: nothing (upload removed)", answering=NEXT_OK + " once the file is replaced, no restart")
     # Put right without a restart: the next job loads the model afresh.
     shutil.copyfile(fsrcnn_model, model)
     assert client.wait(client.upload(small_photo).json()["id"])["status"] == "done"
@@ -183,7 +209,7 @@ def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartSer
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path, edsr_model: Path,
-                                                      slow_photo: bytes, small_photo: bytes) -> None:
+                                                      slow_photo: bytes, small_photo: bytes, observe: Observe) -> None:
     data = tmp_path / "data"
     env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model), "SR_CONCURRENCY": "1"}
     log = tmp_path / "service.log"
@@ -216,6 +242,11 @@ def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path,
         assert [client.wait(job["id"])["status"] for job in queued] == ["done", "done"]
         wait_until(lambda: leftovers(data) == [], timeout=5, what=f"no leftovers (still {leftovers(data)})")
         assert client.get("/healthz").status == 200
+        observe(GROUP, f"service stopped with {stop} and started again (1 done, 1 running, 2 queued)",
+                http=outcome("done job: result downloads byte for byte; queued jobs: run and done; running job: "
+                             "failed interrupted", interrupted["error"]["message"]),
+                left="nothing but the done jobs' results; no worker of the old service alive",
+                answering="yes (new service)")
     finally:
         first.terminate()
         if second is not None:
@@ -223,7 +254,8 @@ def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path,
     assert worker_processes(data) == []
 
 
-def test_same_photo_twice_at_once_gets_two_results(start_server: StartServer, small_photo: bytes) -> None:
+def test_same_photo_twice_at_once_gets_two_results(start_server: StartServer, small_photo: bytes,
+                                                   observe: Observe) -> None:
     server = start_server(concurrency=2)
     client = server.client()
     replies: list = [None] * 3
@@ -248,9 +280,13 @@ def test_same_photo_twice_at_once_gets_two_results(start_server: StartServer, sm
     assert client.delete(f"/api/jobs/{ids[0]}").status == 204
     assert client.get(jobs[1]["links"]["result"]).body == bodies[1]
     assert_settled(server)
+    observe(GROUP, "the same photo uploaded 3 times at once (SR_CONCURRENCY=2)",
+            http="3 jobs, 3 ids, 3 result files, all done; identical pixels; deleting one leaves the others",
+            left="each job's own result", answering="yes (/healthz 200)")
 
 
-def test_two_workers_writing_the_same_output_at_once(fsrcnn_model: Path, small_photo: bytes, tmp_path: Path) -> None:
+def test_two_workers_writing_the_same_output_at_once(fsrcnn_model: Path, small_photo: bytes, tmp_path: Path,
+                                                    observe: Observe) -> None:
     source, output = tmp_path / "in.png", tmp_path / "out.png"
     source.write_bytes(small_photo)
     args = [sys.executable, str(WORKER), "--input", str(source), "--output", str(output), "--model", str(fsrcnn_model)]
@@ -259,3 +295,6 @@ def test_two_workers_writing_the_same_output_at_once(fsrcnn_model: Path, small_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "out.png"]
     check = run_worker("--input", output, "--output", tmp_path / "again.png", "--model", fsrcnn_model)
     assert check.exit_code == 0 and (check.last["width"], check.last["height"]) == (216, 162)
+    observe(GROUP, "the same photo uploaded 3 times at once (SR_CONCURRENCY=2)",
+            cli="two workers writing one output path at once: both exit 0, one whole readable file",
+            left="CLI: no temporary file")

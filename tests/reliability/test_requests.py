@@ -4,6 +4,7 @@ each gets a clear JSON error, nothing lands on disk outside the job's own files,
 from __future__ import annotations
 
 import io
+import json
 import re
 import select
 import socket
@@ -16,8 +17,9 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.reliability.conftest import assert_settled
+from tests.reliability.conftest import Observe, assert_settled, run_worker
 from tests.reliability.inputs import encode, pattern, rgb
+from tests.reliability.outcomes import outcome
 from tests.web.client import HttpClient, multipart
 from tests.web.server import LiveServer, start_live_server, worker_processes
 
@@ -66,7 +68,7 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 )
 def test_malformed_upload_requests(
     server: LiveServer, photo: bytes, case: str, content_type: str | None, body: bytes | str,
-    status: int, code: str, hint: str,
+    status: int, code: str, hint: str, observe: Observe,
 ) -> None:
     bodies = {
         "PHOTO": photo,
@@ -84,6 +86,8 @@ def test_malformed_upload_requests(
     assert error["code"] == code and hint in error["message"]
     assert sum(server.services.store.counts().values()) == jobs_before
     assert_settled(server)
+    observe("Malformed upload requests", case, http=outcome(f"HTTP {status} {code} (no job)", error["message"]),
+            left="nothing", answering="yes (/healthz 200)")
 
 
 HOSTILE_NAMES = {
@@ -98,7 +102,8 @@ HOSTILE_NAMES = {
 
 
 @pytest.mark.parametrize("label", HOSTILE_NAMES)
-def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes, label: str) -> None:
+def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes, label: str,
+                                                observe: Observe) -> None:
     sent, shown = HOSTILE_NAMES[label]
     client = server.client()
     reply = client.upload(photo, filename=sent)
@@ -120,6 +125,25 @@ def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes
         name = unquote(encoded) if encoded else plain
         assert name.endswith("_x3.png") and len(name) <= 100, name
     assert_settled(server)
+    observe("Client file names", label, http=f"HTTP 202, job done; shown as {_cell_name(shown)}; download name "
+            f"{_cell_name(name)}", left="only <job id>.png in results/", answering="yes (/healthz 200)")
+
+
+def _cell_name(name: str) -> str:
+    return repr(name if len(name) <= 40 else name[:20] + "…" + name[-12:])
+
+
+@pytest.mark.parametrize("name", ["Été à Zürich 写真.png", "-starts with a dash.png", "q'uo\"te $(x).png", "n" * 200 + ".png"])
+def test_worker_cli_takes_any_file_name(fsrcnn_model: Path, photo: bytes, tmp_path: Path, name: str,
+                                        observe: Observe) -> None:
+    source, output = tmp_path / name, tmp_path / ("out " + name)
+    source.write_bytes(photo)
+    run = run_worker(f"--input={source}", f"--output={output}", "--model", fsrcnn_model)
+    assert run.exit_code == 0, run.stderr
+    assert output.is_file() and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, output.name])
+    label = {"-": "leading dash", "q": "quotes and $(...)", "n": "200 characters", "É": "non-ASCII"}[name[0]]
+    observe("Client file names", f"worker CLI: {label}", cli=f"exit 0 (paths given as --input=PATH)",
+            left="CLI: the result only")
 
 
 def _read_answer(sock: socket.socket) -> bytes:
@@ -162,7 +186,7 @@ def _send_chunked(port: int, total: int) -> tuple[int, bytes]:
     return sent, answer
 
 
-def test_oversized_upload_is_refused_while_streaming(server: LiveServer) -> None:
+def test_oversized_upload_is_refused_while_streaming(server: LiveServer, observe: Observe) -> None:
     """1 MB limit, 64 MB sent without Content-Length: the answer comes after a few MB at most (socket buffers),
     and neither the server's memory nor its disk takes the body."""
     me = psutil.Process()
@@ -171,11 +195,15 @@ def test_oversized_upload_is_refused_while_streaming(server: LiveServer) -> None
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"too_large"' in answer and b"1 MB limit" in answer
     assert sent < 16 << 20, f"{sent >> 20} MB were sent before the server answered"
-    assert me.memory_info().rss - rss_before < 16 << 20
+    grew = me.memory_info().rss - rss_before
+    assert grew < 16 << 20
     assert_settled(server)
+    observe("Size limits", "64 MB upload, chunked (no Content-Length), SR_MAX_UPLOAD_MB=1",
+            http=f"HTTP 413 too_large after {sent / 2**20:.1f} MB had been sent; server memory +{grew / 2**20:.1f} MB",
+            left="nothing", answering="yes (/healthz 200)")
 
 
-def test_oversized_content_length_is_refused_before_the_body(server: LiveServer) -> None:
+def test_oversized_content_length_is_refused_before_the_body(server: LiveServer, observe: Observe) -> None:
     sock = socket.create_connection(("127.0.0.1", server.server.server_port), timeout=10)
     sock.sendall(
         f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MULTIPART}\r\n"
@@ -187,6 +215,10 @@ def test_oversized_content_length_is_refused_before_the_body(server: LiveServer)
     assert answer.startswith(b"HTTP/1.1 413") and b'"too_large"' in answer
     assert time.monotonic() - started < 5
     assert_settled(server)
+    message = answer.partition(b"\r\n\r\n")[2].decode()
+    observe("Size limits", "Content-Length: 200 MB, SR_MAX_UPLOAD_MB=1, no body sent",
+            http=outcome("HTTP 413 too_large before any body byte", json.loads(message)["error"]["message"]),
+            left="nothing", answering="yes (/healthz 200)")
 
 
 def _shrunk(data: bytes) -> "Image.Image":
@@ -194,7 +226,7 @@ def _shrunk(data: bytes) -> "Image.Image":
     return image.convert("RGB").resize((image.width // 3, image.height // 3), Image.Resampling.BOX)
 
 
-def test_each_id_reaches_only_its_own_job(server: LiveServer) -> None:
+def test_each_id_reaches_only_its_own_job(server: LiveServer, observe: Observe) -> None:
     client = server.client()
     photos = {seed: encode(Image.fromarray(pattern(24, 18, seed=seed)), "PNG") for seed in (31, 32)}
     ids = {seed: client.upload(data, filename=f"own-{seed}.png").json()["id"] for seed, data in photos.items()}
@@ -218,6 +250,10 @@ def test_each_id_reaches_only_its_own_job(server: LiveServer) -> None:
     assert client.delete(f"/api/jobs/{first}").status == 404
     assert client.get(f"/api/jobs/{second}/result").status == 200, "deleting one job must not touch another"
     assert_settled(server)
+    observe("Job ids", "two jobs: each id on GET, /result, /events; then DELETE of one",
+            http="each id shows, streams and downloads only its own job (X-Job-Id, pixels); after DELETE every "
+            "route of that id answers 404 not_found, the other job is untouched",
+            left="only the other job's result", answering="yes (/healthz 200)")
 
 
 BAD_IDS = [
@@ -234,16 +270,19 @@ BAD_IDS = [
 
 
 @pytest.mark.parametrize("job_id", BAD_IDS, ids=lambda s: s[:20])
-def test_unknown_and_malformed_ids_on_every_route(server: LiveServer, job_id: str) -> None:
+def test_unknown_and_malformed_ids_on_every_route(server: LiveServer, job_id: str, observe: Observe) -> None:
     client = server.client()
     for method, suffix in (("GET", ""), ("GET", "/result"), ("GET", "/events"), ("DELETE", "")):
         reply = client.request(method, f"/api/jobs/{job_id}{suffix}")
         assert reply.status == 404, (method, suffix, reply.status, reply.body[:200])
         assert reply.json()["error"]["code"] == "not_found"
     assert_settled(server)
+    observe("Job ids", f"id {_cell_name(job_id)}", http=outcome("HTTP 404 not_found on GET, /result, /events and "
+            "DELETE", reply.json()["error"]["message"]), left="nothing", answering="yes (/healthz 200)")
 
 
-def test_without_the_token_nothing_is_stored_shown_or_deleted(tmp_path: Path, fsrcnn_model: Path, photo: bytes) -> None:
+def test_without_the_token_nothing_is_stored_shown_or_deleted(tmp_path: Path, fsrcnn_model: Path, photo: bytes,
+                                                              observe: Observe) -> None:
     live = start_live_server(tmp_path / "data", model_path=fsrcnn_model, auth_token=TOKEN)
     try:
         owner = live.client(token=TOKEN)
@@ -261,5 +300,9 @@ def test_without_the_token_nothing_is_stored_shown_or_deleted(tmp_path: Path, fs
         assert live.services.store.counts()["done"] == 1 and sum(live.services.store.counts().values()) == 1
         assert owner.get(f"/api/jobs/{job['id']}/result").status == 200
         assert_settled(live)
+        observe("Access token (SR_AUTH_TOKEN set)", "no token, a wrong token, a blank token, the token in the query",
+                http=outcome("HTTP 401 unauthorized on upload, job, result, events, DELETE and /upload",
+                             upload.json()["error"]["message"]),
+                left="nothing stored; the owner's job and result untouched", answering="yes (/healthz 200)")
     finally:
         live.stop()
