@@ -61,6 +61,7 @@ class SoakReport:
     threads_after: int = 0
     fds_before: int = 0
     fds_after: int = 0
+    fds_margin: int = 10  # SQLite keeps a few files of closed connections open for reuse
     workers_left: int = 0
     timed_out: bool = False
     failures: list[dict] = field(default_factory=list)
@@ -71,6 +72,7 @@ class SoakReport:
             self.errors == 0 and self.done == self.jobs and not self.timed_out and self.workers_left == 0
             and self.peak_workers <= self.concurrency
             and self.rss_after_mb - self.rss_before_mb <= self.rss_margin_mb
+            and self.fds_after - self.fds_before <= self.fds_margin
         )
 
 
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"soak: {report.done}/{report.jobs} done, {report.errors} errors, {report.seconds} s, "
         f"peak {report.peak_workers} workers (limit {report.concurrency}), service RSS "
-        f"{report.rss_before_mb} -> {report.rss_after_mb} MB (margin {report.rss_margin_mb:g}): "
+        f"{report.rss_before_mb} -> {report.rss_after_mb} MB (margin {report.rss_margin_mb:g}), open files "
+        f"{report.fds_before} -> {report.fds_after} (margin {report.fds_margin}): "
         f"{'OK' if report.ok else 'FAILED'}",
         file=sys.stderr,
     )
