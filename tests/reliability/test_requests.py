@@ -221,6 +221,22 @@ def test_oversized_content_length_is_refused_before_the_body(server: LiveServer,
             left="nothing", answering="yes (/healthz 200)")
 
 
+def test_client_hanging_up_mid_upload_leaves_nothing(server: LiveServer, photo: bytes, observe: Observe) -> None:
+    body = form(part("image", "cut.png", photo + bytes(200_000)))
+    jobs_before = sum(server.services.store.counts().values())
+    sock = socket.create_connection(("127.0.0.1", server.server.server_port), timeout=10)
+    sock.sendall(
+        f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {MULTIPART}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2]
+    )
+    sock.close()
+    time.sleep(0.5)
+    assert sum(server.services.store.counts().values()) == jobs_before
+    assert_settled(server)
+    observe("Size limits", "client hangs up half way through a 200 kB upload", http="no answer to give; no job",
+            left="nothing (no .incoming file)", answering="yes (/healthz 200)")
+
+
 def _shrunk(data: bytes) -> "Image.Image":
     image = Image.open(io.BytesIO(data))
     return image.convert("RGB").resize((image.width // 3, image.height // 3), Image.Resampling.BOX)
