@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MESSAGE_CHARS = 200
+# Groups in the order the table shows them; others follow in the order they were seen.
+GROUP_ORDER = ["Bad files", "Awkward but valid photos (must succeed)", "Malformed upload requests",
+               "Size limits", "Client file names", "Job ids", "Access token (SR_AUTH_TOKEN set)", "Faults"]
 
 
 @dataclass
@@ -34,7 +37,8 @@ def outcome(answer: str, message: str | None) -> str:
 def render(cases: list[Case]) -> str:
     lines: list[str] = []
     group = None
-    for case in cases:
+    rank = {name: i for i, name in enumerate(GROUP_ORDER)}
+    for case in sorted(cases, key=lambda c: rank.get(c.group, len(rank))):  # stable: keeps the seen order
         if case.group != group:
             group = case.group
             lines += ["", f"### {group}", "",
