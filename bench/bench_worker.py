@@ -85,8 +85,8 @@ def report(cases: list[Case], out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--edsr-sizes", default="96,160,256",
-                        help="square astronaut crops for the full-size EDSR fixture ('' to skip)")
+    parser.add_argument("--edsr-sizes", default="96,192,384x128",
+                        help="astronaut crops (N or WxH) for the full-size EDSR fixture ('' to skip)")
     parser.add_argument("--models", default="FSRCNN_x3,ESPCN_x3", help="shared models run on whole photos")
     parser.add_argument("--photos", default=",".join(COLOUR_PHOTOS))
     args = parser.parse_args(argv)
@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     if args.edsr_sizes:
         full = edsr_fixture(full=True)
-        for edge in (int(e) for e in args.edsr_sizes.split(",")):
-            cases.append(Case("EDSR fixture 32x256", full, centre_crop("astronaut", edge)))
+        for size in args.edsr_sizes.split(","):
+            width, _, height = size.partition("x")
+            crop = centre_crop("astronaut", int(height or width), int(width))
+            cases.append(Case("EDSR fixture 32x256", full, crop))
     for name in filter(None, args.models.split(",")):
         for photo in filter(None, args.photos.split(",")):
             cases.append(Case(name, shared_model(name), photo_path(photo)))
