@@ -44,7 +44,7 @@ from infer.upscale import count_tiles, effective_pad, upscale_image  # noqa: E40
 DEFAULT_MAX_PIXELS = 16_000_000
 
 # Input tile edge and context margin per model family, from docs/benchmarks.md ("Tile size").
-DEFAULT_TILE = {"edsr": 128, "espcn": 512, "fsrcnn": 512, "lapsrn": 256}
+DEFAULT_TILE = {"edsr": 256, "espcn": 512, "fsrcnn": 512, "lapsrn": 256}
 DEFAULT_TILE_PAD = {"edsr": 24, "espcn": 8, "fsrcnn": 16, "lapsrn": 24}
 
 
