@@ -19,6 +19,7 @@ import http.client
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -64,7 +65,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, data_dir: Path, model: Path, nice: int, log: Path) -> tuple[subprocess.Popen, int]:
+def start_server(spec: str, data_dir: Path, model: Path, nice: int, log: Path) -> tuple[subprocess.Popen, int]:
+    """spec: "gunicorn" or "werkzeug", optionally followed by ":NAME=VALUE" settings for the service."""
+    kind, *settings = spec.split(":")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     env.update(
@@ -74,6 +77,7 @@ def start_server(kind: str, data_dir: Path, model: Path, nice: int, log: Path) -
         SR_BIND=f"127.0.0.1:{port}",
         SR_LOG_LEVEL="warning",
     )
+    env.update(setting.split("=", 1) for setting in settings)
     if kind == "gunicorn":
         cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c", "deploy/gunicorn.conf.py"]
     else:
@@ -90,7 +94,7 @@ def start_server(kind: str, data_dir: Path, model: Path, nice: int, log: Path) -
         if proc.poll() is not None:
             break
     proc.kill()
-    raise SystemExit(f"{kind} did not start; see {log}")
+    raise SystemExit(f"{spec} did not start; see {log}")
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -176,6 +180,9 @@ async def pollers(
     async def one() -> None:
         nonlocal errors, running
         poller = Poller(port, path, keepalive)
+        if interval:
+            # Independent clients are not in step: each starts at its own point of the interval.
+            await asyncio.sleep(random.uniform(0, interval))
         while time.perf_counter() < deadline:
             try:
                 elapsed, status, is_running = await poller.get()
@@ -275,7 +282,10 @@ def make_photo(size: str) -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", default="gunicorn,werkzeug", help="comma list of gunicorn, werkzeug")
+    parser.add_argument(
+        "--servers", default="gunicorn,werkzeug",
+        help="comma list of gunicorn, werkzeug, each optionally with :NAME=VALUE settings (gunicorn:SR_WEB_THREADS=8)",
+    )
     parser.add_argument(
         "--nice", default="idle,10,0,19",
         help="comma list of SR_WORKER_NICE values for the running job; 'idle' polls with no job running",
@@ -288,8 +298,8 @@ def main() -> int:
         "--keepalive", action=argparse.BooleanOptionalAction, default=True,
         help="reuse each poller's connection, as browsers do (default); --no-keepalive opens one per request",
     )
-    parser.add_argument("--size", default="1500x1000", help="input photo size (a resized coffee.png)")
-    parser.add_argument("--model", type=Path, help="model file (default: a generated tiny EDSR x3)")
+    parser.add_argument("--size", default="2400x1600", help="input photo size (a resized coffee.png)")
+    parser.add_argument("--model", type=Path, help="model file (default: a generated EDSR-layout x3 net, 8 blocks x 32 filters)")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "out" / "polling.json")
     args = parser.parse_args()
 
@@ -299,13 +309,15 @@ def main() -> int:
         for n in args.nice.split(",")
     ]
     results: list[Result] = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-polling-") as tmp:
         work = Path(tmp)
         model = args.model
         if model is None:
             from tests.fixtures.edsr_graph import write_edsr_graph
 
-            model = write_edsr_graph(work / "EDSR_x3.pb")
+            # Heavier than the test fixture, so that one job outlasts every polling window.
+            model = write_edsr_graph(work / "EDSR_x3.pb", blocks=8, filters=32)
         photo = make_photo(args.size)
         small = make_photo("60x40")
         # Rounds interleave the cases, so that load from elsewhere on the machine falls on all of them.
@@ -318,7 +330,8 @@ def main() -> int:
     print(f"\n{args.pollers} pollers, {'keep-alive' if args.keepalive else 'a connection per request'}, "
           f"pause {args.interval:g} s between one poller's requests, {args.seconds:g} s per case, "
           f"{args.rounds} rounds; job: {args.size} photo, "
-          f"model {args.model.name if args.model else 'tiny EDSR x3 fixture'}. Medians over the rounds.\n")
+          f"model {args.model.name if args.model else 'EDSR-layout x3, 8 blocks x 32 filters'}. Medians over the rounds. "
+          f"Machine load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs).\n")
     print("| server | job | worker nice | requests | errors | answers 'running' | p50 ms | p99 ms | worst round p99 ms "
           "| req/s | service CPU µs/req |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
