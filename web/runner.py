@@ -323,7 +323,7 @@ class Runner:
         if rc == 0 and report.done is not None and output.is_file():
             done = report.done
             width, height = done.get("width"), done.get("height")
-            self.store.update(
+            recorded = self.store.update(
                 job.id,
                 state=DONE,
                 finished_at=time.time(),
@@ -338,7 +338,8 @@ class Runner:
                 exit_code=0,
                 worker_pid=None,
             )
-            self._remove_partial_output(job, keep_result=True)
+            # Deleted while the worker was finishing: the result has no job left to belong to.
+            self._remove_partial_output(job, keep_result=recorded)
             self._discard_upload(job)
             self.metrics.job_finished("done", seconds)
             log.info("job %s done in %.2f s", job.id, seconds)
