@@ -376,21 +376,34 @@ _OOM_SCRIPT = textwrap.dedent(
 )
 
 
-def test_out_of_memory_halves_the_tile_and_goes_on(torch_mod, edsr_model: Path):
-    # A 384x384 EDSR-fixture tile needs ~40 MB of activations; 12 MB of headroom fits a window of half that edge or less.
-    code, events, err = run_worker(edsr_model, "12", python_args=("-c", _OOM_SCRIPT))
+@pytest.fixture(scope="module")
+def edsr_32_filters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.fixtures.edsr_graph import write_edsr_graph
+
+    return write_edsr_graph(tmp_path_factory.mktemp("edsr32") / "EDSR_x3.pb", filters=32)
+
+
+def _oom_job(model: Path, headroom_mb: str) -> dict:
+    # A fixed mmap threshold makes glibc hand big blocks straight back, so the address-space limit is exact.
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    code, events, err = run_worker(model, headroom_mb, python_args=("-c", _OOM_SCRIPT), env=env)
     assert code == 0, err
-    result = events[-1]
+    return events[-1]
+
+
+def test_out_of_memory_halves_the_tile_and_goes_on(torch_mod, edsr_32_filters: Path):
+    # The 384x384 tile needs about 80 MB more, a 192x192 window about 35 MB (measured: 40-72 MB of headroom
+    # gives exactly one split): 56 MB fails the whole tile and fits its halves.
+    result = _oom_job(edsr_32_filters, "56")
     assert "oom" not in result, result
     assert result["retries"] >= 1 and result["limit"] <= 192 and result["tiles"] > 1
     # 7 stacked 3x3 convolutions see 7 pixels around; the split keeps 24: the same pixels.
     assert result["max_diff"] < 1e-3
 
 
-def test_out_of_memory_on_the_smallest_tile_is_exit_6(torch_mod, edsr_model: Path):
-    code, events, err = run_worker(edsr_model, "0.05", python_args=("-c", _OOM_SCRIPT))
-    assert code == 0, err
-    assert events[-1].get("exit_code") == 6 and "ran out of memory" in events[-1]["oom"], events[-1]
+def test_out_of_memory_on_the_smallest_tile_is_exit_6(torch_mod, edsr_32_filters: Path):
+    result = _oom_job(edsr_32_filters, "0.05")
+    assert result.get("exit_code") == 6 and "ran out of memory" in result["oom"], result
 
 
 def test_tile_for_memory_grows_with_free_memory(torch_mod, edsr_model: Path):

@@ -130,9 +130,9 @@ class TorchEngine:
             self._start_cuda()
         t = time.perf_counter()
         try:
-            net = PlanNet(plan).eval()
+            # Channels-last suits cuDNN's tensor-core kernels and oneDNN on the CPU alike (measured, docs/benchmarks.md).
+            net = PlanNet(plan).eval().to(device=self.device, dtype=self._dtype).to(memory_format=torch.channels_last)
             if self.device == "cuda":
-                net = net.to(device="cuda", dtype=self._dtype).to(memory_format=torch.channels_last)
                 torch.cuda.synchronize()
         except Exception as err:
             if is_out_of_memory(err):
@@ -171,10 +171,8 @@ class TorchEngine:
             self._release_cached()
             new_limit = max(h, w) // 2
             if new_limit < MIN_WINDOW:
-                raise OutOfMemoryError(
-                    f"the {self.device.upper()} ran out of memory even on a {h}x{w} tile; "
-                    "free the GPU (other jobs?) or use --device cpu"
-                )
+                advice = "free the GPU (other jobs?) or use --device cpu" if self.device == "cuda" else "free some memory or use a smaller photo"
+                raise OutOfMemoryError(f"the {self.device.upper()} ran out of memory even on a {h}x{w} tile; {advice}")
             self._window_limit = new_limit
             self._tile_retries += 1
 
@@ -182,8 +180,7 @@ class TorchEngine:
         assert self._net is not None
         t = time.perf_counter()
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)[None])
-        if self.device == "cuda":
-            x = x.to("cuda", non_blocking=False).to(self._dtype).contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device).to(self._dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self._net(x)
             del x
