@@ -74,6 +74,7 @@ def _write_cache(model: Path, path: Path, digest: str, plan: GraphPlan) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"sha256": digest, "plan": _to_torch(plan.to_dict())}, f)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from workers running as other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
