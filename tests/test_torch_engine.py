@@ -20,8 +20,8 @@ from infer import REPO_ROOT
 from infer.tfgraph import DT_FLOAT, DT_INT32, DType, Graph, Node, Shape, write_graph
 
 WORKER = REPO_ROOT / "infer" / "sr_infer.py"
-# Real models the torch engine is checked on, beside the EDSR fixtures.
-REAL_MODELS = ["FSRCNN_x3", "ESPCN_x3", "FSRCNN-small_x3", "ESPCN_x2", "FSRCNN_x4", "LapSRN_x2", "LapSRN_x4"]
+# Every shared real model; the torch engine is checked on each, beside the EDSR fixtures.
+REAL_MODELS = ["FSRCNN_x2", "FSRCNN_x3", "FSRCNN_x4", "FSRCNN-small_x3", "ESPCN_x2", "ESPCN_x3", "ESPCN_x4", "LapSRN_x2", "LapSRN_x4", "LapSRN_x8"]
 
 
 def _require_torch() -> None:
