@@ -126,13 +126,14 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {__import__('torch').__version__} ({__import__('torch').get_num_threads()} threads), "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
     rows = bench_tiles(model, sizes, args.repeats)
-    print("\n| tile | TFLOP | OpenCV median s | torch median s | torch / OpenCV | OpenCV GFLOP/s | torch GFLOP/s | first call OpenCV / torch s | max abs diff |")
+    print("\n| tile | TFLOP | OpenCV median s | torch median s | torch / OpenCV | OpenCV nominal GFLOP/s | torch nominal GFLOP/s | first call OpenCV / torch s | max abs diff |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']}x{r['size']} | {r['tflop']:.3f} | {r['median_s']['opencv']:.2f} | {r['median_s']['torch']:.2f} | "
               f"{r['torch_over_opencv']:.2f} | {r['gflops']['opencv']:.0f} | {r['gflops']['torch']:.0f} | "
               f"{r['first_s']['opencv']:.2f} / {r['first_s']['torch']:.2f} | {r['max_abs_diff']:.4f} |")
-    print(f"\nmodel load: OpenCV {rows[0]['load_s']['opencv']:.2f} s, torch {rows[0]['load_s']['torch']:.2f} s (weights from the cache)")
+    print("\nnominal GFLOP/s: 2 x the multiply-adds of direct convolution / time (a Winograd kernel does fewer).")
+    print(f"model load: OpenCV {rows[0]['load_s']['opencv']:.2f} s, torch {rows[0]['load_s']['torch']:.2f} s (weights from the cache)")
     result = {"tiles": rows}
     if args.worker_size:
         w = bench_worker(model, args.worker_size, args.worker_repeats)
