@@ -177,20 +177,21 @@ def _seam_rows(engine: OpenCVEngine, model: Path, label: str, images: dict[str, 
     engine.close()
 
 
-def measure_seams(crop: tuple[int, int], sweep_edge: int) -> None:
+def measure_seams(crop: tuple[int, int], sweep_edge: int, edsr: Path | None) -> None:
     """Tiled against untiled output, in-process through infer.upscale (the worker's own tiling and colour code)."""
     print("| model | input | tile / pad | tiles | max abs diff | pixels differing % | PSNR dB |")
     print("|---|---|---|---|---|---|---|")
     engine = OpenCVEngine()
     tile, pad = DEFAULT_TILE["edsr"], DEFAULT_TILE_PAD["edsr"]
-    full = edsr_fixture(full=True)
+    full = edsr or edsr_fixture(full=True)
+    label = f"{full.name} (given)" if edsr else "EDSR fixture 32x256"
     crop_img = {"astronaut": read_bgr(centre_crop("astronaut", crop[1], crop[0]))}
-    _seam_rows(engine, full, "EDSR fixture 32x256", crop_img, [(tile, pad), (tile, 0)])
-    log(f"full-size fixture, default tile done; {load_line()}")
+    _seam_rows(engine, full, label, crop_img, [(tile, pad), (tile, 0)])
+    log(f"EDSR at the default tile done; {load_line()}")
     sweep_tile = sweep_edge // 2
     sweep = {"astronaut": read_bgr(centre_crop("astronaut", sweep_edge))}
-    _seam_rows(engine, full, "EDSR fixture 32x256", sweep, [(sweep_tile, p) for p in (0, 8, 16, 24)])
-    log(f"full-size fixture, pad sweep done; {load_line()}")
+    _seam_rows(engine, full, label, sweep, [(sweep_tile, p) for p in (0, 8, 16, 24)])
+    log(f"EDSR pad sweep done; {load_line()}")
     photos = {name: read_bgr(photo_path(name)) for name in COLOUR_PHOTOS}
     _seam_rows(engine, edsr_fixture(full=False), "EDSR fixture 2x16", photos, [(tile, pad), (tile, 0)])
     for name in ("FSRCNN_x3", "ESPCN_x3"):
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     z.add_argument("--crop", default="384x128",
                    help="WxH crop for the full-size fixture at the default tile (wider than the tile)")
     z.add_argument("--sweep", type=int, default=128, help="crop edge for the full-size fixture pad sweep (tile = half)")
+    z.add_argument("--edsr", type=Path, help="a real EDSR_x3.pb to use instead of the full-size fixture")
     w = sub.add_parser("window", help=argparse.SUPPRESS)
     w.add_argument("--model", type=Path, required=True)
     w.add_argument("--size", type=int, required=True)
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_memory(model, args.tile, args.pad, edges, untiled, args.rounds, args.photo)
     else:
         width, height = (int(v) for v in args.crop.split("x"))
-        measure_seams((width, height), args.sweep)
+        measure_seams((width, height), args.sweep, args.edsr)
     print(f"<!-- {load_line()} at end -->")
     return 0
 
