@@ -50,13 +50,13 @@ class Case:
 def run_case(case: Case, out_dir: Path, round_index: int) -> None:
     spec = spec_from_path(case.model)
     w_out, n_out = out_dir / f"{case.key}_worker.png", out_dir / f"{case.key}_naive.png"
-    worker = lambda: case.worker.append(run_child(worker_cmd(case.input, w_out, case.model)).check())  # noqa: E731
-    naive = lambda: case.naive.append(  # noqa: E731
-        run_child(naive_cmd(case.input, n_out, case.model, spec.algo, spec.scale)).check()
-    )
+    sides = [
+        (case.worker, worker_cmd(case.input, w_out, case.model)),
+        (case.naive, naive_cmd(case.input, n_out, case.model, spec.algo, spec.scale)),
+    ]
     # Alternate which goes first so neither always meets a warmer page cache or a quieter machine.
-    for fn in (worker, naive) if round_index % 2 == 0 else (naive, worker):
-        fn()
+    for runs, cmd in sides if round_index % 2 == 0 else sides[::-1]:
+        runs.append(run_child(cmd).check())
     log(f"round {round_index + 1} {case.label} {case.input.name}: worker {case.worker[-1].seconds:.1f} s "
         f"{case.worker[-1].peak_rss_mb:.0f} MB, naive {case.naive[-1].seconds:.1f} s "
         f"{case.naive[-1].peak_rss_mb:.0f} MB; {load_line()}")
