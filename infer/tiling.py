@@ -24,17 +24,21 @@ class Tile:
 def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Core and window spans along one axis.
 
-    Every window has the same length (min(length, tile + 2*pad)): a window that would run past
-    the edge is shifted back inside rather than cut short, so the network sees one tile shape
-    for the whole image (no re-allocation between tiles) and every core keeps `pad` pixels of
-    real context on each side that has any.
+    The axis is cut into the fewest cores of at most `tile` pixels, all of (nearly) equal length,
+    so a short leftover core never costs a whole window. Every window has the same length
+    (core + 2*pad, at most the axis): one that would run past the edge is shifted back inside
+    rather than cut short, so the network sees one tile shape for the whole image (no
+    re-allocation between tiles) and every core keeps `pad` pixels of real context on each side
+    that has any.
     """
     if tile <= 0 or tile >= length:
         return [((0, length), (0, length))]
-    win = min(length, tile + 2 * pad)
+    count = -(-length // tile)
+    core = -(-length // count)
+    win = min(length, core + 2 * pad)
     spans = []
-    for c0 in range(0, length, tile):
-        c1 = min(c0 + tile, length)
+    for c0 in range(0, length, core):
+        c1 = min(c0 + core, length)
         w0 = min(max(c0 - pad, 0), length - win)
         spans.append(((c0, c1), (w0, w0 + win)))
     return spans

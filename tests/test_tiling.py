@@ -63,3 +63,12 @@ def test_stitching_without_context_shows_seams():
 def test_wrong_scale_from_tile_function_is_reported():
     with pytest.raises(ValueError, match="expected"):
         run_tiled(np.zeros((8, 8, 1)), lambda a: a, 3, tile=4, pad=1)
+
+
+def test_leftover_cores_are_spread_not_padded_to_a_whole_window():
+    # 288 px at tile 256: two cores of 144, not one of 256 plus one of 32 in a full window each.
+    tiles = plan_tiles(288, 288, 256, 24)
+    assert len(tiles) == 4
+    assert {t.core[1] - t.core[0] for t in tiles} == {144}
+    wy0, wy1, wx0, wx1 = tiles[0].window
+    assert (wy1 - wy0, wx1 - wx0) == (192, 192)
