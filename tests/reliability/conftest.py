@@ -146,7 +146,7 @@ def fsrcnn_model(shared_models: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def slow_photo(shared_photos: Path) -> bytes:
-    """600x400 coffee as PNG: seconds of work with the EDSR fixture (`edsr_model`), 20 tiles."""
+    """600x400 coffee as PNG: seconds of work with `edsr_model_slow`, 6 tiles."""
     return (shared_photos / "coffee.png").read_bytes()
 
 

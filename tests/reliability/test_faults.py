@@ -40,9 +40,9 @@ def _worker_of(job_id: str, timeout: float = 20.0):
     return worker
 
 
-def test_worker_killed_mid_job(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
+def test_worker_killed_mid_job(start_server: StartServer, edsr_model_slow: Path, slow_photo: bytes,
                                small_photo: bytes, observe: Observe) -> None:
-    server = start_server(model_path=edsr_model)
+    server = start_server(model_path=edsr_model_slow)
     client = server.client()
     job = client.upload(slow_photo, filename="slow.png").json()
     after = client.upload(small_photo, filename="after.png").json()
@@ -61,13 +61,13 @@ def test_worker_killed_mid_job(start_server: StartServer, edsr_model: Path, slow
             left="HTTP: nothing; no process left in the worker's session", answering=NEXT_OK)
 
 
-def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo: bytes, tmp_path: Path,
+def test_worker_killed_mid_job_on_the_command_line(edsr_model_slow: Path, slow_photo: bytes, tmp_path: Path,
                                                    observe: Observe) -> None:
     source = tmp_path / "slow.png"
     source.write_bytes(slow_photo)
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), "--input", str(source), "--output", str(tmp_path / "out.png"),
-         "--model", str(edsr_model)],
+         "--model", str(edsr_model_slow)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     for line in proc.stdout:
@@ -82,10 +82,10 @@ def test_worker_killed_mid_job_on_the_command_line(edsr_model: Path, slow_photo:
             left="CLI: no output file")
 
 
-def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_model: Path, slow_photo: bytes,
+def test_hung_worker_is_killed_at_the_timeout(start_server: StartServer, edsr_model_slow: Path, slow_photo: bytes,
                                               small_photo: bytes, observe: Observe) -> None:
     timeout = 6.0
-    server = start_server(model_path=edsr_model, job_timeout_s=timeout)
+    server = start_server(model_path=edsr_model_slow, job_timeout_s=timeout)
     client = server.client()
     job = client.upload(slow_photo, filename="stuck.png").json()
     worker = _worker_of(job["id"])
@@ -208,10 +208,10 @@ def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartSer
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
-def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path, edsr_model: Path,
+def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path, edsr_model_slow: Path,
                                                       slow_photo: bytes, small_photo: bytes, observe: Observe) -> None:
     data = tmp_path / "data"
-    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model), "SR_CONCURRENCY": "1"}
+    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model_slow), "SR_CONCURRENCY": "1"}
     log = tmp_path / "service.log"
     first = start_service_process(log, env)
     second = None

@@ -142,9 +142,9 @@ def test_unknown_or_malformed_ids_are_404(module_server: LiveServer, path: str) 
 
 
 def test_queued_and_running_jobs_answer_409_and_can_be_deleted(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model, concurrency=1)
+    server = start_server(model_path=edsr_model_slow, concurrency=1)
     client = server.client()
     slow = client.upload(photos.slow_png, filename="slow.png").json()
     waiting = client.upload(photos.small_png, filename="small.png").json()
@@ -256,9 +256,9 @@ def test_unknown_routes_and_methods_answer_json(module_server: LiveServer) -> No
 
 
 def test_event_streams_are_bounded_and_give_their_slot_back(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model, max_event_streams=1)
+    server = start_server(model_path=edsr_model_slow, max_event_streams=1)
     client = server.client()
     job = client.upload(photos.slow_png).json()
     first = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=10)

@@ -11,10 +11,10 @@ from web.runner import RESTART_MESSAGE
 
 
 def test_restart_keeps_results_fails_interrupted_and_requeues_waiting(
-    tmp_path: Path, photos: Photos, edsr_model: Path
+    tmp_path: Path, photos: Photos, edsr_model_slow: Path
 ) -> None:
     data = tmp_path / "data"
-    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model), "SR_CONCURRENCY": "1"}
+    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model_slow), "SR_CONCURRENCY": "1"}
     log = tmp_path / "service.log"
     first = start_service_process(log, env)
     second = None

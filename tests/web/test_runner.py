@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.web.conftest import Photos, StartServer, wait_until
@@ -48,9 +49,9 @@ def test_never_more_workers_than_the_concurrency_limit(
 
 
 def test_worker_killed_mid_job_fails_the_job_and_the_next_one_runs(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model)
+    server = start_server(model_path=edsr_model_slow)
     client = server.client()
     job = client.upload(photos.slow_png, filename="slow.png").json()
     after = client.upload(photos.small_png).json()
@@ -68,17 +69,23 @@ def test_worker_killed_mid_job_fails_the_job_and_the_next_one_runs(
 
 
 def test_worker_past_its_timeout_is_killed_with_its_group(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model, job_timeout_s=0.8)
+    server = start_server(model_path=edsr_model_slow, job_timeout_s=1.5)
     client = server.client()
     job = client.upload(photos.slow_png, filename="slow.png").json()
-    wait_until(lambda: worker_processes(job["id"]), what="the worker")
+    workers = wait_until(lambda: worker_processes(job["id"]), what="the worker")
+    # Freeze the worker so it cannot finish in time however fast this machine is.
+    for worker in workers:
+        try:
+            worker.suspend()
+        except psutil.NoSuchProcess:
+            pass
     failed = client.wait(job["id"])
     assert failed["status"] == "failed"
     assert failed["error"] == {
         "code": "timeout",
-        "message": "took longer than 0.8 seconds (SR_JOB_TIMEOUT_S) and was stopped; try a smaller photo",
+        "message": "took longer than 1.5 seconds (SR_JOB_TIMEOUT_S) and was stopped; try a smaller photo",
     }
     assert worker_processes(job["id"]) == []
     assert _leftovers(server.data_dir / "results", job["id"]) == []
@@ -86,9 +93,9 @@ def test_worker_past_its_timeout_is_killed_with_its_group(
 
 
 def test_full_queue_answers_503_and_keeps_nothing(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model, queue_size=1)
+    server = start_server(model_path=edsr_model_slow, queue_size=1)
     client = server.client()
     running = client.upload(photos.slow_png).json()
     client.wait(running["id"], until=("running",))
@@ -103,9 +110,9 @@ def test_full_queue_answers_503_and_keeps_nothing(
 
 
 def test_shutdown_kills_running_workers_and_fails_their_jobs(
-    start_server: StartServer, photos: Photos, edsr_model: Path
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model)
+    server = start_server(model_path=edsr_model_slow)
     client = server.client()
     job = client.upload(photos.slow_png).json()
     wait_until(lambda: worker_processes(job["id"]), what="the worker")
