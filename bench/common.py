@@ -54,6 +54,9 @@ def shared_model(name: str) -> Path:
 
 
 def photo_path(name: str) -> Path:
+    """A shared photo by name (`astronaut`), or any image file given by its path."""
+    if Path(name).suffix and Path(name).is_file():
+        return Path(name)
     path = PHOTOS_DIR / f"{name}.png"
     if not path.is_file():
         raise SystemExit(f"{path} not found: put the shared test data folder beside the repository")
@@ -70,7 +73,7 @@ def read_bgr(path: Path) -> np.ndarray:
 def centre_crop(name: str, height: int, width: int | None = None, out_dir: Path = OUT_DIR / "inputs") -> Path:
     """A centre crop of a shared photo as a PNG file (cached); refuses crops larger than the photo."""
     width = width or height
-    path = out_dir / f"{name}_{width}x{height}.png"
+    path = out_dir / f"{Path(name).stem}_{width}x{height}.png"
     if path.is_file():
         return path
     img = read_bgr(photo_path(name))
