@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Callable, Mapping, Sequence
 
 from infer import REPO_ROOT
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
@@ -60,16 +60,18 @@ class Check:
         return self.status == "ok"
 
 
-def models_dir(override: str | Path | None = None) -> Path:
+def models_dir(override: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
     """--dir, else $SR_MODELS_DIR, else the repository's models/ folder."""
-    chosen = override or os.environ.get("SR_MODELS_DIR")
+    env = os.environ if env is None else env
+    chosen = override or env.get("SR_MODELS_DIR")
     return Path(chosen) if chosen else REPO_ROOT / "models"
 
 
-def default_model_path() -> Path:
+def default_model_path(env: Mapping[str, str] | None = None) -> Path:
     """The model a job uses when none is named: $SR_MODEL_PATH, else EDSR_x3.pb in the models folder."""
-    env = os.environ.get("SR_MODEL_PATH")
-    return Path(env) if env else models_dir() / DEFAULT_MODEL_FILE
+    env = os.environ if env is None else env
+    chosen = env.get("SR_MODEL_PATH")
+    return Path(chosen) if chosen else models_dir(env=env) / DEFAULT_MODEL_FILE
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> list[ModelEntry]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infer import REPO_ROOT
+from infer.models import default_model_path
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
@@ -110,7 +111,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
     """Reads SR_* variables; relative paths are taken from the current directory."""
     env = os.environ if env is None else env
     data_dir = Path(env.get("SR_DATA_DIR") or REPO_ROOT).resolve()
-    model_path = Path(env.get("SR_MODEL_PATH") or DEFAULT_MODEL).resolve()
+    model_path = default_model_path(env).resolve()
     config = Config(
         data_dir=data_dir,
         model_path=model_path,
