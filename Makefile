@@ -5,13 +5,21 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8080
 MODEL ?= EDSR_x3
+# The tested PyTorch release. Without an NVIDIA driver the CPU build is taken from PyTorch's CPU index
+# (a few hundred MB instead of several GB of CUDA libraries).
+TORCH ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup run test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+		if [ -e /proc/driver/nvidia/version ]; then $(PY) -m pip install --quiet '$(TORCH)'; \
+		else $(PY) -m pip install --quiet '$(TORCH)' --extra-index-url $(TORCH_CPU_INDEX); fi; \
+	fi
+	$(PY) -m pip install --quiet -e '.[worker,test]'
 	touch $@
 
 setup: $(VENV)/.installed
