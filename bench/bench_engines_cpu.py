@@ -21,7 +21,8 @@ from infer import REPO_ROOT  # noqa: E402
 from infer.engines.opencv import OpenCVEngine  # noqa: E402
 from infer.engines.torch import TorchEngine  # noqa: E402
 from infer.engines.weight_cache import load_plan  # noqa: E402
-from infer.modelspec import EDSR_MEAN_BGR, spec_from_path  # noqa: E402
+from infer.families import FAMILIES  # noqa: E402
+from infer.modelspec import spec_from_path  # noqa: E402
 
 DEFAULT_MODEL = REPO_ROOT / "bench" / "out" / "EDSR_x3.pb"
 PHOTO = REPO_ROOT.parent / "shared" / "photos" / "astronaut.png"
@@ -40,7 +41,7 @@ def network_tile(size: int, channels: int) -> np.ndarray:
     bgr = cv2.imread(str(PHOTO)) if PHOTO.exists() else np.random.default_rng(0).integers(0, 256, (512, 512, 3), np.uint8)
     crop = np.ascontiguousarray(bgr[100 : 100 + size, 150 : 150 + size])
     if channels == 3:
-        return crop.astype(np.float32) - np.array(EDSR_MEAN_BGR, np.float32)
+        return crop.astype(np.float32) - np.array(FAMILIES["edsr"].mean_bgr, np.float32)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2YCrCb)[:, :, :1].astype(np.float32) / 255.0
 
 

@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infer import REPO_ROOT  # noqa: E402
-from infer.modelspec import EDSR_MEAN_BGR, spec_from_path  # noqa: E402
+from infer.families import FAMILIES  # noqa: E402
+from infer.modelspec import spec_from_path  # noqa: E402
 
 DEFAULT_MODEL = REPO_ROOT / "bench" / "out" / "EDSR_x3.pb"
 PHOTO = REPO_ROOT.parent / "shared" / "photos" / "astronaut.png"
@@ -179,7 +180,7 @@ def bench_inference(model: Path, sizes: list[int], device: str, repeats: int) ->
     from infer.engines.torch import TorchEngine
 
     spec = spec_from_path(model)
-    mean = np.array(EDSR_MEAN_BGR, np.float32)
+    mean = np.array(FAMILIES["edsr"].mean_bgr, np.float32)
     rows = []
     precisions = ("fp16", "fp32") if device == "cuda" else ("fp32",)
     engines = {}

@@ -33,7 +33,7 @@ from bench.common import (  # noqa: E402
 )
 from infer.engines.opencv import OpenCVEngine  # noqa: E402
 from infer.modelspec import spec_from_path  # noqa: E402
-from infer.sr_infer import DEFAULT_TILE, DEFAULT_TILE_PAD  # noqa: E402
+from infer.families import FAMILIES  # noqa: E402
 from infer.tiling import plan_tiles  # noqa: E402
 from infer.upscale import effective_pad, upscale_bgr  # noqa: E402
 
@@ -98,7 +98,7 @@ def measure_speed(model: Path, tiles: list[int], pad: int, input_edge: int, roun
     print(f"Model loaded plus a {WARMUP_EDGE}x{WARMUP_EDGE} warm-up: peak RSS {base:.0f} MB, "
           f"{median(setup_s):.2f} s wall (median of {len(setup_s)}).")
     print()
-    ref = DEFAULT_TILE["edsr"] if DEFAULT_TILE["edsr"] in tiles else tiles[0]
+    ref = FAMILIES["edsr"].tile if FAMILIES["edsr"].tile in tiles else tiles[0]
     per_mp = {t: median(cpu[t + 2 * pad]) / (t * t) * 1e6 for t in tiles}
     print(f"| tile | window (tile + 2x{pad}) | CPU s per window | wall s per window | CPU us per window px | "
           f"CPU s per input MP, large photo | vs tile {ref} | peak RSS MB | RSS over model-only MB |")
@@ -182,7 +182,7 @@ def measure_seams(crop: tuple[int, int], sweep_edge: int, edsr: Path | None) -> 
     print("| model | input | tile / pad | tiles | max abs diff | pixels differing % | PSNR dB |")
     print("|---|---|---|---|---|---|---|")
     engine = OpenCVEngine()
-    tile, pad = DEFAULT_TILE["edsr"], DEFAULT_TILE_PAD["edsr"]
+    tile, pad = FAMILIES["edsr"].tile, FAMILIES["edsr"].tile_pad
     full = edsr or edsr_fixture(full=True)
     label = f"{full.name} (given)" if edsr else "EDSR fixture 32x256"
     crop_img = {"astronaut": read_bgr(centre_crop("astronaut", crop[1], crop[0]))}
@@ -197,7 +197,7 @@ def measure_seams(crop: tuple[int, int], sweep_edge: int, edsr: Path | None) -> 
     for name in ("FSRCNN_x3", "ESPCN_x3"):
         model = shared_model(name)
         algo = spec_from_path(model).algo
-        t, p = DEFAULT_TILE[algo], DEFAULT_TILE_PAD[algo]
+        t, p = FAMILIES[algo].tile, FAMILIES[algo].tile_pad
         _seam_rows(engine, model, name, photos, [(t, p), (t, 0), (64, p), (64, 0)])
 
 
@@ -206,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed", help="seconds per window and peak RSS for each tile size (full-size fixture)")
     s.add_argument("--tiles", default=",".join(map(str, TILES)))
-    s.add_argument("--pad", type=int, default=DEFAULT_TILE_PAD["edsr"])
+    s.add_argument("--pad", type=int, default=FAMILIES["edsr"].tile_pad)
     s.add_argument("--input-edge", type=int, default=256, help="square input the per-input cost is computed for")
     s.add_argument("--rounds", type=int, default=3)
     m = sub.add_parser("memory", help="peak RSS of the real worker against input size (full-size fixture)")
     m.add_argument("--edges", default="288,512", help="square inputs run at the default tile")
     m.add_argument("--untiled", default="288,512", help="square inputs also run with --tile 0 ('' for none)")
-    m.add_argument("--tile", type=int, default=DEFAULT_TILE["edsr"])
-    m.add_argument("--pad", type=int, default=DEFAULT_TILE_PAD["edsr"])
+    m.add_argument("--tile", type=int, default=FAMILIES["edsr"].tile)
+    m.add_argument("--pad", type=int, default=FAMILIES["edsr"].tile_pad)
     m.add_argument("--rounds", type=int, default=1)
     m.add_argument("--photo", default="astronaut")
     z = sub.add_parser("seams", help="tiled against untiled output")

@@ -17,7 +17,7 @@ from bench.common import OUT_DIR, SHARED_MODELS_DIR, log, photo_path, read_bgr, 
 from infer.engines.opencv import OpenCVEngine  # noqa: E402
 from infer.errors import ModelError  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
-from infer.sr_infer import DEFAULT_TILE, DEFAULT_TILE_PAD  # noqa: E402
+from infer.families import FAMILIES  # noqa: E402
 from infer.upscale import upscale_bgr  # noqa: E402
 
 # logo.png is left out: a transparent graphic, its hidden pixels' colour means nothing.
@@ -87,7 +87,7 @@ class Upscaler:
 
     def __call__(self, lr: np.ndarray, name: str) -> np.ndarray:
         if self.via == "engine":
-            tile, pad = DEFAULT_TILE[self.spec.algo], DEFAULT_TILE_PAD[self.spec.algo]
+            tile, pad = self.spec.family.tile, self.spec.family.tile_pad
             return upscale_bgr(lr, self.engine, self.spec, tile, pad)
         src = self.work_dir / f"{name}_lr_x{self.spec.scale}.png"
         dst = self.work_dir / f"{name}_{self.spec.path.stem}.png"

@@ -51,3 +51,14 @@ class OutOfMemoryError(WorkerError):
 class OutputError(WorkerError):
     exit_code = EXIT_OUTPUT
     code = "output_error"
+
+
+MODEL_HINT = (
+    "download the model again (`sr-models fetch NAME`), or point --model / SR_MODEL_PATH "
+    "at an intact TensorFlow .pb model such as EDSR_x3.pb"
+)
+
+
+def unusable_model(source: object, detail: str) -> ModelError:
+    """The one message for a model file that is not a usable network, whichever reader found out how."""
+    return ModelError(f"{source} is not a usable super-resolution model ({detail}); {MODEL_HINT}")

@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 
 from infer import images  # noqa: E402
-from infer.engines import DEVICES, ENGINES, create_engine  # noqa: E402
+from infer.engines import DEVICES, ENGINE_CHOICES, create_engine  # noqa: E402
 from infer.errors import (  # noqa: E402
     EXIT_OK,
     EXIT_OTHER,
@@ -38,14 +38,12 @@ from infer.errors import (  # noqa: E402
 )
 from infer.events import EventStream  # noqa: E402
 from infer.models import default_model_path  # noqa: E402
+from infer.families import FAMILIES  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
+from infer.precision import PRECISIONS  # noqa: E402
 from infer.upscale import count_tiles, effective_pad, upscale_image  # noqa: E402
 
 DEFAULT_MAX_PIXELS = 16_000_000
-
-# Input tile edge and context margin per model family, from docs/benchmarks.md ("Tile size").
-DEFAULT_TILE = {"edsr": 256, "espcn": 512, "fsrcnn": 512, "lapsrn": 256}
-DEFAULT_TILE_PAD = {"edsr": 24, "espcn": 8, "fsrcnn": 16, "lapsrn": 24}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="photo to upscale (JPEG, PNG, WebP, BMP, TIFF, GIF)")
     p.add_argument("--output", required=True, help="where to write the result; format from the extension (png, jpg, webp)")
     p.add_argument("--model", help="model file (default: $SR_MODEL_PATH, else models/EDSR_x3.pb)")
-    p.add_argument("--algo", choices=["edsr", "espcn", "fsrcnn", "lapsrn"], help="override the algorithm read from the file name")
+    p.add_argument("--algo", choices=list(FAMILIES), help="override the algorithm read from the file name")
     p.add_argument("--scale", type=int, help="override the scale read from the file name")
     p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--engine", default="auto", choices=ENGINES)
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="on CUDA (default fp16)")
+    p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
+                   help="auto: PyTorch (on CUDA when a GPU is usable, else the CPU), OpenCV where PyTorch is missing")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the CPU or GPU runs it natively, else fp32 (CPU) or fp16 (GPU)")
     p.add_argument("--tile", type=int, help="input tile edge in pixels; 0 = whole image at once")
     p.add_argument("--tile-pad", type=int, help="context pixels around each tile")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
@@ -156,16 +156,17 @@ def run_job(args: argparse.Namespace, events: EventStream, t_main: float) -> int
             f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
         )
 
-    engine, note = create_engine(args.engine, args.device, args.precision)
+    engine = create_engine(args.engine, args.device, args.precision, spec.family)
+    note = engine.note
     if note:
         print(f"sr-infer: {note}", file=sys.stderr)
-    tile_pad = args.tile_pad if args.tile_pad is not None else DEFAULT_TILE_PAD[spec.algo]
-    tile = args.tile if args.tile is not None else (engine.preferred_tile(spec) or DEFAULT_TILE[spec.algo])
+    tile_pad = args.tile_pad if args.tile_pad is not None else spec.family.tile_pad
+    tile = args.tile if args.tile is not None else (engine.preferred_tile(spec) or spec.family.tile)
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         "start", input=str(args.input), output=str(args.output), model=str(spec.path), algo=spec.algo,
-        scale=spec.scale, engine=engine.name, device=engine.device, width=width, height=height,
-        format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
+        scale=spec.scale, engine=engine.name, device=engine.device, precision=engine.precision,
+        width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         **({"note": note} if note else {}),
     )
 
@@ -198,6 +199,7 @@ def run_job(args: argparse.Namespace, events: EventStream, t_main: float) -> int
         height=int(result.bgr.shape[0]),
         engine=engine.name,
         device=engine.device,
+        precision=engine.precision,
         tile=tile,
         tile_pad=tile_pad,
         seconds=timer.seconds,

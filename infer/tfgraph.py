@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from infer.errors import ModelError
+from infer.errors import MODEL_HINT, ModelError, unusable_model
 
 # TensorFlow DataType enum values (tensorflow/core/framework/types.proto).
 DT_FLOAT = 1
@@ -78,10 +78,7 @@ _INT_VAL_TYPES = {DT_INT32, DT_INT16, DT_INT8, DT_UINT8, DT_QINT8, DT_QUINT8, DT
 # Protobuf wire types.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
-_HINT = (
-    "download the model again (`sr-models fetch NAME`), or point --model / SR_MODEL_PATH "
-    "at an intact TensorFlow .pb model such as EDSR_x3.pb"
-)
+_HINT = MODEL_HINT
 
 
 class DType(int):
@@ -527,9 +524,9 @@ def parse_graph(data: bytes | memoryview, source: str = "the model") -> Graph:
             else:
                 raise _WireError(f"unexpected top-level field {num} (wire type {wt})")
     except (_WireError, UnicodeDecodeError, ValueError, IndexError, OverflowError) as exc:
-        raise ModelError(f"{source} is not a valid TensorFlow graph ({exc}); {_HINT}") from None
+        raise unusable_model(source, f"not a TensorFlow graph: {exc}") from None
     if not nodes:
-        raise ModelError(f"{source} contains no graph nodes (empty or not a TensorFlow .pb file); {_HINT}")
+        raise unusable_model(source, "no graph nodes: empty or not a TensorFlow .pb file")
     return Graph(nodes=nodes, producer=producer, min_consumer=min_consumer)
 
 

@@ -11,10 +11,9 @@ import numpy as np
 from infer.engines import Engine
 from infer.errors import ModelError
 from infer.images import DecodedImage
-from infer.modelspec import EDSR_MEAN_BGR, ModelSpec
+from infer.modelspec import ModelSpec
 from infer.tiling import ProgressFn, plan_tiles, run_tiled
 
-_MEAN = np.array(EDSR_MEAN_BGR, dtype=np.float32)
 _INV_255 = np.float32(1.0 / 255.0)
 # Bilinear chroma upscaling needs one input pixel of context beyond each tile core.
 _LUMA_MIN_PAD = 2
@@ -39,12 +38,14 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
         return out
 
     if not spec.uses_luma:
-        # EDSR: BGR minus the DIV2K mean in, add the mean back out.
-        def edsr(window: np.ndarray) -> np.ndarray:
-            out = check(engine.run(window.astype(np.float32) - _MEAN), window)
-            return _to_uint8(out + _MEAN)
+        # EDSR: BGR minus the family's mean (DIV2K's) in, the mean added back out.
+        mean = np.array(spec.family.mean_bgr or (0.0, 0.0, 0.0), dtype=np.float32)
 
-        return edsr
+        def bgr(window: np.ndarray) -> np.ndarray:
+            out = check(engine.run(window.astype(np.float32) - mean), window)
+            return _to_uint8(out + mean)
+
+        return bgr
 
     # ESPCN, FSRCNN, LapSRN: the network sees Y/255; Cr and Cb are resized bilinearly
     # (cv::resize's default, which is what dnn_superres uses).

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from infer import REPO_ROOT
 from tests.fixtures.edsr_graph import write_edsr_graph
 
 SHARED_DIR = REPO_ROOT.parent / "shared"
+FP16_OVERFLOW_GAIN = 600.0  # see edsr_model_fp16_overflow
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -55,3 +57,27 @@ def edsr_model_slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A heavier EDSR x3 (16 blocks x 48 filters), also named EDSR_x3.pb: a 600x400 photo keeps a worker
     busy for seconds, long enough to kill, cancel or restart around it whatever the machine's speed."""
     return write_edsr_graph(tmp_path_factory.mktemp("edsr_slow") / "EDSR_x3.pb", blocks=16, filters=48, quantize=True)
+
+
+@pytest.fixture(scope="session")
+def edsr_model_fp16_overflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small EDSR with its first convolution 600 times stronger and its last one 600 times weaker:
+    the same picture in fp32, but features of bright pixels (BGR minus the mean above ~110) pass fp16's
+    65504 and become inf, while dark pixels' stay in range."""
+    from tests.fixtures.edsr_graph import edsr_weights
+
+    weights = edsr_weights(blocks=2, filters=16, scale=3, seed=0)
+    for name in ("filter_one", "bias_one"):
+        weights[name] = weights[name] * np.float32(FP16_OVERFLOW_GAIN)
+    weights["filter_three"] = weights["filter_three"] / np.float32(FP16_OVERFLOW_GAIN)
+    return write_edsr_graph(tmp_path_factory.mktemp("edsr_fp16_overflow") / "EDSR_x3.pb", quantize=False, weights=weights)
+
+
+@pytest.fixture(scope="module")
+def photo(shared_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 40x56 crop of a real photo: small enough for a quick EDSR run."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("photo") / "chelsea_crop.png"
+    Image.open(shared_photos / "chelsea.png").convert("RGB").crop((150, 60, 206, 100)).save(path)
+    return path

@@ -10,7 +10,7 @@ import pytest
 
 from infer import tfgraph
 from infer.errors import EXIT_MODEL, ModelError
-from infer.modelspec import EDSR_MEAN_BGR
+from infer.families import FAMILIES
 from infer.tfgraph import (
     DT_FLOAT,
     DT_QUINT8,
@@ -271,7 +271,7 @@ def test_opencv_superres_upscales_a_photo_with_the_fixture(
 
 
 def test_fixture_network_output_is_mean_subtracted_bgr(edsr_model: Path, shared_photos: Path) -> None:
-    crop = _photo_crop(shared_photos).astype(np.float32) - np.array(EDSR_MEAN_BGR, dtype=np.float32)
+    crop = _photo_crop(shared_photos).astype(np.float32) - np.array(FAMILIES["edsr"].mean_bgr, dtype=np.float32)
     net = cv2.dnn.readNetFromTensorflow(str(edsr_model))
     net.setInput(cv2.dnn.blobFromImage(crop))
     out = net.forward()  # NCHW: the graph ends in NCHW_output

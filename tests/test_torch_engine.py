@@ -49,14 +49,6 @@ def models(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return folder
 
 
-@pytest.fixture(scope="module")
-def photo(shared_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 40x56 crop of a real photo."""
-    path = tmp_path_factory.mktemp("photo") / "chelsea_crop.png"
-    Image.open(shared_photos / "chelsea.png").convert("RGB").crop((150, 60, 206, 100)).save(path)
-    return path
-
-
 def _engines(torch_mod):
     from infer.engines.opencv import OpenCVEngine
     from infer.engines.torch import TorchEngine
@@ -150,7 +142,7 @@ def test_depth_to_space_after_an_activation_runs_unfolded(torch_mod, tmp_path: P
         Node("DepthToSpace", "DepthToSpace", ["Relu"], {**t, "block_size": 3, "data_format": "NHWC"}),
         Node("NCHW_output", "Transpose", ["DepthToSpace", "perm"], {**t, "Tperm": DType(DT_INT32)}),
     ], tmp_path / "ESPCN_x3.pb")
-    engine = TorchEngine(device="cpu")
+    engine = TorchEngine(device="cpu", precision="fp32")
     engine.load(spec_from_path(model))
     assert [s.kind for s in engine._plan.steps] == ["conv", "unary", "depth_to_space"]
     x = rng.random((7, 9, 1), dtype=np.float32)
@@ -181,7 +173,7 @@ def test_transposed_convolution_same_padding_matches_opencv(torch_mod, tmp_path:
         Node("NHWC_output", "Add", ["deconv", "b2"], t),
         Node("NCHW_output", "Transpose", ["NHWC_output", "perm"], {**t, "Tperm": DType(DT_INT32)}),
     ], tmp_path / "FSRCNN_x3.pb")
-    engine = TorchEngine(device="cpu")
+    engine = TorchEngine(device="cpu", precision="fp32")
     engine.load(spec_from_path(model))
     assert [s.kind for s in engine._plan.steps] == ["conv", "unary", "deconv"]
     x = rng.random((h, w, 1), dtype=np.float32)
@@ -239,7 +231,7 @@ def test_worker_torch_equals_worker_opencv(torch_mod, request, models: Path, pho
     for engine in ("opencv", "torch"):
         out = tmp_path / f"{engine}.png"
         code, events, err = worker("--input", photo, "--output", out, "--model", model, "--engine", engine,
-                                   "--device", "cpu", "--tile", tile, "--tile-pad", "8")
+                                   "--device", "cpu", "--precision", "fp32", "--tile", tile, "--tile-pad", "8")
         assert code == 0, err
         done = events[-1]
         assert done["event"] == "done" and done["engine"] == engine and done["device"] == "cpu"
@@ -320,13 +312,14 @@ def test_engine_torch_without_torch_exits_5(edsr_model: Path, photo: Path, tmp_p
                                    python_args=("-c", hide))
     assert code == 5, err
     assert events[-1]["event"] == "error" and events[-1]["code"] == "model_error"
-    assert "pip install -e '.[gpu]'" in events[-1]["message"]
+    assert "pip install -e '.[worker]'" in events[-1]["message"]
     assert not out.exists()
     # Everything else keeps working without torch.
     code, events, err = run_worker(WORKER, "--input", photo, "--output", out, "--model", edsr_model, "--engine", "auto",
                                    python_args=("-c", hide))
     assert code == 0, err
     assert events[-1]["engine"] == "opencv" and out.exists()
+    assert "torch not installed" in events[0]["note"] and "pip install -e '.[worker]'" in err
 
 
 def test_device_cuda_without_cuda_is_a_clear_error(torch_mod, edsr_model: Path, photo: Path, tmp_path: Path):
@@ -354,7 +347,7 @@ _OOM_SCRIPT = textwrap.dedent(
     from infer.modelspec import spec_from_path
 
     model, headroom_mb = sys.argv[1], float(sys.argv[2])
-    engine = TorchEngine(device="cpu")
+    engine = TorchEngine(device="cpu", precision="fp32")
     engine.load(spec_from_path(model))
     x = (np.random.default_rng(0).random((384, 384, 3), dtype=np.float32) * 255 - 110)
     whole = engine.run(x)  # warms every thread and allocator up, and is the reference

@@ -17,19 +17,9 @@ import pytest
 from PIL import Image, ImageCms
 
 from infer import REPO_ROOT
+from infer.precision import cpu_has_native_bf16
+from tests.helpers import WORKER, run_worker
 
-WORKER = REPO_ROOT / "infer" / "sr_infer.py"
-
-
-def run_worker(*args: str | Path, env: dict | None = None, preexec_fn=None, timeout: float = 120) -> tuple[int, list[dict], str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=full_env, preexec_fn=preexec_fn,
-    )
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    return proc.returncode, events, proc.stderr
 
 
 def dnn_superres(model: Path, algo: str, scale: int, bgr: np.ndarray) -> np.ndarray:
@@ -37,14 +27,6 @@ def dnn_superres(model: Path, algo: str, scale: int, bgr: np.ndarray) -> np.ndar
     sr.readModel(str(model))
     sr.setModel(algo, scale)
     return sr.upsample(bgr)
-
-
-@pytest.fixture(scope="module")
-def photo(shared_photos: Path, tmp_path_factory) -> Path:
-    """A 40x56 crop of a real photo: small enough for a quick EDSR run."""
-    path = tmp_path_factory.mktemp("photo") / "chelsea_crop.png"
-    Image.open(shared_photos / "chelsea.png").convert("RGB").crop((150, 60, 206, 100)).save(path)
-    return path
 
 
 def assert_no_leftovers(folder: Path, allowed: set[str]) -> None:
@@ -73,7 +55,9 @@ def test_edsr_fixture_equals_dnn_superres(request, photo: Path, tmp_path: Path, 
     model = request.getfixturevalue(variant)
     out = tmp_path / "out.png"
     # 7 stacked 3x3 convolutions: a context of 8 pixels covers the whole receptive field.
-    code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--tile", tile, "--tile-pad", "8")
+    # fp32 is the exact path (the default engine, torch, in full precision).
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--tile", tile, "--tile-pad", "8",
+                                   "--precision", "fp32")
     assert code == 0, err
     got = cv2.imread(str(out))
     ref = dnn_superres(model, "edsr", 3, cv2.imread(str(photo)))
@@ -108,7 +92,8 @@ def test_event_stream(edsr_model: Path, photo: Path, tmp_path: Path):
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert set(kinds[1:-1]) == {"progress"}
     start, done = events[0], events[-1]
-    assert start["algo"] == "edsr" and start["scale"] == 3 and start["engine"] == "opencv" and start["device"] == "cpu"
+    assert start["algo"] == "edsr" and start["scale"] == 3 and start["engine"] == "torch" and start["device"] == "cpu"
+    assert start["precision"] == done["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert (start["width"], start["height"]) == (56, 40)
     progress = [(e["done"], e["total"]) for e in events[1:-1]]
     total = start["tiles"]
@@ -156,7 +141,7 @@ def test_exit_2_usage(edsr_model: Path, photo: Path, tmp_path: Path):
 
 def test_exit_3_not_an_image(edsr_model: Path, tmp_path: Path):
     bad = tmp_path / "holiday.jpg"
-    bad.write_bytes(os.urandom(4096))
+    bad.write_bytes(np.random.default_rng(1).bytes(4096))
     code, events, _ = run_worker("--input", bad, "--output", tmp_path / "o.png", "--model", edsr_model)
     expect_error(code, events, 3, "not a readable")
     code, events, _ = run_worker("--input", tmp_path / "missing.png", "--output", tmp_path / "o.png", "--model", edsr_model)
@@ -204,7 +189,7 @@ def test_exit_5_model_missing_or_invalid(photo: Path, tmp_path: Path):
     expect_error(code, events, 5, "sr-models fetch EDSR_x3")
     corrupt = tmp_path / "models" / "EDSR_x3.pb"
     corrupt.parent.mkdir()
-    corrupt.write_bytes(os.urandom(10000))
+    corrupt.write_bytes(np.random.default_rng(2).bytes(10000))
     code, events, _ = run_worker("--input", photo, "--output", out, "--model", corrupt)
     expect_error(code, events, 5, "EDSR_x3")
     code, events, _ = run_worker("--input", photo, "--output", out, "--model", tmp_path / "weights.bin")
@@ -304,7 +289,7 @@ def test_failed_job_keeps_an_existing_output_untouched(edsr_model: Path, tmp_pat
     out = tmp_path / "o.png"
     out.write_bytes(b"previous result")
     bad = tmp_path / "bad.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + np.random.default_rng(3).bytes(100))
     code, events, _ = run_worker("--input", bad, "--output", out, "--model", edsr_model)
     assert code == 3
     assert out.read_bytes() == b"previous result"

@@ -8,8 +8,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from infer.errors import ModelError, OutOfMemoryError
+from infer.errors import ModelError, OutOfMemoryError, unusable_model
+from infer import precision as precision_policy
 from infer.modelspec import ModelSpec
+from infer.precision import Precision
 
 
 def cuda_device_count() -> int:
@@ -25,19 +27,27 @@ def _is_oom(err: cv2.error) -> bool:
     return "insufficient memory" in text or "failed to allocate" in text or "out of memory" in text
 
 
+def usable(device: str) -> bool:
+    return device == "cpu" or cuda_device_count() > 0
+
+
 class OpenCVEngine:
-    """cv2.dnn on the CPU, or on CUDA only when OpenCV itself reports CUDA devices."""
+    """cv2.dnn on the CPU (fp32 only), or on CUDA (fp32, fp16) only when OpenCV itself reports CUDA devices."""
 
     name = "opencv"
 
-    def __init__(self, device: str = "cpu", precision: str = "fp32"):
+    def __init__(self, device: str = "cpu", precision: str = "auto", auto_half: tuple[str, ...] = ("fp16",)):
         if device == "cuda" and cuda_device_count() == 0:
             raise ModelError(
                 "this OpenCV build has no CUDA support (the wheels on the package index never do); "
                 "use --engine torch for the GPU, or --device cpu"
             )
         self.device = device
-        self.precision = precision
+        self.note: str | None = None
+        supported = (Precision.FP32, Precision.FP16) if device == "cuda" else (Precision.FP32,)
+        self.precision = precision_policy.choose(
+            precision, device, native_bf16=False, supported=supported, auto_half=auto_half, engine="OpenCV's engine"
+        ).value
         self._net: cv2.dnn.Net | None = None
         self._tiles = 0
 
@@ -49,12 +59,10 @@ class OpenCVEngine:
         try:
             net = cv2.dnn.readNetFromTensorflow(str(spec.path))
         except cv2.error as err:
-            raise ModelError(
-                f"{spec.path} is not a TensorFlow model OpenCV can read ({_first_line(err)}); "
-                f"download it again with `sr-models fetch {spec.path.stem}`"
-            ) from err
+            raise unusable_model(spec.path, f"OpenCV cannot read it: {_first_line(err)}") from err
         if net.empty():
-            raise ModelError(f"{spec.path} holds no network; download it again with `sr-models fetch {spec.path.stem}`")
+            # OpenCV reads some damaged files as a graph with no layers rather than failing.
+            raise unusable_model(spec.path, "OpenCV finds no network in it")
         if self.device == "cuda":
             net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
             fp16 = self.precision == "fp16"

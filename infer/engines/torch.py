@@ -1,4 +1,4 @@
-"""PyTorch engine: the .pb model's own weights run on CUDA (fp16, channels-last) or the CPU, tiles sized to free memory."""
+"""PyTorch engine: the .pb model's own weights on CUDA or the CPU in fp32, bf16 or fp16, tiles sized to free memory."""
 
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ import numpy as np  # noqa: E402
 from infer.engines.graph_plan import GraphPlan  # noqa: E402
 from infer.engines.torch_net import PlanNet  # noqa: E402
 from infer.engines.weight_cache import load_plan  # noqa: E402
+from infer import precision as precision_policy  # noqa: E402
 from infer.errors import ModelError, OutOfMemoryError, UsageError  # noqa: E402
 from infer.modelspec import ModelSpec  # noqa: E402
+from infer.precision import Precision  # noqa: E402
 from infer.tiling import run_tiled  # noqa: E402
 
-PRECISIONS = ("fp16", "fp32")
-# Context kept around a window when an out-of-memory error splits it further.
-_SPLIT_PAD = {"edsr": 24, "lapsrn": 24}
-_DEFAULT_SPLIT_PAD = 16
+_DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 # Never split below this window edge: a tile this small that still does not fit means the GPU is full.
 MIN_WINDOW = 64
 # Device memory kept free for cuDNN workspaces and the allocator's rounding, beyond the estimate.
@@ -52,16 +51,28 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_TEXT)
 
 
+def usable(device: str) -> bool:
+    """PyTorch runs everywhere on the CPU; on CUDA only where it sees a GPU."""
+    return device == "cpu" or bool(torch.cuda.is_available())
+
+
+def _cuda_native_bf16() -> bool:
+    # Ampere (compute capability 8.0) and later have bf16 tensor cores.
+    return torch.cuda.get_device_capability()[0] >= 8
+
+
 class TorchEngine:
-    """Runs a GraphPlan with PyTorch; on CUDA it keeps the accelerator only from load() to close()."""
+    """Runs a GraphPlan with PyTorch; on CUDA it keeps the accelerator only from load() to close().
+
+    In half precision (bf16, fp16) every tile's output is checked: one with a non-finite value
+    (fp16 overflows past 65504) is run again in fp32 and counted in `precision_fallbacks`."""
 
     name = "torch"
 
-    def __init__(self, device: str = "auto", precision: str = "fp16"):
+    def __init__(self, device: str = "auto", precision: str = "auto", auto_half: tuple[str, ...] = ("bf16", "fp16")):
         if device not in ("auto", "cpu", "cuda"):
             raise UsageError("--device must be auto, cpu or cuda")
-        if precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        precision_policy.parse(precision)
         has_cuda = torch.cuda.is_available()
         if device == "cuda" and not has_cuda:
             build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
@@ -71,17 +82,20 @@ class TorchEngine:
             )
         self.device = "cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu"
         self.note = "no CUDA GPU found; the torch engine runs on the CPU" if device == "auto" and not has_cuda else None
-        # Half precision only where it is fast and exact enough: on the GPU.
-        self.precision = precision if self.device == "cuda" else "fp32"
-        self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        native_bf16 = _cuda_native_bf16() if self.device == "cuda" else precision_policy.cpu_has_native_bf16()
+        chosen = precision_policy.choose(precision, self.device, native_bf16=native_bf16, auto_half=auto_half)
+        self.precision = chosen.value
+        self._dtype = _DTYPES[chosen]
         self._spec: ModelSpec | None = None
         self._plan: GraphPlan | None = None
         self._plan_source = ""
         self._net: PlanNet | None = None
+        self._fp32_net: PlanNet | None = None
         self._window_limit: int | None = None
-        self._split_pad = _DEFAULT_SPLIT_PAD
+        self._split_pad = 16
         self._tile_retries = 0
         self._tiles = 0
+        self._fallbacks = 0
         self._seconds = {"import": round(IMPORT_SECONDS, 4), "weights": 0.0, "cuda_init": 0.0, "to_device": 0.0, "inference": 0.0}
         self._cuda_started: float | None = None
         self._cuda_released: float | None = None
@@ -108,7 +122,7 @@ class TorchEngine:
             )
         self._seconds["weights"] = round(time.perf_counter() - t, 4)
         self._spec, self._plan, self._plan_source = spec, plan, loaded.source
-        self._split_pad = _SPLIT_PAD.get(spec.algo, _DEFAULT_SPLIT_PAD)
+        self._split_pad = spec.family.tile_pad
         return plan
 
     def _start_cuda(self) -> None:
@@ -129,17 +143,20 @@ class TorchEngine:
         if self.device == "cuda":
             self._start_cuda()
         t = time.perf_counter()
+        self._net = self._build(plan, self._dtype)
+        self._seconds["to_device"] = round(time.perf_counter() - t, 4)
+
+    def _build(self, plan: GraphPlan, dtype: torch.dtype) -> PlanNet:
         try:
             # Channels-last suits cuDNN's tensor-core kernels and oneDNN on the CPU alike (measured, docs/benchmarks.md).
-            net = PlanNet(plan).eval().to(device=self.device, dtype=self._dtype).to(memory_format=torch.channels_last)
+            net = PlanNet(plan).eval().to(device=self.device, dtype=dtype).to(memory_format=torch.channels_last)
             if self.device == "cuda":
                 torch.cuda.synchronize()
         except Exception as err:
             if is_out_of_memory(err):
-                raise OutOfMemoryError("the model's weights do not fit in the GPU's free memory") from err
+                raise OutOfMemoryError(f"the model's weights do not fit in the {self.device.upper()}'s free memory") from err
             raise
-        self._net = net
-        self._seconds["to_device"] = round(time.perf_counter() - t, 4)
+        return net
 
     def preferred_tile(self, spec: ModelSpec) -> int | None:
         """On CUDA, the largest tile whose activations fit in free device memory; None (the default) on the CPU."""
@@ -179,15 +196,26 @@ class TorchEngine:
     def _forward(self, tile: np.ndarray) -> np.ndarray:
         assert self._net is not None
         t = time.perf_counter()
+        out = self._infer(self._net, tile, self._dtype)
+        if self._dtype != torch.float32 and not np.isfinite(out).all():
+            # The half-precision activations overflowed (black or NaN patches): this tile again in fp32.
+            if self._fp32_net is None:
+                assert self._plan is not None
+                self._fp32_net = self._build(self._plan, torch.float32)
+            out = self._infer(self._fp32_net, tile, torch.float32)
+            self._fallbacks += 1
+        self._tiles += 1
+        self._seconds["inference"] = round(self._seconds["inference"] + time.perf_counter() - t, 4)
+        return out
+
+    def _infer(self, net: PlanNet, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)[None])
-        x = x.to(self.device).to(self._dtype).contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device).to(dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            y = self._net(x)
+            y = net(x)
             del x
             out = y[0].permute(1, 2, 0).float().cpu().numpy()
             del y
-        self._tiles += 1
-        self._seconds["inference"] = round(self._seconds["inference"] + time.perf_counter() - t, 4)
         return np.ascontiguousarray(out)
 
     def _release_cached(self) -> None:
@@ -199,7 +227,7 @@ class TorchEngine:
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "precision": self.precision,
+            "precision_fallbacks": self._fallbacks,
             "weights": self._plan_source,
             "tiles_run": self._tiles,
             "tile_retries": self._tile_retries,
@@ -225,6 +253,7 @@ class TorchEngine:
     def close(self) -> None:
         """Drop the model; on CUDA wait for the device, return every cached block and stop the GPU clock."""
         self._net = None
+        self._fp32_net = None
         gc.collect()
         if self.device == "cuda" and self._cuda_started is not None and self._cuda_released is None:
             torch.cuda.synchronize()

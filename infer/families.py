@@ -1,0 +1,74 @@
+"""Model families: each declares its facts once (file names, scales, colour pipeline, mean, tiles, pads)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Colour(str, Enum):
+    """What the network sees, as OpenCV's dnn_superres feeds it."""
+
+    BGR_MINUS_MEAN = "bgr-minus-mean"  # three channels, 0..255 minus a per-channel mean; the mean is added back
+    LUMA = "luma"  # Y of YCrCb in 0..1; Cr and Cb are resized bilinearly beside it
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of model file; the registry below holds every supported kind."""
+
+    name: str  # lower case, as --algo takes it
+    file_stem: str  # regular expression for the part of the file name before `_x<scale>`
+    scales: tuple[int, ...]
+    colour: Colour
+    tile: int  # default input tile edge on the CPU, from docs/benchmarks.md ("Tile size")
+    tile_pad: int  # context pixels around each tile; also kept when a tile is split after running out of memory
+    # `--engine auto` on the CPU tries these in order: the fastest whole job first (docs/benchmarks.md).
+    cpu_engines: tuple[str, ...] = ("torch", "opencv")
+    # Half-precision formats `--precision auto` may pick. Luma networks output Y in 0..1, where bf16's
+    # 8-bit mantissa costs up to 4 grey levels (50.8 dB against fp32, measured); fp16 keeps 61 dB.
+    auto_half: tuple[str, ...] = ("bf16", "fp16")
+    mean_bgr: tuple[float, float, float] | None = None
+    label: str = ""
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.colour is Colour.LUMA else 3
+
+
+# Small networks finish on OpenCV before PyTorch has even been imported (about 1.5 s).
+_LIGHT = ("opencv", "torch")
+_LUMA_HALF = ("fp16",)
+# DIV2K mean in BGR order, subtracted before EDSR and added back after (as dnn_superres does).
+_DIV2K_MEAN_BGR = (103.1545782, 111.561547, 114.35629928)
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("edsr", "edsr", (2, 3, 4), Colour.BGR_MINUS_MEAN, tile=256, tile_pad=24, mean_bgr=_DIV2K_MEAN_BGR,
+               label="EDSR (best quality, slow)"),
+        Family("espcn", "espcn", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=8, cpu_engines=_LIGHT, auto_half=_LUMA_HALF,
+               label="ESPCN (fast)"),
+        Family("fsrcnn", "fsrcnn(?:-small)?", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=16, cpu_engines=_LIGHT,
+               auto_half=_LUMA_HALF, label="FSRCNN (fast)"),
+        Family("lapsrn", "lapsrn", (2, 4, 8), Colour.LUMA, tile=256, tile_pad=24, cpu_engines=_LIGHT,
+               auto_half=_LUMA_HALF, label="LapSRN (up to x8)"),
+    )
+}
+
+_NAME_RE = re.compile(
+    r"^(?P<stem>" + "|".join(f.file_stem for f in FAMILIES.values()) + r")_x(?P<scale>\d+)$", re.IGNORECASE
+)
+
+
+def family_from_stem(stem: str) -> tuple[Family, int] | None:
+    """`EDSR_x3` -> (the EDSR family, 3); None when the name follows no family's pattern."""
+    match = _NAME_RE.match(stem)
+    if not match:
+        return None
+    text = match.group("stem")
+    for family in FAMILIES.values():
+        if re.fullmatch(family.file_stem, text, re.IGNORECASE):
+            return family, int(match.group("scale"))
+    return None
