@@ -141,13 +141,13 @@ def run_child(cmd: list[str], cwd: Path = REPO_ROOT, env: dict[str, str] | None 
     return ChildRun(cmd, proc.returncode, seconds, cpu, usage.ru_maxrss / 1024.0, stdout, stderr, events)
 
 
-def worker_cmd(input_path: Path, output_path: Path, model: Path, *extra: str) -> list[str]:
-    """The real worker on the CPU engine, as the web front end starts it."""
+def worker_cmd(input_path: Path, output_path: Path, model: Path, *extra: str, engine: str = "opencv") -> list[str]:
+    """The real worker on the CPU, as the web front end starts it (OpenCV's engine unless told otherwise)."""
     script = Path(sys.executable).with_name("sr-infer")
     head = [str(script)] if script.is_file() else [sys.executable, "-m", "infer.sr_infer"]
     return head + [
         "--input", str(input_path), "--output", str(output_path), "--model", str(model),
-        "--engine", "opencv", "--device", "cpu", *extra,
+        "--engine", engine, "--device", "cpu", *extra,
     ]
 
 

@@ -77,6 +77,7 @@ class Upscaler:
     spec: ModelSpec
     via: str
     work_dir: Path
+    engine: str = "opencv"
 
     def __post_init__(self) -> None:
         if self.via == "engine":
@@ -93,7 +94,7 @@ class Upscaler:
         dst = self.work_dir / f"{name}_{self.spec.path.stem}.png"
         if not cv2.imwrite(str(src), lr):
             raise SystemExit(f"cannot write {src}")
-        run_child(worker_cmd(src, dst, self.spec.path)).check()
+        run_child(worker_cmd(src, dst, self.spec.path, engine=self.engine)).check()
         return read_bgr(dst)
 
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", default=",".join(PHOTOS))
     parser.add_argument("--via", choices=["worker", "engine"], default="worker",
                         help="worker: the real sr-infer process per image (default); engine: the same code in-process")
+    parser.add_argument("--engine", default="opencv", help="the worker's --engine (default opencv, the exact path; auto: the default path)")
     parser.add_argument("--check-dnn-superres", action="store_true",
                         help="also upscale with cv2.dnn_superres in-process and print its PSNR next to ours")
     args = parser.parse_args(argv)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             scores[s.path.stem] = []
             if args.check_dnn_superres:
                 scores[f"{s.path.stem} (dnn_superres)"] = []
-        upscalers = {s.path.stem: Upscaler(s, args.via, work_dir) for s in group}
+        upscalers = {s.path.stem: Upscaler(s, args.via, work_dir, args.engine) for s in group}
         for photo in photos:
             hr = crop_to_multiple(originals[photo], scale)
             lr = downscale(hr, scale)

@@ -57,8 +57,10 @@ FAMILIES: dict[str, Family] = {
     )
 }
 
+# `EDSR_x3.pb`, and descriptive suffixes such as `EDSR_x3_trained.pb`.
 _NAME_RE = re.compile(
-    r"^(?P<stem>" + "|".join(f.file_stem for f in FAMILIES.values()) + r")_x(?P<scale>\d+)$", re.IGNORECASE
+    r"^(?P<stem>" + "|".join(f.file_stem for f in FAMILIES.values()) + r")_x(?P<scale>\d+)(?:[_-][\w-]*)?$",
+    re.IGNORECASE,
 )
 
 
