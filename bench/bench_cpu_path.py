@@ -23,6 +23,7 @@ from bench.common import (  # noqa: E402
     log,
     max_abs_diff,
     median,
+    photo_path,
     psnr,
     read_bgr,
     run_child,
@@ -117,8 +118,9 @@ def _worker(photo: Path, out: Path, model: Path, *flags: str):
 
 def cmd_worker(args: argparse.Namespace) -> None:
     """Whole jobs (decode to encode) on a real photo, one fresh worker each, configs interleaved."""
-    photo = centre_crop(args.photo, args.size)
-    pixels = args.size * args.size
+    photo = centre_crop(args.photo, args.size) if args.size else photo_path(args.photo)
+    height, width = read_bgr(photo).shape[:2]
+    pixels = width * height
     runs: dict[str, list] = {c: [] for c in [*args.configs, "default"]}
     for r in range(args.rounds):
         for config in runs if r % 2 == 0 else list(runs)[::-1]:
@@ -127,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
             runs[config].append(run)
             log(f"round {r + 1}: {config}: {run.seconds:.1f} s, peak {run.peak_rss_mb:.0f} MB; {load_line()}")
     ref = read_bgr(OUT_DIR / "worker_opencv.png") if "opencv" in runs else None
-    print(f"\n{args.model.name}, {args.photo} centre crop {args.size}x{args.size}, whole worker jobs, median of {args.rounds}")
+    print(f"\n{args.model.name}, {photo.name} {width}x{height}, whole worker jobs, median of {args.rounds}")
     print()
     print("| configuration | engine, precision, tile | wall s | s per input MP | CPU s per input MP | vs opencv | peak RSS MB | max diff vs opencv |")
     print("|---|---|---|---|---|---|---|---|")
@@ -180,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["windows"].add_argument("--sizes", default="128,200,304")
     sub.choices["tiles"].add_argument("--tiles", default="128,192,256,320,384")
     sub.choices["tiles"].add_argument("--config", choices=CONFIGS, default="torch-bf16")
-    sub.choices["worker"].add_argument("--photo", default="astronaut")
-    sub.choices["worker"].add_argument("--size", type=int, default=512)
+    sub.choices["worker"].add_argument("--photo", default="coffee")
+    sub.choices["worker"].add_argument("--size", type=int, default=0, help="centre crop edge (0: the whole photo)")
     sub.choices["precision"].add_argument("--models", default="FSRCNN_x3,ESPCN_x3,LapSRN_x4")
     sub.choices["precision"].add_argument("--photos", default="coffee,chelsea")
     sub.choices["precision"].add_argument("--size", type=int, default=240)

@@ -161,7 +161,7 @@ def run_job(args: argparse.Namespace, events: EventStream, t_main: float) -> int
     if note:
         print(f"sr-infer: {note}", file=sys.stderr)
     tile_pad = args.tile_pad if args.tile_pad is not None else spec.family.tile_pad
-    tile = args.tile if args.tile is not None else (engine.preferred_tile(spec) or spec.family.tile)
+    tile = args.tile if args.tile is not None else (engine.preferred_tile(spec) or spec.family.tile_for(engine.name))
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         "start", input=str(args.input), output=str(args.output), model=str(spec.path), algo=spec.algo,

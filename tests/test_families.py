@@ -40,6 +40,19 @@ def test_every_family_declares_consistent_facts():
         assert family.channels == (3 if family.colour is Colour.BGR_MINUS_MEAN else 1)
         assert set(family.cpu_engines) <= set(ENGINES)
         assert set(family.auto_half) <= {"bf16", "fp16"}
+        assert all(engine in ENGINES and tile > 0 for engine, tile in family.engine_tiles)
+
+
+def test_edsr_tile_depends_on_the_engine(edsr_model, photo, tmp_path):
+    """The measured CPU tiles: 256 on OpenCV (memory), 320 on torch; the worker uses the engine's."""
+    from tests.helpers import run_worker
+
+    assert (FAMILIES["edsr"].tile_for("opencv"), FAMILIES["edsr"].tile_for("torch")) == (256, 320)
+    for engine, tile in (("opencv", 256), ("torch", 320)):
+        code, events, err = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model,
+                                       "--engine", engine)
+        assert code == 0, err
+        assert events[0]["tile"] == events[-1]["tile"] == tile
 
 
 def test_auto_engine_on_the_cpu_follows_the_family():
@@ -50,3 +63,31 @@ def test_auto_engine_on_the_cpu_follows_the_family():
     assert (edsr.name, edsr.device) == ("torch", "cpu")
     assert (fsrcnn.name, fsrcnn.precision) == ("opencv", "fp32")
     assert create_engine("opencv", "cpu").name == "opencv"
+
+
+def test_catalog_offers_what_is_installed(shared_models, tmp_path):
+    import shutil
+
+    from infer.catalog import choose, installed_models, scales
+    from infer.errors import UsageError
+    from tests.fixtures.edsr_graph import write_edsr_graph
+
+    for name in ("FSRCNN_x3", "ESPCN_x3", "LapSRN_x4"):
+        shutil.copy(shared_models / f"{name}.pb", tmp_path)
+    write_edsr_graph(tmp_path / "EDSR_x3.pb")
+    (tmp_path / "EDSR_x2.pb").write_bytes(b"")  # an interrupted download is not offered
+    (tmp_path / "notes.pb").write_bytes(b"x")  # nor a file that names no family
+    models = installed_models(tmp_path)
+    assert [m.id for m in models] == ["EDSR_x3", "ESPCN_x3", "FSRCNN_x3", "LapSRN_x4"]
+    assert scales(models) == [3, 4]
+    assert choose(models, scale=3, quality="best").id == "EDSR_x3"
+    assert choose(models, scale=3, quality="fast").id == "ESPCN_x3"
+    assert choose(models, scale=4, quality="fast").id == "LapSRN_x4"
+    assert choose(models, model_id="fsrcnn_x3").id == "FSRCNN_x3"
+    assert choose(models, quality="fast", default=models[0]).id == "ESPCN_x3"
+    with pytest.raises(UsageError, match="scales available: x3, x4"):
+        choose(models, scale=2)
+    with pytest.raises(UsageError, match="installed: EDSR_x3, ESPCN_x3"):
+        choose(models, model_id="EDSR_x4")
+    with pytest.raises(UsageError, match="best, fast"):
+        choose(models, scale=3, quality="ultra")
