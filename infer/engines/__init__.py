@@ -113,15 +113,15 @@ def create_engine(engine: str = "auto", device: str = "auto", precision: str = "
     if engine == "auto":
         if device == "cpu" and family is not None:
             candidates = [ENGINES[name] for name in family.cpu_engines]
-        usable = [e for e in candidates if _usable(e, device)]
-        if not usable:
+        # The first usable one only: checking an engine imports it (PyTorch takes over a second).
+        chosen = next((e for e in candidates if _usable(e, device)), None)
+        if chosen is None:
             if device == "cuda":
                 raise ModelError(
                     "--device cuda was asked for but no CUDA GPU is usable: install the NVIDIA driver and a CUDA "
                     f"build of PyTorch ({INSTALL_HINT}), or use --device cpu"
                 )
             raise ModelError(f"no engine is installed; {INSTALL_HINT}")
-        chosen = usable[0]
         skipped = [e.name for e in candidates[: candidates.index(chosen)] if not installed(e)]
         if skipped:
             notes.append(f"{', '.join(skipped)} not installed, so the slower {chosen.name} engine runs ({INSTALL_HINT})")
