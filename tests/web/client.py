@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,13 +48,19 @@ class HttpClient:
     base_url: str
     token: str | None = None
     cookies: dict[str, str] = field(default_factory=dict)
+    ssl_context: ssl.SSLContext | None = None  # for https:// base URLs
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
         timeout: float = 60.0,
     ) -> Reply:
         url = urlsplit(self.base_url)
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        if url.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                url.hostname, url.port, timeout=timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
         all_headers = dict(headers or {})
         if self.token:
             all_headers.setdefault("Authorization", f"Bearer {self.token}")
