@@ -35,6 +35,13 @@ class Config:
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
+    # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
+    backend: str = "local"
+    ray_address: str = "auto"
+    ray_gpus_per_job: float = 1.0
+    ray_cpus_per_job: float = 1.0
+    # Ray has no authentication: an address outside loopback/private ranges needs this set on purpose.
+    ray_allow_public_address: bool = False
     worker_script: Path = field(default=WORKER_SCRIPT)
 
     @property
@@ -91,6 +98,16 @@ class Config:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
         if self.max_event_streams < 0:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        from web.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"SR_BACKEND={self.backend!r} is not one of: {', '.join(BACKENDS)}")
+        if self.ray_gpus_per_job < 0:
+            raise ConfigError("SR_RAY_GPUS_PER_JOB must be 0 or more")
+        if self.ray_cpus_per_job <= 0:
+            raise ConfigError("SR_RAY_CPUS_PER_JOB must be positive")
+        if not self.ray_address.strip():
+            raise ConfigError("SR_RAY_ADDRESS must not be empty (use auto, host:port or ray://host:10001)")
 
 
 def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
@@ -126,6 +143,11 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
+        backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),
+        ray_address=(env.get("SR_RAY_ADDRESS") or Config.ray_address).strip(),
+        ray_gpus_per_job=_number(env, "SR_RAY_GPUS_PER_JOB", float, Config.ray_gpus_per_job),
+        ray_cpus_per_job=_number(env, "SR_RAY_CPUS_PER_JOB", float, Config.ray_cpus_per_job),
+        ray_allow_public_address=_flag(env, "SR_RAY_ALLOW_PUBLIC_ADDRESS"),
     )
     config.validate()
     return config
