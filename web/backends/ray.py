@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "SR_BACKEND=ray needs Ray on this machine: pip install -e '.[ray]' (worker nodes: '.[worker,ray]')"
 NAMESPACE = "photo-upscaler"
 RECONNECT_S = 10.0
+# A cancelled task first gets KeyboardInterrupt, so that it kills its worker and removes its folder;
+# if it has not ended after this long, its process is killed.
+CANCEL_GRACE_S = 5.0
 # After a kill, how long to wait for Ray to report the task's end before giving up on it.
 KILL_GRACE_S = 30.0
 RECOVER_TIMEOUT_S = 30.0
@@ -103,11 +106,21 @@ class RayExecution:
             if self._killed or self._finished.is_set():
                 return
             self._killed = True
+        self._cancel(force=False)
+        timer = threading.Timer(CANCEL_GRACE_S, self._force_cancel)
+        timer.daemon = True
+        timer.start()
+
+    def _force_cancel(self) -> None:
+        if not self._finished.is_set():
+            # The task's process is killed, and the worker under it dies with it (parent-death signal).
+            self._cancel(force=True)
+
+    def _cancel(self, force: bool) -> None:
         try:
-            # force: the task's process is killed, and the worker under it dies with it (parent-death signal).
-            ray.cancel(self._generator, force=True)
+            ray.cancel(self._generator, force=force)
         except Exception:
-            log.exception("job %s: cancelling its Ray task failed", self._spec.job_id)
+            log.exception("job %s: cancelling its Ray task failed (force=%s)", self._spec.job_id, force)
 
     def finish(self) -> Finish:
         rc = self._returncode
