@@ -129,8 +129,10 @@ class Placement:
     worker_pid: int
 
 
-def placement(server: LiveServer, job_id: str) -> Placement | None:
-    path = server.data_dir / "state" / "logs" / f"{job_id}.log"
+def placement(server: LiveServer | Path, job_id: str) -> Placement | None:
+    """From a live server, or from a data folder."""
+    data_dir = server if isinstance(server, Path) else server.data_dir
+    path = data_dir / "state" / "logs" / f"{job_id}.log"
     try:
         found = _PLACEMENT.search(path.read_text(errors="replace"))
     except FileNotFoundError:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from web.backends import BackendUnavailable, EventSink, Finish, Health, JobSpec
 from web.backends.ray_task import EXITED, PLACED, TaskRequest, kill_job_processes, run_job_on_node
-from web.config import Config, ConfigError
+from web.config import Config, ConfigError, is_private_address, public_refusal
 from web.jobs import Job
 from web.outcomes import Lost
 
@@ -45,6 +45,7 @@ class RayAddress:
 
     raw: str
     host: str | None  # None for auto
+    port: int | None = None
 
     @classmethod
     def parse(cls, raw: str) -> "RayAddress":
@@ -54,16 +55,28 @@ class RayAddress:
         parts = urlsplit(raw if "://" in raw else f"gcs://{raw}")
         if parts.scheme not in ("ray", "gcs") or not parts.hostname:
             raise ConfigError(f"SR_RAY_ADDRESS={raw!r}: use auto, host:port or ray://host:10001")
-        return cls(raw, parts.hostname)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None:
+            raise ConfigError(f"SR_RAY_ADDRESS={raw!r} has no port: use host:6379 or ray://host:10001")
+        return cls(raw, parts.hostname, port)
 
 
 def public_addresses(host: str) -> list[str]:
-    """The addresses `host` stands for that are neither loopback nor private (raises OSError if unresolvable)."""
+    """The addresses `host` stands for outside loopback and private networks (OSError if unresolvable)."""
     try:
         found = [ipaddress.ip_address(host)]
     except ValueError:
         found = [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)]
-    return sorted({str(a) for a in found if not (a.is_loopback or a.is_private)})
+    return sorted({str(a) for a in found if not is_private_address(a)})
+
+
+def probe(host: str, port: int, timeout: float = 5.0) -> None:
+    """Raises OSError unless something accepts TCP connections there (ray.init would wait for minutes)."""
+    with socket.create_connection((host, port), timeout=timeout):
+        pass
 
 
 class RayExecution:
@@ -214,13 +227,6 @@ class RayBackend:
             raise BackendUnavailable(INSTALL_HINT)
         self.config = config
         self.address = RayAddress.parse(config.ray_address)
-        if self.address.host is not None and not config.ray_allow_public_address:
-            try:
-                public = public_addresses(self.address.host)
-            except OSError:
-                public = []  # not resolvable yet: checked again before connecting
-            if public:
-                raise ConfigError(self._public_refusal(public))
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._connected = False
@@ -232,10 +238,7 @@ class RayBackend:
         self._thread: threading.Thread | None = None
 
     def _public_refusal(self, public: list[str]) -> str:
-        return (
-            f"SR_RAY_ADDRESS={self.config.ray_address!r} is a public address ({', '.join(public)}); a Ray cluster "
-            "has no authentication, keep it on a private network (set SR_RAY_ALLOW_PUBLIC_ADDRESS=1 to override)"
-        )
+        return public_refusal(self.config.ray_address, public)
 
     # ---- connection ------------------------------------------------------------------------
 
@@ -265,6 +268,8 @@ class RayBackend:
             public = public_addresses(self.address.host)
             if public:
                 raise _Refused(self._public_refusal(public))
+        if self.address.host is not None and self.address.port is not None:
+            probe(self.address.host, self.address.port)
         if not ray.is_initialized():
             ray.init(
                 address=self.config.ray_address,
