@@ -144,7 +144,12 @@ class Config:
         if self.ray_cpus_per_job <= 0:
             raise ConfigError("SR_RAY_CPUS_PER_JOB must be positive")
         if not self.ray_address.strip():
-            raise ConfigError("SR_RAY_ADDRESS must not be empty (use auto, host:port or ray://host:10001)")
+            raise ConfigError("SR_RAY_ADDRESS must not be empty (use auto or host:port, e.g. head:6379)")
+        if self.backend == "ray" and self.ray_address.strip().startswith("ray://"):
+            raise ConfigError(
+                f"SR_RAY_ADDRESS={self.ray_address!r}: Ray Client (ray://) cannot stream a job's events; connect "
+                "to the cluster itself: auto on a machine of the cluster, or the head's GCS address (head:6379)"
+            )
         # An address written as a number is checked here, before anything is sent to it; a host name is
         # resolved and checked by the Ray backend before it connects.
         host = literal_host(self.ray_address)

@@ -34,7 +34,7 @@ def test_without_ray_installed_the_service_refuses_to_start_and_says_what_to_ins
     assert "pip install -e '.[ray]'" in proc.stderr
 
 
-@pytest.mark.parametrize("address", ["ray://203.0.113.7:10001", "8.8.8.8:6379", "ray://[2001:db8::1]:10001"])
+@pytest.mark.parametrize("address", ["203.0.113.7:6379", "8.8.8.8:6379", "[2001:db8::1]:6379"])
 def test_a_public_cluster_address_is_refused_before_anything_is_sent(tmp_path: Path, address: str) -> None:
     # Refused by the settings check, before a backend exists: no connection is ever tried.
     with pytest.raises(ConfigError, match="SR_RAY_ALLOW_PUBLIC_ADDRESS"):
@@ -44,11 +44,17 @@ def test_a_public_cluster_address_is_refused_before_anything_is_sent(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "address", ["auto", "127.0.0.1:6379", "ray://10.0.0.5:10001", "172.20.1.2:6379", "ray://192.168.1.9:10001",
-                "100.64.3.4:6379", "[fd00::5]:6379", "ray://head:10001"]
+    "address", ["auto", "127.0.0.1:6379", "10.0.0.5:6379", "172.20.1.2:6379", "192.168.1.9:6379",
+                "100.64.3.4:6379", "[fd00::5]:6379", "head:6379"]
 )
 def test_loopback_private_and_named_addresses_are_accepted(address: str) -> None:
     assert Config().with_overrides({"backend": "ray", "ray_address": address}).ray_address == address
+
+
+def test_ray_client_addresses_are_refused_with_what_to_use_instead() -> None:
+    # Ray Client does not carry streaming generators, which bring a job's progress back as it happens.
+    with pytest.raises(ConfigError, match="head:6379"):
+        Config().with_overrides({"backend": "ray", "ray_address": "ray://10.0.0.5:10001"})
 
 
 def test_unknown_backend_is_refused(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ RECOVER_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class RayAddress:
-    """SR_RAY_ADDRESS taken apart: `auto`, `host:port` (the GCS) or `ray://host:port` (Ray Client)."""
+    """SR_RAY_ADDRESS taken apart: `auto` (a cluster this machine belongs to) or `host:port` (the head's GCS)."""
 
     raw: str
     host: str | None  # None for auto
@@ -54,13 +54,13 @@ class RayAddress:
             return cls(raw, None)
         parts = urlsplit(raw if "://" in raw else f"gcs://{raw}")
         if parts.scheme not in ("ray", "gcs") or not parts.hostname:
-            raise ConfigError(f"SR_RAY_ADDRESS={raw!r}: use auto, host:port or ray://host:10001")
+            raise ConfigError(f"SR_RAY_ADDRESS={raw!r}: use auto or host:port (the head's GCS, e.g. head:6379)")
         try:
             port = parts.port
         except ValueError:
             port = None
         if port is None:
-            raise ConfigError(f"SR_RAY_ADDRESS={raw!r} has no port: use host:6379 or ray://host:10001")
+            raise ConfigError(f"SR_RAY_ADDRESS={raw!r} has no port: use host:6379")
         return cls(raw, parts.hostname, port)
 
 
