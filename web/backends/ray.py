@@ -251,7 +251,7 @@ class RayBackend:
             try:
                 self._connect()
             except _Refused as err:
-                self._set_reason(str(err))
+                self._set_reason("SR_RAY_ADDRESS resolves to a public address; not connecting (see the log)")
                 log.error("not connecting to Ray: %s", err)
                 return
             except Exception as err:
