@@ -191,6 +191,15 @@ def _distance(a: Image.Image, b: Image.Image) -> float:
     return sum(abs(x - y) for x, y in zip(pa, pb)) / len(pa)
 
 
+def test_cpu_only_jobs_also_get_a_fresh_process_each(ray_server, photos: Photos) -> None:
+    server = ray_server(ray_gpus_per_job=0, ray_cpus_per_job=1)
+    client = server.client()
+    ids = [client.upload(photos.small_png, filename=f"cpu{i}.png").json()["id"] for i in range(3)]
+    assert [client.wait(job_id, timeout=JOB_TIMEOUT)["status"] for job_id in ids] == ["done"] * 3
+    task_pids = [placement(server, job_id).task_pid for job_id in ids]
+    assert len(set(task_pids)) == 3, task_pids
+
+
 def test_front_end_killed_while_a_remote_job_runs_marks_it_failed_and_its_remote_processes_end(
     ray_cluster: RayCluster, photos: Photos, edsr_model_slow: Path, tmp_path: Path
 ) -> None:
