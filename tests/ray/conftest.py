@@ -20,11 +20,13 @@ import pytest  # noqa: E402
 try:
     import ray
 except ImportError:
-    # CI (SR_TEST_STRICT=1) installs the `ray` extra: there a missing Ray is an error, not a skip.
+    # CI (SR_TEST_STRICT=1) installs the `ray` extra: there a missing Ray is an error; elsewhere the
+    # modules that need it skip (`requires_ray`).
     if os.environ.get("SR_TEST_STRICT") == "1":
         raise
-    pytest.skip("Ray is not installed: pip install -e '.[ray]'", allow_module_level=True)
-from ray.cluster_utils import Cluster  # noqa: E402
+    ray = None
+
+requires_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed: pip install -e '.[ray]'")
 
 from tests.web.conftest import photos  # noqa: E402,F401  (a fixture: small test photos)
 from tests.web.server import LiveServer, start_live_server  # noqa: E402
@@ -38,7 +40,7 @@ _NODE_ENV = ("SR_MODELS_DIR",)
 class RayCluster:
     """A started cluster: its address, the head and the two GPU-declaring nodes."""
 
-    cluster: Cluster
+    cluster: Any  # ray.cluster_utils.Cluster
     models_dir: Path
     gpu_nodes: list[Any] = field(default_factory=list)
 
@@ -65,6 +67,8 @@ def ray_models(tmp_path_factory: pytest.TempPathFactory, shared_models: Path, ed
 
 @pytest.fixture(scope="module")
 def ray_cluster(ray_models: Path) -> Iterator[RayCluster]:
+    from ray.cluster_utils import Cluster
+
     saved = {name: os.environ.get(name) for name in _NODE_ENV}
     os.environ["SR_MODELS_DIR"] = str(ray_models)
     try:

@@ -12,13 +12,13 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.ray.conftest import LOOPBACK, Placement, RayCluster, gone, placement, ray
+from tests.ray.conftest import LOOPBACK, Placement, RayCluster, gone, placement, ray, requires_ray
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import LiveServer, start_live_server, start_service_process, worker_processes
 from web.backends.ray_task import work_root
 from web.outcomes import NODE_LOST_MESSAGE, RESTART_MESSAGE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, requires_ray]
 
 # Generous: a loaded 2-core machine starts a Ray worker process and the worker's imports for every job.
 JOB_TIMEOUT = 120.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from infer import REPO_ROOT
+from tests.ray.conftest import requires_ray
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import start_service_process
 from web import create_app
@@ -62,6 +63,7 @@ def test_unknown_backend_is_refused(tmp_path: Path) -> None:
         create_app({"data_dir": tmp_path / "data", "backend": "slurm"})
 
 
+@requires_ray
 def test_cluster_unreachable_at_start_service_answers_healthz_503_and_uploads_503(
     tmp_path: Path, photos: Photos
 ) -> None:
