@@ -17,6 +17,8 @@ CLUSTER_LOST_MESSAGE = (
     "upload the photo again in a few minutes"
 )
 
+UNAVAILABLE_MESSAGE = "photos cannot be upscaled at the moment; upload the photo again in a few minutes"
+
 # Worker exit code -> job error code, from the worker's own error classes.
 EXIT_CODES: dict[int, str] = {
     cls.exit_code: cls.code

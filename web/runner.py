@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from web.backends import Backend, Execution, JobSpec
+from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.config import Config
 from web.jobs import QUEUED, RUNNING, DONE, Job, JobStore
 from web.metrics import Metrics
@@ -17,6 +17,7 @@ from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: import
     FALLBACK_MESSAGES,
     RESTART_MESSAGE,
     STOP_MESSAGE,
+    UNAVAILABLE_MESSAGE,
     Ending,
     Verdict,
     WorkerReport,
@@ -187,6 +188,9 @@ class Runner:
                 log.exception("job %s: supervisor failed", job_id)
                 self._remove_partial_output_by_id(job_id)
                 self.store.fail(job_id, "internal_error", FALLBACK_MESSAGES["internal_error"])
+                job = self.store.get(job_id)
+                if job is not None:
+                    self._discard_upload(job)
 
     def _run(self, job_id: str) -> None:
         job = self.store.get(job_id)
@@ -207,7 +211,14 @@ class Runner:
         with self._cv:
             if self._stopping:
                 return
-            running = _Running(self.backend.launch(spec, recorder))
+            try:
+                running = _Running(self.backend.launch(spec, recorder))
+            except BackendUnavailable as err:
+                log.error("job %s could not be started: %s", job.id, err)
+                self.store.fail(job.id, "unavailable", UNAVAILABLE_MESSAGE)
+                self._discard_upload(job)
+                self.metrics.job_finished("unavailable", 0.0)
+                return
             self._running[job.id] = running
         try:
             self._supervise_execution(job, running, recorder.report)

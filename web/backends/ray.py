@@ -333,9 +333,9 @@ class RayBackend:
 
     def launch(self, spec: JobSpec, on_event: EventSink) -> RayExecution:
         with self._lock:
-            remote = self._remote
+            remote = self._remote if self._connected else None
         if remote is None:
-            raise RuntimeError("not connected to the Ray cluster")
+            raise BackendUnavailable("not connected to the Ray cluster")
         request = TaskRequest(
             job_id=spec.job_id,
             input_suffix=spec.input_path.suffix,
@@ -347,8 +347,13 @@ class RayBackend:
             output_label=str(spec.output_path),
             model_label=str(self.config.model_path),
         )
-        photo = ray.put(Path(spec.input_path).read_bytes())
-        generator = remote.options(name=f"sr-job-{spec.job_id}").remote(request, photo)
+        data = Path(spec.input_path).read_bytes()
+        try:
+            photo = ray.put(data)
+            generator = remote.options(name=f"sr-job-{spec.job_id}").remote(request, photo)
+        except Exception as err:
+            self.connection_lost(err)
+            raise BackendUnavailable(f"submitting the job to Ray failed: {err!r}") from err
         return RayExecution(self, spec, on_event, generator)
 
     def recover(self, jobs: list[Job]) -> None:
