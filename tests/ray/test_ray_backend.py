@@ -255,8 +255,11 @@ def test_worker_node_killed_mid_job_fails_with_upload_again_and_the_next_runs_on
     assert failed["status"] == "failed"
     assert failed["error"] == {"code": "node_lost", "message": NODE_LOST_MESSAGE}
     assert not [p for p in (server.data_dir / "results").iterdir() if job_id in p.name]
-    wait_until(lambda: gone(where.worker_pid), timeout=30, what="the killed node's worker to end")
+    wait_until(lambda: gone(where.worker_pid) and gone(where.task_pid), timeout=30,
+               what="the killed node's task and worker to end")
 
     after = client.upload(photos.small_png, filename="after.png").json()["id"]
     assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
     assert placement(server, after).node_id == ray_cluster.gpu_nodes[0].node_id
+    # The killed task could not remove its folder; the next task on this machine did.
+    assert not list(work_root().glob(f"{job_id}-*"))

@@ -73,13 +73,13 @@ def sweep_abandoned(root: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie is not: a task killed with its raylet may wait for a parent that never reaps it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    # The state follows the parenthesised command name, which may itself contain spaces or parentheses.
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _cmdline(pid: int) -> bytes:
