@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 		if [ -e /proc/driver/nvidia/version ]; then $(PY) -m pip install --quiet '$(TORCH)'; \
 		else $(PY) -m pip install --quiet '$(TORCH)' --extra-index-url $(TORCH_CPU_INDEX); fi; \
 	fi
-	$(PY) -m pip install --quiet -e '.[worker,test]'
+	$(PY) -m pip install --quiet -e '.[worker,ray,test]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -13,7 +13,8 @@ from infer.errors import ModelError
 from infer.modelspec import spec_from_path
 from web import api, auth, ops, pages
 from web.cleanup import Cleaner
-from web.config import config_from_env
+from web.backends import BackendUnavailable, create_backend
+from web.config import ConfigError, config_from_env
 from web.errors import register_error_handlers
 from web.jobs import JobStore
 from web.metrics import Metrics
@@ -56,9 +57,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         # the sign-in cookie is marked Secure and links carry the prefix.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
 
+    try:
+        backend = create_backend(config)
+    except BackendUnavailable as err:
+        raise ConfigError(str(err)) from None
+    backend.start()
     store = JobStore(config.db_path)
     metrics = Metrics()
-    runner = Runner(config, store, metrics)
+    runner = Runner(config, store, metrics, backend)
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
         config=config,
@@ -87,6 +93,7 @@ def shutdown(app: Flask) -> None:
     services: Services = app.extensions[EXTENSION_KEY]
     services.cleaner.stop()
     services.runner.stop()
+    services.runner.backend.close()
 
 
 def _security_headers(response: Response) -> Response:

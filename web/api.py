@@ -72,6 +72,7 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
         "scale": job.scale,
         "engine": job.engine,
         "device": job.device,
+        "precision": job.precision,
         "peak_rss_mb": job.peak_rss_mb,
         "timings": timings,
         "created_at": job.created_at,
@@ -94,6 +95,12 @@ def _get_job(s: Services, job_id: str) -> Job:
 
 def _accept_upload(s: Services) -> Job:
     """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
+    if not s.runner.backend.health().ok:
+        # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
+        raise ApiError(
+            503, "unavailable", "photos cannot be upscaled at the moment; try again in a few minutes",
+            {"Retry-After": "60"},
+        )
     if s.runner.queue_length() >= s.config.queue_size:
         raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -12,6 +13,42 @@ from infer.models import default_model_path
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
+
+
+# Where a Ray cluster may be reached without SR_RAY_ALLOW_PUBLIC_ADDRESS: loopback, RFC 1918, shared
+# address space (RFC 6598, some VPCs and VPNs), link-local, IPv6 unique-local. Not Python's `is_private`,
+# which also counts documentation ranges that are not private networks.
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+              "::1/128", "fc00::/7", "fe80::/10")
+)
+
+
+def is_private_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in PRIVATE_NETWORKS if network.version == address.version)
+
+
+def literal_host(address: str) -> str | None:
+    """The host of SR_RAY_ADDRESS when it is written as an IP address (None for auto or a name)."""
+    if address.strip() == "auto":
+        return None
+    rest = address.split("://", 1)[-1]
+    host = rest.rsplit(":", 1)[0].strip("[]") if ":" in rest else rest
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return host
+
+
+def public_refusal(address: str, public: list[str]) -> str:
+    return (
+        f"SR_RAY_ADDRESS={address!r} is a public address ({', '.join(public)}); a Ray cluster has no "
+        "authentication, keep it on a private network (or set SR_RAY_ALLOW_PUBLIC_ADDRESS=1 on purpose)"
+    )
 
 
 class ConfigError(ValueError):
@@ -35,6 +72,13 @@ class Config:
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
+    # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
+    backend: str = "local"
+    ray_address: str = "auto"
+    ray_gpus_per_job: float = 1.0
+    ray_cpus_per_job: float = 1.0
+    # Ray has no authentication: an address outside loopback/private ranges needs this set on purpose.
+    ray_allow_public_address: bool = False
     worker_script: Path = field(default=WORKER_SCRIPT)
 
     @property
@@ -91,6 +135,31 @@ class Config:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
         if self.max_event_streams < 0:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        from web.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"SR_BACKEND={self.backend!r} is not one of: {', '.join(BACKENDS)}")
+        if self.ray_gpus_per_job < 0:
+            raise ConfigError("SR_RAY_GPUS_PER_JOB must be 0 or more")
+        if self.ray_cpus_per_job <= 0:
+            raise ConfigError("SR_RAY_CPUS_PER_JOB must be positive")
+        if not self.ray_address.strip():
+            raise ConfigError("SR_RAY_ADDRESS must not be empty (use auto or host:port, e.g. head:6379)")
+        if self.backend == "ray" and self.ray_address.strip().startswith("ray://"):
+            raise ConfigError(
+                f"SR_RAY_ADDRESS={self.ray_address!r}: Ray Client (ray://) cannot stream a job's events; connect "
+                "to the cluster itself: auto on a machine of the cluster, or the head's GCS address (head:6379)"
+            )
+        # An address written as a number is checked here, before anything is sent to it; a host name is
+        # resolved and checked by the Ray backend before it connects.
+        host = literal_host(self.ray_address)
+        if (
+            self.backend == "ray"
+            and host is not None
+            and not self.ray_allow_public_address
+            and not is_private_address(ipaddress.ip_address(host))
+        ):
+            raise ConfigError(public_refusal(self.ray_address, [host]))
 
 
 def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
@@ -126,6 +195,11 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
+        backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),
+        ray_address=(env.get("SR_RAY_ADDRESS") or Config.ray_address).strip(),
+        ray_gpus_per_job=_number(env, "SR_RAY_GPUS_PER_JOB", float, Config.ray_gpus_per_job),
+        ray_cpus_per_job=_number(env, "SR_RAY_CPUS_PER_JOB", float, Config.ray_cpus_per_job),
+        ray_allow_public_address=_flag(env, "SR_RAY_ALLOW_PUBLIC_ADDRESS"),
     )
     config.validate()
     return config

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_bytes INTEGER,
     engine TEXT,
     device TEXT,
+    precision TEXT,
     timings TEXT,
     peak_rss_mb REAL,
     worker_pid INTEGER,
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
 """
+
+# Columns added after the first release: (name, SQL type). Databases made before get them on open.
+_ADDED_COLUMNS = (("precision", "TEXT"),)
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Job:
     output_bytes: int | None = None
     engine: str | None = None
     device: str | None = None
+    precision: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float | None = None
     worker_pid: int | None = None
@@ -131,6 +136,15 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Adds the columns a database made by an older version lacks."""
+        with self._tx() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for name, sql_type in _ADDED_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -14,19 +14,23 @@ bp = Blueprint("ops", __name__)
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
     s = services()
-    model_present = s.config.model_path.is_file()
+    backend = s.runner.backend
+    backend_health = backend.health()
+    # With a remote backend the model lives on the worker nodes, not here.
+    model_present = s.config.model_path.is_file() if backend.uses_local_model else None
     folders = {
         "uploads": s.config.uploads_dir,
         "results": s.config.results_dir,
         "state": s.config.state_dir,
     }
     writable = {name: path.is_dir() and os.access(path, os.W_OK | os.X_OK) for name, path in folders.items()}
-    ok = model_present and all(writable.values())
+    ok = model_present is not False and all(writable.values()) and backend_health.ok
     body = {
         "status": "ok" if ok else "unhealthy",
         # Only the file name: this answer is public even when a token is set.
         "model": {"name": s.config.model_path.name, "present": model_present},
         "folders_writable": writable,
+        "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason},
         "queue_length": s.runner.queue_length(),
         "workers_running": s.runner.workers_running(),
         "concurrency": s.config.concurrency,

@@ -1,0 +1,83 @@
+"""The job database: a database made before the `precision` column gets it on open, and the API shows it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infer import REPO_ROOT
+from tests.web.conftest import Photos, StartServer
+from web.jobs import QUEUED, Job, JobStore
+
+_OLD_SCHEMA = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, state TEXT NOT NULL,
+    original_name TEXT NOT NULL, input_file TEXT NOT NULL, input_format TEXT NOT NULL,
+    input_width INTEGER NOT NULL, input_height INTEGER NOT NULL, input_bytes INTEGER NOT NULL,
+    output_file TEXT NOT NULL, output_format TEXT NOT NULL, scale INTEGER NOT NULL,
+    keep_upload INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    progress_done INTEGER NOT NULL DEFAULT 0, progress_total INTEGER NOT NULL DEFAULT 0,
+    output_width INTEGER, output_height INTEGER, output_bytes INTEGER, engine TEXT, device TEXT,
+    timings TEXT, peak_rss_mb REAL, worker_pid INTEGER, exit_code INTEGER, error_code TEXT, error_message TEXT
+);
+"""
+JOB_ID = "0d1c6f1e-3c41-4c43-9a8e-6a4f2f0f6f7b"
+
+
+def test_an_older_database_gains_the_precision_column_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO jobs (id, state, original_name, input_file, input_format, input_width, input_height,"
+            " input_bytes, output_file, output_format, scale, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (JOB_ID, QUEUED, "old.png", f"{JOB_ID}.png", "png", 4, 3, 10, f"{JOB_ID}.png", "png", 3, time.time()),
+        )
+    db.close()
+    store = JobStore(path)
+    old = store.get(JOB_ID)
+    assert old is not None and old.original_name == "old.png" and old.precision is None
+    assert store.update(JOB_ID, precision="bf16")
+    assert store.get(JOB_ID).precision == "bf16"
+    store.close()
+    # Opening it again finds the column there and changes nothing.
+    again = JobStore(path)
+    assert again.get(JOB_ID).precision == "bf16"
+    again.close()
+
+
+def test_a_new_database_stores_precision(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    job = Job(id=JOB_ID, state=QUEUED, original_name="a.png", input_file="a.png", input_format="png", input_width=2,
+              input_height=2, input_bytes=5, output_file="b.png", output_format="png", scale=3, created_at=1.0,
+              precision="fp32")
+    store.add(job)
+    assert store.get(JOB_ID).precision == "fp32"
+    store.close()
+
+
+def test_the_job_shows_the_precision_the_worker_reported(
+    start_server: StartServer, photos: Photos, fsrcnn_model: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.png"
+    source.write_bytes(photos.small_png)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "infer" / "sr_infer.py"), "--input", str(source), "--output",
+         str(tmp_path / "out.png"), "--model", str(fsrcnn_model)],
+        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr
+    reported = json.loads(run.stdout.splitlines()[-1])
+    assert reported["event"] == "done"
+
+    client = start_server().client()
+    job = client.wait(client.upload(photos.small_png).json()["id"])
+    assert job["status"] == "done"
+    assert "precision" in job
+    assert job["precision"] == reported.get("precision")

@@ -1,0 +1,97 @@
+"""How a job is executed: the backend protocol the runner drives, and the registry of backends by SR_BACKEND name."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from web.outcomes import Lost
+
+if TYPE_CHECKING:
+    from web.config import Config
+    from web.jobs import Job
+
+# SR_BACKEND name -> "module:class"; imported only when chosen, so Ray is needed only by those who use it.
+BACKENDS: dict[str, str] = {
+    "local": "web.backends.local:LocalBackend",
+    "ray": "web.backends.ray:RayBackend",
+}
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class BackendUnavailable(Exception):
+    """The chosen backend cannot be used (e.g. Ray is not installed); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a backend needs to run one job: where the photo is, where the result goes, where its log goes."""
+
+    job_id: str
+    input_path: Path
+    output_path: Path
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the backend can take jobs now; `reason` is for operators (logs and /healthz)."""
+
+    ok: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """How a finished execution ended, as plain values."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    lost: Lost | None = None
+
+
+class Execution(Protocol):
+    """One job being executed. `kill` may be called from any thread, at any time, more than once."""
+
+    @property
+    def local_pid(self) -> int | None:
+        """The worker's pid when it runs on this machine (kept in the job row), else None."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once the worker has ended and every event has been delivered; False on timeout."""
+
+    def kill(self) -> None: ...
+
+    def finish(self) -> Finish:
+        """Valid after wait() returned True."""
+
+
+class Backend(Protocol):
+    """Runs workers: one fresh worker process per job, the worker's CLI and JSON events as the contract."""
+
+    name: str
+    # False where the model lives on other machines (/healthz then does not look for it here).
+    uses_local_model: bool
+
+    def start(self) -> None: ...
+
+    def health(self) -> Health: ...
+
+    def launch(self, spec: JobSpec, on_event: EventSink) -> Execution:
+        """Starts the job; `on_event` receives each of the worker's JSON events as it happens."""
+
+    def recover(self, jobs: "list[Job]") -> None:
+        """Ends whatever a previous service process left running for these jobs (they are failed after)."""
+
+    def close(self) -> None: ...
+
+
+def create_backend(config: "Config") -> Backend:
+    """The backend SR_BACKEND names; BackendUnavailable when its extra is not installed."""
+    target = BACKENDS[config.backend]
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)(config)

@@ -1,0 +1,176 @@
+"""The local backend: one worker subprocess per job on this machine, in its own process group, niced."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from infer import REPO_ROOT
+from web.backends import EventSink, Finish, Health, JobSpec
+from web.config import Config
+from web.jobs import Job
+
+log = logging.getLogger(__name__)
+
+STDERR_LOG_LIMIT = 256 * 1024
+# Environment variables the worker never needs.
+_PRIVATE_ENV = ("SR_AUTH_TOKEN",)
+
+
+class LocalExecution:
+    """A worker process and the threads that read its stdout (events) and stderr (the job's log)."""
+
+    def __init__(self, proc: subprocess.Popen, on_event: EventSink, log_path: Path):
+        self._proc = proc
+        self._reader = threading.Thread(target=_read_events, args=(proc.stdout, on_event), daemon=True)
+        self._logger = threading.Thread(target=copy_bounded, args=(proc.stderr, log_path), daemon=True)
+        self._reader.start()
+        self._logger.start()
+
+    @property
+    def local_pid(self) -> int | None:
+        return self._proc.pid
+
+    def wait(self, timeout: float | None) -> bool:
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        # Anything the worker started in its group goes with it.
+        kill_group(self._proc.pid)
+        self._reader.join(5)
+        self._logger.join(5)
+        return True
+
+    def kill(self) -> None:
+        kill_group(self._proc.pid)
+
+    def finish(self) -> Finish:
+        rc = self._proc.returncode
+        if rc is not None and rc < 0:
+            return Finish(signal=-rc)
+        return Finish(exit_code=rc)
+
+
+class LocalBackend:
+    """Today's behaviour: `python infer/sr_infer.py …` as a child of the service, results written in place."""
+
+    name = "local"
+    uses_local_model = True
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def start(self) -> None:
+        pass
+
+    def health(self) -> Health:
+        return Health(ok=True)
+
+    def close(self) -> None:
+        pass
+
+    def command(self, spec: JobSpec) -> list[str]:
+        return [
+            sys.executable,
+            str(self.config.worker_script),
+            "--input",
+            str(spec.input_path),
+            "--output",
+            str(spec.output_path),
+            "--model",
+            str(self.config.model_path),
+            "--max-pixels",
+            str(self.config.max_pixels),
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env["SR_MODEL_PATH"] = str(self.config.model_path)
+        env["SR_MAX_PIXELS"] = str(self.config.max_pixels)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def launch(self, spec: JobSpec, on_event: EventSink) -> LocalExecution:
+        proc = subprocess.Popen(
+            self.command(spec),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.environment(),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+        lower_priority(proc.pid, self.config.worker_nice)
+        return LocalExecution(proc, on_event, spec.log_path)
+
+    def recover(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._kill_orphan(job)
+
+    def _kill_orphan(self, job: Job) -> None:
+        if not job.worker_pid:
+            return
+        try:
+            proc = psutil.Process(job.worker_pid)
+            # Only a worker of this very job: the pid may have been reused since.
+            if not any(job.output_file in arg for arg in proc.cmdline()):
+                return
+            os.killpg(job.worker_pid, signal.SIGKILL)
+            proc.wait(5)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_events(stream: IO[bytes], on_event: EventSink) -> None:
+    for raw in stream:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            event = {}
+        on_event(event if isinstance(event, dict) else {})
+    stream.close()
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL to a worker's whole process group (it leads its own session)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Keeps the web threads responsive while a worker saturates the CPU. Done right after the start,
+    before the worker spawns its compute threads, which inherit the value."""
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:
+        pass
+
+
+def copy_bounded(stream: IO[bytes], path: Path, limit: int = STDERR_LOG_LIMIT) -> None:
+    """Copies the worker's stderr to its log file, keeping the first `limit` bytes and draining the rest."""
+    written = 0
+    truncated = False
+    with open(path, "wb") as out:
+        for line in stream:
+            if written + len(line) <= limit:
+                out.write(line)
+                out.flush()
+                written += len(line)
+            elif not truncated:
+                out.write(b"[log truncated]\n")
+                truncated = True
+    stream.close()

@@ -1,0 +1,228 @@
+"""The body of the Ray task, run on a worker node: the worker CLI as a subprocess in a temporary folder, its
+events streamed back, the result's bytes last. Imports only the standard library and `infer` paths."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+# Items the task yields besides the worker's own events (theirs are dicts with "event" set by the worker).
+PLACED = "sr_placed"  # first: where the job runs (node, task pid, worker pid)
+EXITED = "sr_exited"  # after the worker has ended: exit status and its stderr (bounded)
+
+STDERR_LIMIT = 256 * 1024
+_WORK_ROOT_NAME = "sr-ray-jobs"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What the front end sends with each job, besides the photo's bytes (a separate object in the store)."""
+
+    job_id: str
+    input_suffix: str  # ".png": the worker reads the type from the bytes, the name is only for messages
+    output_suffix: str  # ".png", ".jpg", ".webp": chooses the output format
+    model_name: str  # the front end's model file name, looked up in the node's models folder
+    max_pixels: int
+    nice: int
+    # How the front end names the photo, the result and the model: the worker's messages name the node's
+    # files, and are rewritten to these, so that the front end can word them for the uploader as it does locally.
+    input_label: str = "the photo"
+    output_label: str = "the result"
+    model_label: str = "the model"
+
+
+def node_model_path(model_name: str, env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+    """The model on this node: SR_MODEL_PATH if set here, else `model_name` in this node's models folder
+    (SR_MODELS_DIR, else the install's models/), where `sr-models fetch` puts it."""
+    explicit = env.get("SR_MODEL_PATH")
+    if explicit:
+        return Path(explicit)
+    from infer import REPO_ROOT
+
+    folder = Path(env.get("SR_MODELS_DIR") or REPO_ROOT / "models")
+    return folder / model_name
+
+
+def work_root() -> Path:
+    return Path(tempfile.gettempdir()) / _WORK_ROOT_NAME
+
+
+def sweep_abandoned(root: Path) -> None:
+    """Removes job folders whose task process is gone (a task killed by `ray.cancel(force=True)` or with its
+    node's raylet cannot clean up after itself). Folder names end in the owning task's pid."""
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        try:
+            pid = int(folder.name.rsplit("-", 1)[-1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not: a task killed with its raylet may wait for a parent that never reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may itself contain spaces or parentheses.
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _child_setup(nice: int, parent: int) -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def setup() -> None:
+        # Dies with the task process, even when that one is SIGKILLed (force-cancel, its node going down).
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+        if nice > 0:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+            except OSError:
+                pass
+
+    return setup
+
+
+def _collect_bounded(stream: IO[bytes], sink: list[bytes]) -> None:
+    size = 0
+    for line in stream:
+        if size + len(line) <= STDERR_LIMIT:
+            sink.append(line)
+            size += len(line)
+    stream.close()
+
+
+def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
+    """Runs one job here; yields PLACED, each worker event as it comes, EXITED, then the result's bytes
+    (only when the worker exited 0 and wrote it)."""
+    import ray  # present on every node; imported here so that this module imports without it
+
+    from infer import REPO_ROOT
+
+    root = work_root()
+    root.mkdir(parents=True, exist_ok=True)
+    sweep_abandoned(root)
+    folder = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=root))
+    # The owner's pid at the end of the name, for sweep_abandoned.
+    owned = folder.with_name(f"{folder.name}-{os.getpid()}")
+    folder.rename(owned)
+    folder = owned
+    proc: subprocess.Popen | None = None
+    try:
+        source = folder / f"input{request.input_suffix}"
+        source.write_bytes(photo)
+        del photo
+        target = folder / f"{request.job_id}{request.output_suffix}"
+        model = node_model_path(request.model_name)
+
+        def relabel(text: str) -> str:
+            for path, label in ((source, request.input_label), (target, request.output_label),
+                                (model, request.model_label)):
+                text = text.replace(str(path), label)
+            return text
+
+        env = {k: v for k, v in os.environ.items() if k != "SR_AUTH_TOKEN"}
+        env["PYTHONUNBUFFERED"] = "1"
+        env["SR_MAX_PIXELS"] = str(request.max_pixels)
+        command = [
+            sys.executable,
+            str(REPO_ROOT / "infer" / "sr_infer.py"),
+            "--input", str(source),
+            "--output", str(target),
+            "--model", str(model),
+            "--max-pixels", str(request.max_pixels),
+        ]
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=folder,
+            start_new_session=True,
+            preexec_fn=_child_setup(request.nice, os.getpid()),
+        )
+        context = ray.get_runtime_context()
+        yield {
+            "event": PLACED,
+            "node_id": context.get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "task_pid": os.getpid(),
+            "worker_pid": proc.pid,
+        }
+        stderr: list[bytes] = []
+        logger = threading.Thread(target=_collect_bounded, args=(proc.stderr, stderr), daemon=True)
+        logger.start()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                event = {}
+            if not isinstance(event, dict) or event.get("event") in (PLACED, EXITED):
+                event = {}
+            elif isinstance(event.get("message"), str):
+                event["message"] = relabel(event["message"])
+            yield event
+        returncode = proc.wait()
+        logger.join(5)
+        text = relabel(b"".join(stderr).decode(errors="replace"))
+        yield {"event": EXITED, "returncode": returncode, "stderr": text}
+        if returncode == 0 and target.is_file():
+            yield target.read_bytes()
+    finally:
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def kill_job_processes(job_ids: list[str]) -> list[int]:
+    """Kills the workers of these jobs on this node (those a previous front end left); returns their pids."""
+    root = work_root()
+    killed = []
+    if not root.is_dir():
+        return killed
+    prefixes = tuple(f"{job_id}-" for job_id in job_ids)
+    for folder in root.iterdir():
+        if not folder.name.startswith(prefixes):
+            continue
+        try:
+            task_pid = int(folder.name.rsplit("-", 1)[-1])
+        except ValueError:
+            continue
+        # The worker dies with its task process (parent-death signal); the pid must still be a Ray worker's.
+        if _alive(task_pid) and b"ray" in _cmdline(task_pid):
+            try:
+                os.kill(task_pid, signal.SIGKILL)
+                killed.append(task_pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+    return killed

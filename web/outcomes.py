@@ -1,0 +1,145 @@
+"""The outcome rules: how a job's ending (exit code, signal, timeout, cancel, the worker's events) becomes done or failed."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable
+
+from infer import errors as worker_errors
+
+RESTART_MESSAGE = "the service restarted while this photo was being processed; upload it again"
+STOP_MESSAGE = "the service stopped while this photo was being processed; upload it again"
+NODE_LOST_MESSAGE = "the machine processing this photo stopped while working on it; upload the photo again"
+CLUSTER_LOST_MESSAGE = (
+    "the service lost contact with the machines that process photos while working on this one; "
+    "upload the photo again in a few minutes"
+)
+
+UNAVAILABLE_MESSAGE = "photos cannot be upscaled at the moment; upload the photo again in a few minutes"
+
+# Worker exit code -> job error code, from the worker's own error classes.
+EXIT_CODES: dict[int, str] = {
+    cls.exit_code: cls.code
+    for cls in (
+        worker_errors.WorkerError,
+        worker_errors.UsageError,
+        worker_errors.InputError,
+        worker_errors.TooLargeError,
+        worker_errors.ModelError,
+        worker_errors.OutOfMemoryError,
+        worker_errors.OutputError,
+    )
+}
+
+# What to tell the person when the worker exited without an `error` event of its own.
+FALLBACK_MESSAGES = {
+    "usage": "the service started the worker wrongly; please report this",
+    "bad_input": "this file could not be read as a photo; try another file or save it again as PNG or JPEG",
+    "too_many_pixels": "the photo has too many pixels; resize it first",
+    "model_error": "the upscaling model could not be loaded; the administrator should check SR_MODEL_PATH",
+    "out_of_memory": "there was not enough memory to upscale this photo; try a smaller one",
+    "output_error": "the result could not be saved; the administrator should check the disk",
+    "internal_error": "the upscaling failed unexpectedly; try again, and report it if it keeps happening",
+}
+
+
+class Lost(Enum):
+    """Why a remote execution ended without an exit code of the worker."""
+
+    NODE = "node_lost"  # the machine (or the process) running the job died
+    CLUSTER = "cluster_lost"  # the front end lost its connection to the cluster
+
+
+class Verdict(Enum):
+    DONE = "done"
+    FAILED = "failed"
+    DISCARDED = "discarded"  # cancelled: the job row is gone, nothing to record
+
+
+@dataclass
+class WorkerReport:
+    """What the worker said on stdout during one job."""
+
+    start: dict[str, Any] | None = None
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    bad_lines: int = 0
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How one execution ended, in plain values whatever ran it."""
+
+    exit_code: int | None = None  # the worker's exit status; None when it was killed by a signal or lost
+    signal: int | None = None  # the signal that ended the worker
+    timed_out: bool = False
+    cancelled: bool = False
+    stopping: bool = False  # the service was shutting down
+    result_present: bool = False  # the result file is in results/
+    lost: Lost | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    code: str | None = None
+    message: str | None = None
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+def decide_outcome(
+    ending: Ending,
+    report: WorkerReport,
+    job_timeout_s: float,
+    public_message: Callable[[str], str] = _identity,
+) -> Outcome:
+    """The job's outcome. `public_message` rewrites a worker message for the uploader (server paths out)."""
+    if ending.cancelled:
+        return Outcome(Verdict.DISCARDED)
+    if ending.stopping:
+        return Outcome(Verdict.FAILED, "interrupted", STOP_MESSAGE)
+    rc = ending.exit_code
+    if rc == 0 and report.done is not None and ending.result_present:
+        return Outcome(Verdict.DONE)
+    if ending.timed_out:
+        return Outcome(
+            Verdict.FAILED,
+            "timeout",
+            f"took longer than {job_timeout_s:g} seconds (SR_JOB_TIMEOUT_S) and was stopped; try a smaller photo",
+        )
+    if report.error is not None:
+        code = report.error.get("code")
+        if not isinstance(code, str):
+            code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
+        message = report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"])
+        return Outcome(Verdict.FAILED, code, public_message(str(message)))
+    if ending.lost is Lost.NODE:
+        return Outcome(Verdict.FAILED, Lost.NODE.value, NODE_LOST_MESSAGE)
+    if ending.lost is Lost.CLUSTER:
+        return Outcome(Verdict.FAILED, Lost.CLUSTER.value, CLUSTER_LOST_MESSAGE)
+    if ending.signal is not None:
+        try:
+            name = signal.Signals(ending.signal).name
+        except ValueError:
+            name = f"signal {ending.signal}"
+        return Outcome(
+            Verdict.FAILED, "worker_killed", f"the upscaling process was stopped unexpectedly ({name}); upload the photo again"
+        )
+    if rc == 0:
+        return Outcome(Verdict.FAILED, "internal_error", "the upscaling finished without writing a result; try again")
+    code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
+    return Outcome(Verdict.FAILED, code, FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"]))
+
+
+def ending_from_returncode(returncode: int | None, **flags: Any) -> Ending:
+    """An Ending from a Popen-style return code (negative: killed by that signal)."""
+    if returncode is not None and returncode < 0:
+        return Ending(exit_code=None, signal=-returncode, **flags)
+    return Ending(exit_code=returncode, **flags)
