@@ -31,6 +31,9 @@ class Family:
     auto_half: tuple[str, ...] = ("bf16", "fp16")
     mean_bgr: tuple[float, float, float] | None = None
     label: str = ""
+    # Wall seconds per input megapixel of a whole job on 2 cores with the default CPU engine, measured
+    # (docs/benchmarks.md, "The default CPU path"): a first estimate until the service has its own figures.
+    cpu_seconds_per_mp: float = 10.0
     # Higher restores more detail (and costs more): the page's "best" takes the highest installed, "fast" the lowest.
     quality_rank: int = 1
     # Engines whose best CPU tile differs from `tile` (CPU seconds per input megapixel against peak RSS).
@@ -55,13 +58,13 @@ FAMILIES: dict[str, Family] = {
     for f in (
         # OpenCV: tile 256 (886 CPU s/MP at 1.9 GB); torch: tile 320 (260 s/MP in bf16 at 790 MB).
         Family("edsr", "edsr", (2, 3, 4), Colour.BGR_MINUS_MEAN, tile=256, tile_pad=24, mean_bgr=_DIV2K_MEAN_BGR,
-               engine_tiles=(("torch", 320),), quality_rank=3, label="EDSR (best quality, slow)"),
+               engine_tiles=(("torch", 320),), quality_rank=3, cpu_seconds_per_mp=300.0, label="EDSR (best quality, slow)"),
         Family("espcn", "espcn", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=8, cpu_engines=_LIGHT, auto_half=_LUMA_HALF,
-               label="ESPCN (fast)"),
+               cpu_seconds_per_mp=5.0, label="ESPCN (fast)"),
         Family("fsrcnn", "fsrcnn(?:-small)?", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=16, cpu_engines=_LIGHT,
-               auto_half=_LUMA_HALF, label="FSRCNN (fast)"),
+               auto_half=_LUMA_HALF, cpu_seconds_per_mp=5.0, label="FSRCNN (fast)"),
         Family("lapsrn", "lapsrn", (2, 4, 8), Colour.LUMA, tile=256, tile_pad=24, cpu_engines=_LIGHT,
-               auto_half=_LUMA_HALF, quality_rank=2, label="LapSRN (up to x8)"),
+               auto_half=_LUMA_HALF, quality_rank=2, cpu_seconds_per_mp=60.0, label="LapSRN (up to x8)"),
     )
 }
 
