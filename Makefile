@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
 		if [ -e /proc/driver/nvidia/version ]; then $(PY) -m pip install --quiet '$(TORCH)'; \
-		else $(PY) -m pip install --quiet '$(TORCH)' --extra-index-url $(TORCH_CPU_INDEX); fi; \
+		else $(PY) -m pip install --quiet --retries 1 '$(TORCH)' --extra-index-url $(TORCH_CPU_INDEX); fi; \
 	fi
 	$(PY) -m pip install --quiet -e '.[worker,ray,test]'
 	touch $@

@@ -17,7 +17,7 @@ from web.backends import BackendUnavailable, create_backend
 from web.config import ConfigError, config_from_env
 from web.errors import register_error_handlers
 from web.jobs import JobStore
-from web.metrics import Metrics
+from web.metrics import Metrics, Snapshot
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
 
@@ -65,6 +65,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = JobStore(config.db_path)
     metrics = Metrics()
     runner = Runner(config, store, metrics, backend)
+    metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts()))
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
         config=config,

@@ -1,76 +1,91 @@
-"""Counters and a job-duration histogram kept by the service, rendered in Prometheus text format."""
+"""The service's Prometheus metrics: jobs, uploads, queue wait, worker and accelerator seconds, per app."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Upper bounds (seconds) of the job duration histogram: small photos take seconds, big EDSR jobs minutes.
 JOB_SECONDS_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+# Queue wait: nothing at all when idle, up to many minutes behind a batch of EDSR jobs.
+QUEUE_SECONDS_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass
+@dataclass(frozen=True)
+class Snapshot:
+    """What is read at scrape time rather than counted: queue length, workers, jobs by state."""
+
+    queue_length: int
+    workers_running: int
+    jobs_by_state: dict[str, int]
+
+
+class _Gauges(Collector):
+    def __init__(self, read: Callable[[], Snapshot]):
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._read()
+        yield GaugeMetricFamily("sr_queue_length", "Jobs waiting for a worker.", value=snap.queue_length)
+        yield GaugeMetricFamily("sr_workers_running", "Worker processes (or remote tasks) alive now.",
+                                value=snap.workers_running)
+        jobs = GaugeMetricFamily("sr_jobs", "Jobs in the store by state.", labels=["state"])
+        for state, count in sorted(snap.jobs_by_state.items()):
+            jobs.add_metric([state], count)
+        yield jobs
+
+
 class Metrics:
-    """Process-lifetime counters; gauges (queue length, jobs by state) are read at scrape time."""
+    """Counters and histograms in a registry of this app's own (two apps in one process never mix)."""
 
-    jobs_finished: dict[str, int] = field(default_factory=dict)
-    uploads_rejected: dict[int, int] = field(default_factory=dict)
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * len(JOB_SECONDS_BUCKETS))
-    seconds_sum: float = 0.0
-    seconds_count: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs_finished = Counter("sr_jobs_finished", "Jobs finished since the service started, by outcome "
+                                     "(done or the error code).", ["outcome"], registry=r)
+        self.uploads_rejected = Counter("sr_uploads_rejected", "Uploads refused before queueing, by HTTP status.",
+                                        ["status"], registry=r)
+        self.job_seconds = Histogram("sr_job_seconds", "Wall time of finished jobs, from worker start to exit.",
+                                     buckets=JOB_SECONDS_BUCKETS, registry=r)
+        self.queue_wait = Histogram("sr_queue_wait_seconds", "Time from upload to the start of the job's worker.",
+                                    buckets=QUEUE_SECONDS_BUCKETS, registry=r)
+        self.worker_seconds = Counter("sr_worker_seconds", "Wall seconds of finished workers, by engine, device and "
+                                      "precision.", ["engine", "device", "precision"], registry=r)
+        self.gpu_seconds = Counter("sr_gpu_seconds", "Accelerator seconds of done jobs (the worker's gpu_seconds: "
+                                   "from creating the CUDA context to releasing its memory).", ["device", "engine"],
+                                   registry=r)
+        self._gauges: _Gauges | None = None
 
-    def job_finished(self, outcome: str, seconds: float | None) -> None:
-        """outcome is "done" or the failure's error code."""
-        with self._lock:
-            self.jobs_finished[outcome] = self.jobs_finished.get(outcome, 0) + 1
-            if seconds is None:
-                return
-            self.seconds_sum += seconds
-            self.seconds_count += 1
-            for i, bound in enumerate(JOB_SECONDS_BUCKETS):
-                if seconds <= bound:
-                    self.bucket_counts[i] += 1
+    def read_gauges_from(self, read: Callable[[], Snapshot]) -> None:
+        """Registers the scrape-time gauges (queue, workers, jobs by state), once."""
+        if self._gauges is None:
+            self._gauges = _Gauges(read)
+            self.registry.register(self._gauges)
+
+    def job_started(self, queued_seconds: float) -> None:
+        self.queue_wait.observe(max(0.0, queued_seconds))
+
+    def job_finished(self, outcome: str, seconds: float | None, done: dict[str, Any] | None = None) -> None:
+        """outcome is "done" or the failure's error code; `done` is the worker's done event, if any."""
+        self.jobs_finished.labels(outcome).inc()
+        if seconds is None:
+            return
+        self.job_seconds.observe(seconds)
+        if done is None:
+            return
+        engine, device = str(done.get("engine") or "unknown"), str(done.get("device") or "unknown")
+        self.worker_seconds.labels(engine, device, str(done.get("precision") or "unknown")).inc(seconds)
+        gpu = done.get("gpu_seconds")
+        if isinstance(gpu, (int, float)) and gpu > 0:
+            self.gpu_seconds.labels(device, engine).inc(float(gpu))
 
     def upload_rejected(self, status: int) -> None:
-        with self._lock:
-            self.uploads_rejected[status] = self.uploads_rejected.get(status, 0) + 1
+        self.uploads_rejected.labels(str(status)).inc()
 
-    def render(self, *, queue_length: int, workers_running: int, jobs_by_state: dict[str, int]) -> str:
-        with self._lock:
-            finished = dict(self.jobs_finished)
-            rejected = dict(self.uploads_rejected)
-            buckets = list(self.bucket_counts)
-            total, count = self.seconds_sum, self.seconds_count
-        lines = [
-            "# HELP sr_jobs_finished_total Jobs finished since the service started, by outcome (done or the error code).",
-            "# TYPE sr_jobs_finished_total counter",
-        ]
-        lines += [f'sr_jobs_finished_total{{outcome="{k}"}} {v}' for k, v in sorted(finished.items())]
-        lines += [
-            "# HELP sr_uploads_rejected_total Uploads refused before queueing, by HTTP status.",
-            "# TYPE sr_uploads_rejected_total counter",
-        ]
-        lines += [f'sr_uploads_rejected_total{{status="{k}"}} {v}' for k, v in sorted(rejected.items())]
-        lines += [
-            "# HELP sr_queue_length Jobs waiting for a worker.",
-            "# TYPE sr_queue_length gauge",
-            f"sr_queue_length {queue_length}",
-            "# HELP sr_workers_running Worker processes alive now.",
-            "# TYPE sr_workers_running gauge",
-            f"sr_workers_running {workers_running}",
-            "# HELP sr_jobs Jobs in the store by state.",
-            "# TYPE sr_jobs gauge",
-        ]
-        lines += [f'sr_jobs{{state="{k}"}} {v}' for k, v in sorted(jobs_by_state.items())]
-        lines += [
-            "# HELP sr_job_seconds Wall time of finished jobs, from worker start to exit.",
-            "# TYPE sr_job_seconds histogram",
-        ]
-        lines += [f'sr_job_seconds_bucket{{le="{b:g}"}} {n}' for b, n in zip(JOB_SECONDS_BUCKETS, buckets)]
-        lines += [
-            f'sr_job_seconds_bucket{{le="+Inf"}} {count}',
-            f"sr_job_seconds_sum {total:.3f}",
-            f"sr_job_seconds_count {count}",
-        ]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -6,6 +6,7 @@ import os
 
 from flask import Blueprint, Response
 
+from web.metrics import CONTENT_TYPE
 from web.services import services
 
 bp = Blueprint("ops", __name__)
@@ -40,10 +41,4 @@ def healthz() -> tuple[dict, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    s = services()
-    text = s.metrics.render(
-        queue_length=s.runner.queue_length(),
-        workers_running=s.runner.workers_running(),
-        jobs_by_state=s.store.counts(),
-    )
-    return Response(text, mimetype="text/plain; version=0.0.4")
+    return Response(services().metrics.render(), content_type=CONTENT_TYPE)

@@ -231,6 +231,8 @@ class Runner:
         if not self.store.start(job.id, execution.local_pid):
             running.cancelled = True  # deleted between leaving the queue and starting
             execution.kill()
+        else:
+            self.metrics.job_started(time.time() - job.created_at)
         # The front end enforces SR_JOB_TIMEOUT_S whatever runs the job, and however long it waited there.
         if not execution.wait(self.config.job_timeout_s):
             running.timed_out = True
@@ -281,7 +283,7 @@ class Runner:
             # Deleted while the worker was finishing: the result has no job left to belong to.
             self._remove_partial_output(job, keep_result=recorded)
             self._discard_upload(job)
-            self.metrics.job_finished("done", seconds)
+            self.metrics.job_finished("done", seconds, done)
             log.info("job %s done in %.2f s", job.id, seconds)
             return
         code = outcome.code or "internal_error"
@@ -291,7 +293,7 @@ class Runner:
         self._discard_upload(job)
         if ending.stopping:
             return
-        self.metrics.job_finished(code, seconds)
+        self.metrics.job_finished(code, seconds, report.done or report.start)
         log.warning("job %s failed (%s, exit %s): %s", job.id, code, ending.exit_code, message)
 
     def _public_message(self, job: Job, message: str) -> str:
