@@ -1,15 +1,17 @@
-"""Durable job records in SQLite (WAL mode, one connection per thread)."""
+"""Durable job records in SQLite (WAL mode, a small pool of connections shared by all threads)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from web.dbpool import ConnectionPool
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -118,25 +120,24 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**values)
 
 
-class _Connection(sqlite3.Connection):
-    """sqlite3's connection, which cannot be referenced weakly; this subclass can."""
-
-
-def _close(ref: "weakref.ref[_Connection]") -> None:
-    conn = ref()
-    if conn is not None:
-        conn.close()
-
-
 class JobStore:
-    """Job rows in one SQLite file; safe to use from any thread (each gets its own connection)."""
+    """Job rows in one SQLite file; safe to use from any thread (connections come from a small pool)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, connections: int = 4):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
+        self._pool = ConnectionPool(self._connect, connections)
+        with self._pool.connection() as db:
+            db.executescript(_SCHEMA)
         self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a finished job must survive a power cut, not only a crash of this process.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
 
     def _migrate(self) -> None:
         """Adds the columns a database made by an older version lacks."""
@@ -146,44 +147,27 @@ class JobStore:
                 if name not in present:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Only this thread uses it; the finalizer below may close it from another.
-            conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False, factory=_Connection
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a finished job must survive a power cut, not only a crash of this process.
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-            # A connection sits in a reference cycle (its statement cache), so the end of its thread alone
-            # would leave it, its two open files and its page cache, to some later full garbage collection;
-            # the threaded server starts a thread per request, so close it as soon as the thread is gone.
-            weakref.finalize(threading.current_thread(), _close, weakref.ref(conn))
-        return conn
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        with self._pool.connection() as db:
+            return db.execute(sql, params).fetchall()
 
-    class _Tx:
-        def __init__(self, conn: sqlite3.Connection):
-            self.conn = conn
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._pool.connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.conn.execute("BEGIN IMMEDIATE")
-            return self.conn
-
-        def __exit__(self, exc_type: Any, *_: Any) -> None:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-    def _tx(self) -> "JobStore._Tx":
-        return JobStore._Tx(self._conn())
+    def open_connections(self) -> int:
+        return self._pool.open_connections()
 
     def close(self) -> None:
-        """Closes this thread's connection (others close when their threads end)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Closes the store's connections (at shutdown)."""
+        self._pool.close()
 
     def add(self, job: Job) -> Job:
         values = {name: getattr(job, name) for name in _COLUMNS if name != "seq"}
@@ -196,8 +180,8 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _row_to_job(row) if row else None
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _row_to_job(rows[0]) if rows else None
 
     def update(self, job_id: str, **values: Any) -> bool:
         """Sets some columns; returns False when the job is gone (deleted meanwhile)."""
@@ -245,29 +229,25 @@ class JobStore:
         """1 for the next job to start; None once the job has left the queue."""
         if job.state != QUEUED:
             return None
-        (ahead,) = self._conn().execute(
-            "SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < ?", (QUEUED, job.seq)
-        ).fetchone()
+        ((ahead,),) = self._rows("SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < ?", (QUEUED, job.seq))
         return int(ahead) + 1
 
     def in_state(self, state: str) -> list[Job]:
-        rows = self._conn().execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))
-        return [_row_to_job(r) for r in rows]
+        return [_row_to_job(r) for r in self._rows("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))]
 
     def finished_before(self, cutoff: float) -> list[Job]:
-        rows = self._conn().execute(
-            "SELECT * FROM jobs WHERE state IN (?, ?) AND finished_at < ? ORDER BY seq",
-            (DONE, FAILED, cutoff),
+        rows = self._rows(
+            "SELECT * FROM jobs WHERE state IN (?, ?) AND finished_at < ? ORDER BY seq", (DONE, FAILED, cutoff)
         )
         return [_row_to_job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         counts = {state: 0 for state in STATES}
-        for state, n in self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        for state, n in self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
             counts[state] = int(n)
         return counts
 
     def file_names(self) -> Iterator[tuple[str, str, str]]:
         """(id, input_file, output_file) of every job, for telling stray files from live ones."""
-        for row in self._conn().execute("SELECT id, input_file, output_file FROM jobs"):
+        for row in self._rows("SELECT id, input_file, output_file FROM jobs"):
             yield row[0], row[1], row[2]

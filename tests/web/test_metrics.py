@@ -32,10 +32,11 @@ def test_metrics_follow_a_known_sequence_of_jobs(start_server: StartServer, phot
     assert got[("sr_uploads_rejected_total", (("status", "415"),))] == 1
     assert got[("sr_queue_wait_seconds_count", ())] == 3
     assert got[("sr_job_seconds_count", ())] == 3
-    # The small network runs on OpenCV in fp32 on the CPU: worker seconds add up to the jobs' running time.
+    # The small network runs on OpenCV in fp32 on the CPU: worker seconds are the time of the jobs whose
+    # worker said which engine ran (the truncated photo failed in decoding, before that): the done jobs'
+    # running time (rounded to ms, from another clock), less than all three jobs' time.
     worker = got[("sr_worker_seconds_total", (("device", "cpu"), ("engine", "opencv"), ("precision", "fp32")))]
-    running = sum(j["timings"]["running"] for j in done)
-    assert running <= worker <= got[("sr_job_seconds_sum", ())] + 1e-6
+    assert sum(j["timings"]["running"] for j in done) - 0.01 <= worker < got[("sr_job_seconds_sum", ())]
     assert not any(name == "sr_gpu_seconds_total" for name, _ in got)  # no accelerator ran
     assert got[("sr_queue_length", ())] == 0 and got[("sr_workers_running", ())] == 0
     assert got[("sr_jobs", (("state", "done"),))] == 2 and got[("sr_jobs", (("state", "failed"),))] == 1
