@@ -22,8 +22,8 @@ class Console:
         self._err = err if err is not None else sys.stderr
         self._batch: tqdm | None = None
         self._photo: tqdm | None = None
-        # A terminal that reports no width (some pseudo-terminals) would get invisible bars.
-        self._columns = shutil.get_terminal_size((100, 24)).columns
+        # A terminal that reports no size (some pseudo-terminals) would otherwise get invisible bars.
+        self._columns, self._rows = shutil.get_terminal_size((100, 24))
 
     def emit(self, event: str, **fields: Any) -> None:
         handler = getattr(self, f"_on_{event}", None)
@@ -48,7 +48,7 @@ class Console:
         self._write(f"{f['photos']} photos, {f['to_do']} to upscale into {f['output']}")
         if f["to_do"]:
             self._batch = tqdm(total=f["to_do"], desc="all photos", unit="photo", file=self._out,
-                               position=0, ncols=self._columns)
+                               position=0, ncols=self._columns, nrows=self._rows)
 
     def _on_skipped(self, f: dict[str, Any]) -> None:
         self._write(f"{_name(f['input'])}: skipped, {f['output']} exists (--overwrite redoes it)")
@@ -63,7 +63,7 @@ class Console:
         )
         self._close_photo()
         self._photo = tqdm(total=f["tiles"], desc=_name(f["input"]), unit="tile", file=self._out,
-                           position=1 if self._batch is not None else 0, leave=False, ncols=self._columns)
+                           position=1 if self._batch is not None else 0, leave=False, ncols=self._columns, nrows=self._rows)
 
     def _on_progress(self, f: dict[str, Any]) -> None:
         if self._photo is not None:
