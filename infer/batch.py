@@ -20,7 +20,7 @@ from infer.errors import (
 
 # What a folder is searched for (by extension, case-insensitive); the decoder still checks the bytes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-OUTPUT_EXTENSIONS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
+FORMATS = ("png", "jpg", "webp")  # --format values
 # Inputs the encoder cannot write in their own format get PNG.
 _SAME_AS_INPUT = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}
 # Failures that would hit every remaining photo the same way: the batch stops there.
@@ -84,7 +84,7 @@ def find_photos(inputs: list[str]) -> list[Path]:
 
 def output_name(photo: Path, scale: int, fmt: str | None) -> str:
     """`<stem>_x<scale>.<ext>`: the extension from --format, else the input's (PNG for BMP, TIFF, GIF)."""
-    ext = OUTPUT_EXTENSIONS[fmt] if fmt else _SAME_AS_INPUT.get(photo.suffix.lower(), ".png")
+    ext = f".{fmt}" if fmt else _SAME_AS_INPUT.get(photo.suffix.lower(), ".png")
     return f"{photo.stem}_x{scale}{ext}"
 
 

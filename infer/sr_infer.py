@@ -47,10 +47,7 @@ from infer.precision import PRECISIONS  # noqa: E402
 from infer.upscale import count_tiles, effective_pad, upscale_image  # noqa: E402
 
 DEFAULT_MAX_PIXELS = 16_000_000
-
-
-EXIT_INTERRUPTED = 130
-OUTPUT_FORMATS = ("png", "jpg", "webp")
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --model: the installed model that restores most detail (best) or runs fastest (fast)")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
+    p.add_argument("--format", choices=batch.FORMATS, help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo photos whose result is already there")
     p.add_argument("--json", action="store_true", help="JSON events on stdout even on a terminal")
     p.add_argument("--algo", choices=list(FAMILIES), help="override the algorithm read from the file name")
