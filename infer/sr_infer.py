@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sr-infer",
         description="Upscale photos with a super-resolution model. On a terminal it shows progress bars; "
         "otherwise (or with --json) it prints one JSON event per line on stdout.",
+        epilog="Exit codes: 0 done (a batch: every photo done or skipped), else the first failure's: 1 other, "
+        "2 usage, 3 unreadable input, 4 too many pixels, 5 model, 6 out of memory, 7 output not writable; "
+        "130 Ctrl-C.",
     )
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
                    help="photo(s) to upscale (JPEG, PNG, WebP, BMP, TIFF, GIF) and/or folders of photos (not their subfolders)")
