@@ -39,7 +39,8 @@ class Setting:
 CANDIDATES = (
     Setting(3, 3), Setting(5, 5), Setting(7, 7), Setting(10, 10), Setting(15, 15),
     Setting(5, 10), Setting(10, 20),
-    Setting(5, 5, 7, 11), Setting(10, 10, 7, 11),
+    Setting(5, 5, 7, 11), Setting(10, 10, 7, 11), Setting(12, 12, 7, 11), Setting(15, 15, 7, 11),
+    Setting(20, 20, 7, 21), Setting(20, 20, 7, 11),
 )
 
 
@@ -88,7 +89,8 @@ def main() -> None:
                 row.setdefault(s.label, []).append(psnr(restored, clean))
 
     labels = ["none"] + [s.label for s in CANDIDATES]
-    print(f"PSNR (dB, mean over {', '.join(PHOTOS)}) against the clean photo; time in s per megapixel\n")
+    print(f"PSNR (dB, mean over {', '.join(PHOTOS)}) against the clean photo; time in s per megapixel "
+          f"({cv2.getNumThreads()} OpenCV threads, OpenCV {cv2.__version__})\n")
     print("| setting | " + " | ".join(scores) + " | s/MP |")
     print("|---" * (len(scores) + 2) + "|")
     for label in labels:
