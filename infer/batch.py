@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from infer.errors import (
     EXIT_OK,
@@ -17,6 +17,7 @@ from infer.errors import (
     UsageError,
     WorkerError,
 )
+from infer.events import EventSink
 
 # What a folder is searched for (by extension, case-insensitive); the decoder still checks the bytes.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -25,10 +26,6 @@ FORMATS = ("png", "jpg", "webp")  # --format values
 _SAME_AS_INPUT = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}
 # Failures that would hit every remaining photo the same way: the batch stops there.
 _FATAL = (ModelError, UsageError, CancelledError)
-
-
-class Events(Protocol):
-    def emit(self, event: str, **fields: object) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -117,7 +114,7 @@ def prepare_output_folder(out_dir: Path) -> None:
 def run_batch(
     jobs: list[PhotoJob],
     run_one: Callable[[PhotoJob], None],
-    events: Events,
+    events: EventSink,
     *,
     out_dir: Path,
     overwrite: bool,

@@ -39,7 +39,7 @@ from infer.errors import (  # noqa: E402
     UsageError,
     WorkerError,
 )
-from infer.events import EventStream  # noqa: E402
+from infer.events import EventSink, EventStream  # noqa: E402
 from infer.models import default_model_path, models_dir  # noqa: E402
 from infer.families import FAMILIES  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
@@ -235,7 +235,7 @@ class LoadedModel:
         self._loaded = False
 
 
-def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: batch.Events,
+def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
               timer: Timer, *, release: bool, since: float) -> None:
     """Upscale one photo: decode, check, denoise, upscale, encode.
 
@@ -320,7 +320,7 @@ def _startup_timer(t_main: float) -> tuple[Timer, float]:
     return timer, process_started
 
 
-def run_job(args: argparse.Namespace, settings: Settings, events: batch.Events, t_main: float) -> int:
+def run_job(args: argparse.Namespace, settings: Settings, events: EventSink, t_main: float) -> int:
     """One input file, one output file: the service's contract."""
     timer, process_started = _startup_timer(t_main)
     _check_output_file(args.output, args.format)
@@ -330,7 +330,7 @@ def run_job(args: argparse.Namespace, settings: Settings, events: batch.Events, 
     return EXIT_OK
 
 
-def run_folder(args: argparse.Namespace, settings: Settings, events: batch.Events) -> int:
+def run_folder(args: argparse.Namespace, settings: Settings, events: EventSink) -> int:
     """Several photos (files and folders) into one output folder, with one model load for all of them."""
     photos = batch.find_photos(args.input)
     spec = _resolve_model(args, settings)
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         from infer.console import Console  # only people at a terminal need the progress bars
 
         console = Console()
-    events: batch.Events = console or EventStream()
+    events: EventSink = console or EventStream()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
