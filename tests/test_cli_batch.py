@@ -249,3 +249,39 @@ def test_no_installed_model_says_what_to_fetch(photo: Path, tmp_path: Path):
     empty.mkdir()
     code, events = _model_used(empty, photo, tmp_path / "out.png", "--scale", "3")
     assert code == 5 and "sr-models fetch" in events[-1]["message"]
+
+
+def test_sigterm_mid_batch_stops_it_and_leaves_only_finished_results(edsr_model_slow: Path, shared_photos: Path,
+                                                                      tmp_path: Path):
+    import json
+    import signal
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.open(shared_photos / "coffee.png").convert("RGB").crop((0, 0, 200, 150)).save(folder / name)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    proc = subprocess.Popen([sys.executable, str(WORKER), "--input", str(folder), "--output", str(out),
+                             "--model", str(edsr_model_slow), "--tile", "32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    events = []
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "progress" and sum(e["event"] == "done" for e in events) == 1:
+                proc.send_signal(signal.SIGTERM)  # b.png is under way (or, on a slow reader, a later photo)
+                break
+        rest = proc.stdout.read()
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert code == 1
+    finished = sorted(Path(e["output"]).name for e in events if e["event"] == "done")
+    assert finished and "c_x3.png" not in finished
+    assert sorted(p.name for p in out.iterdir()) == finished  # no partial file of the stopped photo
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1 and "SIGTERM" in errors[0]["message"]
+    assert events[-1]["event"] == "batch_done" and events[-1]["failed"] == 1 and events[-1]["exit_code"] == 1
