@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 
 from infer import batch, images  # noqa: E402
-from infer.catalog import QUALITIES, choose, installed_models  # noqa: E402
+from infer.catalog import QUALITIES, InstalledModel, choose, installed_models  # noqa: E402
 from infer.denoise import DENOISE_LEVELS, Denoise, denoise_image, parse_level  # noqa: E402
 from infer.engines import DEVICES, ENGINE_CHOICES, Engine, create_engine  # noqa: E402
 from infer.errors import (  # noqa: E402
@@ -172,6 +172,12 @@ def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
         )
     default_path = default_model_path()
     default = next((m for m in models if m.path.resolve() == default_path.resolve()), None)
+    if default is None and default_path.is_file():
+        # $SR_MODEL_PATH outside the folder still gives the scale when only --quality is asked.
+        try:
+            default = InstalledModel(default_path.stem, spec_from_path(default_path))
+        except ModelError:
+            pass
     return choose(models, scale=scale, quality=quality, default=default).spec
 
 
