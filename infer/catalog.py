@@ -86,3 +86,9 @@ def choose(
     if quality == Quality.FAST.value:
         return min(at_scale, key=lambda m: (m.family.quality_rank, m.id))
     return max(at_scale, key=lambda m: (m.family.quality_rank, m.id))
+
+
+def quality_of(model: InstalledModel, models: list[InstalledModel]) -> str:
+    """"best" for the highest quality rank installed at the model's scale, else "fast"."""
+    top = max((m.family.quality_rank for m in models if m.scale == model.scale), default=model.family.quality_rank)
+    return Quality.BEST.value if model.family.quality_rank >= top else Quality.FAST.value

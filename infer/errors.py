@@ -62,3 +62,10 @@ MODEL_HINT = (
 def unusable_model(source: object, detail: str) -> ModelError:
     """The one message for a model file that is not a usable network, whichever reader found out how."""
     return ModelError(f"{source} is not a usable super-resolution model ({detail}); {MODEL_HINT}")
+
+
+class CancelledError(WorkerError):
+    """The worker was told to stop (SIGTERM); reported like any other failure (exit 1)."""
+
+    exit_code = EXIT_OTHER
+    code = "internal_error"

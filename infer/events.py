@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
+
+
+class EventSink(Protocol):
+    """Anything that takes the worker's events: EventStream (JSON lines) or the terminal's Console."""
+
+    def emit(self, event: str, **fields: Any) -> None: ...
 
 
 class EventStream:

@@ -69,9 +69,7 @@ def models_dir(override: str | Path | None = None, env: Mapping[str, str] | None
 
 def default_model_path(env: Mapping[str, str] | None = None) -> Path:
     """The model a job uses when none is named: $SR_MODEL_PATH, else EDSR_x3.pb in the models folder."""
-    env = os.environ if env is None else env
-    chosen = env.get("SR_MODEL_PATH")
-    return Path(chosen) if chosen else models_dir(env=env) / DEFAULT_MODEL_FILE
+    return default_in(models_dir(env=env), env)
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> list[ModelEntry]:
@@ -261,20 +259,47 @@ def _progress_printer(name: str) -> Callable[[int, int], None] | None:
     return show
 
 
+def default_in(directory: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The default model for a models folder: $SR_MODEL_PATH when set, else EDSR_x3.pb in that folder."""
+    env = os.environ if env is None else env
+    chosen = env.get("SR_MODEL_PATH")
+    return Path(chosen) if chosen else directory / DEFAULT_MODEL_FILE
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _fetch_hint(path: Path, entries: list[ModelEntry]) -> str:
+    known = {e.file.lower(): e.name for e in entries}
+    name = known.get(path.name.lower())
+    if name:
+        return f"fetch it with `sr-models fetch {name}`"
+    return "copy the model file there or point SR_MODEL_PATH at one you have"
+
+
 def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     checks = [check_file(e, directory, hashes=False) for e in entries]
+    default = default_in(directory)
     if as_json:
         rows = [
             {"name": c.entry.name, "file": str(c.path), "algo": c.entry.algo, "scale": c.entry.scale,
-             "bytes": c.entry.bytes, "status": "present" if c.ok else c.status}
+             "bytes": c.entry.bytes, "status": "present" if c.ok else c.status, "installed": c.ok,
+             "default": _same_file(c.path, default)}
             for c in checks
         ]
-        print(json.dumps({"dir": str(directory), "models": rows}, indent=2))
+        print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
+                          "models": rows}, indent=2))
         return EXIT_OK
     print(f"models folder: {directory}")
     for c in checks:
-        state = "present" if c.ok else c.status
-        print(f"  {c.entry.name:<16} {c.entry.algo:<7} x{c.entry.scale}  {c.entry.bytes / 1e6:7.2f} MB  {state}")
+        state = "installed" if c.ok else ("not installed" if c.status == "missing" else c.status)
+        mark = "  (default)" if _same_file(c.path, default) else ""
+        print(f"  {c.entry.name:<16} {c.entry.algo:<7} x{c.entry.scale}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+    if default.is_file():
+        print(f"default model: {default}")
+    else:
+        print(f"default model: {default} is not installed; {_fetch_hint(default, entries)}")
     return EXIT_OK
 
 
@@ -307,11 +332,20 @@ def _cmd_verify(names: list[str], entries: list[ModelEntry], directory: Path) ->
             failures.append(entry.name)
     if not present:
         print(f"no known models in {directory}; fetch one with `sr-models fetch EDSR_x3`")
+    problems = []
     if failures:
-        raise ModelError(
+        problems.append(
             f"{', '.join(failures)} failed verification; fetch again with `sr-models fetch {' '.join(failures)}` "
             "(a damaged copy is replaced once a good one has been downloaded)"
         )
+    default = default_in(directory)
+    if not default.is_file() and not names:
+        problems.append(
+            f"the default model {default} is missing, so jobs without --model fail; "
+            f"{_fetch_hint(default, entries)} (or set SR_MODEL_PATH to an installed model)"
+        )
+    if problems:
+        raise ModelError("; ".join(problems))
     return EXIT_OK
 
 

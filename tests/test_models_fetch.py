@@ -115,8 +115,12 @@ def test_fetch_downloads_verifies_and_does_not_download_twice(mirror, tmp_path: 
     assert "already present and verified" in again.stderr
     assert len(server.requests) == 2  # nothing downloaded the second time
 
-    verify = _run("--dir", str(dest), "verify")
-    assert verify.returncode == 0 and "ESPCN_x2: ok" in verify.stdout and "FSRCNN_x3: ok" in verify.stdout
+    verify = _run("--dir", str(dest), "verify", env=_env(SR_MODEL_PATH=str(dest / "FSRCNN_x3.pb")))
+    assert verify.returncode == 0, verify.stderr
+    assert "ESPCN_x2: ok" in verify.stdout and "FSRCNN_x3: ok" in verify.stdout
+    # Without SR_MODEL_PATH the default is EDSR_x3, which is not there.
+    no_default = _run("--dir", str(dest), "verify")
+    assert no_default.returncode == EXIT_MODEL and "sr-models fetch EDSR_x3" in no_default.stderr
 
 
 def test_fetch_uses_the_environment_for_folder_and_mirror(mirror, tmp_path: Path) -> None:
@@ -230,8 +234,27 @@ def test_list_shows_every_model_and_what_is_present(tmp_path: Path, shared_model
     rows = {row["name"]: row for row in json.loads(result.stdout)["models"]}
     assert {"EDSR_x2", "EDSR_x3", "EDSR_x4", "FSRCNN-small_x3", "LapSRN_x8"} <= set(rows)
     assert rows["ESPCN_x4"]["status"] == "present" and rows["EDSR_x3"]["status"] == "missing"
-    text = _run("--dir", str(tmp_path), "list")
-    assert "EDSR_x3" in text.stdout and "present" in text.stdout
+    assert rows["EDSR_x3"]["default"] and not rows["EDSR_x3"]["installed"] and rows["ESPCN_x4"]["installed"]
+    text = _run("--dir", str(tmp_path), "list").stdout.splitlines()
+    espcn = next(line for line in text if "ESPCN_x4" in line)
+    edsr = next(line for line in text if "EDSR_x3" in line)
+    assert espcn.rstrip().endswith("installed") and "(default)" not in espcn
+    assert "not installed" in edsr and "(default)" in edsr
+    assert any("sr-models fetch EDSR_x3" in line for line in text)
+
+
+def test_list_and_verify_follow_the_default_from_the_environment(tmp_path: Path, shared_models: Path) -> None:
+    shutil.copy(shared_models / "ESPCN_x4.pb", tmp_path)
+    env = _env(SR_MODEL_PATH=str(tmp_path / "ESPCN_x4.pb"))
+    rows = {r["name"]: r for r in json.loads(_run("--dir", str(tmp_path), "list", "--json", env=env).stdout)["models"]}
+    assert rows["ESPCN_x4"]["default"] and not rows["EDSR_x3"]["default"]
+    assert _run("--dir", str(tmp_path), "verify", env=env).returncode == 0
+
+
+def test_verify_fails_when_nothing_is_installed(tmp_path: Path) -> None:
+    result = _run("--dir", str(tmp_path), "verify")
+    assert result.returncode == EXIT_MODEL
+    assert "default model" in result.stderr and "sr-models fetch EDSR_x3" in result.stderr
 
 
 def test_manifest_matches_the_real_model_files(shared_models: Path) -> None:

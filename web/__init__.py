@@ -11,13 +11,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infer.errors import ModelError
 from infer.modelspec import spec_from_path
-from web import api, auth, ops, pages
+from web import api, auth, ops, owners, pages
 from web.cleanup import Cleaner
 from web.backends import BackendUnavailable, create_backend
 from web.config import ConfigError, config_from_env
 from web.errors import register_error_handlers
 from web.jobs import JobStore
 from web.metrics import Metrics
+from web.options import HealthLog
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
 
@@ -74,10 +75,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
         event_streams=threading.BoundedSemaphore(config.max_event_streams),
+        health_log=HealthLog(),
     )
 
     register_error_handlers(app)
     app.before_request(auth.require_token)
+    app.after_request(owners.issue_cookie)
     app.after_request(_security_headers)
     for blueprint in (api.bp, auth.bp, ops.bp, pages.bp):
         app.register_blueprint(blueprint)

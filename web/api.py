@@ -11,9 +11,12 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
+from web import owners
+from web.archive import stream_zip, unique_names
 from web.cleanup import remove_job_files
 from web.errors import ApiError
-from web.jobs import DONE, FAILED, QUEUED, Job
+from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
+from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
 from web.runner import QueueFull
 from web.services import Services, services
 from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
@@ -26,7 +29,9 @@ SSE_POLL_S = 0.5
 SSE_KEEPALIVE_S = 5.0
 SYNC_POLL_S = 0.2
 # How a failed job answers `POST /upload`.
-_SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "out_of_memory": 503}
+# How a failed job answers `POST /upload`: a known condition is never a 500.
+_SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "internal_error": 500, "usage": 500}
+_SYNC_DEFAULT_STATUS = 503
 
 
 class JobIdConverter(BaseConverter):
@@ -70,6 +75,9 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
             "download_name": download_name(job),
         },
         "scale": job.scale,
+        "model": job.model,
+        "denoise": job.denoise or "off",
+        "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
         "engine": job.engine,
         "device": job.device,
         "precision": job.precision,
@@ -86,21 +94,28 @@ def download_name(job: Job) -> str:
     return f"{download_stem(job.original_name)}_x{job.scale}.{job.output_format}"
 
 
+NOT_FOUND = "no such job; it may have been deleted or expired"
+
+
 def _get_job(s: Services, job_id: str) -> Job:
+    """The job, or 404 alike for an unknown id and another owner's job (existence is not told)."""
     job = s.store.get(job_id)
-    if job is None:
-        raise ApiError(404, "not_found", "no such job; it may have been deleted or expired")
+    if job is None or not owners.may_see(job.owner):
+        raise ApiError(404, "not_found", NOT_FOUND)
     return job
+
+
+def _unavailable() -> ApiError:
+    return ApiError(503, "unavailable", UNAVAILABLE_TEXT, {"Retry-After": "60"})
 
 
 def _accept_upload(s: Services) -> Job:
     """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
-    if not s.runner.backend.health().ok:
+    state = availability(s.config, s.runner.backend)
+    if not state.ok:
         # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
-        raise ApiError(
-            503, "unavailable", "photos cannot be upscaled at the moment; try again in a few minutes",
-            {"Retry-After": "60"},
-        )
+        s.health_log.note(state)
+        raise _unavailable()
     if s.runner.queue_length() >= s.config.queue_size:
         raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
@@ -111,6 +126,14 @@ def _accept_upload(s: Services) -> Job:
     requested = request.form.get("format") or None
     if requested is not None and requested.strip().lower() not in OUTPUT_FORMATS:
         raise ApiError(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
+    local = s.runner.backend.uses_local_model
+    models = offered_models(s.config, local_file=local)
+    if not models:
+        raise _unavailable()
+    try:
+        choice = parse_choice(request.form, models, default_model(s.config, local_file=local))
+    except BadChoice as err:
+        raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
     if not uploads:
         raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
@@ -131,9 +154,13 @@ def _accept_upload(s: Services) -> Job:
         input_bytes=saved.size_bytes,
         output_file=f"{saved.job_id}.{output_format_for(requested, saved.format)}",
         output_format=output_format_for(requested, saved.format),
-        scale=s.scale,
+        scale=choice.model.scale,
         keep_upload=s.config.keep_uploads,
         created_at=time.time(),
+        owner=owners.current_owner(),
+        model=choice.model.id,
+        denoise=choice.denoise,
+        estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(s.store, choice.model),
     )
     try:
         s.store.add(job)
@@ -163,8 +190,7 @@ def _accept_or_reject(s: Services) -> Job:
         raise ApiError(
             413,
             "too_large",
-            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo "
-            "(or raise SR_MAX_UPLOAD_MB)",
+            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo",
         ) from None
 
 
@@ -175,6 +201,46 @@ def create_job() -> tuple[Response, int, dict[str, str]] | Any:
     links = job_links(job.id)
     body = job_json(job, s.store.queue_position(job), links)
     return body, 202, {"Location": links["self"]}
+
+
+@bp.get("/api/jobs")
+def list_jobs() -> Any:
+    """The caller's jobs, oldest first; none without an owner cookie."""
+    s = services()
+    owner = owners.current_owner()
+    jobs = s.store.owned_by(owner) if owner else []
+    return {"jobs": [job_json(job, s.store.queue_position(job), job_links(job.id)) for job in jobs]}
+
+
+@bp.get("/api/jobs.zip")
+def jobs_zip() -> Response:
+    """The caller's finished results as one zip, streamed while it is written."""
+    s = services()
+    owner = owners.current_owner()
+    done = [job for job in (s.store.owned_by(owner) if owner else []) if job.state == DONE]
+    done = [job for job in done if (s.config.results_dir / job.output_file).is_file()]
+    if not done:
+        raise ApiError(404, "no_results", "there are no finished photos to download yet")
+    names = unique_names(download_name(job) for job in done)
+    entries = [(name, s.config.results_dir / job.output_file) for name, job in zip(names, done)]
+    return Response(
+        stream_zip(entries),
+        mimetype="application/zip",
+        headers={
+            "Content-Disposition": 'attachment; filename="upscaled-photos.zip"',
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        },
+    )
+
+
+@bp.get("/api/options")
+def options() -> Any:
+    """What may be chosen for an upload, and whether uploads can run at all."""
+    s = services()
+    state = availability(s.config, s.runner.backend)
+    s.health_log.note(state)
+    return options_json(s.config, s.store, s.runner.backend, state)
 
 
 @bp.get("/api/jobs/<job_id:job_id>")
@@ -276,9 +342,10 @@ def job_result(job_id: str) -> Response:
 @bp.delete("/api/jobs/<job_id:job_id>")
 def delete_job(job_id: str) -> tuple[str, int]:
     s = services()
+    _get_job(s, job_id)
     job = s.store.delete(job_id)
     if job is None:
-        raise ApiError(404, "not_found", "no such job; it may have been deleted or expired")
+        raise ApiError(404, "not_found", NOT_FOUND)
     s.runner.cancel(job_id)
     remove_job_files(s.config, job)
     return "", 204
@@ -296,7 +363,7 @@ def upload_sync() -> Response:
             raise ApiError(404, "not_found", "the job was deleted before it finished")
         job = current
     if job.state == FAILED:
-        status = _SYNC_STATUS.get(job.error_code or "", 500)
+        status = _SYNC_STATUS.get(job.error_code or "internal_error", _SYNC_DEFAULT_STATUS)
         raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",
                        {"X-Job-Id": job.id})
     return _result_response(s, job)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infer import REPO_ROOT
-from infer.models import default_model_path
+from infer.models import default_model_path, models_dir
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
@@ -61,6 +61,8 @@ class Config:
 
     data_dir: Path = REPO_ROOT
     model_path: Path = DEFAULT_MODEL
+    # The models people may choose from (SR_MODELS_DIR); model_path is the default and always offered.
+    models_dir: Path = REPO_ROOT / "models"
     max_upload_mb: float = 25.0
     max_pixels: int = 16_000_000
     concurrency: int = 1
@@ -113,7 +115,7 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values = dict(overrides)
-        for key in ("data_dir", "model_path", "worker_script"):
+        for key in ("data_dir", "model_path", "models_dir", "worker_script"):
             if key in values and values[key] is not None:
                 values[key] = Path(values[key]).resolve()
         new = replace(self, **values)
@@ -184,6 +186,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
     config = Config(
         data_dir=data_dir,
         model_path=model_path,
+        models_dir=models_dir(env=env).resolve(),
         max_upload_mb=_number(env, "SR_MAX_UPLOAD_MB", float, Config.max_upload_mb),
         max_pixels=_number(env, "SR_MAX_PIXELS", int, Config.max_pixels),
         concurrency=_number(env, "SR_CONCURRENCY", int, Config.concurrency),

@@ -56,7 +56,13 @@ CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
 """
 
 # Columns added after the first release: (name, SQL type). Databases made before get them on open.
-_ADDED_COLUMNS = (("precision", "TEXT"),)
+_ADDED_COLUMNS = (
+    ("precision", "TEXT"),
+    ("owner", "TEXT"),
+    ("model", "TEXT"),
+    ("denoise", "TEXT"),
+    ("estimate_s", "REAL"),
+)
 
 
 @dataclass
@@ -93,6 +99,11 @@ class Job:
     exit_code: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # SHA-256 of the browser's owner cookie; None for jobs sent without one (listed to nobody).
+    owner: str | None = None
+    model: str | None = None  # the model's id (`EDSR_x3`); None for jobs made before models could be chosen
+    denoise: str | None = None
+    estimate_s: float | None = None  # expected running seconds, fixed when the job is queued
 
     @property
     def finished(self) -> bool:
@@ -249,6 +260,20 @@ class JobStore:
             "SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < ?", (QUEUED, job.seq)
         ).fetchone()
         return int(ahead) + 1
+
+    def owned_by(self, owner: str) -> list[Job]:
+        """The owner's jobs in upload order."""
+        rows = self._conn().execute("SELECT * FROM jobs WHERE owner = ? ORDER BY seq", (owner,))
+        return [_row_to_job(r) for r in rows]
+
+    def recent_speeds(self, model: str, limit: int = 20) -> list[float]:
+        """Running seconds per input megapixel of the model's latest done jobs."""
+        rows = self._conn().execute(
+            "SELECT finished_at - started_at, input_width * input_height FROM jobs WHERE state = ? AND model = ? "
+            "AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (DONE, model, limit),
+        )
+        return [seconds / (pixels / 1e6) for seconds, pixels in rows if pixels and seconds is not None]
 
     def in_state(self, state: str) -> list[Job]:
         rows = self._conn().execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))

@@ -6,6 +6,7 @@ import os
 
 from flask import Blueprint, Response
 
+from web.options import availability
 from web.services import services
 
 bp = Blueprint("ops", __name__)
@@ -24,13 +25,17 @@ def healthz() -> tuple[dict, int]:
         "state": s.config.state_dir,
     }
     writable = {name: path.is_dir() and os.access(path, os.W_OK | os.X_OK) for name, path in folders.items()}
-    ok = model_present is not False and all(writable.values()) and backend_health.ok
+    state = availability(s.config, backend)
+    s.health_log.note(state)
+    ok = model_present is not False and all(writable.values()) and backend_health.ok and state.ok
     body = {
         "status": "ok" if ok else "unhealthy",
         # Only the file name: this answer is public even when a token is set.
         "model": {"name": s.config.model_path.name, "present": model_present},
         "folders_writable": writable,
         "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason},
+        # The operator's reason and remedy when jobs cannot run (the page only says that they cannot).
+        "reason": state.reason,
         "queue_length": s.runner.queue_length(),
         "workers_running": s.runner.workers_running(),
         "concurrency": s.config.concurrency,

@@ -38,9 +38,9 @@ FALLBACK_MESSAGES = {
     "usage": "the service started the worker wrongly; please report this",
     "bad_input": "this file could not be read as a photo; try another file or save it again as PNG or JPEG",
     "too_many_pixels": "the photo has too many pixels; resize it first",
-    "model_error": "the upscaling model could not be loaded; the administrator should check SR_MODEL_PATH",
+    "model_error": "the upscaling model could not be used; the administrator has been told",
     "out_of_memory": "there was not enough memory to upscale this photo; try a smaller one",
-    "output_error": "the result could not be saved; the administrator should check the disk",
+    "output_error": "the result could not be saved; the administrator has been told",
     "internal_error": "the upscaling failed unexpectedly; try again, and report it if it keeps happening",
 }
 

@@ -13,6 +13,7 @@ from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.config import Config
 from web.jobs import QUEUED, RUNNING, DONE, Job, JobStore
 from web.metrics import Metrics
+from web.options import model_path_for
 from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: imported from here by callers)
     FALLBACK_MESSAGES,
     RESTART_MESSAGE,
@@ -206,6 +207,9 @@ class Runner:
             input_path=self.config.uploads_dir / job.input_file,
             output_path=self.config.results_dir / job.output_file,
             log_path=self.config.logs_dir / f"{job.id}.log",
+            model_path=model_path_for(self.config, job.model),
+            denoise=job.denoise or "off",
+            is_default_model=model_path_for(self.config, job.model) == self.config.model_path,
         )
         recorder = _EventRecorder(self.store, job.id)
         with self._cv:
@@ -286,6 +290,12 @@ class Runner:
             return
         code = outcome.code or "internal_error"
         message = outcome.message or FALLBACK_MESSAGES["internal_error"]
+        if code == "model_error":
+            # The worker's message is an operator's remedy (commands, settings, paths): it goes to the
+            # job's log and the service log; the person reads the plain fallback.
+            self._note_in_job_log(job, message)
+            log.error("job %s: the model could not be used: %s", job.id, message)
+            message = FALLBACK_MESSAGES["model_error"]
         self._remove_partial_output(job, keep_result=False)
         self.store.fail(job.id, code, message, exit_code=ending.exit_code)
         self._discard_upload(job)
@@ -305,6 +315,13 @@ class Runner:
         for server_text, public_text in replacements.items():
             message = message.replace(server_text, public_text)
         return message
+
+    def _note_in_job_log(self, job: Job, message: str) -> None:
+        try:
+            with open(self.config.logs_dir / f"{job.id}.log", "a", encoding="utf-8") as out:
+                out.write(f"[service] {message}\n")
+        except OSError:
+            log.exception("job %s: could not write to its log", job.id)
 
     def _discard_upload(self, job: Job) -> None:
         """A finished job's upload has no further use (a failed one is uploaded again), unless SR_KEEP_UPLOADS."""

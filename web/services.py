@@ -11,6 +11,7 @@ from web.cleanup import Cleaner
 from web.config import Config
 from web.jobs import JobStore
 from web.metrics import Metrics
+from web.options import HealthLog
 from web.runner import Runner
 
 EXTENSION_KEY = "sr_web"
@@ -26,6 +27,7 @@ class Services:
     scale: int
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
     event_streams: threading.BoundedSemaphore
+    health_log: HealthLog
 
 
 def services() -> Services:

@@ -94,7 +94,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
                 413,
                 "too_large",
                 f"the file is larger than the {max_bytes / 1024 / 1024:.3g} MB limit; "
-                "send a smaller photo (or raise SR_MAX_UPLOAD_MB)",
+                "send a smaller photo",
             )
         dst.write(chunk)
 

@@ -34,6 +34,13 @@ class JobSpec:
     input_path: Path
     output_path: Path
     log_path: Path
+    model_path: Path  # the chosen model; a remote backend passes only its file name to the node
+    denoise: str = "off"
+    is_default_model: bool = True  # SR_MODEL_PATH's model (a node may have its own SR_MODEL_PATH for it)
+
+    def worker_flags(self) -> list[str]:
+        """Options for the chosen settings; `--denoise` only when asked, so that older workers keep working."""
+        return [] if self.denoise == "off" else ["--denoise", self.denoise]
 
 
 @dataclass(frozen=True)

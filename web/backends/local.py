@@ -88,9 +88,10 @@ class LocalBackend:
             "--output",
             str(spec.output_path),
             "--model",
-            str(self.config.model_path),
+            str(spec.model_path),
             "--max-pixels",
             str(self.config.max_pixels),
+            *spec.worker_flags(),
         ]
 
     def environment(self) -> dict[str, str]:

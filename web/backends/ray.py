@@ -340,12 +340,14 @@ class RayBackend:
             job_id=spec.job_id,
             input_suffix=spec.input_path.suffix,
             output_suffix=spec.output_path.suffix,
-            model_name=self.config.model_path.name,
+            model_name=spec.model_path.name,
+            denoise=spec.denoise,
+            default_model=spec.is_default_model,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,
             input_label=str(spec.input_path),
             output_label=str(spec.output_path),
-            model_label=str(self.config.model_path),
+            model_label=str(spec.model_path),
         )
         data = Path(spec.input_path).read_bytes()
         try:

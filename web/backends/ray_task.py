@@ -40,13 +40,18 @@ class TaskRequest:
     input_label: str = "the photo"
     output_label: str = "the result"
     model_label: str = "the model"
+    denoise: str = "off"
+    # The front end's default model: a node's own SR_MODEL_PATH stands for it.
+    default_model: bool = True
 
 
-def node_model_path(model_name: str, env: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    """The model on this node: SR_MODEL_PATH if set here, else `model_name` in this node's models folder
-    (SR_MODELS_DIR, else the install's models/), where `sr-models fetch` puts it."""
+def node_model_path(
+    model_name: str, env: dict[str, str] | os._Environ[str] = os.environ, default_model: bool = True
+) -> Path:
+    """The model on this node: for the default model SR_MODEL_PATH if set here, else `model_name` in this
+    node's models folder (SR_MODELS_DIR, else the install's models/), where `sr-models fetch` puts it."""
     explicit = env.get("SR_MODEL_PATH")
-    if explicit:
+    if explicit and default_model:
         return Path(explicit)
     from infer import REPO_ROOT
 
@@ -136,7 +141,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         source.write_bytes(photo)
         del photo
         target = folder / f"{request.job_id}{request.output_suffix}"
-        model = node_model_path(request.model_name)
+        model = node_model_path(request.model_name, default_model=request.default_model)
 
         def relabel(text: str) -> str:
             for path, label in ((source, request.input_label), (target, request.output_label),
@@ -154,6 +159,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             "--output", str(target),
             "--model", str(model),
             "--max-pixels", str(request.max_pixels),
+            *([] if request.denoise == "off" else ["--denoise", request.denoise]),
         ]
         proc = subprocess.Popen(
             command,

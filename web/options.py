@@ -1,0 +1,170 @@
+"""What people may choose (models by scale and quality, denoise, format), time estimates, and whether jobs can run."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from infer.catalog import QUALITIES, InstalledModel, choose, installed_models, quality_of, scales
+from infer.denoise import DENOISE_LEVELS
+from infer.errors import ModelError, UsageError
+from infer.modelspec import spec_from_path
+from web.config import Config
+from web.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpg", "webp")
+DEFAULT_DENOISE = "off"
+# What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
+UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
+
+
+class BadChoice(Exception):
+    """A request names a model, scale, quality or denoise level that is not offered; `code` says which."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def default_model(config: Config, local_file: bool = True) -> InstalledModel | None:
+    """SR_MODEL_PATH as a choice; None when its name says no family, or (`local_file`) it is missing or empty."""
+    path = config.model_path
+    try:
+        if local_file and (not path.is_file() or path.stat().st_size == 0):
+            return None
+        return InstalledModel(path.stem, spec_from_path(path))
+    except (ModelError, OSError):
+        return None
+
+
+def offered_models(config: Config, local_file: bool = True) -> list[InstalledModel]:
+    """The models folder's models plus the default one, sorted as `installed_models` sorts them."""
+    models = installed_models(config.models_dir)
+    default = default_model(config, local_file)
+    if default is not None and all(m.id.lower() != default.id.lower() for m in models):
+        models.append(default)
+        models.sort(key=lambda m: (m.scale, -m.family.quality_rank, m.id))
+    return models
+
+
+def seconds_per_mp(store: JobStore, model: InstalledModel) -> float:
+    """The median of this service's recent jobs with the model, else the family's figure from the benchmarks."""
+    measured = store.recent_speeds(model.id)
+    return round(statistics.median(measured) if measured else model.family.cpu_seconds_per_mp, 3)
+
+
+def model_path_for(config: Config, model_id: str | None) -> Any:
+    """Where the job's model file is: the default's own path, else `<id>.pb` in the models folder."""
+    if model_id is None or model_id.lower() == config.model_path.stem.lower():
+        return config.model_path
+    return config.models_dir / f"{model_id}.pb"
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: InstalledModel
+    denoise: str
+
+
+def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default: InstalledModel | None) -> Choice:
+    """The model and denoise level a form asks for (`model`, or `scale` and `quality`; `denoise`)."""
+    denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
+    if denoise not in DENOISE_LEVELS:
+        raise BadChoice("bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
+    model_id = (form.get("model") or "").strip() or None
+    quality = (form.get("quality") or "").strip().lower() or None
+    raw_scale = (form.get("scale") or "").strip().lower().removeprefix("x") or None
+    valid_scales = ", ".join(str(s) for s in scales(models))
+    scale = None
+    if raw_scale is not None:
+        try:
+            scale = int(raw_scale)
+        except ValueError:
+            raise BadChoice("bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid_scales}") from None
+    if quality is not None and quality not in QUALITIES:
+        raise BadChoice("bad_quality", f"unknown quality {form.get('quality')!r}; use one of: {', '.join(QUALITIES)}")
+    try:
+        model = choose(models, model_id=model_id, scale=scale, quality=quality, default=default)
+    except UsageError as err:
+        code = "bad_model" if model_id else "bad_scale"
+        raise BadChoice(code, str(err)) from None
+    return Choice(model, denoise)
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether jobs can run; `reason` (what is wrong and what to do) is for the operator only."""
+
+    ok: bool
+    reason: str | None = None
+
+
+def availability(config: Config, backend: Any) -> Availability:
+    health = backend.health()
+    if not health.ok:
+        return Availability(False, health.reason or "the backend cannot take jobs")
+    if not backend.uses_local_model:
+        return Availability(True)
+    if default_model(config) is None:
+        path = config.model_path
+        if not path.is_file():
+            what = "is missing"
+        elif path.stat().st_size == 0:
+            what = "is empty"
+        else:
+            what = "has a name that says no model family and scale"
+        return Availability(
+            False,
+            # Only the file name: /healthz is public even when a token is set.
+            f"the default model {path.name} (SR_MODEL_PATH) {what}; fetch it with `sr-models fetch {path.stem}` "
+            "(into SR_MODELS_DIR) or point SR_MODEL_PATH at a model file",
+        )
+    return Availability(True)
+
+
+class HealthLog:
+    """Logs each distinct operator reason once, however often it is asked about."""
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def note(self, state: Availability) -> None:
+        if state.reason and state.reason not in self._said:
+            self._said.add(state.reason)
+            log.error("jobs cannot run: %s", state.reason)
+
+
+def options_json(config: Config, store: JobStore, backend: Any, state: Availability) -> dict[str, Any]:
+    """The body of `GET /api/options`."""
+    models = offered_models(config, local_file=backend.uses_local_model)
+    default = default_model(config, local_file=backend.uses_local_model) or (models[0] if models else None)
+    return {
+        "models": [
+            {
+                "id": m.id,
+                "family": m.family.name,
+                "label": m.family.label or m.family.name,
+                "scale": m.scale,
+                "quality": quality_of(m, models),
+                "seconds_per_megapixel": seconds_per_mp(store, m),
+            }
+            for m in models
+        ],
+        "scales": scales(models),
+        "qualities": list(QUALITIES),
+        "denoise": list(DENOISE_LEVELS),
+        "formats": list(FORMATS),
+        "default": {
+            "model": default.id if default else None,
+            "scale": default.scale if default else None,
+            "quality": quality_of(default, models) if default else None,
+            "denoise": DEFAULT_DENOISE,
+        },
+        "available": state.ok,
+        "message": None if state.ok else UNAVAILABLE_TEXT,
+    }
