@@ -53,10 +53,15 @@
     selects.quality.replaceChildren();
     for (const quality of options.qualities || ["best", "fast"]) {
       const model = modelFor(selects.scale.value, quality);
-      if (model) selects.quality.append(option(quality, t(`quality_${quality}`, { family: model.family || model.label })));
+      if (model) selects.quality.append(option(quality, t(`quality_${quality}`, { family: familyName(model) })));
     }
     if (Array.from(selects.quality.options).some((o) => o.value === previous)) selects.quality.value = previous;
     updateEstimate();
+  }
+
+  // "FSRCNN-small_x3" -> "FSRCNN-small": the name people find in comparisons of upscalers.
+  function familyName(model) {
+    return String(model.id || model.family).replace(/_x\d+$/, "");
   }
 
   function selectedModel() {
@@ -180,6 +185,8 @@
         if (xhr.status === 401) { window.location.href = "login"; return resolve(); }
         const body = xhr.response;
         if (xhr.status === 202 && body && body.id) {
+          // The history may have listed this job while its upload was still being answered.
+          for (const other of cards) if (other !== card && other.jobId === body.id) { stopFollowing(other); forget(other); }
           card.bar.value = 0;
           card.shown = 0;
           attach(card, body);
@@ -377,7 +384,7 @@
     if (job.scale || model) {
       parts.push(t("ran_with", {
         scale: job.scale || model.scale,
-        quality: model ? t(`quality_${model.quality}`, { family: model.family || model.label }) : "",
+        quality: model ? t(`quality_${model.quality}`, { family: familyName(model) }) : "",
         denoise: t(`denoise_${job.denoise || "off"}`),
       }).replace(" ·  ·", " ·"));
     }
