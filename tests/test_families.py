@@ -91,3 +91,21 @@ def test_catalog_offers_what_is_installed(shared_models, tmp_path):
         choose(models, model_id="EDSR_x4")
     with pytest.raises(UsageError, match="best, fast"):
         choose(models, scale=3, quality="ultra")
+
+
+def test_quality_is_best_for_the_highest_rank_at_a_scale(shared_models, tmp_path):
+    import shutil
+
+    from infer.catalog import installed_models, quality_of
+    from tests.fixtures.edsr_graph import write_edsr_graph
+
+    for name in ("FSRCNN_x3", "ESPCN_x3", "LapSRN_x4", "FSRCNN_x4"):
+        shutil.copy(shared_models / f"{name}.pb", tmp_path)
+    write_edsr_graph(tmp_path / "EDSR_x3.pb")
+    models = installed_models(tmp_path)
+    assert {m.id: quality_of(m, models) for m in models} == {
+        "EDSR_x3": "best", "ESPCN_x3": "fast", "FSRCNN_x3": "fast", "LapSRN_x4": "best", "FSRCNN_x4": "fast",
+    }
+    # Alone at its scale, a fast network is the best there is.
+    only = [m for m in models if m.id == "FSRCNN_x3"]
+    assert quality_of(only[0], only) == "best"

@@ -86,7 +86,7 @@ def test_cluster_unreachable_at_start_service_answers_healthz_503_and_uploads_50
         assert reply.status == 503
         error = reply.json()["error"]
         assert error["code"] == "unavailable"
-        assert error["message"] == "photos cannot be upscaled at the moment; try again in a few minutes"
+        assert error["message"] == "Upscaling is not available right now; the administrator has been told."
         assert reply.header("Retry-After") == "60"
         assert [p.name for p in (data / "uploads").iterdir() if p.name != ".gitkeep"] == []
         # Once the first attempt has failed, the reason says so, and the log tells the operator where it tried.

@@ -216,10 +216,12 @@ def test_missing_model_fails_health_check_and_jobs(start_server: StartServer, ph
     health = client.get("/healthz")
     assert health.status == 503
     assert health.json()["model"] == {"name": "FSRCNN_x3.pb", "present": False}
-    failed = client.wait(client.upload(photos.small_png).json()["id"])
-    assert failed["error"]["code"] == "model_error"
-    assert "FSRCNN_x3.pb" in failed["error"]["message"]
-    assert 'sr_jobs_finished_total{outcome="model_error"} 1' in client.get("/metrics").body.decode()
+    assert "sr-models fetch FSRCNN_x3" in health.json()["reason"]
+    # Refused before anything is kept: the person learns it now, not from a failed job.
+    reply = client.upload(photos.small_png)
+    assert reply.status == 503 and reply.json()["error"]["code"] == "unavailable"
+    assert _files(server.data_dir / "uploads") == []
+    assert 'sr_uploads_rejected_total{status="503"} 1' in client.get("/metrics").body.decode()
 
 
 def test_health_and_metrics(module_server: LiveServer) -> None:

@@ -1,0 +1,158 @@
+"""Choices per job (model, scale, quality, denoise), /api/options, and health before uploading."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from tests.web.conftest import Photos, StartServer
+from web import create_app, shutdown
+
+
+@pytest.fixture
+def models_folder(shared_models: Path, tmp_path: Path) -> Path:
+    """A models folder holding a subset: FSRCNN x2 and x3, ESPCN x3, LapSRN x4."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("FSRCNN_x2", "FSRCNN_x3", "ESPCN_x3", "LapSRN_x4"):
+        shutil.copy(shared_models / f"{name}.pb", folder)
+    return folder
+
+
+def _app(tmp_path: Path, **settings: object) -> Iterator[Flask]:
+    app = create_app({"data_dir": tmp_path / "data", "auth_token": None, **settings})
+    yield app
+    shutdown(app)
+
+
+@pytest.fixture
+def app(tmp_path: Path, models_folder: Path) -> Iterator[Flask]:
+    yield from _app(tmp_path, model_path=models_folder / "FSRCNN_x3.pb", models_dir=models_folder)
+
+
+def _upload(client: FlaskClient, data: bytes, **fields: str):
+    return client.post("/api/jobs", data={"image": (io.BytesIO(data), "photo.png"), **fields},
+                       content_type="multipart/form-data")
+
+
+def test_options_offer_the_installed_subset(app: Flask) -> None:
+    body = app.test_client().get("/api/options").get_json()
+    assert [(m["id"], m["scale"], m["quality"]) for m in body["models"]] == [
+        ("FSRCNN_x2", 2, "best"), ("ESPCN_x3", 3, "best"), ("FSRCNN_x3", 3, "best"), ("LapSRN_x4", 4, "best"),
+    ]
+    assert body["scales"] == [2, 3, 4]
+    assert body["qualities"] == ["best", "fast"] and body["denoise"] == ["off", "light", "strong"]
+    assert body["formats"] == ["png", "jpg", "webp"]
+    assert body["default"] == {"model": "FSRCNN_x3", "scale": 3, "quality": "best", "denoise": "off"}
+    assert body["available"] is True and body["message"] is None
+    lapsrn = next(m for m in body["models"] if m["id"] == "LapSRN_x4")
+    assert lapsrn["family"] == "lapsrn" and lapsrn["label"] and lapsrn["seconds_per_megapixel"] == 60.0
+
+
+def test_the_default_model_is_offered_from_outside_the_folder(tmp_path: Path, shared_models: Path,
+                                                             models_folder: Path) -> None:
+    for app in _app(tmp_path, model_path=shared_models / "LapSRN_x8.pb", models_dir=models_folder):
+        body = app.test_client().get("/api/options").get_json()
+        assert body["default"]["model"] == "LapSRN_x8" and 8 in body["scales"]
+
+
+@pytest.mark.parametrize("fields, code, listed", [
+    ({"model": "EDSR_x4"}, "bad_model", "FSRCNN_x2, ESPCN_x3, FSRCNN_x3, LapSRN_x4"),
+    ({"scale": "8"}, "bad_scale", "x2, x3, x4"),
+    ({"scale": "big"}, "bad_scale", "2, 3, 4"),
+    ({"quality": "great"}, "bad_quality", "best, fast"),
+    ({"denoise": "max"}, "bad_denoise", "off, light, strong"),
+])
+def test_unknown_choices_are_400_listing_the_valid_ones(app: Flask, photos: Photos, fields: dict, code: str,
+                                                        listed: str) -> None:
+    reply = _upload(app.test_client(), photos.small_png, **fields)
+    assert reply.status_code == 400, reply.get_json()
+    error = reply.get_json()["error"]
+    assert error["code"] == code and listed in error["message"], error
+    assert [p for p in (Path(app.extensions["sr_web"].config.uploads_dir)).iterdir() if p.name != ".gitkeep"] == []
+
+
+def test_jobs_run_the_chosen_model(start_server: StartServer, models_folder: Path, photos: Photos) -> None:
+    server = start_server(model_path=models_folder / "FSRCNN_x3.pb", models_dir=models_folder)
+    client = server.client()
+    cases = [({}, "FSRCNN_x3", 3), ({"model": "LapSRN_x4"}, "LapSRN_x4", 4), ({"scale": "2"}, "FSRCNN_x2", 2),
+             ({"scale": "3", "quality": "fast"}, "FSRCNN_x3", 3)]
+    for fields, model, scale in cases:
+        reply = client.upload(photos.small_png, fields=fields)
+        assert reply.status == 202, reply.body
+        queued = reply.json()
+        assert (queued["model"], queued["scale"], queued["denoise"]) == (model, scale, "off")
+        assert queued["estimate_seconds"] is not None and queued["estimate_seconds"] >= 0
+        done = client.wait(queued["id"])
+        assert done["status"] == "done", done
+        assert done["estimate_seconds"] is None
+        result = client.get(done["links"]["result"])
+        with Image.open(io.BytesIO(result.body)) as image:
+            assert image.size == (64 * scale, 48 * scale), (fields, image.size)
+        assert done["output"]["download_name"] == f"photo_x{scale}.png"
+    # Done jobs now give the measured speed.
+    options = client.get("/api/options").json()
+    assert all(m["seconds_per_megapixel"] > 0 for m in options["models"])
+
+
+def test_denoise_reaches_the_worker(start_server: StartServer, fsrcnn_model: Path, photos: Photos) -> None:
+    server = start_server()
+    client = server.client()
+    plain = client.wait(client.upload(photos.small_jpg, fields={"format": "png"}).json()["id"])
+    strong = client.wait(client.upload(photos.small_jpg, fields={"format": "png", "denoise": "strong"}).json()["id"])
+    assert plain["status"] == strong["status"] == "done", (plain, strong)
+    assert strong["denoise"] == "strong"
+    first = client.get(plain["links"]["result"]).body
+    second = client.get(strong["links"]["result"]).body
+    assert first != second  # the denoised photo upscales differently
+
+
+def test_missing_default_model_says_so_before_any_upload(start_server: StartServer, tmp_path: Path,
+                                                        photos: Photos) -> None:
+    server = start_server(model_path=tmp_path / "nowhere" / "EDSR_x3.pb", models_dir=tmp_path / "nowhere")
+    client = server.client()
+    options = client.get("/api/options").json()
+    assert options["available"] is False
+    message = options["message"]
+    assert message and "/" not in message and "sr-models" not in message and "SR_" not in message
+    for path in ("/api/jobs", "/upload"):
+        reply = client.upload(photos.small_png, path=path)
+        assert reply.status == 503, (path, reply.status, reply.body)
+        assert reply.json()["error"] == {"code": "unavailable", "message": message}
+    health = client.get("/healthz")
+    assert health.status == 503
+    assert "sr-models fetch EDSR_x3" in health.json()["reason"]
+    assert str(tmp_path) not in health.body.decode()
+
+
+def test_a_broken_model_fails_with_a_message_for_the_person(start_server: StartServer, tmp_path: Path,
+                                                           photos: Photos) -> None:
+    model = tmp_path / "models" / "FSRCNN_x3.pb"
+    model.parent.mkdir()
+    model.write_bytes(b"not a model at all" * 100)
+    server = start_server(model_path=model, models_dir=model.parent)
+    client = server.client()
+    failed = client.wait(client.upload(photos.small_png).json()["id"])
+    assert failed["error"]["code"] == "model_error"
+    message = failed["error"]["message"]
+    for operator_text in ("`", "sr-models", "SR_MODEL_PATH", "/"):
+        assert operator_text not in message, message
+    # The worker's own words stay for the operator, in the job's log.
+    log = (server.data_dir / "state" / "logs" / f"{failed['id']}.log").read_text()
+    assert "not a usable super-resolution model" in log
+    sync = client.upload(photos.small_png, path="/upload")
+    assert sync.status == 503 and sync.json()["error"]["code"] == "model_error"
+
+
+def test_the_size_limit_message_has_no_operator_remedy(tmp_path: Path, fsrcnn_model: Path) -> None:
+    for app in _app(tmp_path, model_path=fsrcnn_model, max_upload_mb=0.01):
+        reply = _upload(app.test_client(), b"\x89PNG" + b"0" * 20_000)
+        assert reply.status_code == 413
+        assert "SR_" not in reply.get_json()["error"]["message"]
