@@ -153,7 +153,7 @@ def test_upload_follow_compare_and_download_on_a_phone(
     drop_card = page.locator("li.job", has=page.locator(".name", has_text="dropped.jpg"))
 
     # Cards stay in the order the photos came, and a batch stays compact until a card is opened.
-    page.wait_for_function("document.querySelectorAll('li.job').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('li.job').length === 3")
     assert [n.strip() for n in page.locator("li.job .name").all_inner_texts()] == ["coffee.png", "notes.png", "dropped.jpg"]
     card.locator(".result").wait_for(state="visible", timeout=LONG)
     drop_card.locator(".result").wait_for(state="visible", timeout=LONG)
@@ -209,7 +209,7 @@ def test_choices_run_and_the_comparison_zooms_and_pans_aligned(
     page.select_option("#format", "webp")
     assert "per megapixel" in page.locator("#estimate").inner_text()
     page.set_input_files("#picker", str(photo))
-    page.wait_for_function("document.getElementById('estimate').textContent.includes('cup.png')")
+    page.wait_for_function("() => document.getElementById('estimate').textContent.includes('cup.png')")
 
     card = card_named(page, "cup.png")
     wait_done(card)
@@ -314,7 +314,7 @@ def test_history_after_reload_download_all_and_undo(
     second_card = card_named(page, "second.png")
     second_card.locator(".remove").click()
     assert page.evaluate("document.activeElement.id") == "drop"
-    page.wait_for_function("document.querySelectorAll('li.job').length === 1", timeout=LONG)
+    page.wait_for_function("() => document.querySelectorAll('li.job').length === 1", timeout=LONG)
 
     def remaining() -> list[str]:
         return [j["input"]["name"] for j in context.request.get(server.url + "/api/jobs").json()["jobs"]]
