@@ -73,7 +73,7 @@
     const perMp = model && model.seconds_per_megapixel;
     if (!perMp) { estimate.textContent = ""; return; }
     estimate.textContent = lastPhoto
-      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: I18n.number(1).format(lastPhoto.megapixels) })
+      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 }).format(lastPhoto.megapixels) })
       : t("estimate_per_mp", { time: duration(perMp) });
   }
 
