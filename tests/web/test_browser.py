@@ -369,8 +369,9 @@ def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, 
     chooser.value.set_files(str(photo))
     card = card_named(page, "keys.png")
     wait_done(card)
-    with page.expect_file_chooser():
-        page.keyboard.press("Space")
+    page.locator("#drop").focus()
+    with page.expect_file_chooser(timeout=LONG):
+        page.keyboard.press(" ")
 
     # Remove the finished card with the keyboard: focus goes back to the drop zone.
     card.locator(".remove").focus()
