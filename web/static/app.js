@@ -525,10 +525,14 @@
     picker.value = "";
   });
   drop.addEventListener("click", (e) => { if (e.target !== picker && available) picker.click(); });
+  // As on a native button: Enter acts on keydown, Space on keyup (its keydown would scroll the page).
   drop.addEventListener("keydown", (e) => {
     if (e.key !== "Enter" && e.key !== " ") return;
     e.preventDefault();
-    if (available) picker.click();
+    if (e.key === "Enter" && available) picker.click();
+  });
+  drop.addEventListener("keyup", (e) => {
+    if (e.key === " " && available) { e.preventDefault(); picker.click(); }
   });
   ["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (e) => {
     e.preventDefault();
