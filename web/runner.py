@@ -293,8 +293,9 @@ class Runner:
         if code == "model_error":
             # The worker's message is an operator's remedy (commands, settings, paths): it goes to the
             # job's log and the service log; the person reads the plain fallback.
-            self._note_in_job_log(job, message)
-            log.error("job %s: the model could not be used: %s", job.id, message)
+            full = str((report.error or {}).get("message") or message)
+            self._note_in_job_log(job, full)
+            log.error("job %s: the model could not be used: %s", job.id, full)
             message = FALLBACK_MESSAGES["model_error"]
         self._remove_partial_output(job, keep_result=False)
         self.store.fail(job.id, code, message, exit_code=ending.exit_code)

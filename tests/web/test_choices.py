@@ -83,7 +83,7 @@ def test_jobs_run_the_chosen_model(start_server: StartServer, models_folder: Pat
     server = start_server(model_path=models_folder / "FSRCNN_x3.pb", models_dir=models_folder)
     client = server.client()
     cases = [({}, "FSRCNN_x3", 3), ({"model": "LapSRN_x4"}, "LapSRN_x4", 4), ({"scale": "2"}, "FSRCNN_x2", 2),
-             ({"scale": "3", "quality": "fast"}, "FSRCNN_x3", 3)]
+             ({"scale": "3", "quality": "fast"}, "ESPCN_x3", 3)]
     for fields, model, scale in cases:
         reply = client.upload(photos.small_png, fields=fields)
         assert reply.status == 202, reply.body

@@ -93,7 +93,7 @@ def test_the_zip_holds_the_owners_done_results(start_server: StartServer, photos
     bob.wait(bob.upload(photos.small_png, filename="bob.png").json()["id"])
     for job_id in ids:
         assert ann.wait(job_id)["status"] == "done"
-    failed = ann.upload(b"GIF89a not really", filename="broken.gif").json()["id"]
+    failed = ann.upload(photos.small_png[: len(photos.small_png) // 2], filename="broken.png").json()["id"]
     assert ann.wait(failed)["status"] == "failed"
 
     reply = ann.get("/api/jobs.zip")
