@@ -5,8 +5,8 @@
 (function () {
   const { t, tn, duration } = I18n;
   const app = document.getElementById("app");
-  const api = app.dataset.api;
-  const jobsUrl = `${api}/jobs`;
+  const jobsUrl = app.dataset.api;
+  const api = jobsUrl.replace(/\/jobs$/, "");
   const maxBytes = Number(app.dataset.maxUploadBytes);
   const maxMb = app.dataset.maxUploadMb;
   const drop = document.getElementById("drop");
