@@ -21,6 +21,8 @@ bp = Blueprint("pages", __name__)
 
 CATALOGUE_DIR = Path(__file__).parent / "static" / "i18n"
 FALLBACK = "en"
+# Texts only the template shows; the script gets the rest of the catalogue.
+TEMPLATE_ONLY = ("title", "sign_out", "intro", "drop_main", "drop_hint")
 
 
 @lru_cache(maxsize=None)
@@ -71,6 +73,6 @@ def index() -> Any:
         language=language,
         t=t,
         markup=Markup,
-        messages=messages,
+        messages={k: v for k, v in messages.items() if k not in TEMPLATE_ONLY},
     )
     return response, 200, {"Content-Language": language, "Vary": "Accept-Language"}
