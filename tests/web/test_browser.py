@@ -1,9 +1,14 @@
-"""The page in headless Chromium at phone width: pick and drop photos, follow them, compare, download."""
+"""The page in headless Chromium against a real server and worker: pick and drop photos, choices, the
+zoomable comparison, history after a reload, download all, dark mode, German, keyboard only, no model.
+
+Screenshots of each state go to tests/web/artifacts/ (gitignored) to be looked at by eye."""
 
 from __future__ import annotations
 
 import base64
 import io
+import re
+import zipfile
 import os
 import shutil
 from pathlib import Path
@@ -28,6 +33,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1100, "height": 900}
+ARTIFACTS = Path(__file__).parent / "artifacts"
+LONG = 60_000  # ms; the test machine is small and shared
 
 
 def _unavailable(reason: str) -> None:
@@ -48,6 +56,64 @@ def browser() -> Iterator[object]:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("SR_TEST_SCREENSHOT_DIR"):
+        shutil.copy(path, Path(os.environ["SR_TEST_SCREENSHOT_DIR"]) / path.name)
+    return path
+
+
+def crop_photo(shared_photos: Path, folder: Path, name: str, box: tuple[int, int, int, int]) -> Path:
+    with Image.open(shared_photos / "coffee.png") as coffee:
+        path = folder / name
+        coffee.convert("RGB").crop(box).save(path)
+    return path
+
+
+def open_page(browser, url: str, **context_options: object):
+    context = browser.new_context(accept_downloads=True, **{"viewport": DESKTOP, **context_options})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url + "/")
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    return context, page, errors
+
+
+def card_named(page, name: str):
+    return page.locator("li.job", has=page.locator(".name", has_text=name))
+
+
+def wait_done(card) -> None:
+    card.locator(".result").wait_for(state="visible", timeout=LONG)
+
+
+def open_viewer(card) -> None:
+    toggle = card.locator(".toggle")
+    if toggle.get_attribute("aria-expanded") != "true":
+        toggle.click()
+    card.locator(".viewer").wait_for(state="visible")
+    card.page.wait_for_function(
+        "els => els.every(e => !e.getAttribute('src') || (e.complete && e.naturalWidth > 0))",
+        arg=[card.locator("img.after").element_handle(), card.locator("img.before").element_handle()],
+        timeout=LONG,
+    )
+
+
+def job_json(context, server_url: str, job_id: str) -> dict:
+    response = context.request.get(f"{server_url}/api/jobs/{job_id}")
+    assert response.ok, response.status
+    return response.json()
+
+
+@pytest.fixture
+def models_server(start_server: StartServer, shared_models: Path, fsrcnn_model: Path):
+    """A server offering every model in the shared folder (FSRCNN x3 the default)."""
+    return start_server(model_path=fsrcnn_model, models_dir=shared_models)
 
 
 def test_upload_follow_compare_and_download_on_a_phone(
@@ -86,8 +152,13 @@ def test_upload_follow_compare_and_download_on_a_phone(
     bad = page.locator("li.job", has=page.locator(".name", has_text="notes.png"))
     drop_card = page.locator("li.job", has=page.locator(".name", has_text="dropped.jpg"))
 
-    card.locator(".result").wait_for(state="visible", timeout=30_000)
-    drop_card.locator(".result").wait_for(state="visible", timeout=30_000)
+    # Cards stay in the order the photos came, and a batch stays compact until a card is opened.
+    page.wait_for_function("() => document.querySelectorAll('li.job').length === 3")
+    assert [n.strip() for n in page.locator("li.job .name").all_inner_texts()] == ["coffee.png", "notes.png", "dropped.jpg"]
+    card.locator(".result").wait_for(state="visible", timeout=LONG)
+    drop_card.locator(".result").wait_for(state="visible", timeout=LONG)
+    assert card.locator(".viewer").is_hidden()
+    open_viewer(card)
     bad.locator(".error").wait_for(state="visible", timeout=10_000)
     assert "not a photo" in bad.locator(".error").inner_text()
     assert bad.get_attribute("class").split().count("failed") == 1
@@ -95,16 +166,13 @@ def test_upload_follow_compare_and_download_on_a_phone(
 
     # Before and after fill the same box; the before image is the original, scaled up by the browser.
     after, before = card.locator("img.after"), card.locator("img.before")
-    page.wait_for_function(
-        "els => els.every(e => e.complete && e.naturalWidth > 0)", arg=[after.element_handle(), before.element_handle()]
-    )
     assert after.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [360, 240]
     assert before.evaluate("e => [e.naturalWidth, e.naturalHeight]") == [120, 80]
     after_box, before_box = after.bounding_box(), before.bounding_box()
     assert after_box == before_box and after_box["width"] > 300
     card.locator(".slider").fill("20")
     assert card.locator(".compare").evaluate("e => e.style.getPropertyValue('--pos')") == "20%"
-    clip = before.evaluate("e => getComputedStyle(e).clipPath")
+    clip = card.locator(".layer-before").evaluate("e => getComputedStyle(e).clipPath")
     assert "80%" in clip, clip
 
     with page.expect_download() as download_info:
@@ -121,8 +189,216 @@ def test_upload_follow_compare_and_download_on_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert foreign == []
     assert errors == []
-    shot = tmp_path / "phone.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if os.environ.get("SR_TEST_SCREENSHOT_DIR"):
-        shutil.copy(shot, Path(os.environ["SR_TEST_SCREENSHOT_DIR"]) / "phone.png")
+    screenshot(page, "phone-batch")
+    context.close()
+
+
+def test_choices_run_and_the_comparison_zooms_and_pans_aligned(
+    browser, models_server, shared_photos: Path, tmp_path: Path
+) -> None:
+    server = models_server
+    photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))  # 160x120
+    context, page, errors = open_page(browser, server.url)
+
+    # The choices come from the installed models; pick 2x, fast, light denoise, WebP.
+    assert page.locator("#scale option").evaluate_all("os => os.map(o => o.textContent)") == ["2×", "3×", "4×", "8×"]
+    page.select_option("#scale", "2")
+    assert set(page.locator("#quality option").evaluate_all("os => os.map(o => o.value)")) == {"best", "fast"}
+    page.select_option("#quality", "fast")
+    page.select_option("#denoise", "light")
+    page.select_option("#format", "webp")
+    assert "per megapixel" in page.locator("#estimate").inner_text()
+    page.set_input_files("#picker", str(photo))
+    page.wait_for_function("() => document.getElementById('estimate').textContent.includes('cup.png')")
+
+    card = card_named(page, "cup.png")
+    wait_done(card)
+    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    assert (job["scale"], job["denoise"], job["output"]["format"]) == (2, "light", "webp")
+    assert re.match(r"(ESPCN|FSRCNN)_x2$", job["model"]), job["model"]
+    assert (job["output"]["width"], job["output"]["height"]) == (320, 240)
+    assert "2×" in card.locator(".detail").inner_text() and "Light" in card.locator(".detail").inner_text()
+
+    # A single photo opens its comparison by itself, fitted into the box.
+    open_viewer(card)
+    compare = card.locator(".compare")
+    after, before = card.locator("img.after"), card.locator("img.before")
+    fit_zoom = float(compare.get_attribute("data-zoom"))
+    assert fit_zoom > 1  # a 320 px result in a wider box
+    screenshot(page, "choices-fit")
+
+    def aligned() -> None:
+        a, b = after.bounding_box(), before.bounding_box()
+        assert all(abs(a[k] - b[k]) < 0.5 for k in ("x", "y", "width", "height")), (a, b)
+
+    aligned()
+    card.locator(".zoom-1").click()
+    assert compare.get_attribute("data-zoom") == "1.0000"
+    assert card.locator(".zoom-1").get_attribute("aria-pressed") == "true"
+    assert after.bounding_box()["width"] == pytest.approx(320, abs=0.5)
+    aligned()
+
+    # Zoom in past the fitted size with the keyboard and the wheel, then pan with the arrows.
+    compare.focus()
+    for _ in range(6):
+        page.keyboard.press("+")
+    assert float(compare.get_attribute("data-zoom")) == pytest.approx(1.25**6, abs=1e-3)
+    assert "zoomed" in compare.get_attribute("class").split()
+    box = compare.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("e => Number(e.dataset.zoom) > 4", arg=compare.element_handle())
+    transform = card.locator(".layer-after .stage").evaluate("e => e.style.transform")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    moved = card.locator(".layer-after .stage").evaluate("e => e.style.transform")
+    assert moved != transform
+    assert card.locator(".layer-before .stage").evaluate("e => e.style.transform") == moved
+    aligned()
+    card.locator(".slider").fill("70")
+    aligned()
+    screenshot(page, "choices-zoomed")
+    compare.press("0")
+    assert float(compare.get_attribute("data-zoom")) == pytest.approx(fit_zoom, abs=1e-3)
+    assert errors == []
+    context.close()
+
+
+def test_history_after_reload_download_all_and_undo(
+    browser, start_server: StartServer, shared_photos: Path, tmp_path: Path
+) -> None:
+    server = start_server()
+    first = crop_photo(shared_photos, tmp_path, "first.png", (0, 0, 80, 60))
+    second = crop_photo(shared_photos, tmp_path, "second.png", (200, 100, 290, 160))
+    context, page, errors = open_page(browser, server.url)
+    page.set_input_files("#picker", [str(first), str(second)])
+    for name in ("first.png", "second.png"):
+        wait_done(card_named(page, name))
+
+    page.reload()
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    assert [n.strip() for n in page.locator("li.job .name").all_inner_texts()] == ["first.png", "second.png"]
+    for name in ("first.png", "second.png"):
+        card = card_named(page, name)
+        assert card.get_attribute("data-state") == "done"
+        assert card.locator(".thumb").get_attribute("src").endswith("/result")
+    open_viewer(card_named(page, "second.png"))
+    assert card_named(page, "second.png").locator(".before-missing").is_visible()
+    screenshot(page, "history")
+
+    # Download all: one zip with each job's result, byte for byte.
+    download_all = page.locator("#download-all")
+    assert "2" in download_all.inner_text()
+    with page.expect_download() as info:
+        download_all.click()
+    saved = tmp_path / "all.zip"
+    info.value.save_as(saved)
+    jobs = context.request.get(server.url + "/api/jobs").json()["jobs"]
+    expected = {job["output"]["download_name"]: context.request.get(server.url + job["links"]["result"]).body() for job in jobs}
+    with zipfile.ZipFile(saved) as archive:
+        assert archive.namelist() and len(archive.namelist()) == 2
+        contents = sorted(archive.read(name) for name in archive.namelist())
+    assert contents == sorted(expected.values())
+
+    # Removing a result offers an undo first; focus moves on to the next card.
+    first_card = card_named(page, "first.png")
+    first_card.locator(".remove").click()
+    assert first_card.is_hidden()
+    assert page.evaluate("document.activeElement.dataset.jobId") == card_named(page, "second.png").get_attribute("data-job-id")
+    page.locator(".toast .undo").wait_for(state="visible")
+    screenshot(page, "undo")
+    page.locator(".toast .undo").click()
+    assert first_card.is_visible()
+    assert len(context.request.get(server.url + "/api/jobs").json()["jobs"]) == 2
+
+    second_card = card_named(page, "second.png")
+    second_card.locator(".remove").click()
+    assert page.evaluate("document.activeElement.id") == "drop"
+    page.wait_for_function("() => document.querySelectorAll('li.job').length === 1", timeout=LONG)
+
+    def remaining() -> list[str]:
+        return [j["input"]["name"] for j in context.request.get(server.url + "/api/jobs").json()["jobs"]]
+
+    for _ in range(100):
+        if remaining() == ["first.png"]:
+            break
+        page.wait_for_timeout(100)
+    assert remaining() == ["first.png"]
+    assert errors == []
+    context.close()
+
+
+def test_dark_mode_and_german_from_the_browser(browser, start_server: StartServer) -> None:
+    server = start_server()
+    context, page, errors = open_page(
+        browser, server.url, color_scheme="dark", locale="de-DE", extra_http_headers={"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+    )
+    assert page.locator("html").get_attribute("lang") == "de"
+    assert page.locator("h1").inner_text() == "Foto-Vergrößerung"
+    assert "Fotos hierher ziehen" in page.locator("#drop").inner_text()
+    assert page.locator("label[for=format]").inner_text() == "Speichern als"
+    background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    rgb = [int(v) for v in re.findall(r"\d+", background)[:3]]
+    assert sum(rgb) < 120, background
+    screenshot(page, "dark-german")
+    context.close()
+
+    context, page, _ = open_page(browser, server.url, color_scheme="light", extra_http_headers={"Accept-Language": "fr-FR,fr"})
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.locator("h1").inner_text() == "Photo upscaler"
+    rgb = [int(v) for v in re.findall(r"\d+", page.evaluate("getComputedStyle(document.documentElement).backgroundColor"))[:3]]
+    assert sum(rgb) > 600
+    context.close()
+    assert errors == []
+
+
+def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, tmp_path: Path) -> None:
+    server = start_server()
+    photo = crop_photo(shared_photos, tmp_path, "keys.png", (10, 10, 70, 50))
+    context, page, errors = open_page(browser, server.url, viewport=PHONE)
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "drop":
+            break
+    assert page.evaluate("document.activeElement.id") == "drop"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"
+    screenshot(page, "keyboard-focus")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(photo))
+    card = card_named(page, "keys.png")
+    wait_done(card)
+
+    # Remove the finished card with the keyboard: focus goes back to the drop zone.
+    card.locator(".remove").focus()
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "drop"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+    # Space opens the chooser too (on a fresh page: one chooser at a time).
+    page.reload()
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    page.locator("#drop").focus()
+    with page.expect_file_chooser(timeout=LONG) as chooser:
+        page.keyboard.press(" ")
+    chooser.value.set_files(str(photo))
+    card_named(page, "keys.png").first.wait_for(timeout=LONG)
+    assert errors == []
+    context.close()
+
+
+def test_no_model_says_so_and_disables_upload(browser, start_server: StartServer, tmp_path: Path) -> None:
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    server = start_server(model_path=empty / "EDSR_x3.pb", models_dir=empty)
+    context, page, errors = open_page(browser, server.url, viewport=PHONE)
+    health = page.locator("#health")
+    health.wait_for(state="visible", timeout=LONG)
+    assert "not available" in health.inner_text()
+    assert "sr-models" not in health.inner_text() and "SR_" not in health.inner_text()
+    assert page.locator("#picker").is_disabled()
+    assert page.locator("#drop").get_attribute("aria-disabled") == "true"
+    screenshot(page, "no-model")
+    assert errors == []
     context.close()

@@ -1,37 +1,160 @@
-// Photo upscaler page: uploads each chosen photo, follows its job, shows before/after and a download link.
+// Photo upscaler page: the choices, the upload of each photo, its job card (queue, progress, time left,
+// result), the history of this browser's jobs, "download all", and removing with undo.
 "use strict";
 
 (function () {
+  const { t, tn, duration } = I18n;
   const app = document.getElementById("app");
-  const api = app.dataset.api;
+  const jobsUrl = app.dataset.api;
+  const api = jobsUrl.replace(/\/jobs$/, "");
   const maxBytes = Number(app.dataset.maxUploadBytes);
   const maxMb = app.dataset.maxUploadMb;
   const drop = document.getElementById("drop");
   const picker = document.getElementById("picker");
-  const formatSelect = document.getElementById("format");
+  const health = document.getElementById("health");
+  const selects = {
+    scale: document.getElementById("scale"),
+    quality: document.getElementById("quality"),
+    denoise: document.getElementById("denoise"),
+    format: document.getElementById("format"),
+  };
+  const estimate = document.getElementById("estimate");
   const list = document.getElementById("jobs");
+  const downloadAll = document.getElementById("download-all");
+  const toast = document.getElementById("toast");
   const template = document.getElementById("job-template");
 
   const FORMAT_NAMES = { png: "PNG", jpg: "JPEG", webp: "WebP" };
+  const UNDO_MS = 5000;
+  const cards = new Set();
+  const pendingDeletes = new Map(); // job id -> timer, while an undo is still offered
+  let options = { models: [], denoise: [], available: true, message: null };
+  let lastPhoto = null; // {name, megapixels} of the photo chosen last, for the time estimate
+  let available = true;
   // Uploads go one at a time so the first photo starts processing as early as possible.
   const uploadQueue = [];
   let uploading = false;
 
+  // ---- choices ----
+
+  function option(value, text) {
+    const el = document.createElement("option");
+    el.value = value;
+    el.textContent = text;
+    return el;
+  }
+
+  function modelFor(scale, quality) {
+    return options.models.find((m) => String(m.scale) === String(scale) && m.quality === quality) || null;
+  }
+
+  function fillQualities() {
+    const previous = selects.quality.value || (options.default && options.default.quality);
+    selects.quality.replaceChildren();
+    for (const quality of options.qualities || ["best", "fast"]) {
+      const model = modelFor(selects.scale.value, quality);
+      if (model) selects.quality.append(option(quality, t(`quality_${quality}`, { family: familyName(model) })));
+    }
+    if (Array.from(selects.quality.options).some((o) => o.value === previous)) selects.quality.value = previous;
+    updateEstimate();
+  }
+
+  // "FSRCNN-small_x3" -> "FSRCNN-small": the name people find in comparisons of upscalers.
+  function familyName(model) {
+    return String(model.id || model.family).replace(/_x\d+$/, "");
+  }
+
+  function selectedModel() {
+    return modelFor(selects.scale.value, selects.quality.value);
+  }
+
+  function updateEstimate() {
+    const model = selectedModel();
+    const perMp = model && model.seconds_per_megapixel;
+    if (!perMp) { estimate.textContent = ""; return; }
+    estimate.textContent = lastPhoto
+      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 }).format(lastPhoto.megapixels) })
+      : t("estimate_per_mp", { time: duration(perMp) });
+  }
+
+  function applyOptions(loaded) {
+    options = { ...options, ...loaded };
+    const models = options.models || [];
+    const defaults = options.default || {};
+    if (models.length) {
+      const scales = Array.from(new Set(models.map((m) => Number(m.scale)))).sort((a, b) => a - b);
+      for (const scale of scales) selects.scale.append(option(String(scale), t("scale_option", { n: scale })));
+      if (scales.includes(Number(defaults.scale))) selects.scale.value = String(defaults.scale);
+      document.getElementById("scale-field").hidden = false;
+      document.getElementById("quality-field").hidden = false;
+      fillQualities();
+    }
+    if ((options.denoise || []).length) {
+      for (const level of options.denoise) selects.denoise.append(option(level, t(`denoise_${level}`)));
+      if (defaults.denoise) selects.denoise.value = defaults.denoise;
+      document.getElementById("denoise-field").hidden = false;
+    }
+    if (options.available === false) setUnavailable(options.message);
+  }
+
+  function setUnavailable(message) {
+    available = false;
+    health.textContent = message && I18n.lang === "en" ? sentence(message) : t("unavailable");
+    health.hidden = false;
+    drop.setAttribute("aria-disabled", "true");
+    drop.classList.add("disabled");
+    picker.disabled = true;
+  }
+
+  async function loadOptions() {
+    try {
+      const response = await fetch(`${api}/options`, { headers: { Accept: "application/json" } });
+      if (response.ok) applyOptions(await response.json());
+    } catch (err) { /* an older service without choices: upload with its defaults */ }
+  }
+
+  selects.scale.addEventListener("change", fillQualities);
+  selects.quality.addEventListener("change", updateEstimate);
+
+  function currentChoices() {
+    const choices = { format: selects.format.value };
+    if (!document.getElementById("scale-field").hidden) {
+      choices.scale = selects.scale.value;
+      choices.quality = selects.quality.value;
+    }
+    if (!document.getElementById("denoise-field").hidden) choices.denoise = selects.denoise.value;
+    return choices;
+  }
+
+  // ---- adding photos ----
+
   function addFiles(files) {
+    if (!available) return;
     for (const file of files) {
-      const card = makeCard(file);
-      list.prepend(card.el);
+      const card = makeCard(file.name || "photo");
+      card.file = file;
+      card.localUrl = URL.createObjectURL(file);
+      card.thumb.src = card.localUrl;
+      list.append(card.el);
+      measure(card);
       if (file.size > maxBytes) {
-        card.fail(`This file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${maxMb} MB. Choose a smaller photo.`);
+        card.fail(t("err_too_big", { size: (file.size / 1048576).toFixed(1), mb: maxMb }));
         continue;
       }
-      if (file.size === 0) {
-        card.fail("This file is empty. Choose a photo.");
-        continue;
-      }
-      uploadQueue.push({ file, card, format: formatSelect.value });
+      if (file.size === 0) { card.fail(t("err_empty")); continue; }
+      card.setStatus(t("waiting_upload"));
+      uploadQueue.push({ file, card, choices: currentChoices() });
     }
     pumpUploads();
+  }
+
+  function measure(card) {
+    const img = new Image();
+    img.onload = () => {
+      lastPhoto = { name: card.name, megapixels: (img.naturalWidth * img.naturalHeight) / 1e6 };
+      updateEstimate();
+    };
+    img.src = card.localUrl;
   }
 
   function pumpUploads() {
@@ -42,98 +165,108 @@
     upload(next).finally(() => { uploading = false; pumpUploads(); });
   }
 
-  function makeCard(file) {
-    const el = template.content.firstElementChild.cloneNode(true);
-    const q = (sel) => el.querySelector(sel);
-    const localUrl = URL.createObjectURL(file);
-    const card = {
-      el, file, localUrl, jobId: null, removed: false, source: null, pollTimer: null,
-      status: q(".status"), bar: q(".bar"), error: q(".error"),
-      setStatus(text) { this.status.textContent = text; },
-      setProgress(fraction) {
-        if (fraction === null) this.bar.removeAttribute("value");
-        else this.bar.value = Math.max(0, Math.min(1, fraction));
-      },
-      fail(message) {
-        el.classList.add("failed", "finished");
-        this.setStatus("Could not upscale this photo");
-        this.error.textContent = message;
-        this.error.hidden = false;
-        stopFollowing(this);
-      },
-    };
-    const thumb = q(".thumb");
-    thumb.addEventListener("error", () => thumb.classList.add("unreadable"));
-    thumb.src = localUrl;
-    q(".name").textContent = file.name || "photo";
-    q(".name").title = file.name || "";
-    card.setStatus("Waiting to upload…");
-    q(".remove").addEventListener("click", () => removeCard(card));
-    const slider = q(".slider");
-    const compare = q(".compare");
-    slider.addEventListener("input", () => compare.style.setProperty("--pos", slider.value + "%"));
-    el.dataset.state = "pending";
-    return card;
-  }
-
-  function upload({ file, card, format }) {
+  function upload({ file, card, choices }) {
     return new Promise((resolve) => {
       const form = new FormData();
       form.append("image", file, file.name);
-      if (format) form.append("format", format);
+      for (const [name, value] of Object.entries(choices)) if (value) form.append(name, value);
       const xhr = new XMLHttpRequest();
       card.xhr = xhr;
-      xhr.open("POST", api);
+      xhr.open("POST", jobsUrl);
       xhr.responseType = "json";
       card.el.dataset.state = "uploading";
-      card.setStatus("Uploading… 0%");
+      card.setStatus(t("uploading", { pct: 0 }));
       xhr.upload.addEventListener("progress", (e) => {
         if (!e.lengthComputable) return;
-        const pct = Math.round((100 * e.loaded) / e.total);
-        card.setStatus(`Uploading… ${pct}%`);
-        card.setProgress(e.loaded / e.total);
+        card.setStatus(t("uploading", { pct: Math.round((100 * e.loaded) / e.total) }));
+        card.bar.value = e.loaded / e.total;
       });
       xhr.addEventListener("load", () => {
         if (xhr.status === 401) { window.location.href = "login"; return resolve(); }
         const body = xhr.response;
         if (xhr.status === 202 && body && body.id) {
-          card.jobId = body.id;
-          card.el.dataset.jobId = body.id;
+          // The history may have listed this job while its upload was still being answered.
+          for (const other of cards) if (other !== card && other.jobId === body.id) { stopFollowing(other); forget(other); }
+          card.bar.value = 0;
+          card.shown = 0;
+          attach(card, body);
           if (card.removed) deleteJob(body.id);
           else { show(card, body); follow(card); }
         } else {
+          if (xhr.status === 503 && body && body.error && body.error.code === "unavailable") setUnavailable(body.error.message);
           card.fail(errorText(body, xhr.status));
         }
         resolve();
       });
-      xhr.addEventListener("error", () => { card.fail("The upload did not reach the service. Check the connection and try again."); resolve(); });
+      xhr.addEventListener("error", () => { card.fail(t("err_network")); resolve(); });
       xhr.addEventListener("abort", () => resolve());
       xhr.send(form);
     });
   }
 
-  function errorText(body, status) {
-    const message = body && body.error && body.error.message;
-    if (message) return capitalise(message) + (message.endsWith(".") ? "" : ".");
-    if (status === 413) return `This file is larger than the ${maxMb} MB limit. Choose a smaller photo.`;
-    return `The service answered with an error (HTTP ${status}). Try again later.`;
+  function sentence(text) {
+    text = text.charAt(0).toUpperCase() + text.slice(1);
+    return /[.!?]$/.test(text) ? text : text + ".";
   }
 
-  function capitalise(text) { return text.charAt(0).toUpperCase() + text.slice(1); }
+  function errorText(body, status) {
+    const error = body && body.error;
+    const known = error && I18n.errorCode(error.code, { mb: maxMb });
+    if (known) return known;
+    if (error && error.message) return sentence(error.message);
+    if (status === 413) return I18n.errorCode("too_large", { mb: maxMb });
+    return t("err_http", { status });
+  }
+
+  // ---- cards ----
+
+  function makeCard(name) {
+    const el = template.content.firstElementChild.cloneNode(true);
+    const q = (sel) => el.querySelector(sel);
+    const card = {
+      el, name, file: null, localUrl: null, jobId: null, job: null, removed: false, source: null, pollTimer: null,
+      status: q(".status"), detail: q(".detail"), bar: q(".bar"), error: q(".error"), thumb: q(".thumb"),
+      shown: 0, viewer: null,
+      setStatus(text) { if (this.status.textContent !== text) this.status.textContent = text; },
+      setDetail(text) { if (this.detail.textContent !== text) this.detail.textContent = text; },
+      fail(message) {
+        el.classList.add("failed", "finished");
+        el.dataset.state = "failed";
+        this.setStatus(t("failed"));
+        this.setDetail("");
+        this.error.textContent = message;
+        this.error.hidden = false;
+        stopFollowing(this);
+      },
+    };
+    card.thumb.addEventListener("error", () => card.thumb.classList.add("unreadable"));
+    q(".name").textContent = name;
+    q(".name").title = name;
+    const remove = q(".remove");
+    remove.title = t("remove");
+    remove.setAttribute("aria-label", t("remove_named", { name }));
+    remove.addEventListener("click", () => removeCard(card));
+    q(".toggle").addEventListener("click", () => toggleViewer(card));
+    el.dataset.state = "pending";
+    cards.add(card);
+    return card;
+  }
+
+  function attach(card, job) {
+    card.jobId = job.id;
+    card.el.dataset.jobId = job.id;
+  }
 
   function follow(card) {
-    if (window.EventSource) {
-      const source = new EventSource(`${api}/${card.jobId}/events`);
-      card.source = source;
-      source.addEventListener("status", (e) => show(card, JSON.parse(e.data)));
-      source.addEventListener("gone", () => { stopFollowing(card); card.fail("This job was removed."); });
-      // The browser reconnects by itself after a dropped connection; fall back to polling only if it gives up.
-      source.addEventListener("error", () => {
-        if (source.readyState === EventSource.CLOSED && !card.el.classList.contains("finished")) poll(card);
-      });
-    } else {
-      poll(card);
-    }
+    if (!window.EventSource) { poll(card); return; }
+    const source = new EventSource(`${jobsUrl}/${card.jobId}/events`);
+    card.source = source;
+    source.addEventListener("status", (e) => show(card, JSON.parse(e.data)));
+    source.addEventListener("gone", () => { stopFollowing(card); card.fail(t("err_removed")); });
+    // The browser reconnects by itself after a dropped connection; fall back to polling only if it gives up.
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && !card.el.classList.contains("finished")) poll(card);
+    });
   }
 
   function poll(card) {
@@ -141,7 +274,7 @@
     const tick = async () => {
       if (card.removed) return;
       try {
-        const response = await fetch(`${api}/${card.jobId}`, { headers: { Accept: "application/json" } });
+        const response = await fetch(`${jobsUrl}/${card.jobId}`, { headers: { Accept: "application/json" } });
         const body = await response.json();
         if (!response.ok) { card.fail(errorText(body, response.status)); return; }
         show(card, body);
@@ -158,27 +291,84 @@
   }
 
   function show(card, job) {
+    card.job = job;
+    card.seenAt = performance.now();
     card.el.dataset.state = job.status;
     if (job.status === "queued") {
-      const ahead = (job.queue_position || 1) - 1;
-      card.setStatus(ahead === 0 ? "Next in line…" : `Waiting in line: ${ahead} photo${ahead === 1 ? "" : "s"} ahead`);
-      card.setProgress(0);
+      const ahead = Math.max(0, (job.queue_position || 1) - 1);
+      card.setStatus(ahead === 0 ? t("queue_next") : tn("queue_ahead", ahead));
+      card.setDetail(job.estimate_seconds ? t("time_expected", { time: duration(job.estimate_seconds) }) : "");
+      animate();
     } else if (job.status === "running") {
-      // Until the first tile is back the bar runs without a figure (a big tile can take a while).
-      if (job.progress > 0) {
-        card.setStatus(`Upscaling… ${Math.round(100 * job.progress)}%`);
-        card.setProgress(job.progress);
-      } else {
-        card.setStatus("Upscaling…");
-        card.setProgress(null);
-      }
+      card.setStatus(job.progress > 0 ? t("upscaling", { pct: Math.round(100 * job.progress) }) : t("starting"));
+      animate();
     } else if (job.status === "done") {
       stopFollowing(card);
       showResult(card, job);
     } else if (job.status === "failed") {
       stopFollowing(card);
-      card.fail(capitalise(job.error ? job.error.message : "the upscaling failed") + ".");
+      const error = job.error || {};
+      card.fail(I18n.errorCode(error.code, { mb: maxMb }) || (error.message ? sentence(error.message) : t("err_generic")));
     }
+    updateDownloadAll();
+  }
+
+  // ---- progress between updates ----
+
+  // Seconds the job has been running, on the server's clock where the two clocks agree.
+  function elapsed(card) {
+    const job = card.job;
+    const local = (performance.now() - card.seenAt) / 1000;
+    if (!job.started_at) return local;
+    const server = Date.now() / 1000 - job.started_at;
+    return server >= 0 && server < 86400 ? server : local;
+  }
+
+  // Where the bar should be now and how long is left, from tiles done and time spent (or the estimate).
+  function forecast(card) {
+    const job = card.job;
+    const tiles = job.tiles || {};
+    const spent = elapsed(card);
+    if (tiles.total && tiles.done > 0) {
+      const total = (spent - (performance.now() - card.seenAt) / 1000) / tiles.done * tiles.total;
+      const left = Math.max(1, total - spent);
+      const ceiling = Math.min(1, (tiles.done + 1) / tiles.total);
+      return { fraction: Math.min(ceiling * 0.98, spent / total), left };
+    }
+    if (job.estimate_seconds) {
+      const ceiling = tiles.total ? 1 / tiles.total : 0.9;
+      return { fraction: Math.min(ceiling * 0.9, spent / job.estimate_seconds), left: Math.max(1, job.estimate_seconds - spent) };
+    }
+    return { fraction: job.progress || 0, left: null };
+  }
+
+  let animating = false;
+  function animate() {
+    if (animating) return;
+    animating = true;
+    requestAnimationFrame(step);
+  }
+
+  function step() {
+    let active = 0;
+    for (const card of cards) {
+      if (!card.job || card.job.status !== "running" || card.removed) continue;
+      active += 1;
+      const { fraction, left } = forecast(card);
+      const target = Math.max(fraction, card.job.progress || 0);
+      card.shown = Math.max(card.shown, card.shown + (target - card.shown) * 0.08);
+      card.bar.value = card.shown;
+      card.setDetail(left ? t("time_left", { time: duration(left) }) : "");
+    }
+    if (active) requestAnimationFrame(step);
+    else animating = false;
+  }
+
+  // ---- results ----
+
+  function findModel(job) {
+    const id = job.model && typeof job.model === "object" ? job.model.id : job.model;
+    return options.models.find((m) => m.id === id) || (typeof job.model === "object" ? job.model : null);
   }
 
   function showResult(card, job) {
@@ -186,41 +376,167 @@
     const el = card.el;
     el.classList.add("finished", "done");
     const out = job.output;
-    const seconds = job.timings && job.timings.running ? ` in ${job.timings.running.toFixed(1)} s` : "";
-    card.setStatus(`Done${seconds}: ${job.input.width}×${job.input.height} → ${out.width}×${out.height}`);
-    card.setProgress(1);
-    const compare = el.querySelector(".compare");
-    compare.style.aspectRatio = `${out.width} / ${out.height}`;
-    el.querySelector(".after").src = job.links.result;
-    el.querySelector(".before").src = card.localUrl;
+    const sizes = { from: `${job.input.width}×${job.input.height}`, to: `${out.width}×${out.height}` };
+    const running = job.timings && job.timings.running;
+    card.setStatus(running ? t("done", { seconds: I18n.number(1).format(running), ...sizes }) : t("done_short", sizes));
+    const model = findModel(job);
+    const parts = [];
+    if (job.scale || model) {
+      parts.push(t("ran_with", {
+        scale: job.scale || model.scale,
+        quality: model ? t(`quality_${model.quality}`, { family: familyName(model) }) : "",
+        denoise: t(`denoise_${job.denoise || "off"}`),
+      }).replace(" ·  ·", " ·"));
+    }
+    card.setDetail(parts.join(""));
+    card.bar.value = 1;
+    if (!card.localUrl) card.thumb.src = job.links.result;
     const link = el.querySelector(".download");
     link.href = job.links.result;
     link.download = out.download_name;
-    link.textContent = `Download ${FORMAT_NAMES[out.format] || out.format.toUpperCase()} (${out.width}×${out.height})`;
+    const format = out.format || (out.download_name || "").split(".").pop();
+    link.textContent = t("download", { format: FORMAT_NAMES[format] || String(format).toUpperCase(), size: sizes.to });
+    el.querySelector(".toggle").textContent = t("compare_open");
     el.querySelector(".result").hidden = false;
+    // One photo on its own opens straight away; a batch stays compact until a card is opened.
+    if (list.children.length === 1) toggleViewer(card);
   }
 
-  function deleteJob(jobId) {
-    return fetch(`${api}/${jobId}`, { method: "DELETE" }).catch(() => {});
+  function toggleViewer(card) {
+    const el = card.el;
+    const viewerEl = el.querySelector(".viewer");
+    const toggle = el.querySelector(".toggle");
+    const open = viewerEl.hidden;
+    viewerEl.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.textContent = t(open ? "compare_close" : "compare_open");
+    el.classList.toggle("open", open);
+    if (open && !card.viewer) {
+      const out = card.job.output;
+      el.querySelector(".after").src = card.job.links.result;
+      if (card.localUrl) {
+        el.querySelector(".before").src = card.localUrl;
+      } else {
+        el.classList.add("no-before");
+        el.querySelector(".before-missing").hidden = false;
+        el.querySelector(".compare").style.setProperty("--pos", "0%");
+      }
+      card.viewer = Viewer.create(viewerEl, out.width, out.height);
+    }
+  }
+
+  function updateDownloadAll() {
+    let done = 0;
+    for (const card of cards) if (!card.removed && card.job && card.job.status === "done") done += 1;
+    downloadAll.hidden = done === 0;
+    downloadAll.textContent = t("download_all", { n: done });
+  }
+
+  // ---- removing ----
+
+  function deleteJob(jobId, keepalive) {
+    return fetch(`${jobsUrl}/${jobId}`, { method: "DELETE", keepalive: Boolean(keepalive) }).catch(() => {});
+  }
+
+  function focusAfter(el) {
+    let next = el.nextElementSibling;
+    while (next && next.hidden) next = next.nextElementSibling;
+    (next || drop).focus();
   }
 
   function removeCard(card) {
+    const hasResult = card.job && card.job.status === "done";
+    focusAfter(card.el);
     card.removed = true;
     stopFollowing(card);
     if (card.xhr && card.xhr.readyState !== XMLHttpRequest.DONE) card.xhr.abort();
-    if (card.jobId) deleteJob(card.jobId);
-    URL.revokeObjectURL(card.localUrl);
-    card.el.remove();
+    if (!hasResult) {
+      if (card.jobId) deleteJob(card.jobId);
+      forget(card);
+      return;
+    }
+    // A finished result is deleted only after a few seconds, while the person can still undo.
+    card.el.hidden = true;
+    updateDownloadAll();
+    const note = document.createElement("p");
+    note.className = "toast-item";
+    note.append(document.createTextNode(t("removed", { name: card.name }) + " "));
+    const undo = document.createElement("button");
+    undo.type = "button";
+    undo.className = "link undo";
+    undo.textContent = t("undo");
+    note.append(undo);
+    toast.append(note);
+    const timer = setTimeout(() => {
+      pendingDeletes.delete(card.jobId);
+      note.remove();
+      deleteJob(card.jobId);
+      forget(card);
+    }, UNDO_MS);
+    pendingDeletes.set(card.jobId, timer);
+    undo.addEventListener("click", () => {
+      clearTimeout(timer);
+      pendingDeletes.delete(card.jobId);
+      note.remove();
+      card.removed = false;
+      card.el.hidden = false;
+      updateDownloadAll();
+      card.el.querySelector(".remove").focus();
+    });
   }
+
+  function forget(card) {
+    if (card.localUrl) URL.revokeObjectURL(card.localUrl);
+    cards.delete(card);
+    card.el.remove();
+    updateDownloadAll();
+  }
+
+  // Leaving the page does not cancel a removal the person asked for.
+  window.addEventListener("pagehide", () => {
+    for (const [jobId, timer] of pendingDeletes) { clearTimeout(timer); deleteJob(jobId, true); }
+    pendingDeletes.clear();
+  });
+
+  // ---- history ----
+
+  async function loadHistory() {
+    let jobs;
+    try {
+      const response = await fetch(jobsUrl, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      jobs = (await response.json()).jobs || [];
+    } catch (err) { return; }
+    for (const job of jobs) {
+      if (document.querySelector(`li.job[data-job-id="${job.id}"]`)) continue;
+      const card = makeCard((job.input && job.input.name) || "photo");
+      attach(card, job);
+      card.el.classList.add("from-history");
+      list.append(card.el);
+      show(card, job);
+      if (job.status === "queued" || job.status === "running") follow(card);
+    }
+  }
+
+  // ---- the drop zone ----
 
   picker.addEventListener("change", () => {
     addFiles(Array.from(picker.files));
     picker.value = "";
   });
-
+  drop.addEventListener("click", (e) => { if (e.target !== picker && available) picker.click(); });
+  // As on a native button: Enter acts on keydown, Space on keyup (its keydown would scroll the page).
+  drop.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    e.preventDefault();
+    if (e.key === "Enter" && available) picker.click();
+  });
+  drop.addEventListener("keyup", (e) => {
+    if (e.key === " " && available) { e.preventDefault(); picker.click(); }
+  });
   ["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (e) => {
     e.preventDefault();
-    drop.classList.add("over");
+    if (available) drop.classList.add("over");
   }));
   ["dragleave", "drop"].forEach((type) => drop.addEventListener(type, (e) => {
     e.preventDefault();
@@ -233,4 +549,7 @@
   // A photo dropped beside the zone should not make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
+
+  app.dataset.ready = "loading";
+  loadOptions().then(loadHistory).finally(() => { app.dataset.ready = "yes"; });
 })();

@@ -1,0 +1,137 @@
+// Before/after comparison with fit and 1:1 views, zoom (wheel, pinch, keys) and pan.
+// Both layers hold a stage of the result's pixel size with the same transform, and the "before" image is
+// stretched to that size, so the two stay aligned at every zoom; the slider only clips the top layer.
+"use strict";
+
+window.Viewer = (function () {
+  const MAX_ZOOM = 8;
+  const STEP = 1.25;
+
+  function create(root, width, height) {
+    const compare = root.querySelector(".compare");
+    const stages = Array.from(root.querySelectorAll(".stage"));
+    const slider = root.querySelector(".slider");
+    const level = root.querySelector(".zoom-level");
+    const fitButton = root.querySelector(".zoom-fit");
+    const oneButton = root.querySelector(".zoom-1");
+    const view = { scale: 1, x: 0, y: 0, mode: "fit" };
+    compare.style.aspectRatio = `${width} / ${height}`;
+    for (const stage of stages) { stage.style.width = `${width}px`; stage.style.height = `${height}px`; }
+
+    const box = () => ({ w: compare.clientWidth, h: compare.clientHeight });
+    const fitScale = () => { const b = box(); return Math.min(b.w / width, b.h / height) || 1; };
+    const oneScale = () => 1 / (window.devicePixelRatio || 1);
+    const minScale = () => Math.min(fitScale(), oneScale());
+
+    function clampOffsets() {
+      const b = box();
+      const w = width * view.scale, h = height * view.scale;
+      view.x = w <= b.w ? (b.w - w) / 2 : Math.min(0, Math.max(b.w - w, view.x));
+      view.y = h <= b.h ? (b.h - h) / 2 : Math.min(0, Math.max(b.h - h, view.y));
+    }
+
+    function apply() {
+      clampOffsets();
+      const transform = `translate(${view.x}px, ${view.y}px) scale(${view.scale})`;
+      for (const stage of stages) stage.style.transform = transform;
+      const zoomed = view.scale > fitScale() + 1e-6;
+      compare.classList.toggle("zoomed", zoomed);
+      compare.dataset.zoom = view.scale.toFixed(4);
+      level.textContent = I18n.t("zoom_level", { pct: Math.round(view.scale * (window.devicePixelRatio || 1) * 100) });
+      fitButton.setAttribute("aria-pressed", String(view.mode === "fit"));
+      oneButton.setAttribute("aria-pressed", String(view.mode === "1:1"));
+    }
+
+    function zoomTo(scale, px, py, mode) {
+      const b = box();
+      if (px === undefined) { px = b.w / 2; py = b.h / 2; }
+      const next = Math.min(MAX_ZOOM, Math.max(minScale(), scale));
+      // Keep the photo point under (px, py) where it is.
+      const ix = (px - view.x) / view.scale, iy = (py - view.y) / view.scale;
+      view.x = px - ix * next;
+      view.y = py - iy * next;
+      view.scale = next;
+      view.mode = mode || (Math.abs(next - fitScale()) < 1e-6 ? "fit" : "free");
+      apply();
+    }
+
+    function fit() { view.scale = fitScale(); view.mode = "fit"; apply(); }
+    function actual() { zoomTo(oneScale(), undefined, undefined, "1:1"); }
+    function pan(dx, dy) { view.x += dx; view.y += dy; if (view.mode === "fit") view.mode = "free"; apply(); }
+    function setDivider(pct) {
+      pct = Math.max(0, Math.min(100, pct));
+      slider.value = String(Math.round(pct));
+      compare.style.setProperty("--pos", `${pct}%`);
+    }
+
+    slider.addEventListener("input", () => setDivider(Number(slider.value)));
+    fitButton.addEventListener("click", fit);
+    oneButton.addEventListener("click", actual);
+    root.querySelector(".zoom-in").addEventListener("click", () => zoomTo(view.scale * STEP));
+    root.querySelector(".zoom-out").addEventListener("click", () => zoomTo(view.scale / STEP));
+
+    compare.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const r = compare.getBoundingClientRect();
+      const delta = e.deltaMode === 1 ? e.deltaY * 16 : e.deltaY;
+      zoomTo(view.scale * Math.exp(-delta * 0.0015), e.clientX - r.left, e.clientY - r.top);
+    }, { passive: false });
+
+    compare.addEventListener("keydown", (e) => {
+      const b = box();
+      const keys = {
+        "+": () => zoomTo(view.scale * STEP), "=": () => zoomTo(view.scale * STEP),
+        "-": () => zoomTo(view.scale / STEP), "_": () => zoomTo(view.scale / STEP),
+        "0": fit, "1": actual,
+        ArrowLeft: () => (compare.classList.contains("zoomed") ? pan(b.w / 10, 0) : setDivider(Number(slider.value) - 5)),
+        ArrowRight: () => (compare.classList.contains("zoomed") ? pan(-b.w / 10, 0) : setDivider(Number(slider.value) + 5)),
+        ArrowUp: () => pan(0, b.h / 10), ArrowDown: () => pan(0, -b.h / 10),
+      };
+      const action = keys[e.key];
+      if (!action || e.ctrlKey || e.metaKey || e.altKey) return;
+      e.preventDefault();
+      action();
+    });
+
+    // One pointer pans when zoomed in and moves the divider when not; two pointers pinch.
+    const pointers = new Map();
+    let pinch = null;
+    compare.addEventListener("pointerdown", (e) => {
+      compare.setPointerCapture(e.pointerId);
+      pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
+      if (pointers.size === 2) {
+        const [a, b] = Array.from(pointers.values());
+        pinch = { distance: Math.hypot(a.x - b.x, a.y - b.y) || 1, scale: view.scale };
+      } else if (!compare.classList.contains("zoomed")) {
+        const r = compare.getBoundingClientRect();
+        setDivider((100 * (e.clientX - r.left)) / r.width);
+      }
+    });
+    compare.addEventListener("pointermove", (e) => {
+      const last = pointers.get(e.pointerId);
+      if (!last) return;
+      const now = { x: e.clientX, y: e.clientY };
+      pointers.set(e.pointerId, now);
+      const r = compare.getBoundingClientRect();
+      if (pinch && pointers.size === 2) {
+        const [a, b] = Array.from(pointers.values());
+        const distance = Math.hypot(a.x - b.x, a.y - b.y);
+        zoomTo(pinch.scale * (distance / pinch.distance), (a.x + b.x) / 2 - r.left, (a.y + b.y) / 2 - r.top);
+      } else if (compare.classList.contains("zoomed")) {
+        pan(now.x - last.x, now.y - last.y);
+      } else {
+        setDivider((100 * (now.x - r.left)) / r.width);
+      }
+    });
+    const release = (e) => { pointers.delete(e.pointerId); if (pointers.size < 2) pinch = null; };
+    compare.addEventListener("pointerup", release);
+    compare.addEventListener("pointercancel", release);
+
+    new ResizeObserver(() => { if (view.mode === "fit") fit(); else apply(); }).observe(compare);
+    setDivider(Number(slider.value));
+    fit();
+    return { fit, actual, zoomTo, pan, view };
+  }
+
+  return { create };
+})();
