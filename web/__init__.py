@@ -17,6 +17,7 @@ from web.backends import BackendUnavailable, create_backend
 from web.config import ConfigError, config_from_env
 from web.errors import register_error_handlers
 from web.jobs import JobStore
+from web.cache import ResultCache
 from web.metrics import Metrics, Snapshot
 from web.options import HealthLog
 from web.runner import Runner
@@ -65,7 +66,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     backend.start()
     store = JobStore(config.db_path)
     metrics = Metrics()
-    runner = Runner(config, store, metrics, backend)
+    cache = ResultCache(config, store, backend.name)
+    runner = Runner(config, store, metrics, backend, cache)
     metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts()))
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
@@ -73,6 +75,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         store=store,
         runner=runner,
         metrics=metrics,
+        cache=cache,
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
         event_streams=threading.BoundedSemaphore(config.max_event_streams),

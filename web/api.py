@@ -77,6 +77,7 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
         "scale": job.scale,
         "model": job.model,
         "denoise": job.denoise or "off",
+        "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
         "engine": job.engine,
         "device": job.device,
@@ -143,6 +144,7 @@ def _accept_upload(s: Services) -> Job:
         )
     upload = uploads[0]
     saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
+    out_format = output_format_for(requested, saved.format)
     job = Job(
         id=saved.job_id,
         state=QUEUED,
@@ -152,8 +154,8 @@ def _accept_upload(s: Services) -> Job:
         input_width=saved.width,
         input_height=saved.height,
         input_bytes=saved.size_bytes,
-        output_file=f"{saved.job_id}.{output_format_for(requested, saved.format)}",
-        output_format=output_format_for(requested, saved.format),
+        output_file=f"{saved.job_id}.{out_format}",
+        output_format=out_format,
         scale=choice.model.scale,
         keep_upload=s.config.keep_uploads,
         created_at=time.time(),
@@ -161,9 +163,18 @@ def _accept_upload(s: Services) -> Job:
         model=choice.model.id,
         denoise=choice.denoise,
         estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(s.store, choice.model),
+        cache_key=s.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale, choice.denoise,
+                              out_format),
     )
+    source = s.cache.find_done(job)
     try:
         s.store.add(job)
+        if source is not None and s.cache.serve(job, source):
+            # The same photo and settings were done before: no worker, no accelerator.
+            saved.path.unlink(missing_ok=True)
+            served = s.store.get(job.id)
+            s.metrics.cache_hit((served.cache_saved_s if served else 0.0) or 0.0)
+            return served or job
         s.runner.submit(job.id)
     except QueueFull:
         s.store.delete(job.id)

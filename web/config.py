@@ -76,6 +76,8 @@ class Config:
     behind_proxy: bool = False
     # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
     backend: str = "local"
+    # Result cache: "owner" (one browser's own repeats), "shared" (everyone's), "off".
+    result_cache: str = "owner"
     ray_address: str = "auto"
     ray_gpus_per_job: float = 1.0
     ray_cpus_per_job: float = 1.0
@@ -137,6 +139,8 @@ class Config:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
         if self.max_event_streams < 0:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        if self.result_cache not in ("owner", "shared", "off"):
+            raise ConfigError(f"SR_RESULT_CACHE={self.result_cache!r} is not one of: owner, shared, off")
         from web.backends import BACKENDS
 
         if self.backend not in BACKENDS:
@@ -196,6 +200,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
+        result_cache=env.get("SR_RESULT_CACHE", Config.result_cache).strip().lower() or Config.result_cache,
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
         backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),

@@ -64,6 +64,9 @@ _ADDED_COLUMNS = (
     ("model", "TEXT"),
     ("denoise", "TEXT"),
     ("estimate_s", "REAL"),
+    ("cache_key", "TEXT"),
+    ("cached_from", "TEXT"),
+    ("cache_saved_s", "REAL"),
 )
 
 
@@ -106,6 +109,14 @@ class Job:
     model: str | None = None  # the model's id (`EDSR_x3`); None for jobs made before models could be chosen
     denoise: str | None = None
     estimate_s: float | None = None  # expected running seconds, fixed when the job is queued
+    # The photo's and settings' digest (web/cache.py); None when the cache is off.
+    cache_key: str | None = None
+    cached_from: str | None = None  # the job whose result this one reuses; None when a worker made it
+    cache_saved_s: float | None = None  # worker seconds the reuse saved
+
+    @property
+    def cached(self) -> bool:
+        return self.cached_from is not None
 
     @property
     def finished(self) -> bool:
@@ -157,6 +168,7 @@ class JobStore:
             for name, sql_type in _ADDED_COLUMNS:
                 if name not in present:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_cache_key ON jobs (cache_key)")
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._pool.connection() as db:
@@ -255,6 +267,12 @@ class JobStore:
             (DONE, model, limit),
         )
         return [seconds / (pixels / 1e6) for seconds, pixels in rows if pixels and seconds is not None]
+
+    def with_cache_key(self, key: str, states: tuple[str, ...]) -> list[Job]:
+        """Jobs with this cache key in these states, oldest first."""
+        marks = ", ".join("?" for _ in states)
+        rows = self._rows(f"SELECT * FROM jobs WHERE cache_key = ? AND state IN ({marks}) ORDER BY seq", (key, *states))
+        return [_row_to_job(r) for r in rows]
 
     def in_state(self, state: str) -> list[Job]:
         return [_row_to_job(r) for r in self._rows("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))]

@@ -59,6 +59,10 @@ class Metrics:
         self.gpu_seconds = Counter("sr_gpu_seconds", "Accelerator seconds of done jobs (the worker's gpu_seconds: "
                                    "from creating the CUDA context to releasing its memory).", ["device", "engine"],
                                    registry=r)
+        self.cache_hits = Counter("sr_cache_hits", "Jobs served from an earlier result of the same photo and "
+                                  "settings, without a worker.", registry=r)
+        self.cache_saved_seconds = Counter("sr_cache_saved_seconds", "Worker seconds those cache hits saved (the "
+                                           "original job's running time).", registry=r)
         self._gauges: _Gauges | None = None
 
     def read_gauges_from(self, read: Callable[[], Snapshot]) -> None:
@@ -83,6 +87,10 @@ class Metrics:
         gpu = done.get("gpu_seconds")
         if isinstance(gpu, (int, float)) and gpu > 0:
             self.gpu_seconds.labels(device, engine).inc(float(gpu))
+
+    def cache_hit(self, saved_seconds: float) -> None:
+        self.cache_hits.inc()
+        self.cache_saved_seconds.inc(max(0.0, saved_seconds))
 
     def upload_rejected(self, status: int) -> None:
         self.uploads_rejected.labels(str(status)).inc()

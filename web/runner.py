@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
+from web.cache import ResultCache
 from web.config import Config
 from web.jobs import QUEUED, RUNNING, DONE, Job, JobStore
 from web.metrics import Metrics
@@ -37,6 +38,7 @@ class QueueFull(Exception):
 @dataclass
 class _Running:
     execution: Execution
+    job: Job | None = None
     cancelled: bool = False
     stopping: bool = False
     timed_out: bool = False
@@ -84,14 +86,18 @@ class _EventRecorder:
 class Runner:
     """FIFO of job ids feeding `concurrency` supervisor threads, each running one job at a time on the backend."""
 
-    def __init__(self, config: Config, store: JobStore, metrics: Metrics, backend: Backend):
+    def __init__(self, config: Config, store: JobStore, metrics: Metrics, backend: Backend,
+                 cache: ResultCache | None = None):
         self.config = config
         self.store = store
         self.metrics = metrics
         self.backend = backend
+        self.cache = cache
         self._pending: deque[str] = deque()
         self._cv = threading.Condition()
         self._running: dict[str, _Running] = {}
+        # job id -> jobs with the same cache key waiting for it, queued again when it ends
+        self._followers: dict[str, list[str]] = {}
         self._stopping = False
         self._threads: list[threading.Thread] = []
 
@@ -215,6 +221,18 @@ class Runner:
         with self._cv:
             if self._stopping:
                 return
+            # Under the lock that also ends running jobs: a job whose twin is running waits for it, one
+            # whose twin has finished takes its result; neither starts a worker.
+            if self.cache is not None and job.cache_key:
+                leader = next((r.job for r in self._running.values() if r.job and self.cache.leads(job, r.job)), None)
+                if leader is not None:
+                    self._followers.setdefault(leader.id, []).append(job.id)
+                    log.info("job %s waits for job %s, which makes the same result", job.id, leader.id)
+                    return
+                source = self.cache.find_done(job)
+                if source is not None and self.cache.serve(job, source):
+                    self._served_from_cache(job, source)
+                    return
             try:
                 running = _Running(self.backend.launch(spec, recorder))
             except BackendUnavailable as err:
@@ -223,12 +241,24 @@ class Runner:
                 self._discard_upload(job)
                 self.metrics.job_finished("unavailable", 0.0)
                 return
+            running.job = job
             self._running[job.id] = running
         try:
             self._supervise_execution(job, running, recorder.report)
         finally:
             with self._cv:
                 self._running.pop(job.id, None)
+                # Its twins go first: each now finds the result (or, if this job failed, runs its own).
+                for follower in reversed(self._followers.pop(job.id, [])):
+                    self._pending.appendleft(follower)
+                self._cv.notify_all()
+
+    def _served_from_cache(self, job: Job, source: Job) -> None:
+        served = self.store.get(job.id)
+        self._discard_upload(job)
+        if served is not None:
+            self.metrics.cache_hit(served.cache_saved_s or 0.0)
+            log.info("job %s served from the result of job %s", job.id, source.id)
 
     def _supervise_execution(self, job: Job, running: _Running, report: WorkerReport) -> None:
         execution = running.execution

@@ -10,6 +10,7 @@ from flask import current_app
 from web.cleanup import Cleaner
 from web.config import Config
 from web.jobs import JobStore
+from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
 from web.runner import Runner
@@ -23,6 +24,7 @@ class Services:
     store: JobStore
     runner: Runner
     metrics: Metrics
+    cache: ResultCache
     cleaner: Cleaner
     scale: int
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -55,6 +56,7 @@ class SavedUpload:
     width: int
     height: int
     size_bytes: int
+    sha256: str  # of the bytes as they came in, computed while they streamed
 
 
 def clean_name(name: str | None, limit: int = 120) -> str:
@@ -82,7 +84,7 @@ def output_format_for(requested: str | None, input_ext: str) -> str:
     return DEFAULT_OUTPUT.get(input_ext, "png")
 
 
-def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
+def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> int:
     total = 0
     while True:
         chunk = src.read(_CHUNK)
@@ -97,6 +99,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int) -> int:
                 "send a smaller photo",
             )
         dst.write(chunk)
+        digest.update(chunk)
 
 
 def _unsupported(path: Path) -> UploadRejected:
@@ -126,9 +129,10 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
     job_id = str(uuid.uuid4())
     uploads_dir.mkdir(parents=True, exist_ok=True)
     partial = uploads_dir / f".incoming-{job_id}"
+    digest = hashlib.sha256()
     try:
         with open(partial, "xb") as out:
-            size = _copy_limited(stream, out, max_bytes)
+            size = _copy_limited(stream, out, max_bytes, digest)
         if size == 0:
             raise UploadRejected(400, "empty_file", "the file is empty; choose a photo and try again")
         fmt, width, height = _sniff(partial)
@@ -149,4 +153,5 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return SavedUpload(job_id=job_id, path=final, format=ext, width=width, height=height, size_bytes=size)
+    return SavedUpload(job_id=job_id, path=final, format=ext, width=width, height=height, size_bytes=size,
+                       sha256=digest.hexdigest())

@@ -1,0 +1,128 @@
+"""The result cache: a photo already upscaled with the same settings is served again, without a worker."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from web.config import Config
+from web.jobs import DONE, Job, JobStore
+
+log = logging.getLogger(__name__)
+
+# The worker runs with its own precision policy (`--precision auto`): on one deployment's machines that is
+# one precision class; it is part of the key so that a future setting cannot mix fp32 and half results.
+PRECISION_CLASS = "auto"
+
+
+class ModelDigests:
+    """SHA-256 of model files, read once per file version (path, size, modification time)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[int, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, path: Path) -> str | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        with self._lock:
+            known = self._known.get(path)
+            if known and known[:2] == (st.st_size, st.st_mtime_ns):
+                return known[2]
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        with self._lock:
+            self._known[path] = (st.st_size, st.st_mtime_ns, digest.hexdigest())
+        return digest.hexdigest()
+
+
+class ResultCache:
+    """Keys jobs by what decides their output, finds a finished result for a key, and serves it."""
+
+    def __init__(self, config: Config, store: JobStore, backend_name: str):
+        self.config = config
+        self.store = store
+        self.backend_name = backend_name
+        self.digests = ModelDigests()
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.result_cache != "off"
+
+    def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str) -> str | None:
+        """None when the cache is off. The model counts by its checksum; where the model lives only on the
+        worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there."""
+        if not self.enabled:
+            return None
+        model = self.digests.of(model_path) or f"name:{model_id}"
+        parts = [photo_sha256, model, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def _same_scope(self, job: Job, other: Job) -> bool:
+        if other.id == job.id:
+            return False
+        if self.config.result_cache == "shared":
+            return True
+        # owner: one browser's own repeats only; uploads without an owner cookie never share
+        return job.owner is not None and other.owner == job.owner
+
+    def find_done(self, job: Job) -> Job | None:
+        """The newest finished result for the job's key, still within its lifetime, its file there."""
+        if not job.cache_key:
+            return None
+        cutoff = time.time() - self.config.result_ttl_h * 3600.0
+        for other in reversed(self.store.with_cache_key(job.cache_key, (DONE,))):
+            if (
+                self._same_scope(job, other)
+                and (other.finished_at or 0) > cutoff
+                and (self.config.results_dir / other.output_file).is_file()
+            ):
+                return other
+        return None
+
+    def leads(self, job: Job, running: Job) -> bool:
+        """Whether `running` makes the result `job` would make (so `job` should wait for it)."""
+        return bool(job.cache_key) and running.cache_key == job.cache_key and self._same_scope(job, running)
+
+    def serve(self, job: Job, source: Job) -> bool:
+        """Makes `job` done with `source`'s result: a hard link (a copy where links cannot be made), so that
+        deleting either job, or the sweep removing one, leaves the other's file alone."""
+        results = self.config.results_dir
+        src, dst = results / source.output_file, results / job.output_file
+        tmp = results / f".{job.id}.cached"
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            log.warning("job %s: cannot reuse the result of %s (%s); running it", job.id, source.id, err)
+            return False
+        now = time.time()
+        ran = (source.finished_at or now) - (source.started_at or now)
+        saved = source.cache_saved_s if source.cached and source.cache_saved_s is not None else max(0.0, ran)
+        recorded = self.store.update(
+            job.id, state=DONE, started_at=now, finished_at=now,
+            progress_done=source.progress_total or 1, progress_total=source.progress_total or 1,
+            output_width=source.output_width, output_height=source.output_height,
+            output_bytes=dst.stat().st_size, engine=source.engine, device=source.device,
+            precision=source.precision, timings={}, exit_code=0, worker_pid=None,
+            cached_from=source.id, cache_saved_s=saved,
+        )
+        if not recorded:  # deleted meanwhile
+            dst.unlink(missing_ok=True)
+        return recorded
+
+
