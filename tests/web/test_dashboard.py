@@ -36,4 +36,4 @@ def test_dashboard_panels_query_exported_metrics(module_server: LiveServer) -> N
     # every variable a query uses is defined
     used = {v for e in exprs for v in re.findall(r"\$([a-z_]+)", e)} - {"__rate_interval"}
     assert used <= variables, used - variables
-    assert {"sr_gpu_seconds", "sr_jobs_finished", "sr_job_seconds", "sr_queue_length", "sr_workers_running"} <= queried
+    assert {"sr_gpu_seconds", "sr_cache_hits", "sr_cache_saved_seconds", "sr_jobs_finished", "sr_job_seconds", "sr_queue_length", "sr_workers_running"} <= queried
