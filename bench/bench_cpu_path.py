@@ -28,6 +28,7 @@ from bench.common import (  # noqa: E402
     read_bgr,
     run_child,
     shared_model,
+    time_forwards,
 )
 
 # engine configuration -> worker flags
@@ -56,12 +57,7 @@ def window_child(model: Path, config: str, size: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     engine.run(rng.uniform(-100, 100, (WARMUP_EDGE, WARMUP_EDGE, 3)).astype(np.float32))
     window = rng.uniform(-100, 100, (size, size, 3)).astype(np.float32)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        engine.run(window)
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+    wall, cpu = time_forwards(engine, window, repeats)
     return {"wall_s": wall, "cpu_s": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 

@@ -10,43 +10,34 @@ against the clean original, with its time per megapixel. Prints a Markdown table
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from infer import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench.common import psnr  # noqa: E402
+from infer.denoise import NlmSettings  # noqa: E402
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee")
 SIGMAS = (10, 20, 30)
 JPEG_QUALITIES = (10, 20, 30)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One candidate: luminance strength, colour strength, template and search window edges."""
-
-    h: int
-    h_color: int
-    template: int = 7
-    search: int = 21
-
-    @property
-    def label(self) -> str:
-        return f"h={self.h} hColor={self.h_color} t={self.template} s={self.search}"
+def label(s: NlmSettings) -> str:
+    return f"h={s.h:g} hColor={s.h_color:g} t={s.template} s={s.search}"
 
 
 CANDIDATES = (
-    Setting(3, 3), Setting(5, 5), Setting(7, 7), Setting(10, 10), Setting(15, 15),
-    Setting(5, 10), Setting(10, 20),
-    Setting(5, 5, 7, 11), Setting(10, 10, 7, 11), Setting(12, 12, 7, 11), Setting(15, 15, 7, 11),
-    Setting(20, 20, 7, 21), Setting(20, 20, 7, 11),
+    NlmSettings(3, 3), NlmSettings(5, 5), NlmSettings(7, 7), NlmSettings(10, 10), NlmSettings(15, 15),
+    NlmSettings(5, 10), NlmSettings(10, 20),
+    NlmSettings(5, 5, 7, 11), NlmSettings(10, 10, 7, 11), NlmSettings(12, 12, 7, 11), NlmSettings(15, 15, 7, 11),
+    NlmSettings(20, 20, 7, 21), NlmSettings(20, 20, 7, 11),
 )
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 def damaged(clean: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -73,7 +64,7 @@ def main() -> None:
 
     # scores[damage][setting label] = list of PSNRs over photos; seconds[setting label] = (seconds, megapixels)
     scores: dict[str, dict[str, list[float]]] = {}
-    seconds: dict[str, list[float]] = {s.label: [0.0, 0.0] for s in CANDIDATES}
+    seconds: dict[str, list[float]] = {label(s): [0.0, 0.0] for s in CANDIDATES}
     for i, name in enumerate(PHOTOS):
         clean = cv2.imread(str(args.photos / f"{name}.png"), cv2.IMREAD_COLOR)
         assert clean is not None, name
@@ -84,11 +75,11 @@ def main() -> None:
             for s in CANDIDATES:
                 t = time.perf_counter()
                 restored = cv2.fastNlMeansDenoisingColored(noisy, None, s.h, s.h_color, s.template, s.search)
-                seconds[s.label][0] += time.perf_counter() - t
-                seconds[s.label][1] += mp
-                row.setdefault(s.label, []).append(psnr(restored, clean))
+                seconds[label(s)][0] += time.perf_counter() - t
+                seconds[label(s)][1] += mp
+                row.setdefault(label(s), []).append(psnr(restored, clean))
 
-    labels = ["none"] + [s.label for s in CANDIDATES]
+    labels = ["none"] + [label(s) for s in CANDIDATES]
     print(f"PSNR (dB, mean over {', '.join(PHOTOS)}) against the clean photo; time in s per megapixel "
           f"({cv2.getNumThreads()} OpenCV threads, OpenCV {cv2.__version__})\n")
     print("| setting | " + " | ".join(scores) + " | s/MP |")

@@ -29,6 +29,7 @@ from bench.common import (  # noqa: E402
     run_child,
     shared_model,
     photo_path,
+    time_forwards,
     worker_cmd,
 )
 from infer.engines.opencv import OpenCVEngine  # noqa: E402
@@ -52,12 +53,7 @@ def window_child(model: Path, size: int, repeats: int) -> dict:
     setup_s = time.perf_counter() - t
     setup_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     window = rng.uniform(-100, 100, (size, size, 3)).astype(np.float32)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        engine.run(window)
-        wall.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+    wall, cpu = time_forwards(engine, window, repeats)
     return {"setup_s": setup_s, "setup_rss_mb": setup_rss, "wall_s": wall, "cpu_s": cpu}
 
 
