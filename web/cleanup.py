@@ -61,8 +61,9 @@ class Cleaner:
         cutoff = now - self.ttl_s
         expired = self.store.finished_before(cutoff)
         for job in expired:
+            # Files first, then the row: once the job answers 404 nothing of it is left on disk.
+            remove_job_files(self.config, job)
             if self.store.delete(job.id) is not None:
-                remove_job_files(self.config, job)
                 log.info("job %s expired and was removed", job.id)
         live: set[str] = set()
         for job_id, input_file, output_file in self.store.file_names():
