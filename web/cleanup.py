@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from web.config import Config
-from web.jobfiles import JobFiles
+from web.jobfiles import INCOMING_PREFIX, JobFiles
 from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Cleaner:
             except FileNotFoundError:
                 continue
             too_old = mtime < cutoff
-            if path.name.startswith(".incoming-"):
+            if path.name.startswith(INCOMING_PREFIX):
                 too_old = too_old or mtime < now - _INCOMING_GRACE_S
             if too_old:
                 path.unlink(missing_ok=True)

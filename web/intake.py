@@ -9,6 +9,7 @@ from typing import BinaryIO
 from web.cache import ResultCache
 from web.config import Config
 from web.finishing import Finisher
+from web.jobfiles import result_name
 from web.jobs import QUEUED, Job, JobStore
 from web.options import Choice, HealthLog, availability, seconds_per_mp
 from web.runner import QueueFull, Runner
@@ -67,7 +68,7 @@ class Intake:
             input_width=saved.width,
             input_height=saved.height,
             input_bytes=saved.size_bytes,
-            output_file=f"{saved.job_id}.{out_format}",
+            output_file=result_name(saved.job_id, out_format),
             output_format=out_format,
             scale=choice.model.scale,
             keep_upload=config.keep_uploads,

@@ -10,6 +10,21 @@ if TYPE_CHECKING:
     from web.config import Config
     from web.jobs import Job
 
+# An upload being received, before its checks pass and it is renamed to its job's upload name.
+INCOMING_PREFIX = ".incoming-"
+
+
+def upload_name(job_id: str, ext: str) -> str:
+    return f"{job_id}.{ext}"
+
+
+def incoming_name(job_id: str) -> str:
+    return f"{INCOMING_PREFIX}{job_id}"
+
+
+def result_name(job_id: str, output_format: str) -> str:
+    return f"{job_id}.{output_format}"
+
 
 @dataclass(frozen=True)
 class JobFiles:
