@@ -4,6 +4,7 @@ nodes, a fresh process per job, progress as it happens, cancel, timeout and lost
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,11 +13,20 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.ray.conftest import LOOPBACK, Placement, RayCluster, gone, placement, ray, requires_ray
+from tests.ray.conftest import (
+    LOOPBACK,
+    Placement,
+    RayCluster,
+    driver_processes,
+    gone,
+    placement,
+    requires_ray,
+    wait_healthy,
+)
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import LiveServer, start_live_server, start_service_process, worker_processes
 from web.backends.ray_task import work_root
-from web.outcomes import NODE_LOST_MESSAGE, RESTART_MESSAGE
+from web.outcomes import CLUSTER_LOST_MESSAGE, NODE_LOST_MESSAGE, RESTART_MESSAGE
 
 pytestmark = [pytest.mark.slow, requires_ray]
 
@@ -51,7 +61,7 @@ def test_results_equal_the_local_backend_on_gpu_nodes_in_fresh_processes(
 ) -> None:
     server = ray_server(concurrency=2)
     client = server.client()
-    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {LOOPBACK}
+    assert {node.node_ip_address for node in ray_cluster.cluster.list_all_nodes()} == {LOOPBACK}
     uploads = [(photos.small_png, "a.png", {}), (photos.small_jpg, "b.jpg", {}),
                (photos.small_png, "c.png", {"format": "webp"}), (photos.small_jpg, "d.jpg", {"format": "png"})]
     ids = [client.upload(data, filename=name, fields=fields).json()["id"] for data, name, fields in uploads]
@@ -215,7 +225,10 @@ def test_front_end_killed_while_a_remote_job_runs_marks_it_failed_and_its_remote
         job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
         wait_until(lambda: client.job(job_id)["tiles"]["total"] > 0, timeout=JOB_TIMEOUT, what="the start event")
         where = _read_placement(data, job_id)
+        (driver,) = driver_processes(first.proc.pid)
         first.kill()
+        # The driver process dies with the service (parent-death signal), so Ray ends the job's task.
+        wait_until(lambda: gone(driver.pid), timeout=30, what="the killed service's Ray driver to end")
 
         second = start_service_process(log, env, timeout=60)
         client = second.client()
@@ -236,6 +249,33 @@ def test_front_end_killed_while_a_remote_job_runs_marks_it_failed_and_its_remote
 
 def _read_placement(data: Path, job_id: str) -> Placement:
     return wait_until(lambda: placement(data, job_id), timeout=JOB_TIMEOUT, what="the placement line")
+
+
+def test_driver_process_killed_mid_job_fails_it_and_a_new_driver_runs_the_next(
+    ray_server, photos: Photos, edsr_model_slow: Path
+) -> None:
+    server = ray_server(model_path=edsr_model_slow)
+    client = server.client()
+    (driver,) = driver_processes(os.getpid())
+    job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
+    where = _placement(server, job_id)
+    driver.kill()
+
+    failed = client.wait(job_id, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "cluster_lost", "message": CLUSTER_LOST_MESSAGE}
+    health = client.get("/healthz")
+    assert health.status == 503 and "Ray driver process" in health.json()["backend"]["reason"]
+    assert client.upload(photos.small_png, filename="meanwhile.png").status == 503
+    # Ray ends the tasks of a driver that died, and the worker goes with its task.
+    wait_until(lambda: gone(where.worker_pid) and gone(where.task_pid), timeout=60,
+               what="the dead driver's task and worker to end")
+
+    wait_healthy(server, timeout=120)
+    (restarted,) = driver_processes(os.getpid())
+    assert restarted.pid != driver.pid
+    after = client.upload(photos.small_png, filename="after.png").json()["id"]
+    assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
 
 
 # Last in the module: it takes one of the two worker nodes away.
