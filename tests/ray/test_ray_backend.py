@@ -43,6 +43,19 @@ def _node_workers(job_id: str) -> list[psutil.Process]:
     return [p for p in worker_processes(job_id) if any(str(work_root()) in arg for arg in p.cmdline())]
 
 
+def _workers_of(job_ids: list[str]) -> list[psutil.Process]:
+    """Running worker processes of these jobs on the nodes (their input lies in the job's folder)."""
+    prefixes = tuple(f"{work_root()}/{job_id}-" for job_id in job_ids)
+    found = []
+    for proc in worker_processes(work_root()):
+        try:
+            if proc.is_running() and any(arg.startswith(prefixes) for arg in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
 def _crop(source: Path, box: tuple[int, int, int, int]) -> bytes:
     with Image.open(source) as image:
         buf = io.BytesIO()
@@ -154,7 +167,8 @@ def test_twenty_uploads_from_concurrent_clients(ray_server, ray_cluster: RayClus
         nonlocal peak
         while sampling:
             running = server.services.runner.workers_running()
-            workers = len([p for p in worker_processes(work_root()) if p.is_running()])
+            # This test's own workers only: other test runs on a shared machine use the same folder.
+            workers = len(_workers_of(list(ids.values())))
             peak = max(peak, running, workers)
             time.sleep(0.02)
 

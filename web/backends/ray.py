@@ -272,6 +272,8 @@ class RayBackend:
                 log.error("cannot start the Ray driver process: %s", err)
                 self._set_state(False, f"the Ray driver process cannot be started: {type(err).__name__}")
             else:
+                if self._closed.is_set():  # close() came while it was starting
+                    self._stop_driver(driver)
                 self._serve(driver)
                 if self._closed.is_set():
                     return
@@ -417,18 +419,22 @@ class RayBackend:
         with self._lock:
             driver = self._driver
         if driver is not None:
-            try:
-                driver.link.send(Op.STOP)
-            except LinkClosed:
-                pass
-            try:
-                driver.proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                log.error("the Ray driver process (pid %d) did not stop; killing it", driver.proc.pid)
-                driver.proc.kill()
-                driver.proc.wait()
+            self._stop_driver(driver)
         if self._thread is not None:
             self._thread.join(STOP_GRACE_S)
+
+    @staticmethod
+    def _stop_driver(driver: _Driver) -> None:
+        try:
+            driver.link.send(Op.STOP)
+        except LinkClosed:
+            pass
+        try:
+            driver.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.error("the Ray driver process (pid %d) did not stop; killing it", driver.proc.pid)
+            driver.proc.kill()
+            driver.proc.wait()
 
     # ---- jobs ------------------------------------------------------------------------------
 
