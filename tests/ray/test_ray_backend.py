@@ -25,6 +25,7 @@ from tests.ray.conftest import (
 )
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import LiveServer, start_live_server, start_service_process, worker_processes
+from web.backends.ray import SILENT_S
 from web.backends.ray_task import work_root
 from web.outcomes import CLUSTER_LOST_MESSAGE, NODE_LOST_MESSAGE, RESTART_MESSAGE
 
@@ -288,6 +289,21 @@ def test_driver_process_killed_mid_job_fails_it_and_a_new_driver_runs_the_next(
     wait_healthy(server, timeout=120)
     (restarted,) = driver_processes(os.getpid())
     assert restarted.pid != driver.pid
+    after = client.upload(photos.small_png, filename="after.png").json()["id"]
+    assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
+
+
+def test_a_driver_that_stops_answering_is_killed_and_replaced(ray_server, photos: Photos, edsr_model_slow: Path) -> None:
+    server = ray_server(model_path=edsr_model_slow)
+    client = server.client()
+    (driver,) = driver_processes(os.getpid())
+    job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
+    _placement(server, job_id)
+    driver.suspend()  # alive, but answers nothing: as a driver stuck in a call into Ray
+    failed = client.wait(job_id, timeout=SILENT_S + 60)
+    assert failed["error"] == {"code": "cluster_lost", "message": CLUSTER_LOST_MESSAGE}
+    assert gone(driver.pid)
+    wait_healthy(server, timeout=120)
     after = client.upload(photos.small_png, filename="after.png").json()["id"]
     assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
 
