@@ -88,7 +88,9 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
-def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 30.0) -> ServiceProcess:
+def start_service_process(
+    log_path: Path, env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT
+) -> ServiceProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env)
     # The log is appended to across restarts; only what this start writes counts.
@@ -96,7 +98,7 @@ def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", "0"],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=log,
