@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from typing import Any, Mapping
 
@@ -22,6 +23,10 @@ from web.metrics import Metrics, Snapshot
 from web.options import HealthLog
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
+from web.sessions import SessionBook
+from web.signins import SignInGuard
+
+log = logging.getLogger(__name__)
 
 # Room for the multipart envelope and the small form fields around the photo itself.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -80,7 +85,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         scale=_model_scale(config.model_path),
         event_streams=threading.BoundedSemaphore(config.max_event_streams),
         health_log=HealthLog(),
+        sessions=SessionBook(config.auth_token or "", config.session_ttl_h * 3600, config.state_dir / "signed-out.json"),
+        sign_ins=SignInGuard(),
     )
+    if config.auth_token and len(config.auth_token) < auth.MIN_TOKEN_LENGTH:
+        log.warning(
+            "SR_AUTH_TOKEN is %d character(s) long, which can be guessed; use %d or more, for example the "
+            "output of: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+            len(config.auth_token), auth.MIN_TOKEN_LENGTH,
+        )
 
     register_error_handlers(app)
     app.before_request(auth.require_token)

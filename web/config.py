@@ -69,6 +69,8 @@ class Config:
     job_timeout_s: float = 1800.0
     result_ttl_h: float = 24.0
     auth_token: str | None = None
+    # How long a sign-in on the page lasts (the API's bearer token is the token itself).
+    session_ttl_h: float = 168.0
     queue_size: int = 100
     max_event_streams: int = 16
     keep_uploads: bool = False
@@ -133,6 +135,8 @@ class Config:
             raise ConfigError("SR_MAX_PIXELS must be positive")
         if self.job_timeout_s <= 0:
             raise ConfigError("SR_JOB_TIMEOUT_S must be positive")
+        if self.session_ttl_h <= 0:
+            raise ConfigError("SR_SESSION_TTL_H must be positive")
         if self.result_ttl_h <= 0:
             raise ConfigError("SR_RESULT_TTL_H must be positive")
         if self.queue_size < 1:
@@ -197,6 +201,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         job_timeout_s=_number(env, "SR_JOB_TIMEOUT_S", float, Config.job_timeout_s),
         result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
         auth_token=env.get("SR_AUTH_TOKEN") or None,
+        session_ttl_h=_number(env, "SR_SESSION_TTL_H", float, Config.session_ttl_h),
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),

@@ -14,6 +14,8 @@ from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
 from web.runner import Runner
+from web.sessions import SessionBook
+from web.signins import SignInGuard
 
 EXTENSION_KEY = "sr_web"
 
@@ -30,6 +32,8 @@ class Services:
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
     event_streams: threading.BoundedSemaphore
     health_log: HealthLog
+    sessions: SessionBook
+    sign_ins: SignInGuard
 
 
 def services() -> Services:
