@@ -7,7 +7,7 @@ import logging
 import threading
 from typing import Any, Mapping
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infer.errors import ModelError
@@ -117,6 +117,11 @@ def shutdown(app: Flask) -> None:
 
 
 def _security_headers(response: Response) -> Response:
+    if request.endpoint != "static":
+        # Jobs, results, the page and the sign-in form belong to one browser (its owner cookie, its
+        # session): no shared cache may keep them, nor the browser's own on disk.
+        response.headers["Cache-Control"] = "private, no-store"
+        response.vary.add("Cookie")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     if response.mimetype == "text/html":

@@ -136,6 +136,13 @@ def _accept_upload(s: Services) -> Job:
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
+    if not uploads and not request.files and not request.form and request.content_length:
+        # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
+        raise ApiError(
+            400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
+            "text, or a damaged form; rename the file with plain characters, or let the HTTP client build the "
+            "form (for example curl -F image=@photo.jpg)"
+        )
     if not uploads:
         raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
     if len(uploads) > 1:
@@ -198,11 +205,23 @@ def _accept_or_reject(s: Services) -> Job:
         raise
     except RequestEntityTooLarge:
         s.metrics.upload_rejected(413)
-        raise ApiError(
+        raise _too_large(s) from None
+
+
+def _too_large(s: Services) -> ApiError:
+    """Whether the photo or one of the small fields beside it was too large: werkzeug says neither."""
+    length = request.content_length
+    if length is not None and length <= (request.max_content_length or length):
+        return ApiError(
             413,
-            "too_large",
-            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo",
-        ) from None
+            "form_too_large",
+            f"a form field other than the photo is over {(request.max_form_memory_size or 0) / 1000:g} kB, or "
+            f"the form has over {request.max_form_parts} parts; send the photo in the field 'image' and only "
+            "short values (format, model, scale, quality, denoise) in the others",
+        )
+    return ApiError(
+        413, "too_large", f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo"
+    )
 
 
 @bp.post("/api/jobs")
@@ -233,13 +252,13 @@ def jobs_zip() -> Response:
     if not done:
         raise ApiError(404, "no_results", "there are no finished photos to download yet")
     names = unique_names(download_name(job) for job in done)
-    entries = [(name, s.config.results_dir / job.output_file) for name, job in zip(names, done)]
+    entries = [(name, s.config.results_dir / job.output_file, job.finished_at or job.created_at)
+               for name, job in zip(names, done)]
     return Response(
         stream_zip(entries),
         mimetype="application/zip",
         headers={
             "Content-Disposition": 'attachment; filename="upscaled-photos.zip"',
-            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",
         },
     )
@@ -300,7 +319,7 @@ def job_events(job_id: str) -> Response:
     return Response(
         _EventStream(stream(), s.event_streams),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"X-Accel-Buffering": "no"},
     )
 
 
@@ -337,7 +356,10 @@ def _result_response(s: Services, job: Job) -> Response:
         as_attachment=True,
         download_name=download_name(job),
         conditional=True,
-        etag=True,
+        # The job's own validators: a cached result is a hard link to another job's file, whose
+        # modification time would tell when someone else uploaded the same photo.
+        etag=f"{job.id}-{path.stat().st_size}",
+        last_modified=job.finished_at,
         max_age=0,
     )
     response.headers["X-Job-Id"] = job.id
