@@ -61,8 +61,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["job_id"] = api.JobIdConverter
     if config.behind_proxy:
         # One reverse proxy in front (TLS, a path prefix): trust its X-Forwarded-* headers, so that
-        # the sign-in cookie is marked Secure and links carry the prefix.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
+        # the sign-in cookie is marked Secure and links carry the prefix. The prefix only when told: a
+        # proxy that passes a client's own X-Forwarded-Prefix on would let it rewrite its links and cookies.
+        prefix = 1 if config.trust_forwarded_prefix else 0
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=prefix)  # type: ignore[method-assign]
 
     try:
         backend = create_backend(config)

@@ -76,6 +76,8 @@ class Config:
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
+    # X-Forwarded-Prefix is believed only when the proxy in front sets (or clears) it itself.
+    trust_forwarded_prefix: bool = False
     # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
     backend: str = "local"
     # Result cache: "owner" (one browser's own repeats), "shared" (everyone's), "off".
@@ -143,6 +145,8 @@ class Config:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
         if self.max_event_streams < 0:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        if self.trust_forwarded_prefix and not self.behind_proxy:
+            raise ConfigError("SR_TRUST_FORWARDED_PREFIX=1 needs SR_BEHIND_PROXY=1 (a proxy that sets the header)")
         if self.result_cache not in ("owner", "shared", "off"):
             raise ConfigError(f"SR_RESULT_CACHE={self.result_cache!r} is not one of: owner, shared, off")
         from web.backends import BACKENDS
@@ -208,6 +212,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         result_cache=env.get("SR_RESULT_CACHE", Config.result_cache).strip().lower() or Config.result_cache,
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
+        trust_forwarded_prefix=_flag(env, "SR_TRUST_FORWARDED_PREFIX"),
         backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),
         ray_address=(env.get("SR_RAY_ADDRESS") or Config.ray_address).strip(),
         ray_gpus_per_job=_number(env, "SR_RAY_GPUS_PER_JOB", float, Config.ray_gpus_per_job),

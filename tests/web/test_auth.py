@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.web.client import HttpClient, Reply
+from tests.web.client import HttpClient, Reply, multipart
 from tests.web.conftest import Photos, StartServer
 from tests.web.server import start_gunicorn, start_service_process
 
@@ -101,7 +101,7 @@ def test_everything_open_without_a_token(start_server: StartServer) -> None:
 
 
 def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_keep_the_prefix(start_server: StartServer) -> None:
-    server = start_server(auth_token=TOKEN, behind_proxy=True)
+    server = start_server(auth_token=TOKEN, behind_proxy=True, trust_forwarded_prefix=True)
     client = server.client()
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/photos", "X-Forwarded-Host": "example.org"}
     body = f"token={TOKEN.replace(' ', '+')}".encode()
@@ -258,3 +258,17 @@ def test_the_session_cookie_stops_working_at_logout_also_after_a_restart(
     again = start_server(data_dir=data, auth_token=TOKEN)
     assert HttpClient(again.url, cookies={name: leaving}).get("/").status == 302
     assert HttpClient(again.url, cookies={name: staying}).get("/").status == 200
+
+
+def test_a_forwarded_prefix_is_ignored_unless_configured(start_server: StartServer, photos: Photos) -> None:
+    """Behind a proxy but with SR_TRUST_FORWARDED_PREFIX unset, a client's own X-Forwarded-Prefix changes
+    neither the job's Location and links nor the owner cookie's path."""
+    server = start_server(behind_proxy=True)
+    hostile = {"X-Forwarded-Prefix": "/evil"}
+    body, content_type = multipart({}, {"image": ("p.png", photos.small_png)})
+    reply = server.client().request("POST", "/api/jobs", body=body, headers={**hostile, "Content-Type": content_type})
+    assert reply.status == 202
+    assert reply.header("Location") == f"/api/jobs/{reply.json()['id']}"
+    assert all(link.startswith("/api/") for link in reply.json()["links"].values())
+    assert "Path=/;" in reply.header("Set-Cookie") or reply.header("Set-Cookie").endswith("Path=/")
+    assert b'data-api="/api/jobs"' in server.client().get("/", headers=hostile).body
