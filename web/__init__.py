@@ -86,6 +86,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
         event_streams=threading.BoundedSemaphore(config.max_event_streams),
+        sync_waits=threading.BoundedSemaphore(config.max_sync_waits),
         health_log=HealthLog(),
         sessions=SessionBook(config.auth_token or "", config.session_ttl_h * 3600, config.state_dir / "signed-out.json"),
         sign_ins=SignInGuard(),

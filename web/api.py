@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any, Iterator
@@ -14,20 +15,22 @@ from werkzeug.routing import BaseConverter
 from web import owners
 from web.archive import stream_zip, unique_names
 from web.cleanup import remove_job_files
-from web.errors import ApiError
+from web.errors import ApiError, error_response
+from web.hangup import close_unread
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
 from web.runner import QueueFull
 from web.services import Services, services
 from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
+from web.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 SSE_POLL_S = 0.5
 # Short enough that a stream whose client went away is noticed (and its slot freed) soon.
 SSE_KEEPALIVE_S = 5.0
-SYNC_POLL_S = 0.2
 # How a failed job answers `POST /upload`.
 # How a failed job answers `POST /upload`: a known condition is never a 500.
 _SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "internal_error": 500, "usage": 500}
@@ -385,16 +388,31 @@ def delete_job(job_id: str) -> tuple[str, int]:
 
 
 @bp.post("/upload")
-def upload_sync() -> Response:
-    """Waits for the job and answers with the image itself, or the job's JSON error."""
+def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
+    """Waits for the job and answers with the image itself, or the job's JSON error; past SR_SYNC_WAIT_S
+    with 202 and the job's location, as POST /api/jobs would. A client that leaves stops the wait, not the job."""
     s = services()
-    job = _accept_or_reject(s)
-    while not job.finished:
-        time.sleep(SYNC_POLL_S)
-        current = s.store.get(job.id)
-        if current is None:
-            raise ApiError(404, "not_found", "the job was deleted before it finished")
-        job = current
+    if not s.sync_waits.acquire(blocking=False):
+        s.metrics.upload_rejected(503)
+        return close_unread(error_response(
+            503, "too_many_waits",
+            f"{s.config.max_sync_waits} uploads are waiting for their results already; try again in a minute, "
+            "or send the photo to POST /api/jobs and follow the job",
+            {"Retry-After": "30"},
+        ))
+    try:
+        job = _accept_or_reject(s)
+        waited = wait_for_job(s.store, job, s.config.sync_wait_s, lambda: client_gone(request.environ))
+    finally:
+        s.sync_waits.release()
+    if waited.end is WaitEnd.DELETED or waited.job is None:
+        raise ApiError(404, "not_found", "the job was deleted before it finished")
+    job = waited.job
+    if waited.end is WaitEnd.CLIENT_GONE:
+        log.info("job %s: its POST /upload client went away; the job goes on", job.id)
+    if waited.end is not WaitEnd.FINISHED:
+        links = job_links(job.id)
+        return job_json(job, s.store.queue_position(job), links), 202, {"Location": links["self"]}
     if job.state == FAILED:
         status = _SYNC_STATUS.get(job.error_code or "internal_error", _SYNC_DEFAULT_STATUS)
         raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",

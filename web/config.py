@@ -73,6 +73,9 @@ class Config:
     session_ttl_h: float = 168.0
     queue_size: int = 100
     max_event_streams: int = 16
+    # Synchronous POST /upload requests waiting at once (each holds a server thread), and for how long.
+    max_sync_waits: int = 8
+    sync_wait_s: float = 300.0
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
@@ -147,6 +150,10 @@ class Config:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
         if self.trust_forwarded_prefix and not self.behind_proxy:
             raise ConfigError("SR_TRUST_FORWARDED_PREFIX=1 needs SR_BEHIND_PROXY=1 (a proxy that sets the header)")
+        if self.max_sync_waits < 0:
+            raise ConfigError("SR_MAX_SYNC_WAITS must be 0 or more")
+        if self.sync_wait_s <= 0:
+            raise ConfigError("SR_SYNC_WAIT_S must be positive")
         if self.result_cache not in ("owner", "shared", "off"):
             raise ConfigError(f"SR_RESULT_CACHE={self.result_cache!r} is not one of: owner, shared, off")
         from web.backends import BACKENDS
@@ -208,6 +215,8 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         session_ttl_h=_number(env, "SR_SESSION_TTL_H", float, Config.session_ttl_h),
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
+        max_sync_waits=_number(env, "SR_MAX_SYNC_WAITS", int, Config.max_sync_waits),
+        sync_wait_s=_number(env, "SR_SYNC_WAIT_S", float, Config.sync_wait_s),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         result_cache=env.get("SR_RESULT_CACHE", Config.result_cache).strip().lower() or Config.result_cache,
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),

@@ -31,6 +31,8 @@ class Services:
     scale: int
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
     event_streams: threading.BoundedSemaphore
+    # Each waiting POST /upload holds one too (SR_MAX_SYNC_WAITS).
+    sync_waits: threading.BoundedSemaphore
     health_log: HealthLog
     sessions: SessionBook
     sign_ins: SignInGuard
