@@ -24,6 +24,7 @@ from web.options import HealthLog
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
 from web.sessions import SessionBook
+from web.shares import StreamSlots
 from web.signins import SignInGuard
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cache=cache,
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
-        event_streams=threading.BoundedSemaphore(config.max_event_streams),
+        event_streams=StreamSlots(config.max_event_streams, config.owner_share),
         sync_waits=threading.BoundedSemaphore(config.max_sync_waits),
         health_log=HealthLog(),
         sessions=SessionBook(config.auth_token or "", config.session_ttl_h * 3600, config.state_dir / "signed-out.json"),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -18,9 +17,11 @@ from web.cleanup import remove_job_files
 from web.errors import ApiError, error_response
 from web.hangup import close_unread
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
+from web.limits import check_output_pixels
 from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
 from web.runner import QueueFull
 from web.services import Services, services
+from web.shares import queue_share_refusal
 from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
 from web.waits import WaitEnd, client_gone, wait_for_job
 
@@ -122,6 +123,9 @@ def _accept_upload(s: Services) -> Job:
         raise _unavailable()
     if s.runner.queue_length() >= s.config.queue_size:
         raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    over_share = queue_share_refusal(s.store, owners.current_owner(), s.config.queue_size, s.config.owner_share)
+    if over_share:
+        raise ApiError(429, "queue_share_full", over_share, {"Retry-After": "60"})
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -154,6 +158,12 @@ def _accept_upload(s: Services) -> Job:
         )
     upload = uploads[0]
     saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
+    try:
+        check_output_pixels(saved.width, saved.height, choice.model.scale, s.config.max_output_pixels,
+                            {m.scale for m in models})
+    except UploadRejected:
+        saved.path.unlink(missing_ok=True)
+        raise
     out_format = output_format_for(requested, saved.format)
     job = Job(
         id=saved.job_id,
@@ -287,13 +297,12 @@ def get_job(job_id: str) -> Any:
 def job_events(job_id: str) -> Response:
     s = services()
     _get_job(s, job_id)
-    if not s.event_streams.acquire(blocking=False):
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"{s.config.max_event_streams} progress streams are open already; poll GET /api/jobs/{job_id} instead",
-            {"Retry-After": "5"},
-        )
+    owner = owners.current_owner()
+    refused = s.event_streams.take(owner)
+    if refused:
+        held = (f"{s.config.max_event_streams} progress streams are open already" if refused == "all" else
+                f"you have {s.event_streams.per_owner} progress streams open already")
+        raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
     links = job_links(job_id)
     store = s.store
 
@@ -320,7 +329,7 @@ def job_events(job_id: str) -> Response:
             time.sleep(SSE_POLL_S)
 
     return Response(
-        _EventStream(stream(), s.event_streams),
+        _EventStream(stream(), lambda: s.event_streams.give_back(owner)),
         mimetype="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
@@ -330,9 +339,9 @@ class _EventStream:
     """An SSE body that gives its slot back when the server closes it: the job finished, the client
     went away, or the response was never sent at all."""
 
-    def __init__(self, chunks: Iterator[str], slots: threading.BoundedSemaphore):
+    def __init__(self, chunks: Iterator[str], give_back: Callable[[], None]):
         self._chunks = chunks
-        self._slots = slots
+        self._give_back = give_back
         self._open = True
 
     def __iter__(self) -> Iterator[str]:
@@ -342,7 +351,7 @@ class _EventStream:
         if self._open:
             self._open = False
             self._chunks.close()  # type: ignore[attr-defined]
-            self._slots.release()
+            self._give_back()
 
 
 def _result_response(s: Services, job: Job) -> Response:

@@ -65,6 +65,8 @@ class Config:
     models_dir: Path = REPO_ROOT / "models"
     max_upload_mb: float = 25.0
     max_pixels: int = 16_000_000
+    # The largest result (input pixels x scale²): 16 megapixels at x3 by default.
+    max_output_pixels: int = 144_000_000
     concurrency: int = 1
     job_timeout_s: float = 1800.0
     result_ttl_h: float = 24.0
@@ -73,6 +75,8 @@ class Config:
     session_ttl_h: float = 168.0
     queue_size: int = 100
     max_event_streams: int = 16
+    # The part of the queue and of the event streams one owner may hold.
+    owner_share: float = 0.5
     # Synchronous POST /upload requests waiting at once (each holds a server thread), and for how long.
     max_sync_waits: int = 8
     sync_wait_s: float = 300.0
@@ -132,6 +136,10 @@ class Config:
         return new
 
     def validate(self) -> None:
+        if self.max_output_pixels <= 0:
+            raise ConfigError("SR_MAX_OUTPUT_PIXELS must be positive")
+        if not 0 < self.owner_share <= 1:
+            raise ConfigError("SR_OWNER_SHARE must be above 0 and at most 1 (a fraction, e.g. 0.5)")
         if self.concurrency < 1:
             raise ConfigError("SR_CONCURRENCY must be at least 1")
         if self.max_upload_mb <= 0:
@@ -208,6 +216,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         models_dir=models_dir(env=env).resolve(),
         max_upload_mb=_number(env, "SR_MAX_UPLOAD_MB", float, Config.max_upload_mb),
         max_pixels=_number(env, "SR_MAX_PIXELS", int, Config.max_pixels),
+        max_output_pixels=_number(env, "SR_MAX_OUTPUT_PIXELS", int, Config.max_output_pixels),
         concurrency=_number(env, "SR_CONCURRENCY", int, Config.concurrency),
         job_timeout_s=_number(env, "SR_JOB_TIMEOUT_S", float, Config.job_timeout_s),
         result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
@@ -215,6 +224,7 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         session_ttl_h=_number(env, "SR_SESSION_TTL_H", float, Config.session_ttl_h),
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
+        owner_share=_number(env, "SR_OWNER_SHARE", float, Config.owner_share),
         max_sync_waits=_number(env, "SR_MAX_SYNC_WAITS", int, Config.max_sync_waits),
         sync_wait_s=_number(env, "SR_SYNC_WAIT_S", float, Config.sync_wait_s),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
