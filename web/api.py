@@ -143,7 +143,8 @@ def _accept_upload(s: Services) -> Job:
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
-    if not uploads and not request.files and not request.form and request.content_length:
+    if not uploads and request.mimetype == "multipart/form-data" and not request.files and not request.form \
+            and request.content_length:
         # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
         raise ApiError(
             400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
