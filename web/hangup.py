@@ -6,13 +6,16 @@ import socket
 
 from flask import Response, request
 
+from web.services import services
+
 
 def close_unread(response: Response) -> Response:
     """Once `response` is sent, the connection's reading side is shut: gunicorn would otherwise drain the
     unread body before serving the connection again, and a client trickling it holds the thread. (The
-    development server closes every connection after its response anyway.)"""
+    development server closes every connection after its response anyway. Behind a proxy the body comes
+    whole and at once, and the proxy may reuse the connection for its next request: it is left alone.)"""
     sock = request.environ.get("gunicorn.socket")
-    if isinstance(sock, socket.socket):
+    if isinstance(sock, socket.socket) and not services().config.behind_proxy:
         def shut() -> None:
             try:
                 sock.shutdown(socket.SHUT_RD)
