@@ -30,7 +30,7 @@ def _running(client: HttpClient, photo: bytes) -> dict:
 def test_one_owner_holds_at_most_its_share_of_the_queue(
     start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model_slow, queue_size=4, owner_share=0.5)
+    server = start_server(model_path=edsr_model_slow, queue_size=4)  # SR_OWNER_SHARE 0.5: 2 each
     greedy, other = _browser(server), _browser(server)
     long_job = _running(greedy, photos.slow_png)
     queued = [greedy.upload(photos.small_png, filename=f"q{i}.png") for i in range(2)]
@@ -58,7 +58,7 @@ def _open_stream(server: LiveServer, client: HttpClient, path: str) -> http.clie
 def test_one_owner_holds_at_most_its_share_of_the_progress_streams(
     start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model_slow, max_event_streams=4, owner_share=0.5, concurrency=2)
+    server = start_server(model_path=edsr_model_slow, max_event_streams=4, concurrency=2)  # 2 each
     greedy, other = _browser(server), _browser(server)
     mine, theirs = _running(greedy, photos.slow_png), other.upload(photos.small_png).json()
     held = [_open_stream(server, greedy, mine["links"]["events"]) for _ in range(2)]
