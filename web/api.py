@@ -21,7 +21,7 @@ from web.limits import check_output_pixels
 from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
 from web.runner import QueueFull
 from web.services import Services, services
-from web.shares import queue_share_refusal
+from web.shares import Refusal, queue_share_refusal
 from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
 from web.waits import WaitEnd, client_gone, wait_for_job
 
@@ -143,8 +143,7 @@ def _accept_upload(s: Services) -> Job:
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
-    if not uploads and request.mimetype == "multipart/form-data" and not request.files and not request.form \
-            and request.content_length:
+    if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
         # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
         raise ApiError(
             400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
@@ -301,7 +300,7 @@ def job_events(job_id: str) -> Response:
     owner = owners.current_owner()
     refused = s.event_streams.take(owner)
     if refused:
-        held = (f"{s.config.max_event_streams} progress streams are open already" if refused == "all" else
+        held = (f"{s.config.max_event_streams} progress streams are open already" if refused is Refusal.ALL else
                 f"you have {s.event_streams.per_owner} progress streams open already")
         raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
     links = job_links(job_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import threading
+from enum import Enum
 
 from web.jobs import QUEUED, JobStore
 
@@ -25,6 +26,13 @@ def queue_share_refusal(store: JobStore, owner: str | None, queue_size: int, sha
             "send more when some of them are done")
 
 
+class Refusal(Enum):
+    """Why a stream slot was not given: every slot is taken, or the owner's share of them."""
+
+    ALL = "all"
+    SHARE = "share"
+
+
 class StreamSlots:
     """The open /events streams: at most `total` at once, at most share_of(total, share) per owner."""
 
@@ -34,13 +42,13 @@ class StreamSlots:
         self._open: dict[str | None, int] = {}
         self._lock = threading.Lock()
 
-    def take(self, owner: str | None) -> str | None:
-        """Takes a slot for `owner`, or says why not: "all" slots or the owner's "share" are taken."""
+    def take(self, owner: str | None) -> Refusal | None:
+        """Takes a slot for `owner` (None), or says why not."""
         with self._lock:
             if sum(self._open.values()) >= self.total:
-                return "all"
+                return Refusal.ALL
             if self._open.get(owner, 0) >= self.per_owner:
-                return "share"
+                return Refusal.SHARE
             self._open[owner] = self._open.get(owner, 0) + 1
             return None
 

@@ -182,7 +182,8 @@ def test_a_large_sign_in_body_is_refused_before_it_is_read(tmp_path: Path, fsrcn
         assert small.status == 302
     finally:
         stop.set()
-        trickler.join(5) if trickler.is_alive() else None
+        if trickler.is_alive():
+            trickler.join(5)
         for sock in socks:
             sock.close()
         service.terminate()

@@ -48,7 +48,7 @@ def test_abandoned_sync_uploads_give_their_threads_back(
             sock.close()
         started = time.monotonic()
         health = client.get("/healthz", timeout=20)
-        assert health.status == 200 and time.monotonic() - started < 5
+        assert health.status == 200 and time.monotonic() - started < 8
         assert client.get(long_job.json()["links"]["self"], timeout=10).json()["status"] in ("queued", "running")
         jobs = client.get("/api/jobs", timeout=10).json()["jobs"]
         assert len(jobs) == 5, "the jobs of the clients that left go on"
