@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 from web.backends import BackendUnavailable, EventSink, Finish, Health, JobSpec
 from web.backends.ray_task import EXITED, PLACED, TaskRequest, kill_job_processes, run_job_on_node
-from web.config import Config, ConfigError, is_private_address, public_refusal
+from web.backends.ray_address import is_private_address, public_refusal
+from web.config import Config, ConfigError
 from web.jobs import Job
 from web.outcomes import Lost
 
