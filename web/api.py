@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 import time
 from typing import Any, Iterator
@@ -14,6 +16,7 @@ from werkzeug.routing import BaseConverter
 from web import owners
 from web.archive import stream_zip, unique_names
 from web.cleanup import remove_job_files
+from web.disk import OUT_OF_SPACE_MESSAGE, REMEDY, data_space, is_out_of_space
 from web.errors import ApiError
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
@@ -22,6 +25,7 @@ from web.services import Services, services
 from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 SSE_POLL_S = 0.5
@@ -187,8 +191,17 @@ def _accept_upload(s: Services) -> Job:
     return job
 
 
+def _out_of_space() -> ApiError:
+    return ApiError(507, "out_of_space", OUT_OF_SPACE_MESSAGE, {"Retry-After": "60"})
+
+
 def _accept_or_reject(s: Services) -> Job:
     try:
+        space = data_space(s.config)
+        if not space.ok:
+            # Before anything of the request is read or written.
+            s.health_log.note(space)
+            raise _out_of_space()
         return _accept_upload(s)
     except UploadRejected as err:
         s.metrics.upload_rejected(err.status)
@@ -203,6 +216,13 @@ def _accept_or_reject(s: Services) -> Job:
             "too_large",
             f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo",
         ) from None
+    except (OSError, sqlite3.Error) as err:
+        if not is_out_of_space(err):
+            raise
+        # What was written of it is gone already (save_upload and the job row's rollback).
+        log.error("an upload was refused, the filesystem filled up while it was saved (%s); %s", err, REMEDY)
+        s.metrics.upload_rejected(507)
+        raise _out_of_space() from None
 
 
 @bp.post("/api/jobs")

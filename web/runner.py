@@ -322,13 +322,9 @@ class Runner:
             return
         code = outcome.code or "internal_error"
         message = outcome.message or FALLBACK_MESSAGES["internal_error"]
-        if code == "model_error":
-            # The worker's message is an operator's remedy (commands, settings, paths): it goes to the
-            # job's log and the service log; the person reads the plain fallback.
-            full = str((report.error or {}).get("message") or message)
-            self._note_in_job_log(job, full)
-            log.error("job %s: the model could not be used: %s", job.id, full)
-            message = FALLBACK_MESSAGES["model_error"]
+        if outcome.operator_note:
+            self._note_in_job_log(job, outcome.operator_note)
+            log.error("job %s failed (%s): %s", job.id, code, outcome.operator_note)
         self._remove_partial_output(job, keep_result=False)
         self.store.fail(job.id, code, message, exit_code=ending.exit_code)
         self._discard_upload(job)
