@@ -26,6 +26,7 @@ DISK_MB = 8
 MIN_FREE_MB = 1.0
 MB = 1024 * 1024
 SMALL = encode(rgb(24, 18, seed=41), "PNG")
+RECOVERS = "yes; once space is freed /healthz is 200 and the next job is done, no restart"
 
 
 def _unavailable(reason: str) -> None:
@@ -94,7 +95,7 @@ def test_a_full_disk_is_told_plainly_and_freeing_space_is_enough(
     observe(GROUP, f"data folder's filesystem full while the worker writes the result ({DISK_MB} MB tmpfs)",
             http=outcome("job failed output_error (worker exit 7)", failed["error"]["message"]),
             left="HTTP: nothing (partial result and upload removed); the worker's message in the job log "
-                 "and the service log")
+                 "and the service log", answering=RECOVERS)
 
     # 2. The upload itself fills the disk while it streams in: 507, and no partial file.
     _fill_until_free(small_disk, 1.2)
@@ -111,7 +112,7 @@ def test_a_full_disk_is_told_plainly_and_freeing_space_is_enough(
                for r in caplog.records)
     observe(GROUP, "data folder's filesystem fills up while an upload streams in",
             http=outcome(f"HTTP {refused.status} out_of_space (no job)", refused.json()["error"]["message"]),
-            left="HTTP: nothing in uploads/")
+            left="HTTP: nothing in uploads/", answering=RECOVERS)
 
     # 3. Below SR_MIN_FREE_MB: /healthz says so, and an upload is refused before anything is written.
     _fill_until_free(small_disk, 0.5)
@@ -134,7 +135,7 @@ def test_a_full_disk_is_told_plainly_and_freeing_space_is_enough(
     observe(GROUP, f"data folder below SR_MIN_FREE_MB ({MIN_FREE_MB:g} MB)",
             http=outcome(f"HTTP {refused.status} out_of_space (no job, nothing read)",
                          refused.json()["error"]["message"]) + f"; /healthz {health.status}: \"{body['reason']}\"",
-            left="nothing")
+            left="nothing", answering="/healthz 503 while below; " + RECOVERS)
 
     # 4. Space freed: healthy again and jobs run, without a restart.
     (small_disk / "filler").unlink()
@@ -143,8 +144,6 @@ def test_a_full_disk_is_told_plainly_and_freeing_space_is_enough(
     assert done["status"] == "done", done
     assert done["output"]["width"] == 1800
     assert_settled(server)
-    observe(GROUP, "data folder's filesystem full, then space freed", answering="yes; /healthz 200 and the next "
-            "job is done once space is freed, no restart")
 
 
 @pytest.mark.parametrize("min_free_mb, refused", [(1e12, True), (0, False)])
