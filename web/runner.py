@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -12,6 +13,7 @@ from typing import Any
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
 from web.config import Config
+from web.disk import OUT_OF_SPACE_MESSAGE, is_out_of_space
 from web.jobs import QUEUED, RUNNING, DONE, Job, JobStore
 from web.metrics import Metrics
 from web.options import model_path_for
@@ -29,6 +31,8 @@ from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: import
 log = logging.getLogger(__name__)
 
 _PROGRESS_WRITE_INTERVAL = 0.2
+# How often a job's failure is tried again while the disk is too full to record it.
+_RECORD_RETRY_S = 2.0
 
 
 class QueueFull(Exception):
@@ -53,6 +57,7 @@ class _EventRecorder:
         self.job_id = job_id
         self.report = WorkerReport()
         self._last_write = 0.0
+        self._write_failed = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         report = self.report
@@ -62,25 +67,28 @@ class _EventRecorder:
         elif kind == "start":
             report.start = event
             report.progress_total = int(event.get("tiles") or 0)
-            self.store.update(
-                self.job_id,
-                progress_total=report.progress_total,
-                engine=event.get("engine"),
-                device=event.get("device"),
-            )
+            self._write(progress_total=report.progress_total, engine=event.get("engine"), device=event.get("device"))
         elif kind == "progress":
             report.progress_done = int(event.get("done") or 0)
             report.progress_total = int(event.get("total") or report.progress_total)
             now = time.monotonic()
             if now - self._last_write >= _PROGRESS_WRITE_INTERVAL or report.progress_done >= report.progress_total:
                 self._last_write = now
-                self.store.update(
-                    self.job_id, progress_done=report.progress_done, progress_total=report.progress_total
-                )
+                self._write(progress_done=report.progress_done, progress_total=report.progress_total)
         elif kind == "done":
             report.done = event
         elif kind == "error":
             report.error = event
+
+    def _write(self, **fields: Any) -> None:
+        """Progress is shown, not needed: a row that cannot be written (a full disk) must not stop the
+        worker's events, which decide the outcome."""
+        try:
+            self.store.update(self.job_id, **fields)
+        except sqlite3.Error as err:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("job %s: its progress cannot be recorded: %s", self.job_id, err)
 
 
 class Runner:
@@ -191,13 +199,32 @@ class Runner:
                 return
             try:
                 self._run(job_id)
-            except Exception:
+            except Exception as err:
                 log.exception("job %s: supervisor failed", job_id)
+                self._fail_after_error(job_id, err)
+
+    def _fail_after_error(self, job_id: str, err: Exception) -> None:
+        """Records the job as failed. While the disk is too full for its row to be written, tries again
+        every few seconds: the job must not stay `running`, and this supervisor must not end."""
+        if is_out_of_space(err):
+            code, message = "output_error", OUT_OF_SPACE_MESSAGE
+        else:
+            code, message = "internal_error", FALLBACK_MESSAGES["internal_error"]
+        while True:
+            try:
                 self._remove_partial_output_by_id(job_id)
-                self.store.fail(job_id, "internal_error", FALLBACK_MESSAGES["internal_error"])
+                self.store.fail(job_id, code, message)
                 job = self.store.get(job_id)
                 if job is not None:
                     self._discard_upload(job)
+                return
+            except Exception as again:
+                if not is_out_of_space(again) or self._stopping:
+                    log.exception("job %s: its failure cannot be recorded", job_id)
+                    return
+                log.error("job %s: its failure cannot be recorded, the disk is full; trying again in %g s",
+                          job_id, _RECORD_RETRY_S)
+            time.sleep(_RECORD_RETRY_S)
 
     def _run(self, job_id: str) -> None:
         job = self.store.get(job_id)

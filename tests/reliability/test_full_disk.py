@@ -3,10 +3,13 @@ the log, /healthz turns unhealthy below SR_MIN_FREE_MB, nothing partial is left,
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +21,8 @@ from PIL import Image
 
 from tests.reliability.inputs import encode, rgb
 from tests.reliability.outcomes import outcome
-from tests.web.conftest import StartServer
+from tests.web.conftest import StartServer, wait_until
+from tests.web.server import worker_processes
 from web.disk import OUT_OF_SPACE_MESSAGE
 
 GROUP = "Faults"
@@ -63,6 +67,18 @@ def _fill_until_free(disk: Path, free_mb: float) -> None:
         out.truncate(0)
         out.write(b"\0" * target)  # tmpfs allocates what is written, not what is truncated to
     assert abs(shutil.disk_usage(disk).free / MB - free_mb) < 0.1
+
+
+def _fill_completely(disk: Path) -> None:
+    """Writes until the filesystem refuses more: nothing can grow, the job database included."""
+    with open(disk / "filler", "ab") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+    assert shutil.disk_usage(disk).free < 65536
 
 
 def _free_mb(disk: Path) -> float:
@@ -156,3 +172,37 @@ def test_the_threshold_is_sr_min_free_mb_and_0_turns_it_off(
     assert (health.status, health.json()["disk"]["ok"]) == ((503, False) if refused else (200, True))
     reply = client.upload(SMALL)
     assert reply.status == (507 if refused else 202), reply.body
+
+
+def test_a_disk_that_fills_completely_while_a_job_runs_fails_the_job_and_the_service_recovers(
+    small_disk: Path, start_server: StartServer, edsr_model_slow: Path, slow_photo: bytes, observe: Observe
+) -> None:
+    # Filled from outside (another program) while the worker computes: the worker cannot write the result,
+    # and the job database may not be able to grow either.
+    server = start_server(small_disk / "data", model_path=edsr_model_slow, min_free_mb=MIN_FREE_MB,
+                          result_cache="off", job_timeout_s=120)
+    client = server.client()
+    with Image.open(io.BytesIO(slow_photo)) as coffee:
+        photo = encode(coffee.crop((0, 0, 300, 200)), "PNG")  # seconds of work with this model
+    job = client.upload(photo, filename="coffee.png").json()
+    client.wait(job["id"], until=("running",), timeout=60)
+    _fill_completely(small_disk)
+    assert client.get("/healthz").status == 503
+    refused = client.upload(SMALL)
+    assert refused.status == 507
+    wait_until(lambda: not worker_processes(server.data_dir), timeout=120, what="the worker to end")
+    # Its failure may not be recordable yet (the row cannot grow); it is, once space is freed.
+    time.sleep(1.0)
+    (small_disk / "filler").unlink()
+    failed = client.wait(job["id"], timeout=30)
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["message"] == OUT_OF_SPACE_MESSAGE
+    assert client.get("/healthz").status == 200
+    done = client.wait(client.upload(SMALL).json()["id"], timeout=120)
+    assert done["status"] == "done", done
+    assert_settled(server)
+    observe(GROUP, "data folder's filesystem filled completely by another program while a job runs (the job "
+            "database cannot grow either)",
+            http=outcome("job failed output_error, recorded once space is freed", failed["error"]["message"])
+            + f"; uploads meanwhile HTTP {refused.status} out_of_space",
+            left="HTTP: nothing (partial result and upload removed)", answering=RECOVERS)
