@@ -15,10 +15,9 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-
-from tests.reliability.conftest import Observe, assert_settled, leftovers, wait_idle
 from PIL import Image
 
+from tests.reliability.conftest import Observe, assert_settled, leftovers, wait_idle
 from tests.reliability.inputs import encode, rgb
 from tests.reliability.outcomes import outcome
 from tests.web.conftest import StartServer, wait_until
@@ -71,14 +70,14 @@ def _fill_until_free(disk: Path, free_mb: float) -> None:
 
 def _fill_completely(disk: Path) -> None:
     """Writes until the filesystem refuses more: nothing can grow, the job database included."""
-    with open(disk / "filler", "ab") as out:
+    chunk = 65536
+    with open(disk / "filler", "ab", buffering=0) as out:
         try:
-            while True:
-                out.write(b"\0" * 65536)
-                out.flush()
+            for _ in range(DISK_MB * MB // chunk + 1):
+                out.write(b"\0" * chunk)
         except OSError as err:
             assert err.errno == errno.ENOSPC, err
-    assert shutil.disk_usage(disk).free < 65536
+    assert shutil.disk_usage(disk).free < chunk
 
 
 def _free_mb(disk: Path) -> float:
