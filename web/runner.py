@@ -7,7 +7,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
+
+from infer.contract import Done, Error, Event, Progress, Start, Unreadable, parse_event
 
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
@@ -54,33 +56,33 @@ class _EventRecorder:
         self.report = WorkerReport()
         self._last_write = 0.0
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, raw: Event | Mapping[str, Any]) -> None:
         report = self.report
-        kind = event.get("event")
-        if not isinstance(kind, str):
+        event = parse_event(raw)
+        if isinstance(event, Unreadable):
             report.bad_lines += 1
-        elif kind == "start":
-            report.start = event
-            report.progress_total = int(event.get("tiles") or 0)
+        elif isinstance(event, Start):
+            report.start = dict(event.record)
+            report.progress_total = event.tiles
             self.store.update(
                 self.job_id,
                 progress_total=report.progress_total,
-                engine=event.get("engine"),
-                device=event.get("device"),
+                engine=event.engine,
+                device=event.device,
             )
-        elif kind == "progress":
-            report.progress_done = int(event.get("done") or 0)
-            report.progress_total = int(event.get("total") or report.progress_total)
+        elif isinstance(event, Progress):
+            report.progress_done = event.done
+            report.progress_total = event.total or report.progress_total
             now = time.monotonic()
             if now - self._last_write >= _PROGRESS_WRITE_INTERVAL or report.progress_done >= report.progress_total:
                 self._last_write = now
                 self.store.update(
                     self.job_id, progress_done=report.progress_done, progress_total=report.progress_total
                 )
-        elif kind == "done":
-            report.done = event
-        elif kind == "error":
-            report.error = event
+        elif isinstance(event, Done):
+            report.done = dict(event.record)
+        elif isinstance(event, Error):
+            report.error = dict(event.record)
 
 
 class Runner:
