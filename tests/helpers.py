@@ -28,6 +28,24 @@ def run_worker(*args: str | Path, env: dict | None = None, preexec_fn=None, time
     return proc.returncode, events, proc.stderr
 
 
+# The worker's libraries, which the front end must run without.
+WORKER_LIBRARIES = ("cv2", "torch", "numpy", "spandrel")
+
+
+def without_modules(code: str, blocked: tuple[str, ...] = WORKER_LIBRARIES) -> str:
+    """`python -c` source that makes `blocked` (and their submodules) unimportable, then runs `code`.
+    Only that process: the workers it starts import what they like."""
+    return (
+        "import importlib.abc, sys\n"
+        "class _Blocked(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {tuple(blocked)!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked by the test)', name=name)\n"
+        "sys.meta_path.insert(0, _Blocked())\n"
+        f"{code}\n"
+    )
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)

@@ -17,6 +17,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from infer import REPO_ROOT
+from tests.helpers import without_modules
 from tests.web.client import HttpClient
 from web import create_app, shutdown
 from web.services import EXTENSION_KEY, Services
@@ -88,14 +89,22 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
-def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 30.0) -> ServiceProcess:
+def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 30.0,
+                          blocked: tuple[str, ...] = ()) -> ServiceProcess:
+    """`python -m web` on a free loopback port; `blocked` modules are made unimportable in it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env)
     # The log is appended to across restarts; only what this start writes counts.
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
+        args = ["--host", "127.0.0.1", "--port", "0"]
+        if blocked:
+            code = without_modules(f"from web.__main__ import main; sys.exit(main({args!r}))", blocked)
+            command = [sys.executable, "-c", code]
+        else:
+            command = [sys.executable, "-m", "web", *args]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", "0"],
+            command,
             cwd=REPO_ROOT,
             env=full_env,
             stdin=subprocess.DEVNULL,
