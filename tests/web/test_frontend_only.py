@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import venv
 from pathlib import Path
 
 import pytest
 
 from infer import REPO_ROOT
-from tests.helpers import WORKER_LIBRARIES, without_modules
-from tests.web.client import HttpClient
+from tests.helpers import WORKER_LIBRARIES, install_fresh, without_modules
 from tests.web.conftest import Photos
 
 # Run in the blocked process: the app factory, the three pages a person or a monitor asks for first, and
@@ -74,62 +69,14 @@ def test_without_a_model_the_blocked_app_still_answers_and_says_why(tmp_path: Pa
 # ----------------------------------------------------------------------------- a fresh virtualenv
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _copy_checkout(target: Path) -> Path:
-    """The tracked and untracked-but-not-ignored files, as a clone would have them (no venv, no data)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file() and not source.is_symlink():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
-
-def _wait_serving(proc: subprocess.Popen, log: Path, port: int, timeout: float = 60.0) -> HttpClient:
-    client = HttpClient(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sr-web exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        if b"serving on" in log.read_bytes():
-            return client
-        time.sleep(0.1)
-    raise AssertionError(f"sr-web did not start within {timeout} s:\n{log.read_text(errors='replace')}")
-
-
 @pytest.mark.slow
 def test_pip_install_dot_in_a_fresh_virtualenv_starts_sr_web(tmp_path: Path, photos: Photos) -> None:
     # As the README says for a front end alone: no extras, nothing from the test's own environment.
-    checkout = _copy_checkout(tmp_path / "checkout")
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True, system_site_packages=False)
-    python = env_dir / "bin" / "python"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SR_", "PYTHON", "VIRTUAL_ENV"))}
-    # pip's own cache (wheels built and downloaded before) keeps a second run fast.
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(checkout)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert install.returncode == 0, install.stdout + install.stderr
+    installed = install_fresh(tmp_path)
     for module in WORKER_LIBRARIES:
-        missing = subprocess.run([str(python), "-c", f"import {module}"], env=env, capture_output=True, timeout=60)
-        assert missing.returncode != 0, f"{module} came with the front end's install"
+        assert not installed.can_import(module), f"{module} came with the front end's install"
 
-    port = _free_port()
-    log = tmp_path / "sr-web.log"
-    env.update(SR_DATA_DIR=str(tmp_path / "data"))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(env_dir / "bin" / "sr-web"), "--port", str(port)], env=env, cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    try:
-        client = _wait_serving(proc, log, port)
+    with installed.serve(tmp_path / "sr-web.log", SR_DATA_DIR=str(tmp_path / "data")) as client:
         health = client.get("/healthz")
         assert health.status == 503, health.body
         assert "sr-models fetch EDSR_x3" in health.json()["reason"]
@@ -138,8 +85,4 @@ def test_pip_install_dot_in_a_fresh_virtualenv_starts_sr_web(tmp_path: Path, pho
         upload = client.upload(photos.small_png)
         assert upload.status == 503, upload.body
         assert upload.json()["error"]["code"] == "unavailable"
-        assert not list((tmp_path / "data").rglob("*.png")), "the refused upload left a file"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert proc.returncode == 0, log.read_text(errors="replace")
+    assert not list((tmp_path / "data").rglob("*.png")), "the refused upload left a file"
