@@ -22,7 +22,6 @@ from infer.events import EventSink
 
 # What a folder is searched for (by extension, case-insensitive); the decoder still checks the bytes.
 IMAGE_SUFFIXES = tuple(ext for f in contract.FORMATS for ext in f.extensions)
-FORMATS = tuple(f.name for f in contract.OUTPUT_FORMATS)  # --format values
 # Failures that would hit every remaining photo the same way: the batch stops there.
 _FATAL = (ModelError, UsageError, CancelledError)
 

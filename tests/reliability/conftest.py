@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
 
-from infer import REPO_ROOT
 from tests.helpers import WORKER, WorkerRun, run_worker  # noqa: F401  (the reliability tests import them from here)
 from tests.reliability.inputs import MAX_PIXELS
 from tests.reliability.outcomes import Case, render
@@ -50,6 +46,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     cases = session.config.stash.get(_CASES, {})
     if target and cases:
         Path(target).write_text(render(list(cases.values())))
+
+
+def run_cases(cases: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+              model: Path) -> dict[str, tuple[WorkerRun, Path]]:
+    """Each case's file (its `filename` and `data`) through the worker, two at a time (each run is its own
+    process), into `result.png` in a folder of its own: the run and that output path, by case name."""
+    def one(case: Any) -> tuple[WorkerRun, Path]:
+        folder = tmp_path_factory.mktemp("cli")
+        source = folder / case.filename
+        source.write_bytes(case.data)
+        output = folder / "result.png"
+        return run_worker("--input", source, "--output", output, "--model", model, "--max-pixels", MAX_PIXELS), output
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(cases, pool.map(one, cases.values())))
 
 
 def wait_idle(server: LiveServer, timeout: float = 30.0) -> None:
