@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import json
-import threading
+import logging
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
+from infer import contract
 from web import owners
 from web.archive import stream_zip, unique_names
-from web.cleanup import remove_job_files
-from web.errors import ApiError
+from web.errors import ApiError, error_response
+from web.hangup import close_unread
+from web.intake import QueueShareFull, Unavailable, Upload
+from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
+from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice
 from web.runner import QueueFull
 from web.services import Services, services
-from infer import contract
-from web.uploads import UploadRejected, clean_name, download_stem, output_format_for, save_upload, unknown_format_message
+from web.shares import Refusal
+from web.uploads import UploadRejected, download_stem, unknown_format_message
+from web.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 SSE_POLL_S = 0.5
 # Short enough that a stream whose client went away is noticed (and its slot freed) soon.
 SSE_KEEPALIVE_S = 5.0
-SYNC_POLL_S = 0.2
 # How a failed job answers `POST /upload`: a known condition is never a 500. The worker's failures answer
 # as the contract's table says; of the front end's own codes only a timeout has its own status.
 _SYNC_TIMEOUT_STATUS = 504
@@ -83,7 +87,7 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
             "download_name": download_name(job),
         },
         "scale": job.scale,
-        "model": job.model,
+        "model": job.model_id,
         "denoise": job.denoise or "off",
         "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
@@ -119,14 +123,8 @@ def _unavailable() -> ApiError:
 
 
 def _accept_upload(s: Services) -> Job:
-    """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
-    state = availability(s.config, s.runner.backend)
-    if not state.ok:
-        # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
-        s.health_log.note(state)
-        raise _unavailable()
-    if s.runner.queue_length() >= s.config.queue_size:
-        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
+    s.intake.check_open(owners.current_owner())
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -138,12 +136,19 @@ def _accept_upload(s: Services) -> Job:
     local = s.runner.backend.uses_local_model
     models = offered_models(s.config, local_file=local)
     if not models:
-        raise _unavailable()
+        raise Unavailable("no model is offered")
     try:
         choice = parse_choice(request.form, models, default_model(s.config, local_file=local))
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
+    if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
+        # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
+        raise ApiError(
+            400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
+            "text, or a damaged form; rename the file with plain characters, or let the HTTP client build the "
+            "form (for example curl -F image=@photo.jpg)"
+        )
     if not uploads:
         raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
     if len(uploads) > 1:
@@ -151,53 +156,23 @@ def _accept_upload(s: Services) -> Job:
             400, "too_many_files", f"the field 'image' holds {len(uploads)} files; send one photo per request"
         )
     upload = uploads[0]
-    saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
-    out_format = output_format_for(requested, saved.format)
-    job = Job(
-        id=saved.job_id,
-        state=QUEUED,
-        original_name=clean_name(upload.filename),
-        input_file=saved.path.name,
-        input_format=saved.format,
-        input_width=saved.width,
-        input_height=saved.height,
-        input_bytes=saved.size_bytes,
-        output_file=f"{saved.job_id}.{out_format}",
-        output_format=out_format,
-        scale=choice.model.scale,
-        keep_upload=s.config.keep_uploads,
-        created_at=time.time(),
-        owner=owners.current_owner(),
-        model=choice.model.id,
-        denoise=choice.denoise,
-        estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(s.store, choice.model),
-        cache_key=s.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale, choice.denoise,
-                              out_format),
+    return s.intake.accept(
+        Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
+               offered_scales=frozenset(m.scale for m in models))
     )
-    source = s.cache.find_done(job)
-    try:
-        s.store.add(job)
-        if source is not None and s.cache.serve(job, source):
-            # The same photo and settings were done before: no worker, no accelerator.
-            saved.path.unlink(missing_ok=True)
-            served = s.store.get(job.id)
-            s.metrics.cache_hit((served.cache_saved_s if served else 0.0) or 0.0)
-            return served or job
-        s.runner.submit(job.id)
-    except QueueFull:
-        s.store.delete(job.id)
-        saved.path.unlink(missing_ok=True)
-        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
-    except BaseException:
-        s.store.delete(job.id)
-        saved.path.unlink(missing_ok=True)
-        raise
-    return job
 
 
 def _accept_or_reject(s: Services) -> Job:
     try:
-        return _accept_upload(s)
+        try:
+            return _accept_upload(s)
+        except Unavailable:
+            raise _unavailable() from None
+        except QueueFull:
+            raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes",
+                           {"Retry-After": "60"}) from None
+        except QueueShareFull as err:
+            raise ApiError(429, "queue_share_full", str(err), {"Retry-After": "60"}) from None
     except UploadRejected as err:
         s.metrics.upload_rejected(err.status)
         raise ApiError(err.status, err.code, err.message) from None
@@ -206,11 +181,23 @@ def _accept_or_reject(s: Services) -> Job:
         raise
     except RequestEntityTooLarge:
         s.metrics.upload_rejected(413)
-        raise ApiError(
+        raise _too_large(s) from None
+
+
+def _too_large(s: Services) -> ApiError:
+    """Whether the photo or one of the small fields beside it was too large: werkzeug says neither."""
+    length = request.content_length
+    if length is not None and length <= (request.max_content_length or length):
+        return ApiError(
             413,
-            "too_large",
-            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo",
-        ) from None
+            "form_too_large",
+            f"a form field other than the photo is over {(request.max_form_memory_size or 0) / 1000:g} kB, or "
+            f"the form has over {request.max_form_parts} parts; send the photo in the field 'image' and only "
+            "short values (format, model, scale, quality, denoise) in the others",
+        )
+    return ApiError(
+        413, "too_large", f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo"
+    )
 
 
 @bp.post("/api/jobs")
@@ -237,17 +224,17 @@ def jobs_zip() -> Response:
     s = services()
     owner = owners.current_owner()
     done = [job for job in (s.store.owned_by(owner) if owner else []) if job.state == DONE]
-    done = [job for job in done if (s.config.results_dir / job.output_file).is_file()]
-    if not done:
+    results = [(job, JobFiles.of(s.config, job).result) for job in done]
+    results = [(job, path) for job, path in results if path.is_file()]
+    if not results:
         raise ApiError(404, "no_results", "there are no finished photos to download yet")
-    names = unique_names(download_name(job) for job in done)
-    entries = [(name, s.config.results_dir / job.output_file) for name, job in zip(names, done)]
+    names = unique_names(download_name(job) for job, _ in results)
+    entries = [(name, path, job.finished_at or job.created_at) for name, (job, path) in zip(names, results)]
     return Response(
         stream_zip(entries),
         mimetype="application/zip",
         headers={
             "Content-Disposition": 'attachment; filename="upscaled-photos.zip"',
-            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",
         },
     )
@@ -273,13 +260,12 @@ def get_job(job_id: str) -> Any:
 def job_events(job_id: str) -> Response:
     s = services()
     _get_job(s, job_id)
-    if not s.event_streams.acquire(blocking=False):
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"{s.config.max_event_streams} progress streams are open already; poll GET /api/jobs/{job_id} instead",
-            {"Retry-After": "5"},
-        )
+    owner = owners.current_owner()
+    refused = s.event_streams.take(owner)
+    if refused:
+        held = (f"{s.config.max_event_streams} progress streams are open already" if refused is Refusal.ALL else
+                f"you have {s.event_streams.per_owner} progress streams open already")
+        raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
     links = job_links(job_id)
     store = s.store
 
@@ -306,9 +292,9 @@ def job_events(job_id: str) -> Response:
             time.sleep(SSE_POLL_S)
 
     return Response(
-        _EventStream(stream(), s.event_streams),
+        _EventStream(stream(), lambda: s.event_streams.give_back(owner)),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"X-Accel-Buffering": "no"},
     )
 
 
@@ -316,9 +302,9 @@ class _EventStream:
     """An SSE body that gives its slot back when the server closes it: the job finished, the client
     went away, or the response was never sent at all."""
 
-    def __init__(self, chunks: Iterator[str], slots: threading.BoundedSemaphore):
+    def __init__(self, chunks: Iterator[str], give_back: Callable[[], None]):
         self._chunks = chunks
-        self._slots = slots
+        self._give_back = give_back
         self._open = True
 
     def __iter__(self) -> Iterator[str]:
@@ -328,7 +314,7 @@ class _EventStream:
         if self._open:
             self._open = False
             self._chunks.close()  # type: ignore[attr-defined]
-            self._slots.release()
+            self._give_back()
 
 
 def _mimetype(extension: str) -> str:
@@ -341,7 +327,7 @@ def _result_response(s: Services, job: Job) -> Response:
         raise ApiError(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
     if job.state != DONE:
         raise ApiError(409, "not_ready", f"the photo is still {job.state}; wait until its status is done")
-    path = s.config.results_dir / job.output_file
+    path = JobFiles.of(s.config, job).result
     if not path.is_file():
         raise ApiError(404, "result_gone", "the result file is no longer there; upload the photo again")
     response = send_file(
@@ -350,7 +336,10 @@ def _result_response(s: Services, job: Job) -> Response:
         as_attachment=True,
         download_name=download_name(job),
         conditional=True,
-        etag=True,
+        # The job's own validators: a cached result is a hard link to another job's file, whose
+        # modification time would tell when someone else uploaded the same photo.
+        etag=f"{job.id}-{path.stat().st_size}",
+        last_modified=job.finished_at,
         max_age=0,
     )
     response.headers["X-Job-Id"] = job.id
@@ -371,21 +360,36 @@ def delete_job(job_id: str) -> tuple[str, int]:
     if job is None:
         raise ApiError(404, "not_found", NOT_FOUND)
     s.runner.cancel(job_id)
-    remove_job_files(s.config, job)
+    JobFiles.of(s.config, job).remove_all()
     return "", 204
 
 
 @bp.post("/upload")
-def upload_sync() -> Response:
-    """Waits for the job and answers with the image itself, or the job's JSON error."""
+def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
+    """Waits for the job and answers with the image itself, or the job's JSON error; past SR_SYNC_WAIT_S
+    with 202 and the job's location, as POST /api/jobs would. A client that leaves stops the wait, not the job."""
     s = services()
-    job = _accept_or_reject(s)
-    while not job.finished:
-        time.sleep(SYNC_POLL_S)
-        current = s.store.get(job.id)
-        if current is None:
-            raise ApiError(404, "not_found", "the job was deleted before it finished")
-        job = current
+    if not s.sync_waits.acquire(blocking=False):
+        s.metrics.upload_rejected(503)
+        return close_unread(error_response(
+            503, "too_many_waits",
+            f"{s.config.max_sync_waits} uploads are waiting for their results already; try again in a minute, "
+            "or send the photo to POST /api/jobs and follow the job",
+            {"Retry-After": "30"},
+        ))
+    try:
+        job = _accept_or_reject(s)
+        waited = wait_for_job(s.store, job, s.config.sync_wait_s, lambda: client_gone(request.environ))
+    finally:
+        s.sync_waits.release()
+    if waited.end is WaitEnd.DELETED or waited.job is None:
+        raise ApiError(404, "not_found", "the job was deleted before it finished")
+    job = waited.job
+    if waited.end is WaitEnd.CLIENT_GONE:
+        log.info("job %s: its POST /upload client went away; the job goes on", job.id)
+    if waited.end is not WaitEnd.FINISHED:
+        links = job_links(job.id)
+        return job_json(job, s.store.queue_position(job), links), 202, {"Location": links["self"]}
     if job.state == FAILED:
         status = sync_status(job.error_code)
         raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",

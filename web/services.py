@@ -1,4 +1,4 @@
-"""The per-app objects every view needs (settings, job store, runner, metrics), kept in `app.extensions`."""
+"""The per-app objects every view needs (settings, job store, intake, runner, metrics), kept in `app.extensions`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from flask import current_app
 
 from web.cleanup import Cleaner
 from web.config import Config
+from web.intake import Intake
 from web.jobs import JobStore
 from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
 from web.runner import Runner
+from web.sessions import SessionBook
+from web.shares import StreamSlots
+from web.signins import SignInGuard
 
 EXTENSION_KEY = "sr_web"
 
@@ -23,13 +27,19 @@ class Services:
     config: Config
     store: JobStore
     runner: Runner
+    intake: Intake
     metrics: Metrics
     cache: ResultCache
     cleaner: Cleaner
     scale: int
-    # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
-    event_streams: threading.BoundedSemaphore
+    # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS),
+    # and how many one owner can (SR_OWNER_SHARE).
+    event_streams: StreamSlots
+    # Each waiting POST /upload holds one too (SR_MAX_SYNC_WAITS).
+    sync_waits: threading.BoundedSemaphore
     health_log: HealthLog
+    sessions: SessionBook
+    sign_ins: SignInGuard
 
 
 def services() -> Services:

@@ -16,6 +16,7 @@ from PIL import Image
 from infer import contract
 from infer.errors import WorkerError
 from infer.header import probe
+from web.jobfiles import incoming_name, upload_name
 
 _ACCEPTED_TEXT = contract.formats_text()
 
@@ -120,7 +121,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
     """Copies the upload in chunks, checks it, and keeps it only if every check passes."""
     job_id = str(uuid.uuid4())
     uploads_dir.mkdir(parents=True, exist_ok=True)
-    partial = uploads_dir / f".incoming-{job_id}"
+    partial = uploads_dir / incoming_name(job_id)
     digest = hashlib.sha256()
     try:
         with open(partial, "xb") as out:
@@ -141,7 +142,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
                 f"{max_pixels / 1e6:g} megapixel limit; resize it first",
             )
         ext = accepted.name
-        final = uploads_dir / f"{job_id}.{ext}"
+        final = uploads_dir / upload_name(job_id, ext)
         os.replace(partial, final)
     except BaseException:
         partial.unlink(missing_ok=True)

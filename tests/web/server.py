@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,6 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from infer import REPO_ROOT
-from tests.helpers import without_modules
 from tests.web.client import HttpClient
 from web import create_app, shutdown
 from web.services import EXTENSION_KEY, Services
@@ -89,23 +89,17 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
-def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 30.0,
-                          blocked: tuple[str, ...] = ()) -> ServiceProcess:
-    """`python -m web` on a free loopback port; `blocked` modules are made unimportable in it."""
+def start_service_process(
+    log_path: Path, env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT
+) -> ServiceProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env)
     # The log is appended to across restarts; only what this start writes counts.
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
-        args = ["--host", "127.0.0.1", "--port", "0"]
-        if blocked:
-            code = without_modules(f"from web.__main__ import main; sys.exit(main({args!r}))", blocked)
-            command = [sys.executable, "-c", code]
-        else:
-            command = [sys.executable, "-m", "web", *args]
         proc = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
+            [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", "0"],
+            cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -123,6 +117,36 @@ def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"the service did not start within {timeout} s:\n{log_path.read_text(errors='replace')}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(log_path: Path, env: dict[str, str], threads: int = 4, timeout: float = 60.0) -> ServiceProcess:
+    """The service under gunicorn with `deploy/gunicorn.conf.py` and `threads` request threads, on a free
+    loopback port; returns once /healthz answers (stop it with `terminate()`)."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    full_env.update(env, SR_BIND=f"127.0.0.1:{port}", SR_WEB_THREADS=str(threads))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"], cwd=REPO_ROOT,
+                                env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    service = ServiceProcess(proc, port, log_path, env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            if service.client().get("/healthz", timeout=2).status in (200, 503):
+                return service
+        except OSError:
+            pass
+        time.sleep(0.2)
+    service.terminate()
+    raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{log_path.read_text(errors='replace')}")
 
 
 def worker_processes(marker: str | Path) -> list[psutil.Process]:
