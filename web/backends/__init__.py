@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from infer.contract import Denoise, Event, WorkerCommand
 from web.config import ConfigError
 from web.outcomes import Ending
 
@@ -25,7 +26,8 @@ SETTINGS_CHECKS: dict[str, str] = {
     "ray": "web.backends.ray_address:check_settings",
 }
 
-EventSink = Callable[[dict[str, Any]], None]
+# Takes each of the worker's events (a backend that receives them as JSON objects may pass those on).
+EventSink = Callable[[Event | dict[str, Any]], None]
 
 
 class BackendUnavailable(Exception):
@@ -44,9 +46,10 @@ class JobSpec:
     denoise: str = "off"
     is_default_model: bool = True  # SR_MODEL_PATH's model (a node may have its own SR_MODEL_PATH for it)
 
-    def worker_flags(self) -> list[str]:
-        """Options for the chosen settings; `--denoise` only when asked, so that older workers keep working."""
-        return [] if self.denoise == "off" else ["--denoise", self.denoise]
+    def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
+        """The worker's command for this job on this machine."""
+        return WorkerCommand(self.input_path, self.output_path, self.model_path, max_pixels,
+                             Denoise(self.denoise), script)
 
 
 @dataclass(frozen=True)
