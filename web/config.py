@@ -133,7 +133,8 @@ class Config:
     )
     max_pixels: int = setting(
         "SR_MAX_PIXELS", 16_000_000,
-        "largest photo (width × height), checked from the file header (422) and again by the worker", POSITIVE,
+        "largest photo (width × height), checked from the file header (422) and again by the worker, which gets "
+        "it as `--max-pixels` (also on Ray nodes, whatever their own `SR_MAX_PIXELS`)", POSITIVE,
     )
     # 500 MB: the largest PNG result a default setup makes plus one upload. Upscaled photos measured
     # 1.0-1.3 bytes a pixel as PNG (FSRCNN x3 of astronaut, coffee, chelsea), so a 16-megapixel photo at
