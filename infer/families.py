@@ -12,6 +12,7 @@ class Colour(str, Enum):
 
     BGR_MINUS_MEAN = "bgr-minus-mean"  # three channels, 0..255 minus a per-channel mean; the mean is added back
     LUMA = "luma"  # Y of YCrCb in 0..1; Cr and Cb are resized bilinearly beside it
+    RGB = "rgb"  # three channels, RGB in 0..1 (PyTorch checkpoints, as spandrel's models take them)
 
 
 @dataclass(frozen=True)

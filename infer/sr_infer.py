@@ -215,7 +215,9 @@ class LoadedModel:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = create_engine(self._args.engine, self._args.device, self._args.precision, self.spec.family)
+            self._engine = create_engine(
+                self._args.engine, self._args.device, self._args.precision, self.spec.family, self.spec.format
+            )
             if self._engine.note:
                 print(f"sr-infer: {self._engine.note}", file=sys.stderr)
         return self._engine

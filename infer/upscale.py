@@ -10,6 +10,7 @@ import numpy as np
 
 from infer.engines import Engine
 from infer.errors import ModelError
+from infer.families import Colour
 from infer.images import DecodedImage
 from infer.modelspec import ModelSpec
 from infer.tiling import ProgressFn, plan_tiles, run_tiled
@@ -36,6 +37,15 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
                 "pass the model's real factor with --scale or rename the file (e.g. EDSR_x3.pb)"
             )
         return out
+
+    if spec.family.colour is Colour.RGB:
+        # PyTorch checkpoints: RGB in 0..1 in and out.
+        def rgb(window: np.ndarray) -> np.ndarray:
+            x = cv2.cvtColor(window, cv2.COLOR_BGR2RGB).astype(np.float32) * _INV_255
+            out = check(engine.run(x), window)
+            return cv2.cvtColor(_to_uint8(out * np.float32(255.0)), cv2.COLOR_RGB2BGR)
+
+        return rgb
 
     if not spec.uses_luma:
         # EDSR: BGR minus the family's mean (DIV2K's) in, the mean added back out.

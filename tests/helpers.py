@@ -16,7 +16,7 @@ from infer import REPO_ROOT
 WORKER = REPO_ROOT / "infer" / "sr_infer.py"
 
 
-def run_worker(*args: str | Path, env: dict | None = None, preexec_fn=None, timeout: float = 120) -> tuple[int, list[dict], str]:
+def run_worker(*args: str | Path, env: dict | None = None, preexec_fn=None, timeout: float = 600) -> tuple[int, list[dict], str]:
     """Runs `infer/sr_infer.py` with no SR_* variables but those given; returns exit code, events, stderr."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env or {})
