@@ -16,6 +16,8 @@ from web.cleanup import Cleaner
 from web.backends import BackendUnavailable, create_backend
 from web.config import ConfigError, config_from_env
 from web.errors import register_error_handlers
+from web.finishing import Finisher
+from web.intake import Intake
 from web.jobs import JobStore
 from web.cache import ResultCache
 from web.metrics import Metrics, Snapshot
@@ -67,19 +69,22 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = JobStore(config.db_path)
     metrics = Metrics()
     cache = ResultCache(config, store, backend.name)
-    runner = Runner(config, store, metrics, backend, cache)
+    finisher = Finisher(config, store, metrics)
+    runner = Runner(config, store, metrics, backend, finisher, cache)
+    health_log = HealthLog()
     metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts()))
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
         config=config,
         store=store,
         runner=runner,
+        intake=Intake(config, store, runner, cache, finisher, health_log),
         metrics=metrics,
         cache=cache,
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
         event_streams=threading.BoundedSemaphore(config.max_event_streams),
-        health_log=HealthLog(),
+        health_log=health_log,
     )
 
     register_error_handlers(app)

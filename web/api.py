@@ -13,13 +13,14 @@ from werkzeug.routing import BaseConverter
 
 from web import owners
 from web.archive import stream_zip, unique_names
-from web.cleanup import remove_job_files
 from web.errors import ApiError
+from web.intake import Unavailable, Upload
+from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice, seconds_per_mp
+from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice
 from web.runner import QueueFull
 from web.services import Services, services
-from web.uploads import OUTPUT_FORMATS, UploadRejected, clean_name, download_stem, output_format_for, save_upload
+from web.uploads import OUTPUT_FORMATS, UploadRejected, download_stem
 
 bp = Blueprint("api", __name__)
 
@@ -75,7 +76,7 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
             "download_name": download_name(job),
         },
         "scale": job.scale,
-        "model": job.model,
+        "model": job.model_id,
         "denoise": job.denoise or "off",
         "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
@@ -111,14 +112,8 @@ def _unavailable() -> ApiError:
 
 
 def _accept_upload(s: Services) -> Job:
-    """Checks and saves the upload, records the job and queues it; nothing is kept if any step fails."""
-    state = availability(s.config, s.runner.backend)
-    if not state.ok:
-        # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
-        s.health_log.note(state)
-        raise _unavailable()
-    if s.runner.queue_length() >= s.config.queue_size:
-        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
+    """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
+    s.intake.check_open()
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -130,7 +125,7 @@ def _accept_upload(s: Services) -> Job:
     local = s.runner.backend.uses_local_model
     models = offered_models(s.config, local_file=local)
     if not models:
-        raise _unavailable()
+        raise Unavailable("no model is offered")
     try:
         choice = parse_choice(request.form, models, default_model(s.config, local_file=local))
     except BadChoice as err:
@@ -143,53 +138,20 @@ def _accept_upload(s: Services) -> Job:
             400, "too_many_files", f"the field 'image' holds {len(uploads)} files; send one photo per request"
         )
     upload = uploads[0]
-    saved = save_upload(upload.stream, s.config.uploads_dir, s.config.max_upload_bytes, s.config.max_pixels)
-    out_format = output_format_for(requested, saved.format)
-    job = Job(
-        id=saved.job_id,
-        state=QUEUED,
-        original_name=clean_name(upload.filename),
-        input_file=saved.path.name,
-        input_format=saved.format,
-        input_width=saved.width,
-        input_height=saved.height,
-        input_bytes=saved.size_bytes,
-        output_file=f"{saved.job_id}.{out_format}",
-        output_format=out_format,
-        scale=choice.model.scale,
-        keep_upload=s.config.keep_uploads,
-        created_at=time.time(),
-        owner=owners.current_owner(),
-        model=choice.model.id,
-        denoise=choice.denoise,
-        estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(s.store, choice.model),
-        cache_key=s.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale, choice.denoise,
-                              out_format),
+    return s.intake.accept(
+        Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner())
     )
-    source = s.cache.find_done(job)
-    try:
-        s.store.add(job)
-        if source is not None and s.cache.serve(job, source):
-            # The same photo and settings were done before: no worker, no accelerator.
-            saved.path.unlink(missing_ok=True)
-            served = s.store.get(job.id)
-            s.metrics.cache_hit((served.cache_saved_s if served else 0.0) or 0.0)
-            return served or job
-        s.runner.submit(job.id)
-    except QueueFull:
-        s.store.delete(job.id)
-        saved.path.unlink(missing_ok=True)
-        raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes", {"Retry-After": "60"})
-    except BaseException:
-        s.store.delete(job.id)
-        saved.path.unlink(missing_ok=True)
-        raise
-    return job
 
 
 def _accept_or_reject(s: Services) -> Job:
     try:
-        return _accept_upload(s)
+        try:
+            return _accept_upload(s)
+        except Unavailable:
+            raise _unavailable() from None
+        except QueueFull:
+            raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes",
+                           {"Retry-After": "60"}) from None
     except UploadRejected as err:
         s.metrics.upload_rejected(err.status)
         raise ApiError(err.status, err.code, err.message) from None
@@ -229,11 +191,12 @@ def jobs_zip() -> Response:
     s = services()
     owner = owners.current_owner()
     done = [job for job in (s.store.owned_by(owner) if owner else []) if job.state == DONE]
-    done = [job for job in done if (s.config.results_dir / job.output_file).is_file()]
-    if not done:
+    results = [(job, JobFiles.of(s.config, job).result) for job in done]
+    results = [(job, path) for job, path in results if path.is_file()]
+    if not results:
         raise ApiError(404, "no_results", "there are no finished photos to download yet")
-    names = unique_names(download_name(job) for job in done)
-    entries = [(name, s.config.results_dir / job.output_file) for name, job in zip(names, done)]
+    names = unique_names(download_name(job) for job, _ in results)
+    entries = [(name, path) for name, (_, path) in zip(names, results)]
     return Response(
         stream_zip(entries),
         mimetype="application/zip",
@@ -328,7 +291,7 @@ def _result_response(s: Services, job: Job) -> Response:
         raise ApiError(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
     if job.state != DONE:
         raise ApiError(409, "not_ready", f"the photo is still {job.state}; wait until its status is done")
-    path = s.config.results_dir / job.output_file
+    path = JobFiles.of(s.config, job).result
     if not path.is_file():
         raise ApiError(404, "result_gone", "the result file is no longer there; upload the photo again")
     response = send_file(
@@ -358,7 +321,7 @@ def delete_job(job_id: str) -> tuple[str, int]:
     if job is None:
         raise ApiError(404, "not_found", NOT_FOUND)
     s.runner.cancel(job_id)
-    remove_job_files(s.config, job)
+    JobFiles.of(s.config, job).remove_all()
     return "", 204
 
 

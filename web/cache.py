@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from web.config import Config
+from web.jobfiles import JobFiles
 from web.jobs import DONE, Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class ResultCache:
             if (
                 self._same_scope(job, other)
                 and (other.finished_at or 0) > cutoff
-                and (self.config.results_dir / other.output_file).is_file()
+                and JobFiles.of(self.config, other).result.is_file()
             ):
                 return other
         return None
@@ -97,9 +98,8 @@ class ResultCache:
     def serve(self, job: Job, source: Job) -> bool:
         """Makes `job` done with `source`'s result: a hard link (a copy where links cannot be made), so that
         deleting either job, or the sweep removing one, leaves the other's file alone."""
-        results = self.config.results_dir
-        src, dst = results / source.output_file, results / job.output_file
-        tmp = results / f".{job.id}.cached"
+        files = JobFiles.of(self.config, job)
+        src, dst, tmp = JobFiles.of(self.config, source).result, files.result, files.cache_temp
         try:
             try:
                 os.link(src, tmp)

@@ -8,23 +8,14 @@ import time
 from pathlib import Path
 
 from web.config import Config
-from web.jobs import Job, JobStore
+from web.jobfiles import INCOMING_PREFIX, JobFiles
+from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
 # An upload still being received never takes this long; older partial files are leftovers of a crash.
 _INCOMING_GRACE_S = 3600.0
 _KEEP = {".gitkeep"}
-
-
-def remove_job_files(config: Config, job: Job) -> None:
-    """The upload, the result, anything else named after the job, and its worker log."""
-    (config.uploads_dir / job.input_file).unlink(missing_ok=True)
-    (config.logs_dir / f"{job.id}.log").unlink(missing_ok=True)
-    if config.results_dir.is_dir():
-        for path in config.results_dir.iterdir():
-            if job.id in path.name:
-                path.unlink(missing_ok=True)
 
 
 class Cleaner:
@@ -62,12 +53,12 @@ class Cleaner:
         expired = self.store.finished_before(cutoff)
         for job in expired:
             # Files first, then the row: once the job answers 404 nothing of it is left on disk.
-            remove_job_files(self.config, job)
+            JobFiles.of(self.config, job).remove_all()
             if self.store.delete(job.id) is not None:
                 log.info("job %s expired and was removed", job.id)
         live: set[str] = set()
         for job_id, input_file, output_file in self.store.file_names():
-            live.update((input_file, output_file, f"{job_id}.log"))
+            live.update(JobFiles.named(self.config, job_id, input_file, output_file).kept_names())
         for folder in (self.config.uploads_dir, self.config.results_dir, self.config.logs_dir):
             self._remove_stray(folder, live, cutoff, now)
         return len(expired)
@@ -85,7 +76,7 @@ class Cleaner:
             except FileNotFoundError:
                 continue
             too_old = mtime < cutoff
-            if path.name.startswith(".incoming-"):
+            if path.name.startswith(INCOMING_PREFIX):
                 too_old = too_old or mtime < now - _INCOMING_GRACE_S
             if too_old:
                 path.unlink(missing_ok=True)

@@ -68,6 +68,8 @@ _ADDED_COLUMNS = (
     ("cached_from", "TEXT"),
     ("cache_saved_s", "REAL"),
 )
+# PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
+_MODEL_FILE_VERSION = 1
 
 
 @dataclass
@@ -106,13 +108,19 @@ class Job:
     error_message: str | None = None
     # SHA-256 of the browser's owner cookie; None for jobs sent without one (listed to nobody).
     owner: str | None = None
-    model: str | None = None  # the model's id (`EDSR_x3`); None for jobs made before models could be chosen
+    # The chosen model's file name with its format (`EDSR_x3.pb`); None for jobs made before models could be chosen.
+    model: str | None = None
     denoise: str | None = None
     estimate_s: float | None = None  # expected running seconds, fixed when the job is queued
     # The photo's and settings' digest (web/cache.py); None when the cache is off.
     cache_key: str | None = None
     cached_from: str | None = None  # the job whose result this one reuses; None when a worker made it
     cache_saved_s: float | None = None  # worker seconds the reuse saved
+
+    @property
+    def model_id(self) -> str | None:
+        """The model as people choose it: its file name without the format (`EDSR_x3`)."""
+        return Path(self.model).stem if self.model else None
 
     @property
     def cached(self) -> bool:
@@ -162,13 +170,18 @@ class JobStore:
         return conn
 
     def _migrate(self) -> None:
-        """Adds the columns a database made by an older version lacks."""
+        """Adds the columns a database made by an older version lacks; names the models of its jobs by file."""
         with self._tx() as db:
             present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             for name, sql_type in _ADDED_COLUMNS:
                 if name not in present:
                     db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_cache_key ON jobs (cache_key)")
+            ((version,),) = db.execute("PRAGMA user_version").fetchall()
+            if version < _MODEL_FILE_VERSION:
+                # Only TensorFlow graphs could be chosen before: an id stood for `<id>.pb`.
+                db.execute("UPDATE jobs SET model = model || '.pb' WHERE model IS NOT NULL")
+                db.execute(f"PRAGMA user_version = {_MODEL_FILE_VERSION}")
 
     def _rows(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._pool.connection() as db:
@@ -260,7 +273,7 @@ class JobStore:
         return [_row_to_job(r) for r in self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY seq", (owner,))]
 
     def recent_speeds(self, model: str, limit: int = 20) -> list[float]:
-        """Running seconds per input megapixel of the model's latest done jobs."""
+        """Running seconds per input megapixel of the latest done jobs with this model file (`EDSR_x3.pb`)."""
         rows = self._rows(
             "SELECT finished_at - started_at, input_width * input_height FROM jobs WHERE state = ? AND model = ? "
             "AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from infer.catalog import QUALITIES, InstalledModel, choose, installed_models, quality_of, scales
@@ -54,15 +55,16 @@ def offered_models(config: Config, local_file: bool = True) -> list[InstalledMod
 
 def seconds_per_mp(store: JobStore, model: InstalledModel) -> float:
     """The median of this service's recent jobs with the model, else the family's figure from the benchmarks."""
-    measured = store.recent_speeds(model.id)
+    measured = store.recent_speeds(model.path.name)
     return round(statistics.median(measured) if measured else model.family.cpu_seconds_per_mp, 3)
 
 
-def model_path_for(config: Config, model_id: str | None) -> Any:
-    """Where the job's model file is: the default's own path, else `<id>.pb` in the models folder."""
-    if model_id is None or model_id.lower() == config.model_path.stem.lower():
+def model_path_for(config: Config, model_file: str | None) -> Path:
+    """Where a job's model file (its row's `model`, `EDSR_x3.pb`) is: the default's own path when it names
+    that file, else in the models folder."""
+    if model_file is None or model_file.lower() == config.model_path.name.lower():
         return config.model_path
-    return config.models_dir / f"{model_id}.pb"
+    return config.models_dir / Path(model_file).name
 
 
 @dataclass(frozen=True)

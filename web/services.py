@@ -1,4 +1,4 @@
-"""The per-app objects every view needs (settings, job store, runner, metrics), kept in `app.extensions`."""
+"""The per-app objects every view needs (settings, job store, intake, runner, metrics), kept in `app.extensions`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask import current_app
 
 from web.cleanup import Cleaner
 from web.config import Config
+from web.intake import Intake
 from web.jobs import JobStore
 from web.cache import ResultCache
 from web.metrics import Metrics
@@ -23,6 +24,7 @@ class Services:
     config: Config
     store: JobStore
     runner: Runner
+    intake: Intake
     metrics: Metrics
     cache: ResultCache
     cleaner: Cleaner

@@ -15,6 +15,7 @@ from PIL import Image
 
 from infer.errors import WorkerError
 from infer.images import probe
+from web.jobfiles import incoming_name, upload_name
 
 # Pillow format name -> file extension for the formats the worker decodes.
 ACCEPTED_FORMATS = {
@@ -128,7 +129,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
     """Copies the upload in chunks, checks it, and keeps it only if every check passes."""
     job_id = str(uuid.uuid4())
     uploads_dir.mkdir(parents=True, exist_ok=True)
-    partial = uploads_dir / f".incoming-{job_id}"
+    partial = uploads_dir / incoming_name(job_id)
     digest = hashlib.sha256()
     try:
         with open(partial, "xb") as out:
@@ -148,7 +149,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
                 f"the photo is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
                 f"{max_pixels / 1e6:g} megapixel limit; resize it first",
             )
-        final = uploads_dir / f"{job_id}.{ext}"
+        final = uploads_dir / upload_name(job_id, ext)
         os.replace(partial, final)
     except BaseException:
         partial.unlink(missing_ok=True)

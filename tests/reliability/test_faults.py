@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from tests.reliability.conftest import (
@@ -22,8 +23,8 @@ from tests.reliability.conftest import (
 from tests.reliability.inputs import encode, rgb
 from tests.reliability.outcomes import outcome
 from tests.web.conftest import StartServer, wait_until
-from tests.web.server import start_service_process, worker_processes
-from web.runner import RESTART_MESSAGE, STOP_MESSAGE
+from tests.web.restart import Backend, restart_with_jobs
+from tests.web.server import worker_processes
 
 
 GROUP = "Faults"
@@ -223,51 +224,33 @@ def test_broken_model_fails_each_job_until_it_is_replaced(start_server: StartSer
     assert_settled(server)
 
 
+def _after_stop(running: tuple[str, psutil.Process], stop: str) -> None:
+    job_id, _ = running
+    if stop == "SIGKILL":
+        # The worker leads its own process group, so it outlives a killed service...
+        assert worker_processes(job_id), "expected the running worker to outlive the killed service"
+
+
+def _ended(running: tuple[str, psutil.Process], stop: str) -> None:
+    # ...until the new service finds it and ends it (after SIGTERM, reaping the zombie is init's job).
+    job_id, worker = running
+    assert worker_processes(job_id) == []
+    assert session_members(worker.pid, zombies=stop == "SIGTERM") == [], "the interrupted job's worker outlived the restart"
+
+
+LOCAL = Backend(env={}, locate=lambda data, job_id: (job_id, _worker_of(job_id)), after_stop=_after_stop, ended=_ended)
+
+
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 def test_service_restart_with_jobs_queued_and_running(stop: str, tmp_path: Path, edsr_model_slow: Path,
                                                       slow_photo: bytes, small_photo: bytes, observe: Observe) -> None:
-    data = tmp_path / "data"
-    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(edsr_model_slow), "SR_CONCURRENCY": "1"}
-    log = tmp_path / "service.log"
-    first = start_service_process(log, env)
-    second = None
-    try:
-        client = first.client()
-        finished = client.wait(client.upload(small_photo, filename="finished.png").json()["id"])
-        assert finished["status"] == "done"
-        result = client.get(finished["links"]["result"]).body
-        running = client.upload(slow_photo, filename="running.png").json()
-        queued = [client.upload(small_photo, filename=f"queued{i}.png").json() for i in range(2)]
-        wait_until(lambda: client.job(running["id"])["tiles"]["total"] > 0, what="the slow job to start")
-        worker = _worker_of(running["id"])
-        if stop == "SIGTERM":
-            first.terminate()
-        else:
-            first.kill()
-
-        second = start_service_process(log, env)
-        client = second.client()
-        orphans = session_members(worker.pid, zombies=stop == "SIGTERM")
-        assert orphans == [], "the interrupted job's worker outlived the restart"
-        assert client.get(finished["links"]["result"]).body == result
-        interrupted = client.wait(running["id"])
-        assert interrupted["status"] == "failed"
-        assert interrupted["error"] == {
-            "code": "interrupted", "message": STOP_MESSAGE if stop == "SIGTERM" else RESTART_MESSAGE,
-        }
-        assert [client.wait(job["id"])["status"] for job in queued] == ["done", "done"]
-        wait_until(lambda: leftovers(data) == [], timeout=5, what=f"no leftovers (still {leftovers(data)})")
-        assert client.get("/healthz").status == 200
-        observe(GROUP, f"service stopped with {stop} and started again (1 done, 1 running, 2 queued)",
-                http=outcome("done job: result downloads byte for byte; queued jobs: run and done; running job: "
-                             "failed interrupted", interrupted["error"]["message"]),
-                left="nothing but the done jobs' results; no worker of the old service alive",
-                answering="yes (new service)")
-    finally:
-        first.terminate()
-        if second is not None:
-            second.terminate()
-    assert worker_processes(data) == []
+    restarted = restart_with_jobs(tmp_path, edsr_model_slow, small_photo, slow_photo, LOCAL, stop)
+    assert leftovers(tmp_path / "data") == []
+    observe(GROUP, f"service stopped with {stop} and started again (1 done, 1 running, 2 queued)",
+            http=outcome("done job: result downloads byte for byte; queued jobs: run and done; running job: "
+                         "failed interrupted", restarted.interrupted["error"]["message"]),
+            left="nothing but the done jobs' results; no worker of the old service alive",
+            answering="yes (new service)")
 
 
 def test_same_photo_twice_at_once_gets_two_results(start_server: StartServer, small_photo: bytes,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import shutil
+import sqlite3
+import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +17,7 @@ from PIL import Image
 
 from tests.web.conftest import Photos, StartServer
 from web import create_app, shutdown
+from web.jobs import QUEUED, Job, JobStore
 
 
 @pytest.fixture
@@ -156,3 +160,34 @@ def test_the_size_limit_message_has_no_operator_remedy(tmp_path: Path, fsrcnn_mo
         reply = _upload(app.test_client(), b"\x89PNG" + b"0" * 20_000)
         assert reply.status_code == 413
         assert "SR_" not in reply.get_json()["error"]["message"]
+
+
+def test_the_row_names_the_model_by_file_and_rows_of_older_versions_still_run(
+    start_server: StartServer, models_folder: Path, photos: Photos, tmp_path: Path
+) -> None:
+    """Before, a row held the model's id (`LapSRN_x4`, meaning `LapSRN_x4.pb`); a database of that version,
+    with a job still queued, is named by file on open and the job runs its model."""
+    data = tmp_path / "older"
+    old_id = str(uuid.uuid4())
+    (data / "uploads").mkdir(parents=True)
+    (data / "uploads" / f"{old_id}.png").write_bytes(photos.small_png)
+    store = JobStore(data / "state" / "jobs.db")
+    store.add(Job(id=old_id, state=QUEUED, original_name="old.png", input_file=f"{old_id}.png", input_format="png",
+                  input_width=64, input_height=48, input_bytes=len(photos.small_png), output_file=f"{old_id}.png",
+                  output_format="png", scale=4, created_at=time.time(), model="LapSRN_x4"))
+    store.close()
+    with sqlite3.connect(data / "state" / "jobs.db") as db:
+        db.execute("PRAGMA user_version = 0")
+    db.close()
+
+    server = start_server(data_dir=data, model_path=models_folder / "FSRCNN_x3.pb", models_dir=models_folder)
+    client = server.client()
+    old = client.wait(old_id)
+    assert old["status"] == "done" and old["model"] == "LapSRN_x4", old
+    assert (old["output"]["width"], old["output"]["height"]) == (64 * 4, 48 * 4)
+    new = client.wait(client.upload(photos.small_png, fields={"model": "ESPCN_x3"}).json()["id"])
+    assert new["status"] == "done" and new["model"] == "ESPCN_x3", new
+    rows = server.services.store
+    assert (rows.get(old_id).model, rows.get(new["id"]).model) == ("LapSRN_x4.pb", "ESPCN_x3.pb")
+    # Done jobs count for their model's speed, under the file's name.
+    assert rows.recent_speeds("LapSRN_x4.pb") and rows.recent_speeds("ESPCN_x3.pb")

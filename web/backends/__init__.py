@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from web.outcomes import Lost
+from web.outcomes import Ending
 
 if TYPE_CHECKING:
     from web.config import Config
@@ -51,15 +51,6 @@ class Health:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Finish:
-    """How a finished execution ended, as plain values."""
-
-    exit_code: int | None = None
-    signal: int | None = None
-    lost: Lost | None = None
-
-
 class Execution(Protocol):
     """One job being executed. `kill` may be called from any thread, at any time, more than once."""
 
@@ -72,8 +63,9 @@ class Execution(Protocol):
 
     def kill(self) -> None: ...
 
-    def finish(self) -> Finish:
-        """Valid after wait() returned True."""
+    def finish(self) -> Ending:
+        """How the worker ended (exit code, signal or lost), for the outcome rules; valid after wait()
+        returned True. The runner adds what it knows itself (timeout, cancel, stop, the result's presence)."""
 
 
 class Backend(Protocol):

@@ -15,9 +15,10 @@ from typing import IO
 import psutil
 
 from infer import REPO_ROOT
-from web.backends import EventSink, Finish, Health, JobSpec
+from web.backends import EventSink, Health, JobSpec
 from web.config import Config
 from web.jobs import Job
+from web.outcomes import Ending, ending_from_returncode
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,8 @@ class LocalExecution:
     def kill(self) -> None:
         kill_group(self._proc.pid)
 
-    def finish(self) -> Finish:
-        rc = self._proc.returncode
-        if rc is not None and rc < 0:
-            return Finish(signal=-rc)
-        return Finish(exit_code=rc)
+    def finish(self) -> Ending:
+        return ending_from_returncode(self._proc.returncode)
 
 
 class LocalBackend:

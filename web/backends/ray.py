@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from web.backends import BackendUnavailable, EventSink, Finish, Health, JobSpec
+from web.backends import BackendUnavailable, EventSink, Health, JobSpec
 from web.backends.ray_task import EXITED, PLACED, TaskRequest, kill_job_processes, run_job_on_node
 from web.config import Config, ConfigError, is_private_address, public_refusal
 from web.jobs import Job
-from web.outcomes import Lost
+from web.outcomes import Ending, Lost, ending_from_returncode
 
 try:
     import ray
@@ -135,13 +135,10 @@ class RayExecution:
         except Exception:
             log.exception("job %s: cancelling its Ray task failed (force=%s)", self._spec.job_id, force)
 
-    def finish(self) -> Finish:
+    def finish(self) -> Ending:
         rc = self._returncode
-        if self._lost is not None and rc is None:
-            return Finish(lost=self._lost)
-        if rc is not None and rc < 0:
-            return Finish(signal=-rc)
-        return Finish(exit_code=rc, lost=self._lost)
+        # A worker that reported its own end by a signal was not lost, whatever the stream said after.
+        return ending_from_returncode(rc, lost=None if rc is not None and rc < 0 else self._lost)
 
     def _consume(self) -> None:
         try:

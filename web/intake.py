@@ -1,0 +1,95 @@
+"""Intake: a checked upload becomes a job row, served from the result cache or queued; nothing is kept if a step fails."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from web.cache import ResultCache
+from web.config import Config
+from web.finishing import Finisher
+from web.jobfiles import result_name
+from web.jobs import QUEUED, Job, JobStore
+from web.options import Choice, HealthLog, availability, seconds_per_mp
+from web.runner import QueueFull, Runner
+from web.uploads import clean_name, output_format_for, save_upload
+
+
+class Unavailable(Exception):
+    """Jobs cannot run now (the reason went to the log and /healthz; the person is not told it)."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What a request asks for: the photo's bytes and name as sent, the settings, the output format, and
+    who sends it (the owner cookie's digest; None without one)."""
+
+    stream: BinaryIO
+    filename: str | None
+    choice: Choice
+    requested_format: str | None = None
+    owner: str | None = None
+
+
+@dataclass
+class Intake:
+    """Takes uploads in for the views: whether jobs can be taken, then the job's row, cache lookup and queue."""
+
+    config: Config
+    store: JobStore
+    runner: Runner
+    cache: ResultCache
+    finisher: Finisher
+    health_log: HealthLog
+
+    def check_open(self) -> None:
+        """Raises Unavailable or QueueFull before anything of a request is read."""
+        state = availability(self.config, self.runner.backend)
+        if not state.ok:
+            # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
+            self.health_log.note(state)
+            raise Unavailable(state.reason)
+        if self.runner.queue_length() >= self.config.queue_size:
+            raise QueueFull()
+
+    def accept(self, upload: Upload) -> Job:
+        """Saves and checks the photo (UploadRejected), records the job, and serves it from the cache or
+        queues it (QueueFull); on any failure neither the row nor the file is kept."""
+        config, choice = self.config, upload.choice
+        saved = save_upload(upload.stream, config.uploads_dir, config.max_upload_bytes, config.max_pixels)
+        out_format = output_format_for(upload.requested_format, saved.format)
+        job = Job(
+            id=saved.job_id,
+            state=QUEUED,
+            original_name=clean_name(upload.filename),
+            input_file=saved.path.name,
+            input_format=saved.format,
+            input_width=saved.width,
+            input_height=saved.height,
+            input_bytes=saved.size_bytes,
+            output_file=result_name(saved.job_id, out_format),
+            output_format=out_format,
+            scale=choice.model.scale,
+            keep_upload=config.keep_uploads,
+            created_at=time.time(),
+            owner=upload.owner,
+            model=choice.model.path.name,
+            denoise=choice.denoise,
+            estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(self.store, choice.model),
+            cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale,
+                                     choice.denoise, out_format),
+        )
+        source = self.cache.find_done(job)
+        try:
+            self.store.add(job)
+            if source is not None and self.cache.serve(job, source):
+                # The same photo and settings were done before: no worker, no accelerator.
+                return self.finisher.served_from_cache(job, source) or job
+            self.runner.submit(job.id)
+        except BaseException:
+            self.store.delete(job.id)
+            saved.path.unlink(missing_ok=True)
+            raise
+        return job
+
