@@ -6,7 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 # What `make run` fetches: the default (EDSR x3, 38.5 MB) and a fast model for every other scale (under 5 MB
 # together), so the page offers 2x, 3x, 4x and 8x. EDSR_x2 and EDSR_x4 (38 MB each) add "best" at 2x and 4x.
-MODELS ?= EDSR_x3 FSRCNN_x3 ESPCN_x2 ESPCN_x4 LapSRN_x8
+# realesr-general-x4v3 and its denoising twin (4.9 MB each) restore damaged photos (noise, JPEG, blur) at 4x.
+MODELS ?= EDSR_x3 FSRCNN_x3 ESPCN_x2 ESPCN_x4 LapSRN_x8 realesr-general-x4v3 realesr-general-wdn-x4v3
 # The tested PyTorch pair: spandrel imports torchvision, which must be built for the installed torch (PyPI's
 # torchvision on a `+cpu` torch fails: "operator torchvision::nms does not exist"), so both come from one source.
 # Without an NVIDIA driver that is PyTorch's CPU index (a few hundred MB instead of several GB of CUDA libraries);
@@ -38,6 +39,7 @@ setup: $(VENV)/.installed
 
 run: setup
 	@$(VENV)/bin/sr-models fetch $(MODELS) || echo "warning: not every model in '$(MODELS)' could be fetched; the page offers the ones that are there, and says so when the default is missing (see README: Models)"
+	@$(VENV)/bin/sr-models scan >/dev/null || echo "warning: the checkpoints in the models folder could not be scanned; the page offers them once \`sr-models scan\` has run"
 	$(VENV)/bin/sr-web --host $(HOST) --port $(PORT)
 
 test: setup

@@ -25,6 +25,10 @@ CHECKPOINT_HINT = (
 )
 
 
+class LoaderMissing(ModelError):
+    """spandrel (the worker's install) is not here: a fact of this machine, not of the checkpoint."""
+
+
 class Tiling(str, Enum):
     """spandrel's tiling hint for an architecture."""
 
@@ -120,15 +124,16 @@ def _describe(descriptor: Any) -> CheckpointInfo:
     )
 
 
-def load(path: str | Path) -> tuple[Any, CheckpointInfo]:
+def load(path: str | Path, *, served_only: bool = True) -> tuple[Any, CheckpointInfo]:
     """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
-    that would run code, that spandrel refuses or does not recognise, or that the worker does not serve."""
+    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
+    does not serve."""
     path = Path(path)
     _refuse_code(path)
     try:
         import spandrel
     except ImportError as err:
-        raise ModelError(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+        raise LoaderMissing(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
     import pickle
 
     loader = spandrel.ModelLoader("cpu")
@@ -149,7 +154,7 @@ def load(path: str | Path) -> tuple[Any, CheckpointInfo]:
         raise ModelError(f"{path.name} does not match its architecture ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
     info = _describe(descriptor)
     reason = info.refusal()
-    if reason is not None:
+    if reason is not None and served_only:
         raise ModelError(f"{path.name} is not served: {reason}")
     descriptor.model.eval()
     return descriptor, info
@@ -160,6 +165,9 @@ def inspect(path: str | Path) -> CheckpointInfo:
     return load(path)[1]
 
 
+# Wall seconds per input megapixel on the CPU in fp32, a first estimate until the service has its own figures
+# (issue 17's measurements, 2 threads: RealESRGAN_x4plus 127 s, the Compact realesr-animevideov3 3.7 s).
+_CPU_SECONDS_PER_MP = {"ESRGAN": 130.0, "Compact": 4.0}
 # Input tile and context on the CPU for architectures that tile; not yet chosen by measurement per
 # architecture (bench/ is to do that). Real-ESRGAN's own script pads tiles by 10.
 _TILE = 256
@@ -172,5 +180,18 @@ def family_of(info: CheckpointInfo) -> Family:
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
         tile=0 if whole else _TILE, tile_pad=0 if whole else _TILE_PAD, cpu_engines=("spandrel",),
-        auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}",
+        auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2,
+        cpu_seconds_per_mp=_CPU_SECONDS_PER_MP.get(info.architecture, 60.0),
+    )
+
+
+def info_from_json(data: dict[str, Any]) -> CheckpointInfo:
+    """The inverse of `CheckpointInfo.to_json` (scan records); KeyError/ValueError/TypeError on a damaged one."""
+    size = data["size_requirements"]
+    return CheckpointInfo(
+        architecture=str(data["architecture"]), architecture_name=str(data["architecture_name"]), scale=int(data["scale"]),
+        input_channels=int(data["input_channels"]), output_channels=int(data["output_channels"]), purpose=str(data["purpose"]),
+        size_minimum=int(size["minimum"]), size_multiple_of=int(size["multiple_of"]), size_square=bool(size["square"]),
+        tiling=Tiling(data["tiling"]), supports_fp16=bool(data["supports_fp16"]), supports_bf16=bool(data["supports_bf16"]),
+        tags=tuple(str(t) for t in data.get("tags", ())),
     )
