@@ -44,7 +44,7 @@ from infer.models import default_model_path, models_dir  # noqa: E402
 from infer.families import FAMILIES  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
 from infer.precision import PRECISIONS  # noqa: E402
-from infer.upscale import count_tiles, effective_pad, upscale_image  # noqa: E402
+from infer.upscale import count_tiles, describe_run, effective_pad, reduce_image, upscale_image  # noqa: E402
 
 DEFAULT_MAX_PIXELS = 16_000_000
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --model: override the scale read from its file name")
     p.add_argument("--quality", metavar="best|fast",
                    help="without --model: the installed model that restores most detail (best) or runs fastest (fast)")
+    p.add_argument("--outscale", type=int, metavar="N",
+                   help="write the result at N times the input (at most the model's own scale), by a high-quality "
+                   "downscale of the model's output: a x4 restoration model serving 2x or 3x")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
     p.add_argument("--format", choices=batch.FORMATS, help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
@@ -101,6 +104,18 @@ class Settings:
     denoise: Denoise
     model_quality: str | None  # "best", "fast" or None
     output_quality: int
+    output_scale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
+
+    def scale_for(self, spec: ModelSpec) -> int:
+        """The factor the result is written at; UsageError beyond what the model itself gives."""
+        if self.output_scale is None:
+            return spec.scale
+        if self.output_scale > spec.scale:
+            raise UsageError(
+                f"--outscale {self.output_scale} is more than the model gives (x{spec.scale}); a model's output is "
+                "never enlarged further: choose a model of that scale"
+            )
+        return self.output_scale
 
 
 @dataclass
@@ -146,7 +161,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     output_quality = 95 if output_quality is None else output_quality
     if not 1 <= output_quality <= 100:
         raise UsageError("--output-quality must be between 1 and 100")
-    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality)
+    if args.outscale is not None and args.outscale < 1:
+        raise UsageError("--outscale must be 1 or more")
+    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale)
 
 
 def _check_output_file(output: str, fmt: str | None) -> None:
@@ -256,9 +273,10 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     t = timer.stage("decode", t)
     height, width = image.bgr.shape[:2]
     fmt = images.output_format(job.output)
-    if max(width, height) * spec.scale > images.MAX_SIDE[fmt]:
+    out_scale = settings.scale_for(spec)
+    if max(width, height) * out_scale > images.MAX_SIDE[fmt]:
         raise OutputError(
-            f"cannot write {job.output}: the result would be {width * spec.scale}x{height * spec.scale}, "
+            f"cannot write {job.output}: the result would be {width * out_scale}x{height * out_scale}, "
             f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
         )
     if settings.denoise is not Denoise.OFF:
@@ -270,7 +288,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         "start", input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
-        scale=spec.scale, engine=engine.name, device=engine.device, precision=engine.precision,
+        scale=spec.scale, output_scale=out_scale, ran=describe_run(spec, out_scale),
+        engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
     )
@@ -285,6 +304,9 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
 
         result = upscale_image(image, engine, spec, tile, tile_pad, progress)
         t = timer.stage("infer", t)
+        if out_scale != spec.scale:
+            result = reduce_image(result, width * out_scale, height * out_scale)
+            t = timer.stage("reduce", t)
     finally:
         if release:
             # Release the model (and any device memory) before the slow encode.
@@ -343,7 +365,7 @@ def run_folder(args: argparse.Namespace, settings: Settings, events: EventSink) 
     photos = batch.find_photos(args.input)
     spec = _resolve_model(args, settings)
     out_dir = Path(args.output)
-    jobs = batch.plan(photos, out_dir, spec.scale, args.format)
+    jobs = batch.plan(photos, out_dir, settings.scale_for(spec), args.format)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(spec, args)
 

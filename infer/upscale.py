@@ -107,3 +107,18 @@ def upscale_image(
         size = (bgr.shape[1], bgr.shape[0])
         alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC)
     return dataclasses.replace(image, bgr=bgr, alpha=alpha)
+
+
+def reduce_image(image: DecodedImage, width: int, height: int) -> DecodedImage:
+    """A model's output brought down to the size asked for (a x4 model serving 3x): area averaging, which
+    neither rings nor aliases; alpha alike."""
+    size = (width, height)
+    alpha = None if image.alpha is None else cv2.resize(image.alpha, size, interpolation=cv2.INTER_AREA)
+    return dataclasses.replace(image, bgr=cv2.resize(image.bgr, size, interpolation=cv2.INTER_AREA), alpha=alpha)
+
+
+def describe_run(spec: ModelSpec, output_scale: int) -> str:
+    """What ran, in words for the job and the page: "RealESRGAN Compact x4, reduced to 3x"."""
+    name = spec.checkpoint.architecture_name if spec.checkpoint is not None else spec.algo.upper()
+    said = f"{name} x{spec.scale}"
+    return said if output_scale == spec.scale else f"{said}, reduced to {output_scale}x"

@@ -200,3 +200,24 @@ def test_pb_engines_do_not_take_checkpoints(realesrgan: dict[str, Path], crops: 
     code, events, _ = run_worker("--input", crops["compact"], "--output", tmp_path / "o.png", "--model",
                                  realesrgan["compact"], "--engine", "opencv")
     assert code == 2 and "--engine spandrel" in events[-1]["message"]
+
+
+def test_a_x4_model_serves_3x_by_reducing_its_output_and_says_so(realesrgan: dict[str, Path], crops: dict[str, Path], tmp_path: Path):
+    model, src = realesrgan["compact"], crops["compact"]  # 96 x 80
+    full = tmp_path / "x4.png"
+    events = _upscale(model, src, full, "--precision", "fp32")
+    assert events[0]["ran"] == "RealESRGAN Compact x4" and events[0]["output_scale"] == 4
+    out = tmp_path / "x3.png"
+    events = _upscale(model, src, out, "--precision", "fp32", "--outscale", "3")
+    assert events[0]["ran"] == "RealESRGAN Compact x4, reduced to 3x"
+    assert events[0]["scale"] == 4 and events[0]["output_scale"] == 3
+    assert events[-1]["width"] == 288 and events[-1]["height"] == 240 and "reduce" in events[-1]["seconds"]
+    expected = cv2.resize(read(full), (288, 240), interpolation=cv2.INTER_AREA)
+    assert np.abs(read(out).astype(int) - expected.astype(int)).max() <= 1
+    code, events, _ = run_worker("--input", src, "--output", tmp_path / "x5.png", "--model", model, "--outscale", "5")
+    assert code == 2 and "never enlarged" in events[-1]["message"]
+    # Folder mode names results by the scale written.
+    (tmp_path / "folder").mkdir()
+    code, _, err = run_worker("--input", src, "--output", tmp_path / "folder", "--model", model, "--outscale", "2")
+    assert code == 0, err
+    assert Image.open(tmp_path / "folder" / "compact_x2.png").size == (192, 160)
