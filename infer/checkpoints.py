@@ -19,6 +19,9 @@ TORCHSCRIPT_SUFFIX = ".pt"
 _CACHE_SUFFIX = ".torch.pt"
 # Purposes the worker serves: one photo in, a larger or cleaner photo out.
 SERVED_PURPOSES = ("SR", "Restoration")
+# Models whose denoising can be dialled (Real-ESRGAN's `dni`): the weights blend with the twin's, `strength`
+# of this model's and the rest of the twin's (1: this model as it is, 0: the twin, which keeps the noise).
+DENOISE_TWINS = {"realesr-general-x4v3": "realesr-general-wdn-x4v3"}
 CHECKPOINT_HINT = (
     "use a single-image super-resolution or restoration checkpoint that spandrel recognises "
     "(.safetensors preferred, or .pth/.ckpt), such as RealESRGAN_x4plus.pth (`sr-models fetch RealESRGAN_x4plus`)"
@@ -124,21 +127,18 @@ def _describe(descriptor: Any) -> CheckpointInfo:
     )
 
 
-def load(path: str | Path, *, served_only: bool = True) -> tuple[Any, CheckpointInfo]:
-    """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
-    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
-    does not serve."""
-    path = Path(path)
-    _refuse_code(path)
-    try:
-        import spandrel
-    except ImportError as err:
-        raise LoaderMissing(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+def denoise_twin(path: Path) -> Path | None:
+    """The twin a checkpoint's denoise strength blends with (beside it), or None when it has none."""
+    twin = DENOISE_TWINS.get(path.stem)
+    return path.with_name(twin + path.suffix) if twin else None
+
+
+def _state_dict(loader: Any, path: Path) -> Any:
     import pickle
 
-    loader = spandrel.ModelLoader("cpu")
+    _refuse_code(path)
     try:
-        state = loader.load_state_dict_from_file(path)
+        return loader.load_state_dict_from_file(path)
     except pickle.UnpicklingError as err:
         raise ModelError(
             f"{path.name} was refused: it asks to run code while loading ({err}); a checkpoint should hold only "
@@ -146,6 +146,34 @@ def load(path: str | Path, *, served_only: bool = True) -> tuple[Any, Checkpoint
         ) from None
     except Exception as err:  # torch, zipfile and safetensors each raise their own kinds for a damaged file
         raise ModelError(f"{path.name} cannot be read as a checkpoint ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
+
+
+def _blend(path: Path, state: Any, twin: Path, twin_state: Any, strength: float) -> Any:
+    if state.keys() != twin_state.keys() or any(state[k].shape != twin_state[k].shape for k in state):
+        raise ModelError(f"{twin.name} does not have the same architecture as {path.name}, so they cannot be blended")
+    return {k: state[k] * strength + twin_state[k] * (1.0 - strength) for k in state}
+
+
+def load(path: str | Path, *, served_only: bool = True, denoise_strength: float | None = None) -> tuple[Any, CheckpointInfo]:
+    """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
+    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
+    does not serve. `denoise_strength` blends the weights with the checkpoint's denoise twin."""
+    path = Path(path)
+    _refuse_code(path)
+    try:
+        import spandrel
+    except ImportError as err:
+        raise LoaderMissing(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+
+    loader = spandrel.ModelLoader("cpu")
+    state = _state_dict(loader, path)
+    if denoise_strength is not None:
+        twin = denoise_twin(path)
+        if twin is None:
+            raise ModelError(f"{path.name} has no denoise twin to blend with; denoise strength applies to {', '.join(DENOISE_TWINS)}")
+        if not twin.is_file():
+            raise ModelError(f"denoise strength needs {twin.name} beside {path.name}; fetch it with `sr-models fetch {twin.stem}`")
+        state = _blend(path, state, twin, _state_dict(loader, twin), denoise_strength)
     try:
         descriptor = loader.load_from_state_dict(state)
     except spandrel.UnsupportedModelError:

@@ -21,6 +21,8 @@ class ModelSpec:
     algo: str
     scale: int
     checkpoint: CheckpointInfo | None = None
+    # A checkpoint with a denoise twin: 1 runs it as it is, 0 runs the twin, between blends their weights.
+    denoise_strength: float | None = None
 
     @property
     def family(self) -> Family:

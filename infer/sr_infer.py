@@ -8,6 +8,7 @@ _T_IMPORT = time.perf_counter()
 _T_IMPORT_WALL = time.time()
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -25,6 +26,7 @@ if __package__ in (None, ""):
 import psutil  # noqa: E402
 
 from infer import batch, images  # noqa: E402
+from infer.checkpoints import DENOISE_TWINS, denoise_twin  # noqa: E402
 from infer.catalog import QUALITIES, InstalledModel, choose, installed_models  # noqa: E402
 from infer.denoise import DENOISE_LEVELS, Denoise, denoise_image, parse_level  # noqa: E402
 from infer.engines import DEVICES, ENGINE_CHOICES, Engine, create_engine  # noqa: E402
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "downscale of the model's output: a x4 restoration model serving 2x or 3x")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
+    p.add_argument("--denoise-strength", type=float, metavar="S",
+                   help="0 to 1, for realesr-general-x4v3 (with realesr-general-wdn-x4v3 beside it): how much noise "
+                   "the model removes, by blending the two models' weights; replaces --denoise for it")
     p.add_argument("--format", choices=batch.FORMATS, help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo photos whose result is already there")
     p.add_argument("--json", action="store_true", help="JSON events on stdout even on a terminal")
@@ -105,6 +110,7 @@ class Settings:
     model_quality: str | None  # "best", "fast" or None
     output_quality: int
     output_scale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
+    denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
 
     def scale_for(self, spec: ModelSpec) -> int:
         """The factor the result is written at; UsageError beyond what the model itself gives."""
@@ -163,7 +169,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise UsageError("--output-quality must be between 1 and 100")
     if args.outscale is not None and args.outscale < 1:
         raise UsageError("--outscale must be 1 or more")
-    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale)
+    strength = args.denoise_strength
+    if strength is not None:
+        if not 0.0 <= strength <= 1.0:
+            raise UsageError("--denoise-strength must be between 0 and 1")
+        if parse_level(args.denoise) is not Denoise.OFF:
+            raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
+    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength)
 
 
 def _check_output_file(output: str, fmt: str | None) -> None:
@@ -198,6 +210,16 @@ def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
     return choose(models, scale=scale, quality=quality, default=default).spec
 
 
+def _with_denoise_strength(spec: ModelSpec, strength: float | None) -> ModelSpec:
+    if strength is None:
+        return spec
+    if spec.checkpoint is None or denoise_twin(spec.path) is None:
+        raise UsageError(
+            f"--denoise-strength applies to {', '.join(DENOISE_TWINS)} only, not {spec.path.name}; use --denoise instead"
+        )
+    return dataclasses.replace(spec, denoise_strength=strength)
+
+
 def _resolve_model(args: argparse.Namespace, settings: Settings) -> ModelSpec:
     if args.model:
         spec = spec_from_path(Path(args.model), args.algo, args.scale)
@@ -213,7 +235,7 @@ def _resolve_model(args: argparse.Namespace, settings: Settings) -> ModelSpec:
         )
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty; download it again with `sr-models fetch {path.stem}`")
-    return spec
+    return _with_denoise_strength(spec, settings.denoise_strength)
 
 
 def _peak_rss_mb() -> float:
@@ -292,6 +314,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        **({"denoise_strength": spec.denoise_strength} if spec.denoise_strength is not None else {}),
     )
 
     t = time.perf_counter()

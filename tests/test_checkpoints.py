@@ -221,3 +221,49 @@ def test_a_x4_model_serves_3x_by_reducing_its_output_and_says_so(realesrgan: dic
     code, _, err = run_worker("--input", src, "--output", tmp_path / "folder", "--model", model, "--outscale", "2")
     assert code == 0, err
     assert Image.open(tmp_path / "folder" / "compact_x2.png").size == (192, 160)
+
+
+@pytest.fixture
+def general_pair(tmp_path: Path) -> Path:
+    """realesr-general-x4v3 and its wdn twin, stood in for by two Compact x4 checkpoints of one architecture:
+    the converted realesr-animevideov3, and the same with every weight perturbed (seeded)."""
+    import torch
+
+    from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, state_dict
+
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    weights = state_dict(ANIMEVIDEOV3)
+    torch.save({"params": weights}, folder / "realesr-general-x4v3.pth")
+    g = torch.Generator().manual_seed(0)
+    twin = {k: v * (1 + 0.3 * torch.randn(v.shape, generator=g)) for k, v in weights.items()}
+    torch.save({"params": twin}, folder / "realesr-general-wdn-x4v3.pth")
+    return folder
+
+
+@pytest.mark.slow
+def test_denoise_strength_blends_the_twins_weights(general_pair: Path, photo: Path, tmp_path: Path):
+    model, twin = general_pair / "realesr-general-x4v3.pth", general_pair / "realesr-general-wdn-x4v3.pth"
+    fp32 = ("--precision", "fp32")
+    plain, wdn = tmp_path / "plain.png", tmp_path / "wdn.png"
+    _upscale(model, photo, plain, *fp32)
+    _upscale(twin, photo, wdn, *fp32)
+    results = {}
+    for strength in ("0", "0.5", "1"):
+        results[strength] = tmp_path / f"s{strength}.png"
+        events = _upscale(model, photo, results[strength], *fp32, "--denoise-strength", strength)
+        assert events[0]["denoise_strength"] == float(strength)
+    a, b, mid = read(plain).astype(int), read(wdn).astype(int), read(results["0.5"]).astype(int)
+    assert np.abs(read(results["1"]).astype(int) - a).max() <= 1
+    assert np.abs(read(results["0"]).astype(int) - b).max() <= 1
+    apart = np.abs(a - b).mean()
+    assert apart > 2  # the twins really differ
+    assert 0 < np.abs(mid - a).mean() < apart and 0 < np.abs(mid - b).mean() < apart
+
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "x.png", "--model", model, "--denoise-strength", "1.5")
+    assert code == 2 and "between 0 and 1" in events[-1]["message"]
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "x.png", "--model", twin, "--denoise-strength", "0.5")
+    assert code == 2 and "realesr-general-x4v3 only" in events[-1]["message"]
+    twin.unlink()
+    code, events, _ = run_worker("--input", photo, "--output", tmp_path / "x.png", "--model", model, "--denoise-strength", "0.5")
+    assert code == 5 and "sr-models fetch realesr-general-wdn-x4v3" in events[-1]["message"]

@@ -46,7 +46,7 @@ class CheckpointEngine(TorchEngine):
         if self._plan is not None and self._spec == spec:
             return self._plan
         t = time.perf_counter()
-        descriptor, info = checkpoints.load(spec.path)
+        descriptor, info = checkpoints.load(spec.path, denoise_strength=spec.denoise_strength)
         if info.scale != spec.scale:
             raise ModelError(f"{spec.path.name} upscales x{info.scale}, not x{spec.scale}; it changed since it was inspected")
         self._seconds["weights"] = round(time.perf_counter() - t, 4)
