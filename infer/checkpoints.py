@@ -208,7 +208,7 @@ def family_of(info: CheckpointInfo) -> Family:
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
         tile=0 if whole else _TILE, tile_pad=0 if whole else _TILE_PAD, cpu_engines=("spandrel",),
-        auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2,
+        auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
         cpu_seconds_per_mp=_CPU_SECONDS_PER_MP.get(info.architecture, 60.0),
     )
 

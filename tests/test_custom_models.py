@@ -132,6 +132,7 @@ def test_a_front_end_without_pytorch_offers_and_runs_scanned_checkpoints(folder:
     after = front_end(str(photo))
     offered = {m["id"]: m for m in after["options"]["models"]}
     assert offered["my-anime-x4"]["label"] == "my-anime-x4 (RealESRGAN Compact x4)" and offered["my-anime-x4"]["scale"] == 4
+    assert offered["my-anime-x4"]["kind"] == "restore" and offered["FSRCNN_x3"]["kind"] == "fast"
     assert not {"mystery", "scripted", "evil"} & set(offered)
     assert after["healthz"]["models_unscanned"] == [] and after["healthz"]["notes"] == []
     job = after["job"]

@@ -174,6 +174,7 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
                 "id": m.id,
                 "family": m.family.name,
                 "label": m.label,
+                "kind": m.family.kind,
                 "scale": m.scale,
                 "quality": quality_of(m, models),
                 "seconds_per_megapixel": seconds_per_mp(store, m),
