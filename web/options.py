@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import logging
 import statistics
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from infer.catalog import QUALITIES, InstalledModel, checkpoint_model, choose, installed_models, quality_of, scales
+from infer import contract
 from infer.checkpoints import is_checkpoint
-from infer.denoise import DENOISE_LEVELS
+from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
 from infer.modelspec import spec_from_path
 from infer.scans import SCAN_COMMAND, unscanned
 from web.config import Config
+from web.disk import Space
 from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("png", "jpg", "webp")
-DEFAULT_DENOISE = "off"
+DEFAULT_DENOISE = contract.Denoise.OFF.value
 # What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
 UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
 
@@ -108,6 +110,8 @@ class Availability:
 
     ok: bool
     reason: str | None = None
+    # The command that fixes it, for the page's line to whoever runs the server (a missing default model).
+    fix_command: str | None = None
     # Checkpoints in the models folder that cannot be offered until the worker side scans them.
     unscanned: tuple[str, ...] = ()
 
@@ -122,7 +126,7 @@ class Availability:
 def availability(config: Config, backend: Any) -> Availability:
     state = _availability(config, backend)
     waiting = tuple(p.name for p in unscanned(config.models_dir)) if backend.uses_local_model else ()
-    return Availability(state.ok, state.reason, waiting)
+    return dataclasses.replace(state, unscanned=waiting)
 
 
 def _availability(config: Config, backend: Any) -> Availability:
@@ -133,17 +137,19 @@ def _availability(config: Config, backend: Any) -> Availability:
         return Availability(True)
     if default_model(config) is None:
         path = config.model_path
+        fetch = f"sr-models fetch {path.stem}"
         if not path.is_file():
             what = "is missing"
         elif path.stat().st_size == 0:
             what = "is empty"
         else:
-            what = "has a name that says no model family and scale"
+            what, fetch = "has a name that says no model family and scale", None
         return Availability(
             False,
             # Only the file name: /healthz is public even when a token is set.
             f"the default model {path.name} (SR_MODEL_PATH) {what}; fetch it with `sr-models fetch {path.stem}` "
             "(into SR_MODELS_DIR) or point SR_MODEL_PATH at a model file",
+            fetch,
         )
     return Availability(True)
 
@@ -154,11 +160,12 @@ class HealthLog:
     def __init__(self) -> None:
         self._said: set[str] = set()
 
-    def note(self, state: Availability) -> None:
+    def note(self, state: Availability | Space) -> None:
         if state.reason and state.reason not in self._said:
             self._said.add(state.reason)
             log.error("jobs cannot run: %s", state.reason)
-        for note in state.notes:
+        # Warnings that do not stop jobs (checkpoints not yet scanned); a disk Space has none.
+        for note in getattr(state, "notes", ()):
             if note not in self._said:
                 self._said.add(note)
                 log.warning("%s", note)
@@ -184,7 +191,8 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
         "scales": scales(models),
         "qualities": list(QUALITIES),
         "denoise": list(DENOISE_LEVELS),
-        "formats": list(FORMATS),
+        "formats": [f.name for f in contract.OUTPUT_FORMATS],
+        "format_labels": {f.name: f.label for f in contract.OUTPUT_FORMATS},
         "default": {
             "model": default.id if default else None,
             "scale": default.scale if default else None,
@@ -193,4 +201,5 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
         },
         "available": state.ok,
         "message": None if state.ok else UNAVAILABLE_TEXT,
+        "fix_command": None if state.ok else state.fix_command,
     }

@@ -12,6 +12,7 @@
   const drop = document.getElementById("drop");
   const picker = document.getElementById("picker");
   const health = document.getElementById("health");
+  const healthOperator = document.getElementById("health-operator");
   const selects = {
     scale: document.getElementById("scale"),
     quality: document.getElementById("quality"),
@@ -24,7 +25,6 @@
   const toast = document.getElementById("toast");
   const template = document.getElementById("job-template");
 
-  const FORMAT_NAMES = { png: "PNG", jpg: "JPEG", webp: "WebP" };
   const UNDO_MS = 5000;
   const cards = new Set();
   const pendingDeletes = new Map(); // job id -> timer, while an undo is still offered
@@ -101,6 +101,16 @@
     available = false;
     health.textContent = message && I18n.lang === "en" ? sentence(message) : t("unavailable");
     health.hidden = false;
+    // For whoever runs the server (often the person in front of it): where the reason is, no server paths.
+    if (options.fix_command) {
+      const [before, after] = t("unavailable_operator_command").split("{command}");
+      const command = document.createElement("code");
+      command.textContent = options.fix_command;
+      healthOperator.replaceChildren(before, command, after || "");
+    } else {
+      healthOperator.textContent = t("unavailable_operator");
+    }
+    healthOperator.hidden = false;
     drop.setAttribute("aria-disabled", "true");
     drop.classList.add("disabled");
     picker.disabled = true;
@@ -395,7 +405,7 @@
     link.href = job.links.result;
     link.download = out.download_name;
     const format = out.format || (out.download_name || "").split(".").pop();
-    link.textContent = t("download", { format: FORMAT_NAMES[format] || String(format).toUpperCase(), size: sizes.to });
+    link.textContent = t("download", { format: (options.format_labels || {})[format] || String(format).toUpperCase(), size: sizes.to });
     el.querySelector(".toggle").textContent = t("compare_open");
     el.querySelector(".result").hidden = false;
     // One photo on its own opens straight away; a batch stays compact until a card is opened.
