@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from infer.checkpoints import is_checkpoint
 from infer.errors import ModelError, UsageError
 from infer.families import Family
 from infer.modelspec import ModelSpec, spec_from_path
+from infer.scans import checkpoint_files, read_scan
 
 
 class Quality(str, Enum):
@@ -38,17 +40,41 @@ class InstalledModel:
     def path(self) -> Path:
         return self.spec.path
 
+    @property
+    def label(self) -> str:
+        """How the page names it: the family's label for a .pb; file name, architecture and scale for a checkpoint."""
+        info = self.spec.checkpoint
+        if info is not None:
+            return f"{self.id} ({info.architecture_name} x{info.scale})"
+        return self.family.label or self.family.name
+
+
+def checkpoint_model(path: Path) -> InstalledModel | None:
+    """A checkpoint as its scan record describes it (no PyTorch needed); None when unscanned, stale or not offered."""
+    scan = read_scan(path)
+    if scan is None or not scan.offered or scan.info is None:
+        return None
+    spec = ModelSpec(path=path, algo=scan.info.architecture.lower(), scale=scan.info.scale, checkpoint=scan.info)
+    return InstalledModel(path.stem, spec)
+
+
+def model_at(path: Path) -> InstalledModel | None:
+    """The model file at `path` as a choice (a .pb by its name, a checkpoint by its scan record), or None."""
+    try:
+        if is_checkpoint(path):
+            return checkpoint_model(path)
+        if path.stat().st_size == 0:
+            return None
+        return InstalledModel(path.stem, spec_from_path(path))
+    except (ModelError, OSError):
+        return None
+
 
 def installed_models(folder: Path) -> list[InstalledModel]:
-    """Every non-empty `*.pb` in `folder` whose name says its family and scale, sorted by scale, then best first."""
-    found = []
-    for path in sorted(Path(folder).glob("*.pb")):
-        try:
-            if path.stat().st_size == 0:
-                continue
-            found.append(InstalledModel(path.stem, spec_from_path(path)))
-        except (ModelError, OSError):
-            continue
+    """Every non-empty `*.pb` in `folder` whose name says its family and scale, and every checkpoint whose scan
+    record offers it, sorted by scale, then best first."""
+    paths = [*sorted(Path(folder).glob("*.pb")), *checkpoint_files(Path(folder))]
+    found = [m for m in map(model_at, paths) if m is not None]
     return sorted(found, key=lambda m: (m.scale, -m.family.quality_rank, m.id))
 
 

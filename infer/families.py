@@ -12,6 +12,7 @@ class Colour(str, Enum):
 
     BGR_MINUS_MEAN = "bgr-minus-mean"  # three channels, 0..255 minus a per-channel mean; the mean is added back
     LUMA = "luma"  # Y of YCrCb in 0..1; Cr and Cb are resized bilinearly beside it
+    RGB = "rgb"  # three channels, RGB in 0..1 (PyTorch checkpoints, as spandrel's models take them)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Family:
     quality_rank: int = 1
     # Engines whose best CPU tile differs from `tile` (CPU seconds per input megapixel against peak RSS).
     engine_tiles: tuple[tuple[str, int], ...] = ()
+    # The kind of result, as the page will offer it: "faithful" (clean photos, no invented detail), "fast",
+    # or "restore" (damaged photos: noise, JPEG, blur).
+    kind: str = "fast"
 
     def tile_for(self, engine: str) -> int:
         return dict(self.engine_tiles).get(engine, self.tile)
@@ -58,13 +62,14 @@ FAMILIES: dict[str, Family] = {
     for f in (
         # OpenCV: tile 256 (886 CPU s/MP at 1.9 GB); torch: tile 320 (260 s/MP in bf16 at 790 MB).
         Family("edsr", "edsr", (2, 3, 4), Colour.BGR_MINUS_MEAN, tile=256, tile_pad=24, mean_bgr=_DIV2K_MEAN_BGR,
-               engine_tiles=(("torch", 320),), quality_rank=3, cpu_seconds_per_mp=300.0, label="EDSR (best quality, slow)"),
+               engine_tiles=(("torch", 320),), quality_rank=3, cpu_seconds_per_mp=300.0, label="EDSR (best quality, slow)",
+               kind="faithful"),
         Family("espcn", "espcn", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=8, cpu_engines=_LIGHT, auto_half=_LUMA_HALF,
                cpu_seconds_per_mp=5.0, label="ESPCN (fast)"),
         Family("fsrcnn", "fsrcnn(?:-small)?", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=16, cpu_engines=_LIGHT,
                auto_half=_LUMA_HALF, cpu_seconds_per_mp=5.0, label="FSRCNN (fast)"),
         Family("lapsrn", "lapsrn", (2, 4, 8), Colour.LUMA, tile=256, tile_pad=24, cpu_engines=_LIGHT,
-               auto_half=_LUMA_HALF, quality_rank=2, cpu_seconds_per_mp=60.0, label="LapSRN (up to x8)"),
+               auto_half=_LUMA_HALF, quality_rank=2, cpu_seconds_per_mp=60.0, label="LapSRN (up to x8)", kind="faithful"),
     )
 }
 

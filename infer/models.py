@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping, Sequence
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, scans
+from infer.checkpoints import is_checkpoint
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
 
 MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
@@ -35,9 +36,13 @@ class ModelEntry:
     scale: int
     url: str
     bytes: int
-    git_sha1: str
+    git_sha1: str | None  # the .pb files' sources publish git blob ids; Real-ESRGAN's releases only SHA-256
     sha256: str | None
     source: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.git_sha1 or self.sha256):
+            raise ValueError(f"{self.name} has neither a git SHA-1 nor a SHA-256")
 
     def url_from(self, base_url: str | None) -> str:
         """The download URL, with its folder replaced by `base_url` when one is given (mirrors, tests)."""
@@ -81,10 +86,10 @@ def load_manifest(path: Path = MANIFEST_PATH) -> list[ModelEntry]:
 
 
 def find_entry(name: str, entries: Sequence[ModelEntry]) -> ModelEntry:
-    """Looks a model up by name, case-insensitively, with or without the .pb suffix."""
-    wanted = name.lower().removesuffix(".pb")
+    """Looks a model up by name or file name, case-insensitively (`EDSR_x3`, `EDSR_x3.pb`)."""
+    wanted = name.lower()
     for entry in entries:
-        if entry.name.lower() == wanted:
+        if wanted in (entry.name.lower(), entry.file.lower()):
             return entry
     known = ", ".join(e.name for e in entries)
     raise UsageError(f"unknown model {name!r}; known models: {known}")
@@ -105,7 +110,7 @@ def file_digests(path: Path) -> tuple[str, str]:
 def _compare(entry: ModelEntry, path: Path, size: int, git_sha1: str, sha256: str) -> Check:
     if size != entry.bytes:
         return Check(entry, path, "wrong size", f"{size} bytes, expected {entry.bytes}")
-    if git_sha1 != entry.git_sha1:
+    if entry.git_sha1 and git_sha1 != entry.git_sha1:
         return Check(entry, path, "wrong checksum", f"git SHA-1 {git_sha1}, expected {entry.git_sha1}")
     if entry.sha256 and sha256 != entry.sha256:
         return Check(entry, path, "wrong checksum", f"SHA-256 {sha256}, expected {entry.sha256}")
@@ -120,7 +125,7 @@ def check_file(entry: ModelEntry, directory: Path, *, hashes: bool = True) -> Ch
     except FileNotFoundError:
         return Check(entry, path, "missing")
     if size != entry.bytes or not hashes:
-        return _compare(entry, path, size, entry.git_sha1, entry.sha256 or "")
+        return _compare(entry, path, size, entry.git_sha1 or "", entry.sha256 or "")
     git_sha1, sha256 = file_digests(path)
     return _compare(entry, path, size, git_sha1, sha256)
 
@@ -289,7 +294,7 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
             for c in checks
         ]
         print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
-                          "models": rows}, indent=2))
+                          "models": rows, "checkpoints": _checkpoint_rows(directory)}, indent=2))
         return EXIT_OK
     print(f"models folder: {directory}")
     for c in checks:
@@ -300,7 +305,57 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
         print(f"default model: {default}")
     else:
         print(f"default model: {default} is not installed; {_fetch_hint(default, entries)}")
+    _list_checkpoints(directory)
     return EXIT_OK
+
+
+def _checkpoint_rows(directory: Path) -> list[dict]:
+    """Every checkpoint in the folder with its scan state: offered, not offered (and why), or not scanned."""
+    rows = []
+    for path in scans.checkpoint_files(directory):
+        scan = scans.read_scan(path)
+        if scan is None:
+            rows.append({"file": path.name, "status": "not scanned", "reason": f"run `{scans.SCAN_COMMAND}`"})
+        else:
+            rows.append({"file": path.name, "status": "offered" if scan.offered else "not offered",
+                         "label": scan.label, "reason": scan.reason, "sha256": scan.sha256,
+                         **({"architecture": scan.info.architecture, "scale": scan.info.scale,
+                             "purpose": scan.info.purpose} if scan.info else {})})
+    return rows
+
+
+def _list_checkpoints(directory: Path) -> None:
+    rows = _checkpoint_rows(directory)
+    if not rows:
+        return
+    print("checkpoints in the folder:")
+    for row in rows:
+        what = row.get("label", row["file"]) if row["status"] == "offered" else row["file"]
+        reason = f": {row['reason']}" if row.get("reason") else ""
+        print(f"  {what}  {row['status']}{reason}")
+
+
+def _cmd_scan(directory: Path) -> int:
+    """Reads every checkpoint in the folder (refusing code) and writes what the front end needs beside it."""
+    found = scans.scan_folder(directory)
+    if not found:
+        print(f"no checkpoints (.safetensors, .pth, .ckpt) in {directory}")
+    for scan in found:
+        if scan.offered:
+            print(f"{scan.file}: offered as {scan.label} ({scan.info.purpose if scan.info else ''})")
+        else:
+            print(f"{scan.file}: not offered: {scan.reason}")
+    return EXIT_OK
+
+
+def _scan_after_fetch(fetched: list[ModelEntry], directory: Path) -> None:
+    if not any(is_checkpoint(Path(e.file)) for e in fetched):
+        return
+    try:
+        scans.scan_folder(directory, only_new=True)
+    except ModelError as err:
+        print(f"sr-models: fetched, but not scanned ({err.message}); the page offers checkpoints once "
+              f"`{scans.SCAN_COMMAND}` has run where the worker is installed", file=sys.stderr)
 
 
 def _cmd_fetch(names: list[str], entries: list[ModelEntry], directory: Path, base_url: str | None) -> int:
@@ -312,6 +367,7 @@ def _cmd_fetch(names: list[str], entries: list[ModelEntry], directory: Path, bas
         print(f"{entry.name}: downloading {entry.url_from(base_url)} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
         result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
         print(f"{entry.name}: verified and saved to {result.path}", file=sys.stderr)
+    _scan_after_fetch(wanted, directory)
     return EXIT_OK
 
 
@@ -364,7 +420,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_verify = sub.add_parser("verify", help="check present model files against the manifest")
     p_verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every present one)")
-    for p in (p_list, p_fetch, p_verify):
+    p_scan = sub.add_parser("scan", help="read the folder's checkpoints (.safetensors, .pth, .ckpt) and write what "
+                            "the page needs beside each (needs the worker's install)")
+    for p in (p_list, p_fetch, p_verify, p_scan):
         p.add_argument("--dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
@@ -382,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         entries = load_manifest()
         if args.command == "list":
             return _cmd_list(entries, directory, args.json)
+        if args.command == "scan":
+            return _cmd_scan(directory)
         if args.command == "fetch":
             base_url = args.base_url or os.environ.get("SR_MODELS_BASE_URL") or None
             return _cmd_fetch(args.names, entries, directory, base_url)

@@ -5,21 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from infer.checkpoints import CheckpointInfo, family_of, inspect, is_checkpoint
 from infer.errors import ModelError
 from infer.families import FAMILIES, Colour, Family, family_from_stem
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model file plus how to feed it (its family's colour pipeline)."""
+    """A model file plus how to feed it (its family's colour pipeline).
+
+    A TensorFlow graph (`.pb`) has its family and scale from its name; a PyTorch checkpoint carries
+    what its weights say (`checkpoint`), and its family is built from that."""
 
     path: Path
     algo: str
     scale: int
+    checkpoint: CheckpointInfo | None = None
+    # A checkpoint with a denoise twin: 1 runs it as it is, 0 runs the twin, between blends their weights.
+    denoise_strength: float | None = None
 
     @property
     def family(self) -> Family:
+        if self.checkpoint is not None:
+            return family_of(self.checkpoint)
         return FAMILIES[self.algo]
+
+    @property
+    def format(self) -> str:
+        """"pb" (TensorFlow graph) or "checkpoint" (PyTorch, through spandrel): which engines can run it."""
+        return "pb" if self.checkpoint is None else "checkpoint"
 
     @property
     def channels(self) -> int:
@@ -31,8 +45,11 @@ class ModelSpec:
 
 
 def spec_from_path(path: str | Path, algo: str | None = None, scale: int | None = None) -> ModelSpec:
-    """Family and scale come from the file name (`EDSR_x3.pb`) unless given explicitly."""
+    """Family and scale come from the file name (`EDSR_x3.pb`) unless given explicitly; a checkpoint's
+    come from its weights (and an explicit `scale` must agree)."""
     path = Path(path)
+    if is_checkpoint(path):
+        return _checkpoint_spec(path, algo, scale)
     named = family_from_stem(path.stem)
     algo = (algo or (named[0].name if named else "")).lower()
     scale = scale or (named[1] if named else None)
@@ -48,3 +65,14 @@ def spec_from_path(path: str | Path, algo: str | None = None, scale: int | None 
         allowed = ", ".join(str(s) for s in family.scales)
         raise ModelError(f"{algo} models come in scales {allowed}, not x{scale}")
     return ModelSpec(path=path, algo=algo, scale=int(scale))
+
+
+def _checkpoint_spec(path: Path, algo: str | None, scale: int | None) -> ModelSpec:
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found; download it with `sr-models fetch {path.stem}` or check the path")
+    info = inspect(path)
+    if algo and algo.lower() != info.architecture.lower():
+        raise ModelError(f"{path.name} is a {info.architecture_name} checkpoint; --algo applies to .pb models only, drop it")
+    if scale and scale != info.scale:
+        raise ModelError(f"{path.name} upscales x{info.scale} (read from its weights), not x{scale}; drop --scale")
+    return ModelSpec(path=path, algo=info.architecture.lower(), scale=info.scale, checkpoint=info)

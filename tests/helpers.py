@@ -44,7 +44,7 @@ class WorkerRun:
 
 
 def run_worker(*args: str | Path, env: dict | None = None, preexec_fn: Callable[[], None] | None = None,
-               timeout: float = 180, python_args: tuple[str, ...] | None = None) -> WorkerRun:
+               timeout: float = 600, python_args: tuple[str, ...] | None = None) -> WorkerRun:
     """The worker as the service runs it: `infer/sr_infer.py ARGS` in its own process (or `python PYTHON_ARGS
     ARGS`), with no SR_* variables but those in `env`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}

@@ -284,3 +284,30 @@ def test_default_model_path_follows_the_environment(monkeypatch: pytest.MonkeyPa
     assert models_dir() == tmp_path and default_model_path() == tmp_path / "EDSR_x3.pb"
     monkeypatch.setenv("SR_MODEL_PATH", str(tmp_path / "ESPCN_x3.pb"))
     assert default_model_path() == tmp_path / "ESPCN_x3.pb"
+
+
+def test_real_esrgan_entries_are_checked_by_sha256(mirror, tmp_path: Path) -> None:
+    entries = {e.name: e for e in load_manifest()}
+    expected = {
+        "RealESRGAN_x4plus": ("v0.1.0", 67040989, "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"),
+        "RealESRGAN_x2plus": ("v0.2.1", 67061725, "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb"),
+        "realesr-general-x4v3": ("v0.2.5.0", 4885111, "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292"),
+        "realesr-general-wdn-x4v3": ("v0.2.5.0", 4885111, "1641f8c4464b9f097c9fdda5589273713f67cf59f3d909e0bd688f0cee269dca"),
+    }
+    for name, (release, size, sha256) in expected.items():
+        entry = entries[name]
+        assert entry.url == f"https://github.com/xinntao/Real-ESRGAN/releases/download/{release}/{name}.pth"
+        assert (entry.file, entry.bytes, entry.sha256, entry.git_sha1) == (f"{name}.pth", size, sha256, None)
+    # The right size with other bytes: the SHA-256 tells.
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "realesr-general-x4v3.pth").write_bytes(b"\0" * 4885111)
+    result = _run("--dir", str(dest), "verify", "realesr-general-x4v3")
+    assert result.returncode == EXIT_MODEL and "wrong checksum (SHA-256" in result.stdout
+    # A mirror serving something else under the name: refused, nothing kept.
+    base_url, served, _ = mirror
+    (served / "realesr-general-x4v3.pth").write_bytes(b"\0" * 4885111)
+    fresh = tmp_path / "fresh"
+    result = _run("--dir", str(fresh), "fetch", "realesr-general-x4v3.pth", "--base-url", base_url)
+    assert result.returncode != 0 and "SHA-256" in result.stderr
+    assert [n for n in _leftovers(fresh) if not n.startswith(".")] == []

@@ -11,6 +11,8 @@ from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infer.errors import ModelError
+from infer.catalog import model_at
+from infer.checkpoints import is_checkpoint
 from infer.modelspec import spec_from_path
 from web import api, auth, ops, owners, pages
 from web.cleanup import Cleaner
@@ -42,6 +44,9 @@ _CSP = (
 
 
 def _model_scale(config_model_path: Any) -> int:
+    model = model_at(config_model_path) if is_checkpoint(config_model_path) else None
+    if model is not None:
+        return model.scale
     try:
         return spec_from_path(config_model_path).scale
     except ModelError:

@@ -42,6 +42,9 @@ def healthz() -> tuple[dict, int]:
         "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason},
         # The operator's reason and remedy when jobs cannot run (the page only says that they cannot).
         "reason": "; ".join(reasons) or None,
+        # Checkpoints dropped into the models folder and not yet scanned (not offered), with the command to run.
+        "models_unscanned": list(state.unscanned),
+        "notes": list(state.notes),
         "queue_length": s.runner.queue_length(),
         "workers_running": s.runner.workers_running(),
         "concurrency": s.config.concurrency,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import statistics
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from infer.catalog import QUALITIES, InstalledModel, choose, installed_models, quality_of, scales
+from infer.catalog import QUALITIES, InstalledModel, checkpoint_model, choose, installed_models, quality_of, scales
 from infer import contract
+from infer.checkpoints import is_checkpoint
 from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
 from infer.modelspec import spec_from_path
+from infer.scans import SCAN_COMMAND, unscanned
 from web.config import Config
 from web.disk import Space
 from web.jobs import JobStore
@@ -36,6 +39,8 @@ class BadChoice(Exception):
 def default_model(config: Config, local_file: bool = True) -> InstalledModel | None:
     """SR_MODEL_PATH as a choice; None when its name says no family, or (`local_file`) it is missing or empty."""
     path = config.model_path
+    if is_checkpoint(path):
+        return checkpoint_model(path)  # from its scan record: the front end never loads a checkpoint
     try:
         if local_file and (not path.is_file() or path.stat().st_size == 0):
             return None
@@ -107,9 +112,24 @@ class Availability:
     reason: str | None = None
     # The command that fixes it, for the page's line to whoever runs the server (a missing default model).
     fix_command: str | None = None
+    # Checkpoints in the models folder that cannot be offered until the worker side scans them.
+    unscanned: tuple[str, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        if not self.unscanned:
+            return ()
+        return (f"{', '.join(self.unscanned)} not offered yet: run `{SCAN_COMMAND}` where the worker is installed "
+                "(it writes what the page needs beside each checkpoint)",)
 
 
 def availability(config: Config, backend: Any) -> Availability:
+    state = _availability(config, backend)
+    waiting = tuple(p.name for p in unscanned(config.models_dir)) if backend.uses_local_model else ()
+    return dataclasses.replace(state, unscanned=waiting)
+
+
+def _availability(config: Config, backend: Any) -> Availability:
     health = backend.health()
     if not health.ok:
         return Availability(False, health.reason or "the backend cannot take jobs")
@@ -144,6 +164,11 @@ class HealthLog:
         if state.reason and state.reason not in self._said:
             self._said.add(state.reason)
             log.error("jobs cannot run: %s", state.reason)
+        # Warnings that do not stop jobs (checkpoints not yet scanned); a disk Space has none.
+        for note in getattr(state, "notes", ()):
+            if note not in self._said:
+                self._said.add(note)
+                log.warning("%s", note)
 
 
 def options_json(config: Config, store: JobStore, backend: Any, state: Availability) -> dict[str, Any]:
@@ -155,7 +180,8 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
             {
                 "id": m.id,
                 "family": m.family.name,
-                "label": m.family.label or m.family.name,
+                "label": m.label,
+                "kind": m.family.kind,
                 "scale": m.scale,
                 "quality": quality_of(m, models),
                 "seconds_per_megapixel": seconds_per_mp(store, m),

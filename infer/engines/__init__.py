@@ -52,6 +52,7 @@ class EngineEntry:
     module: str
     cls: str
     requires: str  # the import that must succeed, for a clear message when it does not
+    formats: tuple[str, ...] = ("pb",)  # the model formats it runs (ModelSpec.format)
 
 
 # `--engine auto` takes the first usable entry for the device: on the CPU the torch engine is 1.5x
@@ -61,6 +62,8 @@ ENGINES: dict[str, EngineEntry] = {
     for e in (
         EngineEntry("torch", "infer.engines.torch", "TorchEngine", requires="torch"),
         EngineEntry("opencv", "infer.engines.opencv", "OpenCVEngine", requires="cv2"),
+        # PyTorch checkpoints (.pth, .safetensors, .ckpt): the only engine for them.
+        EngineEntry("spandrel", "infer.engines.checkpoint", "CheckpointEngine", requires="spandrel", formats=("checkpoint",)),
     )
 }
 ENGINE_CHOICES = ("auto", *ENGINES)
@@ -92,9 +95,11 @@ def _usable(entry: EngineEntry, device: str) -> bool:
     return bool(_engine_module(entry).usable(device))
 
 
-def create_engine(engine: str = "auto", device: str = "auto", precision: str = "auto", family: Family | None = None) -> Engine:
+def create_engine(engine: str = "auto", device: str = "auto", precision: str = "auto", family: Family | None = None,
+                  model_format: str = "pb") -> Engine:
     """Build the engine asked for on the device asked for; `auto` means the fastest usable one for the
-    model family (its `cpu_engines` order on the CPU, the registry's order on CUDA).
+    model family (its `cpu_engines` order on the CPU, the registry's order on CUDA) among those that run
+    the model's format.
 
     The engine's `note` says when `auto` fell back (no GPU, or PyTorch missing)."""
     from infer.errors import ModelError, UsageError
@@ -105,7 +110,13 @@ def create_engine(engine: str = "auto", device: str = "auto", precision: str = "
         raise UsageError(f"--device must be one of {', '.join(DEVICES)}")
 
     notes: list[str] = []
-    candidates = list(ENGINES.values()) if engine == "auto" else [ENGINES[engine]]
+    runs_format = [e for e in ENGINES.values() if model_format in e.formats]
+    if engine != "auto" and ENGINES[engine] not in runs_format:
+        raise UsageError(
+            f"the {engine} engine does not run {model_format} models; use --engine "
+            f"{' or '.join(e.name for e in runs_format)} (or auto)"
+        )
+    candidates = runs_format if engine == "auto" else [ENGINES[engine]]
     if device == "auto":
         device = "cuda" if any(_usable(e, "cuda") for e in candidates) else "cpu"
         if device == "cpu":

@@ -147,9 +147,13 @@ class TorchEngine:
         self._seconds["to_device"] = round(time.perf_counter() - t, 4)
 
     def _build(self, plan: GraphPlan, dtype: torch.dtype) -> PlanNet:
+        return self._place(PlanNet(plan), dtype)
+
+    def _place(self, net: torch.nn.Module, dtype: torch.dtype) -> Any:
+        """The network in eval mode on the device in `dtype`; OutOfMemoryError when its weights do not fit."""
         try:
             # Channels-last suits cuDNN's tensor-core kernels and oneDNN on the CPU alike (measured, docs/benchmarks.md).
-            net = PlanNet(plan).eval().to(device=self.device, dtype=dtype).to(memory_format=torch.channels_last)
+            net = net.eval().to(device=self.device, dtype=dtype).to(memory_format=torch.channels_last)
             if self.device == "cuda":
                 torch.cuda.synchronize()
         except Exception as err:

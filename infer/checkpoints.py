@@ -1,0 +1,225 @@
+"""PyTorch checkpoints (.pth, .safetensors, .ckpt) through spandrel: refuse code, read what the weights say."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from infer.errors import ModelError
+from infer.families import Colour, Family
+
+# In order of preference: safetensors cannot hold code at all; the others are pickles, read only by
+# spandrel's restricted unpickler.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".ckpt")
+TORCHSCRIPT_SUFFIX = ".pt"
+# The torch engine's own caches of converted .pb weights (infer/engines/weight_cache.py), not models.
+_CACHE_SUFFIX = ".torch.pt"
+# Purposes the worker serves: one photo in, a larger or cleaner photo out.
+SERVED_PURPOSES = ("SR", "Restoration")
+# Models whose denoising can be dialled (Real-ESRGAN's `dni`): the weights blend with the twin's, `strength`
+# of this model's and the rest of the twin's (1: this model as it is, 0: the twin, which keeps the noise).
+DENOISE_TWINS = {"realesr-general-x4v3": "realesr-general-wdn-x4v3"}
+CHECKPOINT_HINT = (
+    "use a single-image super-resolution or restoration checkpoint that spandrel recognises "
+    "(.safetensors preferred, or .pth/.ckpt), such as RealESRGAN_x4plus.pth (`sr-models fetch RealESRGAN_x4plus`)"
+)
+
+
+class LoaderMissing(ModelError):
+    """spandrel (the worker's install) is not here: a fact of this machine, not of the checkpoint."""
+
+
+class Tiling(str, Enum):
+    """spandrel's tiling hint for an architecture."""
+
+    SUPPORTED = "supported"
+    DISCOURAGED = "discouraged"  # tiles change the result (global attention, normalisation): run whole
+    INTERNAL = "internal"  # the network tiles itself: always give it the whole photo
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's weights say about it (spandrel's descriptor); never guessed from its file name."""
+
+    architecture: str  # spandrel's architecture id, e.g. "ESRGAN", "RealESRGAN Compact" -> "Compact"
+    architecture_name: str
+    scale: int
+    input_channels: int
+    output_channels: int
+    purpose: str  # "SR", "Restoration", "FaceSR", "Inpainting", ...
+    size_minimum: int
+    size_multiple_of: int
+    size_square: bool
+    tiling: Tiling
+    supports_fp16: bool
+    supports_bf16: bool
+    tags: tuple[str, ...] = ()
+
+    @property
+    def half_formats(self) -> tuple[str, ...]:
+        """The half-precision formats the architecture is safe in, as the precision policy takes them."""
+        return tuple(f for f, ok in (("bf16", self.supports_bf16), ("fp16", self.supports_fp16)) if ok)
+
+    def refusal(self) -> str | None:
+        """Why the worker does not serve this checkpoint, or None when it does."""
+        if self.purpose not in SERVED_PURPOSES:
+            return f"it is a {self.purpose} model ({self.architecture_name}), not single-image super-resolution or restoration"
+        if self.input_channels != 3 or self.output_channels != 3:
+            return f"it takes {self.input_channels} and gives {self.output_channels} channels; only 3-channel colour models are served"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture, "architecture_name": self.architecture_name, "scale": self.scale,
+            "input_channels": self.input_channels, "output_channels": self.output_channels, "purpose": self.purpose,
+            "size_requirements": {"minimum": self.size_minimum, "multiple_of": self.size_multiple_of, "square": self.size_square},
+            "tiling": self.tiling.value, "supports_fp16": self.supports_fp16, "supports_bf16": self.supports_bf16,
+            "tags": list(self.tags),
+        }
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A file the checkpoint loader takes (or refuses with a reason): .pth, .safetensors, .ckpt and TorchScript .pt."""
+    name = path.name.lower()
+    return name.endswith(CHECKPOINT_SUFFIXES) or (name.endswith(TORCHSCRIPT_SUFFIX) and not name.endswith(_CACHE_SUFFIX))
+
+
+def _is_torchscript_zip(path: Path) -> bool:
+    # torch.load hands a TorchScript archive to torch.jit.load whatever the file is called.
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _refuse_code(path: Path) -> None:
+    if path.suffix.lower() == TORCHSCRIPT_SUFFIX or _is_torchscript_zip(path):
+        raise ModelError(
+            f"{path.name} is a TorchScript file, which runs code when loaded, so it is refused; "
+            "use the model's weights as .safetensors or .pth instead"
+        )
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise ModelError(f"{path.name} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); {CHECKPOINT_HINT}")
+
+
+def _describe(descriptor: Any) -> CheckpointInfo:
+    size = descriptor.size_requirements
+    return CheckpointInfo(
+        architecture=str(descriptor.architecture.id),
+        architecture_name=str(descriptor.architecture.name),
+        scale=int(descriptor.scale),
+        input_channels=int(descriptor.input_channels),
+        output_channels=int(descriptor.output_channels),
+        purpose=str(descriptor.purpose),
+        size_minimum=int(size.minimum),
+        size_multiple_of=int(size.multiple_of),
+        size_square=bool(size.square),
+        tiling=Tiling(descriptor.tiling.name.lower()),
+        supports_fp16=bool(descriptor.supports_half),
+        supports_bf16=bool(descriptor.supports_bfloat16),
+        tags=tuple(str(t) for t in descriptor.tags),
+    )
+
+
+def denoise_twin(path: Path) -> Path | None:
+    """The twin a checkpoint's denoise strength blends with (beside it), or None when it has none."""
+    twin = DENOISE_TWINS.get(path.stem)
+    return path.with_name(twin + path.suffix) if twin else None
+
+
+def _state_dict(loader: Any, path: Path) -> Any:
+    import pickle
+
+    _refuse_code(path)
+    try:
+        return loader.load_state_dict_from_file(path)
+    except pickle.UnpicklingError as err:
+        raise ModelError(
+            f"{path.name} was refused: it asks to run code while loading ({err}); a checkpoint should hold only "
+            f"weights. {CHECKPOINT_HINT}"
+        ) from None
+    except Exception as err:  # torch, zipfile and safetensors each raise their own kinds for a damaged file
+        raise ModelError(f"{path.name} cannot be read as a checkpoint ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
+
+
+def _blend(path: Path, state: Any, twin: Path, twin_state: Any, strength: float) -> Any:
+    if state.keys() != twin_state.keys() or any(state[k].shape != twin_state[k].shape for k in state):
+        raise ModelError(f"{twin.name} does not have the same architecture as {path.name}, so they cannot be blended")
+    return {k: state[k] * strength + twin_state[k] * (1.0 - strength) for k in state}
+
+
+def load(path: str | Path, *, served_only: bool = True, denoise_strength: float | None = None) -> tuple[Any, CheckpointInfo]:
+    """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
+    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
+    does not serve. `denoise_strength` blends the weights with the checkpoint's denoise twin."""
+    path = Path(path)
+    _refuse_code(path)
+    try:
+        import spandrel
+    except ImportError as err:
+        raise LoaderMissing(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+
+    loader = spandrel.ModelLoader("cpu")
+    state = _state_dict(loader, path)
+    if denoise_strength is not None:
+        twin = denoise_twin(path)
+        if twin is None:
+            raise ModelError(f"{path.name} has no denoise twin to blend with; denoise strength applies to {', '.join(DENOISE_TWINS)}")
+        if not twin.is_file():
+            raise ModelError(f"denoise strength needs {twin.name} beside {path.name}; fetch it with `sr-models fetch {twin.stem}`")
+        state = _blend(path, state, twin, _state_dict(loader, twin), denoise_strength)
+    try:
+        descriptor = loader.load_from_state_dict(state)
+    except spandrel.UnsupportedModelError:
+        raise ModelError(f"{path.name} is not an architecture spandrel recognises; {CHECKPOINT_HINT}") from None
+    except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as err:
+        raise ModelError(f"{path.name} does not match its architecture ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
+    info = _describe(descriptor)
+    reason = info.refusal()
+    if reason is not None and served_only:
+        raise ModelError(f"{path.name} is not served: {reason}")
+    descriptor.model.eval()
+    return descriptor, info
+
+
+def inspect(path: str | Path) -> CheckpointInfo:
+    """The facts of a checkpoint the worker serves (see `load`)."""
+    return load(path)[1]
+
+
+# Wall seconds per input megapixel on the CPU in fp32, a first estimate until the service has its own figures
+# (issue 17's measurements, 2 threads: RealESRGAN_x4plus 127 s, the Compact realesr-animevideov3 3.7 s).
+_CPU_SECONDS_PER_MP = {"ESRGAN": 130.0, "Compact": 4.0}
+# Input tile and context on the CPU for architectures that tile; not yet chosen by measurement per
+# architecture (bench/ is to do that). Real-ESRGAN's own script pads tiles by 10.
+_TILE = 256
+_TILE_PAD = 16
+
+
+def family_of(info: CheckpointInfo) -> Family:
+    """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
+    whole = info.tiling is not Tiling.SUPPORTED
+    return Family(
+        name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
+        tile=0 if whole else _TILE, tile_pad=0 if whole else _TILE_PAD, cpu_engines=("spandrel",),
+        auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
+        cpu_seconds_per_mp=_CPU_SECONDS_PER_MP.get(info.architecture, 60.0),
+    )
+
+
+def info_from_json(data: dict[str, Any]) -> CheckpointInfo:
+    """The inverse of `CheckpointInfo.to_json` (scan records); KeyError/ValueError/TypeError on a damaged one."""
+    size = data["size_requirements"]
+    return CheckpointInfo(
+        architecture=str(data["architecture"]), architecture_name=str(data["architecture_name"]), scale=int(data["scale"]),
+        input_channels=int(data["input_channels"]), output_channels=int(data["output_channels"]), purpose=str(data["purpose"]),
+        size_minimum=int(size["minimum"]), size_multiple_of=int(size["multiple_of"]), size_square=bool(size["square"]),
+        tiling=Tiling(data["tiling"]), supports_fp16=bool(data["supports_fp16"]), supports_bf16=bool(data["supports_bf16"]),
+        tags=tuple(str(t) for t in data.get("tags", ())),
+    )
