@@ -1,5 +1,7 @@
 """The Ray backend against the local one on this machine: per-job overhead for the same small job (median of
-interleaved runs) and jobs per minute with one GPU-declaring node against two, on a loopback cluster."""
+interleaved runs) and jobs per minute with one GPU-declaring node against two, on a loopback cluster.
+With --driver-baseline REV instead: the cost per job of the Ray driver's own process, the same small job
+through two `sr-web` processes, this tree's (the driver a child process) and REV's (the service the driver)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
@@ -25,7 +29,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from infer import REPO_ROOT  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT))  # the test helpers live in tests/, which is not installed
-from tests.web.server import LiveServer, start_live_server  # noqa: E402
+from tests.web.client import HttpClient  # noqa: E402
+from tests.web.server import LiveServer, ServiceProcess, start_live_server, start_service_process  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
 LOOPBACK = "127.0.0.1"
@@ -38,9 +43,9 @@ def _photo(size: tuple[int, int]) -> bytes:
         return buf.getvalue()
 
 
-def _job_seconds(server: LiveServer, photo: bytes) -> float:
+def _job_seconds(server: LiveServer | HttpClient, photo: bytes) -> float:
     """From the upload's arrival to the job's end, as the service recorded them."""
-    client = server.client()
+    client = server if isinstance(server, HttpClient) else server.client()
     job = client.wait(client.upload(photo).json()["id"], timeout=300)
     if job["status"] != "done":
         raise SystemExit(f"a job failed: {job['error']}")
@@ -54,12 +59,77 @@ def _jobs_per_minute(server: LiveServer, photo: bytes, jobs: int, clients: int) 
     return jobs / (time.monotonic() - started) * 60.0
 
 
+def _cluster_with_one_gpu_node() -> Cluster:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0,
+                                                             "node_ip_address": LOOPBACK, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=LOOPBACK)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def _export(rev: str, into: Path) -> Path:
+    """The `web/` and `infer/` of commit `rev`, to run the baseline service from."""
+    archive = subprocess.run(["git", "archive", rev, "web", "infer"], cwd=REPO_ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _service(tree: Path, data: Path, model: Path, address: str, log: Path) -> ServiceProcess:
+    """`python -m web` run in `tree` (its own web/ and infer/ first on the path), connected to the cluster."""
+    env = {"SR_DATA_DIR": str(data), "SR_MODEL_PATH": str(model), "SR_BACKEND": "ray", "SR_RAY_ADDRESS": address,
+           "SR_RESULT_CACHE": "off"}
+    service = start_service_process(log, env, timeout=120, cwd=tree)
+    deadline = time.monotonic() + 120
+    while service.client().get("/healthz").status != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the service from {tree} did not connect to the cluster")
+        time.sleep(0.2)
+    return service
+
+
+def _driver_overhead(baseline: str, runs: int, photo: bytes, model: Path, work: Path) -> dict:
+    """Interleaved jobs through this tree's service and the baseline's, on one cluster with one GPU node
+    (the nodes run this tree's task code either way: only the front end differs)."""
+    tree = _export(baseline, work / "baseline")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    cluster = _cluster_with_one_gpu_node()
+    services: list[ServiceProcess] = []
+    try:
+        services.append(_service(REPO_ROOT, work / "child", model, cluster.address, work / "child.log"))
+        services.append(_service(tree, work / "in-process", model, cluster.address, work / "in-process.log"))
+        clients = {"child": services[0].client(), "in_process": services[1].client()}
+        for client in clients.values():
+            _job_seconds(client, photo)  # warm-up
+        seconds: dict[str, list[float]] = {name: [] for name in clients}
+        for i in range(runs):
+            # Alternating which goes first, so that neither always follows the other's Ray worker start.
+            for name in list(clients) if i % 2 == 0 else list(reversed(clients)):
+                seconds[name].append(_job_seconds(clients[name], photo))
+    finally:
+        for service in services:
+            service.terminate()
+        cluster.shutdown()
+    return {
+        "baseline": baseline,
+        "runs": runs,
+        "in_process_driver_median_s": round(statistics.median(seconds["in_process"]), 3),
+        "child_driver_median_s": round(statistics.median(seconds["child"]), 3),
+        "extra_median_s": round(statistics.median(c - p for c, p in zip(seconds["child"], seconds["in_process"])), 3),
+        "in_process_s": [round(v, 3) for v in seconds["in_process"]],
+        "child_s": [round(v, 3) for v in seconds["child"]],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="interleaved local/ray pairs for the overhead")
     parser.add_argument("--jobs", type=int, default=12, help="jobs per throughput measurement")
     parser.add_argument("--size", default="64x48", help="the photo, a crop of chelsea (WxH)")
     parser.add_argument("--model", default=str(SHARED / "models" / "FSRCNN_x3.pb"))
+    parser.add_argument("--driver-baseline", metavar="REV",
+                        help="measure the driver process's cost against commit REV (its service the driver)")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))
     photo = _photo((width, height))
@@ -71,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     (models_dir / model.name).symlink_to(model)
     # The nodes' models folder, inherited by every node started from here (the services get --model).
     os.environ["SR_MODELS_DIR"] = str(models_dir)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0,
-                                                             "node_ip_address": LOOPBACK, "include_dashboard": False})
+    if args.driver_baseline:
+        try:
+            report = _driver_overhead(args.driver_baseline, args.runs, photo, model, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"photo": f"chelsea crop {width}x{height}", "model": model.name, **report,
+                          "cpus": os.cpu_count()}, indent=2))
+        return 0
+    cluster = _cluster_with_one_gpu_node()
     servers: list[LiveServer] = []
     try:
-        cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=LOOPBACK)
-        cluster.wait_for_nodes()
         local = start_live_server(work / "local", model_path=model, auth_token=None, concurrency=2)
         remote = start_live_server(work / "ray", model_path=model, auth_token=None, concurrency=2,
                                    backend="ray", ray_address=cluster.address)

@@ -16,7 +16,8 @@ bind = os.environ.get("SR_BIND", "127.0.0.1:8080")
 workers = 1
 worker_class = "gthread"
 # Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs;
-# the app lets at most SR_MAX_EVENT_STREAMS (16) streams be open, so that polling always finds a thread.
+# the app lets at most SR_MAX_EVENT_STREAMS (16) streams be open and SR_MAX_SYNC_WAITS (8) uploads wait,
+# so that polling always finds a thread.
 threads = int(os.environ.get("SR_WEB_THREADS", "32"))
 
 # The app starts its threads when it is created; they must start in the worker, not in a master

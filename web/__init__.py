@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 from typing import Any, Mapping
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from infer.errors import ModelError
@@ -24,6 +25,11 @@ from web.metrics import Metrics, Snapshot
 from web.options import HealthLog
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
+from web.sessions import SessionBook
+from web.shares import StreamSlots
+from web.signins import SignInGuard
+
+log = logging.getLogger(__name__)
 
 # Room for the multipart envelope and the small form fields around the photo itself.
 FORM_OVERHEAD_BYTES = 256 * 1024
@@ -58,8 +64,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["job_id"] = api.JobIdConverter
     if config.behind_proxy:
         # One reverse proxy in front (TLS, a path prefix): trust its X-Forwarded-* headers, so that
-        # the sign-in cookie is marked Secure and links carry the prefix.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
+        # the sign-in cookie is marked Secure and links carry the prefix. The prefix only when told: a
+        # proxy that passes a client's own X-Forwarded-Prefix on would let it rewrite its links and cookies.
+        prefix = 1 if config.trust_forwarded_prefix else 0
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=prefix)  # type: ignore[method-assign]
 
     try:
         backend = create_backend(config)
@@ -83,9 +91,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cache=cache,
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
-        event_streams=threading.BoundedSemaphore(config.max_event_streams),
+        event_streams=StreamSlots(config.max_event_streams, config.owner_share),
+        sync_waits=threading.BoundedSemaphore(config.max_sync_waits),
         health_log=health_log,
+        sessions=SessionBook(config.auth_token or "", config.session_ttl_h * 3600, config.state_dir / "signed-out.json"),
+        sign_ins=SignInGuard(),
     )
+    if config.auth_token and len(config.auth_token) < auth.MIN_TOKEN_LENGTH:
+        log.warning(
+            "SR_AUTH_TOKEN is %d character(s) long, which can be guessed; use %d or more, for example the "
+            "output of: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
+            len(config.auth_token), auth.MIN_TOKEN_LENGTH,
+        )
 
     register_error_handlers(app)
     app.before_request(auth.require_token)
@@ -109,6 +126,11 @@ def shutdown(app: Flask) -> None:
 
 
 def _security_headers(response: Response) -> Response:
+    if request.endpoint != "static":
+        # Jobs, results, the page and the sign-in form belong to one browser (its owner cookie, its
+        # session): no shared cache may keep them, nor the browser's own on disk.
+        response.headers["Cache-Control"] = "private, no-store"
+        response.vary.add("Cookie")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     if response.mimetype == "text/html":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
+import logging
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -13,22 +13,25 @@ from werkzeug.routing import BaseConverter
 
 from web import owners
 from web.archive import stream_zip, unique_names
-from web.errors import ApiError
-from web.intake import Unavailable, Upload
+from web.errors import ApiError, error_response
+from web.hangup import close_unread
+from web.intake import QueueShareFull, Unavailable, Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice
 from web.runner import QueueFull
 from web.services import Services, services
+from web.shares import Refusal
 from web.uploads import OUTPUT_FORMATS, UploadRejected, download_stem
+from web.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger(__name__)
 
 MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 SSE_POLL_S = 0.5
 # Short enough that a stream whose client went away is noticed (and its slot freed) soon.
 SSE_KEEPALIVE_S = 5.0
-SYNC_POLL_S = 0.2
 # How a failed job answers `POST /upload`.
 # How a failed job answers `POST /upload`: a known condition is never a 500.
 _SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "internal_error": 500, "usage": 500}
@@ -113,7 +116,7 @@ def _unavailable() -> ApiError:
 
 def _accept_upload(s: Services) -> Job:
     """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
-    s.intake.check_open()
+    s.intake.check_open(owners.current_owner())
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -131,6 +134,13 @@ def _accept_upload(s: Services) -> Job:
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
+    if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
+        # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
+        raise ApiError(
+            400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
+            "text, or a damaged form; rename the file with plain characters, or let the HTTP client build the "
+            "form (for example curl -F image=@photo.jpg)"
+        )
     if not uploads:
         raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
     if len(uploads) > 1:
@@ -139,7 +149,8 @@ def _accept_upload(s: Services) -> Job:
         )
     upload = uploads[0]
     return s.intake.accept(
-        Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner())
+        Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
+               offered_scales=frozenset(m.scale for m in models))
     )
 
 
@@ -152,6 +163,8 @@ def _accept_or_reject(s: Services) -> Job:
         except QueueFull:
             raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes",
                            {"Retry-After": "60"}) from None
+        except QueueShareFull as err:
+            raise ApiError(429, "queue_share_full", str(err), {"Retry-After": "60"}) from None
     except UploadRejected as err:
         s.metrics.upload_rejected(err.status)
         raise ApiError(err.status, err.code, err.message) from None
@@ -160,11 +173,23 @@ def _accept_or_reject(s: Services) -> Job:
         raise
     except RequestEntityTooLarge:
         s.metrics.upload_rejected(413)
-        raise ApiError(
+        raise _too_large(s) from None
+
+
+def _too_large(s: Services) -> ApiError:
+    """Whether the photo or one of the small fields beside it was too large: werkzeug says neither."""
+    length = request.content_length
+    if length is not None and length <= (request.max_content_length or length):
+        return ApiError(
             413,
-            "too_large",
-            f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo",
-        ) from None
+            "form_too_large",
+            f"a form field other than the photo is over {(request.max_form_memory_size or 0) / 1000:g} kB, or "
+            f"the form has over {request.max_form_parts} parts; send the photo in the field 'image' and only "
+            "short values (format, model, scale, quality, denoise) in the others",
+        )
+    return ApiError(
+        413, "too_large", f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo"
+    )
 
 
 @bp.post("/api/jobs")
@@ -196,13 +221,12 @@ def jobs_zip() -> Response:
     if not results:
         raise ApiError(404, "no_results", "there are no finished photos to download yet")
     names = unique_names(download_name(job) for job, _ in results)
-    entries = [(name, path) for name, (_, path) in zip(names, results)]
+    entries = [(name, path, job.finished_at or job.created_at) for name, (job, path) in zip(names, results)]
     return Response(
         stream_zip(entries),
         mimetype="application/zip",
         headers={
             "Content-Disposition": 'attachment; filename="upscaled-photos.zip"',
-            "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",
         },
     )
@@ -228,13 +252,12 @@ def get_job(job_id: str) -> Any:
 def job_events(job_id: str) -> Response:
     s = services()
     _get_job(s, job_id)
-    if not s.event_streams.acquire(blocking=False):
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"{s.config.max_event_streams} progress streams are open already; poll GET /api/jobs/{job_id} instead",
-            {"Retry-After": "5"},
-        )
+    owner = owners.current_owner()
+    refused = s.event_streams.take(owner)
+    if refused:
+        held = (f"{s.config.max_event_streams} progress streams are open already" if refused is Refusal.ALL else
+                f"you have {s.event_streams.per_owner} progress streams open already")
+        raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
     links = job_links(job_id)
     store = s.store
 
@@ -261,9 +284,9 @@ def job_events(job_id: str) -> Response:
             time.sleep(SSE_POLL_S)
 
     return Response(
-        _EventStream(stream(), s.event_streams),
+        _EventStream(stream(), lambda: s.event_streams.give_back(owner)),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"X-Accel-Buffering": "no"},
     )
 
 
@@ -271,9 +294,9 @@ class _EventStream:
     """An SSE body that gives its slot back when the server closes it: the job finished, the client
     went away, or the response was never sent at all."""
 
-    def __init__(self, chunks: Iterator[str], slots: threading.BoundedSemaphore):
+    def __init__(self, chunks: Iterator[str], give_back: Callable[[], None]):
         self._chunks = chunks
-        self._slots = slots
+        self._give_back = give_back
         self._open = True
 
     def __iter__(self) -> Iterator[str]:
@@ -283,7 +306,7 @@ class _EventStream:
         if self._open:
             self._open = False
             self._chunks.close()  # type: ignore[attr-defined]
-            self._slots.release()
+            self._give_back()
 
 
 def _result_response(s: Services, job: Job) -> Response:
@@ -300,7 +323,10 @@ def _result_response(s: Services, job: Job) -> Response:
         as_attachment=True,
         download_name=download_name(job),
         conditional=True,
-        etag=True,
+        # The job's own validators: a cached result is a hard link to another job's file, whose
+        # modification time would tell when someone else uploaded the same photo.
+        etag=f"{job.id}-{path.stat().st_size}",
+        last_modified=job.finished_at,
         max_age=0,
     )
     response.headers["X-Job-Id"] = job.id
@@ -326,16 +352,31 @@ def delete_job(job_id: str) -> tuple[str, int]:
 
 
 @bp.post("/upload")
-def upload_sync() -> Response:
-    """Waits for the job and answers with the image itself, or the job's JSON error."""
+def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
+    """Waits for the job and answers with the image itself, or the job's JSON error; past SR_SYNC_WAIT_S
+    with 202 and the job's location, as POST /api/jobs would. A client that leaves stops the wait, not the job."""
     s = services()
-    job = _accept_or_reject(s)
-    while not job.finished:
-        time.sleep(SYNC_POLL_S)
-        current = s.store.get(job.id)
-        if current is None:
-            raise ApiError(404, "not_found", "the job was deleted before it finished")
-        job = current
+    if not s.sync_waits.acquire(blocking=False):
+        s.metrics.upload_rejected(503)
+        return close_unread(error_response(
+            503, "too_many_waits",
+            f"{s.config.max_sync_waits} uploads are waiting for their results already; try again in a minute, "
+            "or send the photo to POST /api/jobs and follow the job",
+            {"Retry-After": "30"},
+        ))
+    try:
+        job = _accept_or_reject(s)
+        waited = wait_for_job(s.store, job, s.config.sync_wait_s, lambda: client_gone(request.environ))
+    finally:
+        s.sync_waits.release()
+    if waited.end is WaitEnd.DELETED or waited.job is None:
+        raise ApiError(404, "not_found", "the job was deleted before it finished")
+    job = waited.job
+    if waited.end is WaitEnd.CLIENT_GONE:
+        log.info("job %s: its POST /upload client went away; the job goes on", job.id)
+    if waited.end is not WaitEnd.FINISHED:
+        links = job_links(job.id)
+        return job_json(job, s.store.queue_position(job), links), 202, {"Location": links["self"]}
     if job.state == FAILED:
         status = _SYNC_STATUS.get(job.error_code or "internal_error", _SYNC_DEFAULT_STATUS)
         raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",

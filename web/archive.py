@@ -49,17 +49,18 @@ def unique_names(names: Iterable[str]) -> list[str]:
     return unique
 
 
-def stream_zip(entries: Iterable[tuple[str, Path]]) -> Iterator[bytes]:
-    """Yields a stored (uncompressed: the photos are compressed already) zip of `(name, file)` pairs."""
+def stream_zip(entries: Iterable[tuple[str, Path, float]]) -> Iterator[bytes]:
+    """Yields a stored (uncompressed: the photos are compressed already) zip of `(name, file, date)` entries;
+    the date is the job's own (a cached result's file is shared with another job and has that one's)."""
     pipe = _Pipe()
     with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, path in entries:
+        for name, path, modified in entries:
             try:
                 source = open(path, "rb")
             except FileNotFoundError:
                 continue  # expired or deleted since the list was made
             with source:
-                info = zipfile.ZipInfo(name, date_time=time.localtime(path.stat().st_mtime)[:6])
+                info = zipfile.ZipInfo(name, date_time=time.localtime(modified)[:6])
                 info.compress_type = zipfile.ZIP_STORED
                 info.file_size = path.stat().st_size
                 with archive.open(info, "w") as target:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import math
+import unicodedata
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from web.errors import error_response
+from web.hangup import close_unread
 from web.services import services
 
 bp = Blueprint("auth", __name__)
 
 COOKIE_NAME = "sr_session"
-COOKIE_MAX_AGE_S = 30 * 24 * 3600
 # Reachable without the token: the health check for load balancers and the sign-in form itself.
 OPEN_ENDPOINTS = {"ops.healthz", "auth.login"}
-
-
-def session_value(token: str) -> str:
-    """The cookie holds a value derived from the token, not the token itself."""
-    return hmac.new(token.encode(), b"sr-web session v1", hashlib.sha256).hexdigest()
+# The sign-in form is a token and a path; a larger body is refused before a byte of it is read, so
+# that a client trickling a large body cannot hold a server thread without the token.
+LOGIN_BODY_MAX_BYTES = 4096
+# A token shorter than this is guessed too easily; the service warns at start.
+MIN_TOKEN_LENGTH = 16
 
 
 def token_matches(given: str, token: str) -> bool:
@@ -32,7 +34,7 @@ def is_authorized(token: str) -> bool:
     if header[:7].lower() == "bearer ":
         return token_matches(header[7:].strip(), token)
     cookie = request.cookies.get(COOKIE_NAME)
-    return cookie is not None and hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    return cookie is not None and services().sessions.valid(cookie)
 
 
 def _wants_json() -> bool:
@@ -54,27 +56,57 @@ def require_token() -> Response | None:
     return redirect(url_for("auth.login"))
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("pages.index")
+def safe_next(target: str | None) -> str | None:
+    """`target` when it is a path on this site, else None: no control character (a browser drops a tab
+    or a new line, which turns `/<TAB>/host` into `//host`), no backslash, no scheme, no host."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(unicodedata.category(ch)[0] == "C" for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return None
+    return target
+
+
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _form(error: str | None, next_path: str | None, status: int = 200,
+          headers: dict[str, str] | None = None) -> tuple[str, int, dict[str, str]]:
+    return render_template("login.html", error=error, next=safe_next(next_path) or ""), status, headers or {}
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
-    token = services().config.auth_token
+def login() -> Response | tuple[str, int, dict[str, str]]:
+    s = services()
+    token = s.config.auth_token
     if not token:
         return redirect(url_for("pages.index"))
     if request.method == "GET":
-        return render_template("login.html", error=None, next=request.args.get("next", ""))
+        return _form(None, request.args.get("next"))
+    length = request.content_length
+    if length is None or length > LOGIN_BODY_MAX_BYTES:
+        page, status, headers = _form("The sign-in form was too large; type only the access token.", None, 413)
+        return close_unread(Response(page, status, headers))
+    address = _client_address()
+    wait = s.sign_ins.wait_s(address)
+    if wait > 0:
+        s.sign_ins.refused(address, wait)
+        seconds = math.ceil(wait)
+        return _form(f"Too many wrong tokens were sent from here; try again in {seconds} seconds.",
+                     request.form.get("next"), 429, {"Retry-After": str(seconds)})
     given = request.form.get("token", "")
     if not given or not token_matches(given, token):
-        return render_template("login.html", error="That access token is not right.", next=request.form.get("next", "")), 401
-    response = redirect(_safe_next(request.form.get("next")))
+        s.sign_ins.failed(address)
+        return _form("That access token is not right.", request.form.get("next"), 401)
+    s.sign_ins.succeeded(address)
+    response = redirect(safe_next(request.form.get("next")) or url_for("pages.index"))
     response.set_cookie(
         COOKIE_NAME,
-        session_value(token),
-        max_age=COOKIE_MAX_AGE_S,
+        s.sessions.issue(),
+        max_age=int(s.sessions.ttl_s),
         httponly=True,
         samesite="Strict",
         secure=request.is_secure,
@@ -85,6 +117,9 @@ def login() -> Response | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> Response:
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        services().sessions.revoke(cookie)
     response = redirect(url_for("auth.login"))
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict")
     return response

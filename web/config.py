@@ -65,15 +65,26 @@ class Config:
     models_dir: Path = REPO_ROOT / "models"
     max_upload_mb: float = 25.0
     max_pixels: int = 16_000_000
+    # The largest result (input pixels x scale²): 16 megapixels at x3 by default.
+    max_output_pixels: int = 144_000_000
     concurrency: int = 1
     job_timeout_s: float = 1800.0
     result_ttl_h: float = 24.0
     auth_token: str | None = None
+    # How long a sign-in on the page lasts (the API's bearer token is the token itself).
+    session_ttl_h: float = 168.0
     queue_size: int = 100
     max_event_streams: int = 16
+    # The part of the queue and of the event streams one owner may hold.
+    owner_share: float = 0.5
+    # Synchronous POST /upload requests waiting at once (each holds a server thread), and for how long.
+    max_sync_waits: int = 8
+    sync_wait_s: float = 300.0
     keep_uploads: bool = False
     worker_nice: int = 10
     behind_proxy: bool = False
+    # X-Forwarded-Prefix is believed only when the proxy in front sets (or clears) it itself.
+    trust_forwarded_prefix: bool = False
     # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
     backend: str = "local"
     # Result cache: "owner" (one browser's own repeats), "shared" (everyone's), "off".
@@ -125,6 +136,10 @@ class Config:
         return new
 
     def validate(self) -> None:
+        if self.max_output_pixels <= 0:
+            raise ConfigError("SR_MAX_OUTPUT_PIXELS must be positive")
+        if not 0 < self.owner_share <= 1:
+            raise ConfigError("SR_OWNER_SHARE must be above 0 and at most 1 (a fraction, e.g. 0.5)")
         if self.concurrency < 1:
             raise ConfigError("SR_CONCURRENCY must be at least 1")
         if self.max_upload_mb <= 0:
@@ -133,12 +148,20 @@ class Config:
             raise ConfigError("SR_MAX_PIXELS must be positive")
         if self.job_timeout_s <= 0:
             raise ConfigError("SR_JOB_TIMEOUT_S must be positive")
+        if self.session_ttl_h <= 0:
+            raise ConfigError("SR_SESSION_TTL_H must be positive")
         if self.result_ttl_h <= 0:
             raise ConfigError("SR_RESULT_TTL_H must be positive")
         if self.queue_size < 1:
             raise ConfigError("SR_QUEUE_SIZE must be at least 1")
         if self.max_event_streams < 0:
             raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        if self.trust_forwarded_prefix and not self.behind_proxy:
+            raise ConfigError("SR_TRUST_FORWARDED_PREFIX=1 needs SR_BEHIND_PROXY=1 (a proxy that sets the header)")
+        if self.max_sync_waits < 0:
+            raise ConfigError("SR_MAX_SYNC_WAITS must be 0 or more")
+        if self.sync_wait_s <= 0:
+            raise ConfigError("SR_SYNC_WAIT_S must be positive")
         if self.result_cache not in ("owner", "shared", "off"):
             raise ConfigError(f"SR_RESULT_CACHE={self.result_cache!r} is not one of: owner, shared, off")
         from web.backends import BACKENDS
@@ -193,16 +216,22 @@ def config_from_env(env: Mapping[str, str] | None = None) -> Config:
         models_dir=models_dir(env=env).resolve(),
         max_upload_mb=_number(env, "SR_MAX_UPLOAD_MB", float, Config.max_upload_mb),
         max_pixels=_number(env, "SR_MAX_PIXELS", int, Config.max_pixels),
+        max_output_pixels=_number(env, "SR_MAX_OUTPUT_PIXELS", int, Config.max_output_pixels),
         concurrency=_number(env, "SR_CONCURRENCY", int, Config.concurrency),
         job_timeout_s=_number(env, "SR_JOB_TIMEOUT_S", float, Config.job_timeout_s),
         result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
         auth_token=env.get("SR_AUTH_TOKEN") or None,
+        session_ttl_h=_number(env, "SR_SESSION_TTL_H", float, Config.session_ttl_h),
         queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
         max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
+        owner_share=_number(env, "SR_OWNER_SHARE", float, Config.owner_share),
+        max_sync_waits=_number(env, "SR_MAX_SYNC_WAITS", int, Config.max_sync_waits),
+        sync_wait_s=_number(env, "SR_SYNC_WAIT_S", float, Config.sync_wait_s),
         keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
         result_cache=env.get("SR_RESULT_CACHE", Config.result_cache).strip().lower() or Config.result_cache,
         worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
         behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
+        trust_forwarded_prefix=_flag(env, "SR_TRUST_FORWARDED_PREFIX"),
         backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),
         ray_address=(env.get("SR_RAY_ADDRESS") or Config.ray_address).strip(),
         ray_gpus_per_job=_number(env, "SR_RAY_GPUS_PER_JOB", float, Config.ray_gpus_per_job),

@@ -11,13 +11,19 @@ from web.config import Config
 from web.finishing import Finisher
 from web.jobfiles import result_name
 from web.jobs import QUEUED, Job, JobStore
+from web.limits import check_output_pixels
 from web.options import Choice, HealthLog, availability, seconds_per_mp
 from web.runner import QueueFull, Runner
+from web.shares import queue_share_refusal
 from web.uploads import clean_name, output_format_for, save_upload
 
 
 class Unavailable(Exception):
     """Jobs cannot run now (the reason went to the log and /healthz; the person is not told it)."""
+
+
+class QueueShareFull(Exception):
+    """The sender holds its share of the queue (SR_OWNER_SHARE) already; the message is for the person."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Upload:
     choice: Choice
     requested_format: str | None = None
     owner: str | None = None
+    offered_scales: frozenset[int] = frozenset()  # for the output-pixel refusal's advice
 
 
 @dataclass
@@ -43,8 +50,8 @@ class Intake:
     finisher: Finisher
     health_log: HealthLog
 
-    def check_open(self) -> None:
-        """Raises Unavailable or QueueFull before anything of a request is read."""
+    def check_open(self, owner: str | None) -> None:
+        """Raises Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
         state = availability(self.config, self.runner.backend)
         if not state.ok:
             # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
@@ -52,12 +59,21 @@ class Intake:
             raise Unavailable(state.reason)
         if self.runner.queue_length() >= self.config.queue_size:
             raise QueueFull()
+        over_share = queue_share_refusal(self.store, owner, self.config.queue_size, self.config.owner_share)
+        if over_share:
+            raise QueueShareFull(over_share)
 
     def accept(self, upload: Upload) -> Job:
         """Saves and checks the photo (UploadRejected), records the job, and serves it from the cache or
         queues it (QueueFull); on any failure neither the row nor the file is kept."""
         config, choice = self.config, upload.choice
         saved = save_upload(upload.stream, config.uploads_dir, config.max_upload_bytes, config.max_pixels)
+        try:
+            check_output_pixels(saved.width, saved.height, choice.model.scale, config.max_output_pixels,
+                                upload.offered_scales or {choice.model.scale})
+        except BaseException:
+            saved.path.unlink(missing_ok=True)
+            raise
         out_format = output_format_for(upload.requested_format, saved.format)
         job = Job(
             id=saved.job_id,

@@ -15,6 +15,9 @@ from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
 from web.runner import Runner
+from web.sessions import SessionBook
+from web.shares import StreamSlots
+from web.signins import SignInGuard
 
 EXTENSION_KEY = "sr_web"
 
@@ -29,9 +32,14 @@ class Services:
     cache: ResultCache
     cleaner: Cleaner
     scale: int
-    # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS).
-    event_streams: threading.BoundedSemaphore
+    # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS),
+    # and how many one owner can (SR_OWNER_SHARE).
+    event_streams: StreamSlots
+    # Each waiting POST /upload holds one too (SR_MAX_SYNC_WAITS).
+    sync_waits: threading.BoundedSemaphore
     health_log: HealthLog
+    sessions: SessionBook
+    sign_ins: SignInGuard
 
 
 def services() -> Services:

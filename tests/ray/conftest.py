@@ -65,19 +65,20 @@ def ray_models(tmp_path_factory: pytest.TempPathFactory, shared_models: Path, ed
     return folder
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(ray_models: Path) -> Iterator[RayCluster]:
+def start_cluster(models_dir: Path, gpu_nodes: int = 2, port: int | None = None) -> RayCluster:
+    """A head without GPUs (its GCS on `port`, else Ray's choice) and `gpu_nodes` nodes with one logical GPU
+    each, all on loopback; the nodes find their models in `models_dir`."""
     from ray.cluster_utils import Cluster
 
+    head_args: dict[str, Any] = {"num_cpus": 1, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False}
+    if port is not None:
+        head_args["gcs_server_port"] = port
     saved = {name: os.environ.get(name) for name in _NODE_ENV}
-    os.environ["SR_MODELS_DIR"] = str(ray_models)
+    os.environ["SR_MODELS_DIR"] = str(models_dir)
     try:
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={"num_cpus": 1, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False},
-        )
-        started = RayCluster(cluster, ray_models)
-        for _ in range(2):
+        cluster = Cluster(initialize_head=True, head_node_args=head_args)
+        started = RayCluster(cluster, models_dir)
+        for _ in range(gpu_nodes):
             started.gpu_nodes.append(cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address=LOOPBACK))
         cluster.wait_for_nodes()
     finally:
@@ -86,12 +87,18 @@ def ray_cluster(ray_models: Path) -> Iterator[RayCluster]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    return started
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_models: Path) -> Iterator[RayCluster]:
+    started = start_cluster(ray_models)
     try:
         yield started
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        cluster.shutdown()
+        started.cluster.shutdown()
 
 
 @pytest.fixture
@@ -158,3 +165,19 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def driver_processes(service_pid: int) -> list[psutil.Process]:
+    """The live Ray driver processes that the service process `service_pid` runs."""
+    try:
+        children = psutil.Process(service_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if "web.backends.ray_driver" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found

@@ -4,20 +4,32 @@ nodes, a fresh process per job, progress as it happens, cancel, timeout and lost
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 from PIL import Image
 
-from tests.ray.conftest import LOOPBACK, Placement, RayCluster, gone, placement, ray, requires_ray
+from tests.ray.conftest import (
+    LOOPBACK,
+    Placement,
+    RayCluster,
+    driver_processes,
+    gone,
+    placement,
+    requires_ray,
+    wait_healthy,
+)
 from tests.web.conftest import Photos, wait_until
 from tests.web.restart import Backend, restart_with_jobs
 from tests.web.server import LiveServer, start_live_server, worker_processes
+from web.backends.ray import SILENT_S
 from web.backends.ray_task import work_root
-from web.outcomes import NODE_LOST_MESSAGE
+from web.outcomes import CLUSTER_LOST_MESSAGE, NODE_LOST_MESSAGE
 
 pytestmark = [pytest.mark.slow, requires_ray]
 
@@ -32,6 +44,19 @@ def _placement(server: LiveServer, job_id: str) -> Placement:
 def _node_workers(job_id: str) -> list[psutil.Process]:
     """Worker processes run by the Ray task of this job (their input lies in the node's job folder)."""
     return [p for p in worker_processes(job_id) if any(str(work_root()) in arg for arg in p.cmdline())]
+
+
+def _workers_of(job_ids: list[str]) -> list[psutil.Process]:
+    """Running worker processes of these jobs on the nodes (their input lies in the job's folder)."""
+    prefixes = tuple(f"{work_root()}/{job_id}-" for job_id in job_ids)
+    found = []
+    for proc in worker_processes(work_root()):
+        try:
+            if proc.is_running() and any(arg.startswith(prefixes) for arg in proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def _crop(source: Path, box: tuple[int, int, int, int]) -> bytes:
@@ -52,7 +77,7 @@ def test_results_equal_the_local_backend_on_gpu_nodes_in_fresh_processes(
 ) -> None:
     server = ray_server(concurrency=2)
     client = server.client()
-    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {LOOPBACK}
+    assert {node.node_ip_address for node in ray_cluster.cluster.list_all_nodes()} == {LOOPBACK}
     uploads = [(photos.small_png, "a.png", {}), (photos.small_jpg, "b.jpg", {}),
                (photos.small_png, "c.png", {"format": "webp"}), (photos.small_jpg, "d.jpg", {"format": "png"})]
     ids = [client.upload(data, filename=name, fields=fields).json()["id"] for data, name, fields in uploads]
@@ -145,10 +170,8 @@ def test_twenty_uploads_from_concurrent_clients(ray_server, ray_cluster: RayClus
         nonlocal peak
         while sampling:
             running = server.services.runner.workers_running()
-            # This test's own workers: other services on the machine may run Ray jobs under the same root.
-            mine = list(ids.values())
-            workers = len([p for p in worker_processes(work_root())
-                           if p.is_running() and any(job_id in arg for job_id in mine for arg in p.info["cmdline"])])
+            # This test's own workers only: other test runs on a shared machine use the same folder.
+            workers = len(_workers_of(list(ids.values())))
             peak = max(peak, running, workers)
             time.sleep(0.02)
 
@@ -204,7 +227,8 @@ def test_cpu_only_jobs_also_get_a_fresh_process_each(ray_server, photos: Photos)
     assert len(set(task_pids)) == 3, task_pids
 
 
-def _remote_processes_end(where: Placement, stop: str) -> None:
+def _remote_processes_end(job: "_RemoteJob", stop: str) -> None:
+    where = job.where
     wait_until(lambda: gone(where.worker_pid) and gone(where.task_pid), timeout=60,
                what="the interrupted job's remote processes to end")
 
@@ -214,13 +238,80 @@ def test_front_end_killed_while_a_remote_job_runs_marks_it_failed_and_its_remote
 ) -> None:
     backend = Backend(
         env={"SR_BACKEND": "ray", "SR_RAY_ADDRESS": ray_cluster.address},
-        locate=lambda data, job_id: wait_until(lambda: placement(data, job_id), timeout=JOB_TIMEOUT,
-                                               what="the placement line"),
-        after_stop=lambda where, stop: None,
+        locate=_locate_remote_job,
+        after_stop=_driver_dies_with_its_service,
         ended=_remote_processes_end,
         timeout=JOB_TIMEOUT,
     )
     restart_with_jobs(tmp_path, edsr_model_slow, photos.small_png, photos.slow_png, backend, "SIGKILL", queued=0)
+
+
+@dataclass
+class _RemoteJob:
+    where: Placement
+    drivers: list[psutil.Process]
+
+
+def _locate_remote_job(data: Path, job_id: str) -> _RemoteJob:
+    where = wait_until(lambda: placement(data, job_id), timeout=JOB_TIMEOUT, what="the placement line")
+    drivers = [p for p in psutil.process_iter(["cmdline"])
+               if "web.backends.ray_driver" in (p.info["cmdline"] or []) and _data_dir_of(p) == str(data)]
+    assert len(drivers) == 1, drivers
+    return _RemoteJob(where, drivers)
+
+
+def _data_dir_of(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get("SR_DATA_DIR")
+    except psutil.Error:
+        return None
+
+
+def _driver_dies_with_its_service(job: _RemoteJob, stop: str) -> None:
+    # The driver process dies with the service (parent-death signal), so Ray ends the job's task.
+    wait_until(lambda: all(gone(d.pid) for d in job.drivers), timeout=30, what="the killed service's Ray driver to end")
+
+
+def test_driver_process_killed_mid_job_fails_it_and_a_new_driver_runs_the_next(
+    ray_server, photos: Photos, edsr_model_slow: Path
+) -> None:
+    server = ray_server(model_path=edsr_model_slow)
+    client = server.client()
+    (driver,) = driver_processes(os.getpid())
+    job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
+    where = _placement(server, job_id)
+    driver.kill()
+
+    failed = client.wait(job_id, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "cluster_lost", "message": CLUSTER_LOST_MESSAGE}
+    health = client.get("/healthz")
+    assert health.status == 503 and "Ray driver process" in health.json()["backend"]["reason"]
+    assert client.upload(photos.small_png, filename="meanwhile.png").status == 503
+    # Ray ends the tasks of a driver that died, and the worker goes with its task.
+    wait_until(lambda: gone(where.worker_pid) and gone(where.task_pid), timeout=60,
+               what="the dead driver's task and worker to end")
+
+    wait_healthy(server, timeout=120)
+    (restarted,) = driver_processes(os.getpid())
+    assert restarted.pid != driver.pid
+    after = client.upload(photos.small_png, filename="after.png").json()["id"]
+    assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
+
+
+def test_a_driver_that_stops_answering_is_killed_and_replaced(ray_server, photos: Photos, edsr_model_slow: Path) -> None:
+    server = ray_server(model_path=edsr_model_slow)
+    client = server.client()
+    (driver,) = driver_processes(os.getpid())
+    job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
+    _placement(server, job_id)
+    driver.suspend()  # alive, but answers nothing: as a driver stuck in a call into Ray
+    failed = client.wait(job_id, timeout=SILENT_S + 60)
+    assert failed["error"] == {"code": "cluster_lost", "message": CLUSTER_LOST_MESSAGE}
+    assert gone(driver.pid)
+    wait_healthy(server, timeout=120)
+    after = client.upload(photos.small_png, filename="after.png").json()["id"]
+    assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
 
 
 # Last in the module: it takes one of the two worker nodes away.

@@ -63,7 +63,7 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
         ("missing field", MULTIPART, "WRONG_FIELD", 400, "no_file", "field 'image'"),
         ("two files in one field", MULTIPART, "TWO_FILES", 400, "too_many_files", "one photo"),
         ("no multipart boundary", "multipart/form-data", "ONE_FILE", 400, "bad_form", "boundary"),
-        ("form cut short", MULTIPART, "CUT_SHORT", 400, "no_file", "field 'image'"),
+        ("form cut short", MULTIPART, "CUT_SHORT", 400, "bad_form", "could not be read"),
     ],
 )
 def test_malformed_upload_requests(

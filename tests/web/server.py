@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -88,7 +89,9 @@ class ServiceProcess:
                 self.proc.wait(5)
 
 
-def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 30.0) -> ServiceProcess:
+def start_service_process(
+    log_path: Path, env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT
+) -> ServiceProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env)
     # The log is appended to across restarts; only what this start writes counts.
@@ -96,7 +99,7 @@ def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", "0"],
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -114,6 +117,36 @@ def start_service_process(log_path: Path, env: dict[str, str], timeout: float = 
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"the service did not start within {timeout} s:\n{log_path.read_text(errors='replace')}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gunicorn(log_path: Path, env: dict[str, str], threads: int = 4, timeout: float = 60.0) -> ServiceProcess:
+    """The service under gunicorn with `deploy/gunicorn.conf.py` and `threads` request threads, on a free
+    loopback port; returns once /healthz answers (stop it with `terminate()`)."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    full_env.update(env, SR_BIND=f"127.0.0.1:{port}", SR_WEB_THREADS=str(threads))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"], cwd=REPO_ROOT,
+                                env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    service = ServiceProcess(proc, port, log_path, env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            if service.client().get("/healthz", timeout=2).status in (200, 503):
+                return service
+        except OSError:
+            pass
+        time.sleep(0.2)
+    service.terminate()
+    raise AssertionError(f"gunicorn did not answer within {timeout} s:\n{log_path.read_text(errors='replace')}")
 
 
 def worker_processes(marker: str | Path) -> list[psutil.Process]:

@@ -284,3 +284,39 @@ def test_event_streams_are_bounded_and_give_their_slot_back(
         what="the stream slot to come back",
     )
     assert b"event: status" in reply.body
+
+
+def test_private_answers_are_never_stored_by_a_cache(module_server: LiveServer, photos: Photos) -> None:
+    client = module_server.client()
+    page = client.get("/")
+    client.cookies["sr_owner"] = re.match(r"sr_owner=([^;]+)", page.header("Set-Cookie")).group(1)
+    created = client.upload(photos.small_png)
+    job = client.wait(created.json()["id"])
+    answers = {
+        "page": page, "create": created, "job": client.get(job["links"]["self"]), "list": client.get("/api/jobs"),
+        "result": client.get(job["links"]["result"]), "zip": client.get("/api/jobs.zip"),
+        "events": client.get(job["links"]["events"]), "missing": client.get(f"/api/jobs/{uuid.uuid4()}"),
+        "upload": client.upload(photos.small_png, path="/upload"),
+    }
+    for what, reply in answers.items():
+        assert reply.status in (200, 202, 404), (what, reply.status)
+        assert reply.header("Cache-Control") == "private, no-store", (what, reply.header("Cache-Control"))
+        assert "cookie" in (reply.header("Vary") or "").lower(), (what, reply.header("Vary"))
+    assert "accept-language" in page.header("Vary").lower()
+
+
+def test_the_two_misleading_refusals_say_what_was_wrong(module_server: LiveServer, photos: Photos) -> None:
+    client = module_server.client()
+    boundary = uuid.uuid4().hex
+    latin1 = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="'.encode()
+              + "café.png".encode("latin-1") + b'"\r\nContent-Type: image/png\r\n\r\n' + photos.small_png
+              + f"\r\n--{boundary}--\r\n".encode())
+    reply = client.request("POST", "/api/jobs", body=latin1,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert reply.status == 400 and reply.json()["error"]["code"] == "bad_form", reply.body
+    assert "UTF-8" in reply.json()["error"]["message"]
+    body, content_type = multipart({"model": "x" * (2 << 20)}, {"image": ("p.png", photos.small_png)})
+    reply = client.request("POST", "/api/jobs", body=body, headers={"Content-Type": content_type})
+    assert reply.status == 413 and reply.json()["error"]["code"] == "form_too_large", reply.body
+    assert "MB" not in reply.json()["error"]["message"] and "other than the photo" in reply.json()["error"]["message"]
+    assert list((module_server.data_dir / "uploads").glob(".incoming-*")) == []

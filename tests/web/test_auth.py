@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
+import threading
+import time
 import uuid
+from pathlib import Path
+from urllib.parse import quote
 
-from tests.web.client import HttpClient
+import pytest
+
+from tests.web.client import HttpClient, Reply, multipart
 from tests.web.conftest import Photos, StartServer
+from tests.web.server import start_gunicorn, start_service_process
 
 TOKEN = "correct horse battery staple"
 
@@ -92,7 +101,7 @@ def test_everything_open_without_a_token(start_server: StartServer) -> None:
 
 
 def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_keep_the_prefix(start_server: StartServer) -> None:
-    server = start_server(auth_token=TOKEN, behind_proxy=True)
+    server = start_server(auth_token=TOKEN, behind_proxy=True, trust_forwarded_prefix=True)
     client = server.client()
     proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/photos", "X-Forwarded-Host": "example.org"}
     body = f"token={TOKEN.replace(' ', '+')}".encode()
@@ -104,3 +113,163 @@ def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_keep_the_prefix(start
     assert "Secure" in header
     page = HttpClient(server.url, cookies={name: value}).get("/", headers=proxied)
     assert b'data-api="/photos/api/jobs"' in page.body
+
+
+def _form_post(client: HttpClient, body: str, **kw) -> Reply:
+    return client.request("POST", "/login", body=body.encode(),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}, **kw)
+
+
+def _signed_in(server, token: str = TOKEN) -> tuple[str, str, str]:
+    reply = _form_post(server.client(), f"token={quote(token)}")
+    assert reply.status == 302, (reply.status, reply.body)
+    return _cookie(reply)
+
+
+def test_next_is_only_ever_a_path_on_this_site(start_server: StartServer) -> None:
+    """A tab or new line in `next` (dropped by browsers and header writers alike) cannot make `//host`,
+    and a CR/LF is a refusal of the redirect, not a 500."""
+    server = start_server(auth_token=TOKEN)
+    client = server.client()
+    for hostile in ["/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "/%09/evil.example",
+                    "/\r\nSet-Cookie: x=1", "https://evil.example/", "//evil.example", "/\\evil.example",
+                    "javascript:alert(1)", "/\x7f/evil.example", "\t//evil.example"]:
+        reply = _form_post(client, f"token={quote(TOKEN)}&next={quote(hostile, safe='%')}")
+        assert reply.status == 302, (hostile, reply.status, reply.body[:200])
+        assert reply.header("Location") == "/", (hostile, reply.header("Location"))
+    kept = _form_post(client, f"token={quote(TOKEN)}&next={quote('/api/jobs?x=1')}")
+    assert kept.status == 302 and kept.header("Location") == "/api/jobs?x=1"
+    # The form does not carry a hostile `next` either.
+    form = client.get("/login?next=%2F%09%2Fevil.example")
+    assert form.status == 200 and b"evil.example" not in form.body
+    assert b'value="/api/jobs"' in client.get("/login?next=%2Fapi%2Fjobs").body
+
+
+def test_a_large_sign_in_body_is_refused_before_it_is_read(tmp_path: Path, fsrcnn_model: Path) -> None:
+    """gunicorn with 4 threads, as in the attack: 4 sign-ins announcing 100 kB and trickling it. Each is
+    refused (413) from its Content-Length alone, so /healthz still answers while they trickle on."""
+    service = start_gunicorn(tmp_path / "gunicorn.log", {
+        "SR_DATA_DIR": str(tmp_path / "data"), "SR_MODEL_PATH": str(fsrcnn_model), "SR_AUTH_TOKEN": TOKEN,
+    }, threads=4)
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for _ in range(60):  # at most 30 s
+            if stop.wait(0.5):
+                return
+            for sock in socks:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    pass
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=30)
+            sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 100000\r\n\r\ntoken=")
+            socks.append(sock)
+        trickler.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        health = service.client().get("/healthz", timeout=20)
+        assert health.status == 200 and time.monotonic() - started < 12
+        for sock in socks:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413"), "each sign-in is refused at once"
+        small = _form_post(service.client(), f"token={quote(TOKEN)}", timeout=20)
+        assert small.status == 302
+    finally:
+        stop.set()
+        if trickler.is_alive():
+            trickler.join(5)
+        for sock in socks:
+            sock.close()
+        service.terminate()
+
+
+def test_failed_sign_ins_are_logged_and_slowed_per_address(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from web import signins
+
+    server = start_server(auth_token=TOKEN)
+    client = server.client()
+    with caplog.at_level(logging.WARNING, logger="web.signins"):
+        for _ in range(signins.FREE_FAILURES + 1):
+            assert _form_post(client, "token=guess").status == 401
+        # The next attempt is refused unchecked, even with the right token, until the wait is over.
+        held = _form_post(client, f"token={quote(TOKEN)}")
+        assert held.status == 429 and held.header("Set-Cookie") is None
+        wait = int(held.header("Retry-After"))
+        assert 1 <= wait <= 2 and b"try again in" in held.body
+        assert _form_post(client, "token=guess").status == 429
+    failures = [r for r in caplog.records if "wrong access token from 127.0.0.1" in r.getMessage()]
+    assert len(failures) == signins.FREE_FAILURES + 1
+    assert any("refused" in r.getMessage() for r in caplog.records)
+    time.sleep(wait + 0.5)
+    assert _form_post(client, f"token={quote(TOKEN)}").status == 302
+    # A success starts the address afresh.
+    assert _form_post(client, "token=guess").status == 401
+
+
+def test_a_short_token_is_warned_about_at_start(tmp_path: Path, fsrcnn_model: Path) -> None:
+    log_path = tmp_path / "service.log"
+    service = start_service_process(log_path, {"SR_DATA_DIR": str(tmp_path / "data"),
+                                               "SR_MODEL_PATH": str(fsrcnn_model), "SR_AUTH_TOKEN": "a"})
+    try:
+        assert "SR_AUTH_TOKEN is 1 character(s) long" in log_path.read_text()
+    finally:
+        service.terminate()
+    long_log = tmp_path / "long.log"
+    service = start_service_process(long_log, {"SR_DATA_DIR": str(tmp_path / "data"),
+                                               "SR_MODEL_PATH": str(fsrcnn_model), "SR_AUTH_TOKEN": TOKEN})
+    try:
+        assert "SR_AUTH_TOKEN is" not in long_log.read_text()
+    finally:
+        service.terminate()
+
+
+def test_the_session_cookie_carries_its_issue_time_and_expires(start_server: StartServer) -> None:
+    server = start_server(auth_token=TOKEN, session_ttl_h=3 / 3600)
+    name, first, header = _signed_in(server)
+    _, second, _ = _signed_in(server)
+    assert first != second, "every sign-in gets a value of its own"
+    issued = int(first.split(".")[0])
+    assert abs(issued - time.time()) < 30
+    assert re.search(r"Max-Age=3\b", header), header
+    assert HttpClient(server.url, cookies={name: first}).get("/").status == 200
+    time.sleep(4)
+    assert HttpClient(server.url, cookies={name: first}).get("/").status == 302
+    assert HttpClient(server.url, cookies={name: first}).get(f"/api/jobs/{uuid.uuid4()}").status == 401
+
+
+def test_the_session_cookie_stops_working_at_logout_also_after_a_restart(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "kept"
+    server = start_server(data_dir=data, auth_token=TOKEN)
+    name, leaving, _ = _signed_in(server)
+    _, staying, _ = _signed_in(server)
+    assert HttpClient(server.url, cookies={name: leaving}).request("POST", "/logout").status == 302
+    assert HttpClient(server.url, cookies={name: leaving}).get("/").status == 302
+    assert HttpClient(server.url, cookies={name: staying}).get("/").status == 200
+    server.stop()
+    again = start_server(data_dir=data, auth_token=TOKEN)
+    assert HttpClient(again.url, cookies={name: leaving}).get("/").status == 302
+    assert HttpClient(again.url, cookies={name: staying}).get("/").status == 200
+
+
+def test_a_forwarded_prefix_is_ignored_unless_configured(start_server: StartServer, photos: Photos) -> None:
+    """Behind a proxy but with SR_TRUST_FORWARDED_PREFIX unset, a client's own X-Forwarded-Prefix changes
+    neither the job's Location and links nor the owner cookie's path."""
+    server = start_server(behind_proxy=True)
+    hostile = {"X-Forwarded-Prefix": "/evil"}
+    body, content_type = multipart({}, {"image": ("p.png", photos.small_png)})
+    reply = server.client().request("POST", "/api/jobs", body=body, headers={**hostile, "Content-Type": content_type})
+    assert reply.status == 202
+    assert reply.header("Location") == f"/api/jobs/{reply.json()['id']}"
+    assert all(link.startswith("/api/") for link in reply.json()["links"].values())
+    assert "Path=/;" in reply.header("Set-Cookie") or reply.header("Set-Cookie").endswith("Path=/")
+    assert b'data-api="/api/jobs"' in server.client().get("/", headers=hostile).body

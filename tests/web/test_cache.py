@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 import threading
+import time
+import zipfile
+from email.utils import formatdate
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -151,3 +155,27 @@ def test_scopes_owner_shared_off(start_server: StartServer, photos: Photos) -> N
     alice = _browser(off)
     jobs = [alice.wait(alice.upload(photos.small_png).json()["id"]) for _ in range(2)]
     assert not any(j["cached"] for j in jobs) and _logs(off) == 2
+
+
+def test_a_shared_hit_tells_only_its_own_finish_time(start_server: StartServer, photos: Photos) -> None:
+    """With SR_RESULT_CACHE=shared a hit's file is a hard link to the first uploader's; its Last-Modified,
+    ETag and zip date must be its own job's, not that uploader's."""
+    server = start_server(result_cache="shared")
+    first, second = _browser(server), _browser(server)
+    early = first.wait(first.upload(photos.small_png).json()["id"])
+    time.sleep(3)  # more than the zip format's two-second resolution
+    late = second.upload(photos.small_png).json()
+    assert late["cached"] is True and late["finished_at"] - early["finished_at"] >= 3
+    early_result, late_result = first.get(early["links"]["result"]), second.get(late["links"]["result"])
+    assert early_result.body == late_result.body
+    assert late_result.header("Last-Modified") == formatdate(int(late["finished_at"]), usegmt=True)
+    assert late_result.header("Last-Modified") != early_result.header("Last-Modified")
+    assert late_result.header("ETag") != early_result.header("ETag")
+    assert str(int(early["finished_at"])) not in late_result.header("ETag")
+    # The validators still validate.
+    again = second.get(late["links"]["result"], headers={"If-None-Match": late_result.header("ETag")})
+    assert again.status == 304
+    with zipfile.ZipFile(io.BytesIO(second.get("/api/jobs.zip").body)) as archive:
+        (entry,) = archive.infolist()
+    finished = time.localtime(late["finished_at"])
+    assert entry.date_time == (*finished[:5], finished.tm_sec // 2 * 2)

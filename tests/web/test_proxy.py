@@ -76,7 +76,7 @@ def proxied(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> Ite
     upstream, https_port, http_port = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     env.update(SR_BIND=f"127.0.0.1:{upstream}", SR_DATA_DIR=str(tmp / "data"), SR_MODEL_PATH=str(fsrcnn_model),
-               SR_BEHIND_PROXY="1")
+               SR_BEHIND_PROXY="1", SR_TRUST_FORWARDED_PREFIX="1")
     service_log = open(tmp / "gunicorn.log", "wb")
     service = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"], cwd=REPO_ROOT,
                                env=env, stdin=subprocess.DEVNULL, stdout=service_log, stderr=service_log)
@@ -134,6 +134,18 @@ def test_http_redirects_to_https_and_tls_answers(proxied: Proxied):
     assert health.header("strict-transport-security")
     plain = HttpClient(proxied.plain_url).get("/api/jobs/x")
     assert plain.status == 301 and plain.header("location").startswith("https://")
+
+
+def test_the_proxy_clears_a_clients_forwarded_prefix(proxied: Proxied, photos: Photos):
+    """The service here believes X-Forwarded-Prefix (SR_TRUST_FORWARDED_PREFIX=1), so only nginx clearing
+    it keeps a client's own `/evil` out of its Location, links and cookie path."""
+    body, content_type = multipart({}, {"image": ("p.png", photos.small_png)})
+    reply = proxied.client().request("POST", "/api/jobs", body=body,
+                                     headers={"Content-Type": content_type, "X-Forwarded-Prefix": "/evil"})
+    assert reply.status == 202, reply.body
+    assert reply.header("location") == f"/api/jobs/{reply.json()['id']}"
+    assert all(link.startswith("/api/") for link in reply.json()["links"].values())
+    assert "/evil" not in reply.header("set-cookie")
 
 
 def test_uploads_over_the_limit_are_refused_by_the_proxy(proxied: Proxied):

@@ -1,42 +1,50 @@
-"""The Ray backend: each job a streaming Ray task on a (GPU) worker node; photo and result through the object store."""
+"""The Ray backend: each job a streaming Ray task on a (GPU) worker node; photo and result through the object store.
+The service is not the Ray driver: a child process is (web/backends/ray_driver.py), supervised and restarted here."""
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from web.backends import BackendUnavailable, EventSink, Health, JobSpec
-from web.backends.ray_task import EXITED, PLACED, TaskRequest, kill_job_processes, run_job_on_node
-from web.config import Config, ConfigError, is_private_address, public_refusal
+from web.backends.ray_driver import EXIT_CLUSTER_LOST, DriverSettings
+from web.backends.ray_link import Link, LinkClosed, Op
+from web.backends.ray_task import EXITED, PLACED, TaskRequest, die_with_parent
+from web.config import Config, ConfigError, is_private_address
 from web.jobs import Job
 from web.outcomes import Ending, Lost, ending_from_returncode
-
-try:
-    import ray
-    import ray.exceptions as ray_errors
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-except ImportError:  # the front end without the `ray` extra
-    ray = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "SR_BACKEND=ray needs Ray on this machine: pip install -e '.[ray]' (worker nodes: '.[worker,ray]')"
-NAMESPACE = "photo-upscaler"
-RECONNECT_S = 10.0
 # A cancelled task first gets KeyboardInterrupt, so that it kills its worker and removes its folder;
 # if it has not ended after this long, its process is killed.
 CANCEL_GRACE_S = 5.0
 # After a kill, how long to wait for Ray to report the task's end before giving up on it.
 KILL_GRACE_S = 30.0
-RECOVER_TIMEOUT_S = 30.0
+# The driver process: restarted after it ends, first after RESTART_MIN_S, doubling up to RESTART_MAX_S while
+# it keeps ending within STABLE_S of its start; pinged every PING_S, killed when silent for SILENT_S.
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
+PING_S = 5.0
+SILENT_S = 60.0
+# How long a submission may wait for the driver's answer (the photo goes into the object store meanwhile).
+SUBMIT_TIMEOUT_S = 30.0
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,14 @@ def public_addresses(host: str) -> list[str]:
     return sorted({str(a) for a in found if not is_private_address(a)})
 
 
+def ray_installed() -> bool:
+    """Whether Ray can be imported here, without importing it (the service itself never connects)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["ray"] is None
+        return False
+
+
 def probe(host: str, port: int, timeout: float = 5.0) -> None:
     """Raises OSError unless something accepts TCP connections there (ray.init would wait for minutes)."""
     with socket.create_connection((host, port), timeout=timeout):
@@ -80,22 +96,26 @@ def probe(host: str, port: int, timeout: float = 5.0) -> None:
 
 
 class RayExecution:
-    """One job's task: a thread reads its stream (events, then the result's bytes) as the task yields them."""
+    """One job's task, as the driver process reports it: events, then the result, then the end of its stream."""
 
-    def __init__(self, backend: "RayBackend", spec: JobSpec, on_event: EventSink, generator: Any):
+    def __init__(self, backend: "RayBackend", spec: JobSpec, on_event: EventSink):
         self._backend = backend
         self._spec = spec
         self._on_event = on_event
-        self._generator = generator
         self._lock = threading.Lock()
+        self._answered = threading.Event()  # SUBMITTED or REFUSED came (or the driver went)
+        self._refusal: str | None = None
         self._finished = threading.Event()
         self._killed = False
         self._abandoned = False
         self._returncode: int | None = None
         self._lost: Lost | None = None
+        self.result_temp = spec.output_path.with_name(f".{spec.job_id}.{uuid.uuid4().hex}.part")
         self.placement: dict[str, Any] | None = None
-        self._thread = threading.Thread(target=self._consume, name=f"sr-ray-{spec.job_id[:8]}", daemon=True)
-        self._thread.start()
+
+    @property
+    def job_id(self) -> str:
+        return self._spec.job_id
 
     @property
     def local_pid(self) -> int | None:
@@ -105,11 +125,11 @@ class RayExecution:
         if timeout is None and self._killed:
             timeout = KILL_GRACE_S
             if not self._finished.wait(timeout):
-                # Ray never told us; nothing it sends later is used (see _write_result).
+                # Ray never told us; nothing it sends later is used (see result_written).
                 with self._lock:
                     self._abandoned = True
                     self._lost = self._lost or Lost.CLUSTER
-                log.error("job %s: no word from Ray %g s after cancelling its task", self._spec.job_id, timeout)
+                log.error("job %s: no word from Ray %g s after cancelling its task", self.job_id, timeout)
                 return True
             return True
         return self._finished.wait(timeout)
@@ -119,7 +139,7 @@ class RayExecution:
             if self._killed or self._finished.is_set():
                 return
             self._killed = True
-        self._cancel(force=False)
+        self._backend.cancel(self.job_id, force=False)
         timer = threading.Timer(CANCEL_GRACE_S, self._force_cancel)
         timer.daemon = True
         timer.start()
@@ -127,54 +147,26 @@ class RayExecution:
     def _force_cancel(self) -> None:
         if not self._finished.is_set():
             # The task's process is killed, and the worker under it dies with it (parent-death signal).
-            self._cancel(force=True)
-
-    def _cancel(self, force: bool) -> None:
-        try:
-            ray.cancel(self._generator, force=force)
-        except Exception:
-            log.exception("job %s: cancelling its Ray task failed (force=%s)", self._spec.job_id, force)
+            self._backend.cancel(self.job_id, force=True)
 
     def finish(self) -> Ending:
         rc = self._returncode
         # A worker that reported its own end by a signal was not lost, whatever the stream said after.
         return ending_from_returncode(rc, lost=None if rc is not None and rc < 0 else self._lost)
 
-    def _consume(self) -> None:
-        try:
-            for ref in self._generator:
-                item = ray.get(ref)
-                if isinstance(item, bytes):
-                    self._write_result(item)
-                elif isinstance(item, dict):
-                    self._handle(item)
-        except ray_errors.RayTaskError as err:
-            # An exception inside the task itself (not the worker's failure, which is an exit code).
-            self._log(f"sr-web: the Ray task failed: {err}\n")
-            log.error("job %s: the Ray task failed: %s", self._spec.job_id, err)
-            self._returncode = self._returncode if self._returncode is not None else 1
-        except (
-            ray_errors.WorkerCrashedError,
-            ray_errors.NodeDiedError,
-            ray_errors.LocalRayletDiedError,
-            ray_errors.ObjectLostError,
-            ray_errors.TaskCancelledError,
-            ray_errors.OutOfMemoryError,
-        ) as err:
-            self._lost = Lost.NODE
-            self._log(f"sr-web: the task's process or node was lost: {type(err).__name__}\n")
-            if not self._killed:
-                log.warning("job %s: its Ray worker or node was lost: %s", self._spec.job_id, err)
-        except Exception as err:
-            self._lost = Lost.CLUSTER
-            self._log(f"sr-web: lost contact with the Ray cluster: {type(err).__name__}: {err}\n")
-            if not self._killed:
-                log.error("job %s: lost contact with the Ray cluster: %r", self._spec.job_id, err)
-                self._backend.connection_lost(err)
-        finally:
-            self._finished.set()
+    # ---- what the driver reports (from the backend's reader thread) ---------------------------
 
-    def _handle(self, item: dict[str, Any]) -> None:
+    def answered(self, refusal: str | None) -> None:
+        self._refusal = refusal
+        self._answered.set()
+
+    def await_answer(self) -> str | None:
+        """None once submitted; else why not."""
+        if not self._answered.wait(SUBMIT_TIMEOUT_S):
+            return f"the Ray driver did not answer within {SUBMIT_TIMEOUT_S:g} s"
+        return self._refusal
+
+    def item(self, item: dict[str, Any]) -> None:
         kind = item.get("event")
         if kind == PLACED:
             self.placement = item
@@ -189,21 +181,31 @@ class RayExecution:
         else:
             self._on_event(item)
 
-    def _write_result(self, data: bytes) -> None:
-        """Atomically: a temporary file named after the job (removed with the job's leftovers), then a rename."""
-        output = self._spec.output_path
-        temp = output.with_name(f".{self._spec.job_id}.{uuid.uuid4().hex}.part")
+    def result_written(self) -> None:
+        """The driver has written and fsynced the result's bytes under result_temp: renamed into place,
+        unless the job was given up meanwhile."""
         with self._lock:
-            if self._abandoned or self._killed:
-                return
             try:
-                with open(temp, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, output)
+                if not (self._abandoned or self._killed):
+                    os.replace(self.result_temp, self._spec.output_path)
+            except OSError as err:
+                log.error("job %s: cannot move its result into place: %s", self.job_id, err)
             finally:
-                temp.unlink(missing_ok=True)
+                self.result_temp.unlink(missing_ok=True)
+
+    def ended(self, lost: Lost | None, detail: str | None) -> None:
+        if self._finished.is_set():
+            return
+        if detail:
+            self._log(f"sr-web: {detail}\n")
+            if not self._killed:
+                level = logging.WARNING if lost is Lost.NODE else logging.ERROR
+                log.log(level, "job %s: %s", self.job_id, detail)
+        if lost is None and detail and self._returncode is None:
+            self._returncode = 1  # an exception inside the task itself, not the worker's exit code
+        self._lost = lost
+        self._answered.set()
+        self._finished.set()
 
     def _log(self, text: str, mode: str = "a") -> None:
         try:
@@ -213,104 +215,195 @@ class RayExecution:
             pass
 
 
+@dataclass
+class _Driver:
+    """One started driver process and its end of the link."""
+
+    proc: subprocess.Popen
+    link: Link
+    started: float
+    last_heard: float
+
+
 class RayBackend:
-    """Connects to the cluster in the background (the service starts either way) and submits one task per job."""
+    """Keeps a Ray driver process running (the service starts either way, and survives the cluster's loss) and
+    has it submit one task per job."""
 
     name = "ray"
     uses_local_model = False
 
     def __init__(self, config: Config):
-        if ray is None:
+        if not ray_installed():
             raise BackendUnavailable(INSTALL_HINT)
         self.config = config
         self.address = RayAddress.parse(config.ray_address)
+        self._settings = DriverSettings(
+            address=config.ray_address,
+            allow_public_address=config.ray_allow_public_address,
+            gpus_per_job=config.ray_gpus_per_job,
+            cpus_per_job=config.ray_cpus_per_job,
+        )
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._driver: _Driver | None = None
         self._connected = False
-        self._owns_connection = False
         self._reason: str | None = "connecting to the Ray cluster (SR_RAY_ADDRESS)"
-        self._remote: Any = None
-        self._killer: Any = None
+        self._executions: dict[str, RayExecution] = {}
         self._to_recover: list[str] = []
         self._thread: threading.Thread | None = None
 
-    def _public_refusal(self, public: list[str]) -> str:
-        return public_refusal(self.config.ray_address, public)
-
-    # ---- connection ------------------------------------------------------------------------
+    # ---- the driver process ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._connect_loop, name="sr-ray-connect", daemon=True)
+        # This thread starts every driver process and lives as long as the backend: the driver's
+        # parent-death signal is tied to the thread that started it.
+        self._thread = threading.Thread(target=self._supervise, name="sr-ray-driver", daemon=True)
         self._thread.start()
 
-    def _connect_loop(self) -> None:
+    def _supervise(self) -> None:
+        delay = RESTART_MIN_S
         while not self._closed.is_set():
             try:
-                self._connect()
-            except _Refused as err:
-                self._set_reason("SR_RAY_ADDRESS resolves to a public address; not connecting (see the log)")
-                log.error("not connecting to Ray: %s", err)
-                return
-            except Exception as err:
-                self._set_reason(f"the Ray cluster (SR_RAY_ADDRESS) cannot be reached: {type(err).__name__}")
-                log.error("cannot connect to the Ray cluster at %s: %s; retrying in %g s",
-                          self.config.ray_address, err, RECONNECT_S)
+                driver = self._spawn()
+            except OSError as err:
+                log.error("cannot start the Ray driver process: %s", err)
+                self._set_state(False, f"the Ray driver process cannot be started: {type(err).__name__}")
             else:
-                self._recover_pending()
+                if self._closed.is_set():  # close() came while it was starting
+                    self._stop_driver(driver)
+                self._serve(driver)
+                if self._closed.is_set():
+                    return
+                if time.monotonic() - driver.started >= STABLE_S:
+                    delay = RESTART_MIN_S
+                log.error("%s; starting a new one in %g s", self._describe_end(driver), delay)
+            if self._closed.wait(delay):
                 return
-            self._closed.wait(RECONNECT_S)
+            delay = min(delay * 2, RESTART_MAX_S)
 
-    def _connect(self) -> None:
-        if self.address.host is not None and not self.config.ray_allow_public_address:
-            public = public_addresses(self.address.host)
-            if public:
-                raise _Refused(self._public_refusal(public))
-        if self.address.host is not None and self.address.port is not None:
-            probe(self.address.host, self.address.port)
-        if not ray.is_initialized():
-            ray.init(
-                address=self.config.ray_address,
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
+    def _spawn(self) -> _Driver:
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k != "SR_AUTH_TOKEN"}
+        root = str(Path(__file__).resolve().parents[2])  # where `web` is importable from
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "web.backends.ray_driver", "--fd", str(theirs.fileno()),
+                 "--settings", self._settings.to_json()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=die_with_parent(0, os.getpid()),
             )
-            self._owns_connection = True
-        # The resources go into the declaration itself: Ray fixes max_calls there (`.options()` cannot
-        # change it), so every job gets a fresh worker process that exits after it, GPU or not.
-        remote = ray.remote(
-            num_gpus=self.config.ray_gpus_per_job,
-            num_cpus=self.config.ray_cpus_per_job,
-            max_calls=1,
-            max_retries=0,  # a job is never run twice behind the uploader's back (docs/scaling.md)
-            num_returns="streaming",
-        )(run_job_on_node)
-        killer = ray.remote(num_cpus=0, max_retries=0)(kill_job_processes)
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        now = time.monotonic()
+        driver = _Driver(proc, Link(ours), now, now)
         with self._lock:
-            self._remote, self._killer = remote, killer
-            self._connected = True
-            self._reason = None
-        log.info("connected to the Ray cluster at %s", self.config.ray_address)
+            self._driver = driver
+        log.info("started the Ray driver process (pid %d)", proc.pid)
+        return driver
 
-    def connection_lost(self, err: BaseException) -> None:
-        """A job found the cluster gone: report it on /healthz and reconnect in the background."""
-        with self._lock:
-            if not self._connected:
-                return
-            self._connected = False
-            self._reason = f"lost contact with the Ray cluster (SR_RAY_ADDRESS): {type(err).__name__}"
-        threading.Thread(target=self._reconnect, name="sr-ray-reconnect", daemon=True).start()
-
-    def _reconnect(self) -> None:
-        if self._owns_connection:
+    def _serve(self, driver: _Driver) -> None:
+        """Reads the driver's messages until it ends; then whatever it was running is lost."""
+        pinger = threading.Thread(target=self._ping, args=(driver,), name="sr-ray-ping", daemon=True)
+        pinger.start()
+        for message in driver.link.messages():
+            driver.last_heard = time.monotonic()
             try:
-                ray.shutdown()
+                self._dispatch(driver, message)
             except Exception:
-                log.exception("ray.shutdown() failed")
-            self._owns_connection = False
-        self._connect_loop()
-
-    def _set_reason(self, reason: str) -> None:
+                log.exception("a message from the Ray driver could not be handled: %r", message.get("op"))
+        driver.link.close()
+        try:
+            driver.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            driver.proc.kill()
+            driver.proc.wait()
         with self._lock:
+            self._driver = None
+            self._connected = False
+            lost, self._executions = list(self._executions.values()), {}
+            if not self._closed.is_set():
+                self._reason = f"lost contact with the Ray cluster: {self._describe_end(driver)}; restarting it"
+        for execution in lost:
+            execution.ended(Lost.CLUSTER, "the Ray driver process ended while the job was running")
+        if lost and not self._closed.is_set():
+            log.error("%d running job(s) failed with cluster_lost: %s", len(lost),
+                      ", ".join(e.job_id for e in lost))
+
+    @staticmethod
+    def _describe_end(driver: _Driver) -> str:
+        rc = driver.proc.returncode
+        if rc == EXIT_CLUSTER_LOST:
+            return f"the Ray driver process (pid {driver.proc.pid}) lost the cluster and exited"
+        if rc is not None and rc < 0:
+            try:
+                how = signal.Signals(-rc).name
+            except ValueError:
+                how = f"signal {-rc}"
+            return f"the Ray driver process (pid {driver.proc.pid}) was killed ({how})"
+        # Ray's core worker ends its process with status 1, silently, when it loses its raylet or the GCS.
+        return f"the Ray driver process (pid {driver.proc.pid}) exited with status {rc}"
+
+    def _ping(self, driver: _Driver) -> None:
+        while driver.proc.poll() is None and not self._closed.wait(PING_S):
+            if time.monotonic() - driver.last_heard > SILENT_S:
+                log.error("the Ray driver process (pid %d) has not answered for %g s; killing it",
+                          driver.proc.pid, SILENT_S)
+                driver.proc.kill()
+                return
+            try:
+                driver.link.send(Op.PING)
+            except LinkClosed:
+                return
+
+    def _dispatch(self, driver: _Driver, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == Op.HEALTH.value:
+            ok = bool(message.get("ok"))
+            self._set_state(ok, None if ok else str(message.get("reason") or "the Ray cluster cannot be used"))
+            with self._lock:
+                pending = list(self._to_recover) if ok else []
+            if pending:
+                driver.link.send(Op.RECOVER, jobs=pending)
+            return
+        if op == Op.RECOVERED.value:
+            done = set(message.get("jobs") or [])
+            with self._lock:
+                self._to_recover = [j for j in self._to_recover if j not in done]
+            return
+        if op == Op.PONG.value:
+            return
+        job_id = str(message.get("job"))
+        with self._lock:
+            execution = self._executions.get(job_id)
+            if op in (Op.END.value, Op.REFUSED.value):
+                self._executions.pop(job_id, None)
+        if execution is None:
+            path = Path(str(message.get("path") or ""))
+            if op == Op.RESULT.value and path.name.startswith(f".{job_id}.") and path.parent == self.config.results_dir:
+                path.unlink(missing_ok=True)  # the job's submission was given up: nothing of it is kept
+            return
+        if op == Op.SUBMITTED.value:
+            execution.answered(None)
+        elif op == Op.REFUSED.value:
+            execution.answered(str(message.get("reason") or "refused"))
+        elif op == Op.ITEM.value and isinstance(message.get("item"), dict):
+            execution.item(message["item"])
+        elif op == Op.RESULT.value:
+            execution.result_written()
+        elif op == Op.END.value:
+            lost = message.get("lost")
+            execution.ended(Lost(lost) if lost in (Lost.NODE.value, Lost.CLUSTER.value) else None,
+                            message.get("detail"))
+
+    def _set_state(self, connected: bool, reason: str | None) -> None:
+        with self._lock:
+            self._connected = connected
             self._reason = reason
 
     def health(self) -> Health:
@@ -318,21 +411,31 @@ class RayBackend:
             return Health(ok=self._connected, reason=self._reason)
 
     def close(self) -> None:
+        """Stops the driver process: asked first, killed after STOP_GRACE_S."""
         self._closed.set()
-        if self._owns_connection:
-            try:
-                ray.shutdown()
-            except Exception:
-                log.exception("ray.shutdown() failed")
-            self._owns_connection = False
+        with self._lock:
+            driver = self._driver
+        if driver is not None:
+            self._stop_driver(driver)
+        if self._thread is not None:
+            self._thread.join(STOP_GRACE_S)
+
+    @staticmethod
+    def _stop_driver(driver: _Driver) -> None:
+        try:
+            driver.link.send(Op.STOP)
+        except LinkClosed:
+            pass
+        try:
+            driver.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.error("the Ray driver process (pid %d) did not stop; killing it", driver.proc.pid)
+            driver.proc.kill()
+            driver.proc.wait()
 
     # ---- jobs ------------------------------------------------------------------------------
 
     def launch(self, spec: JobSpec, on_event: EventSink) -> RayExecution:
-        with self._lock:
-            remote = self._remote if self._connected else None
-        if remote is None:
-            raise BackendUnavailable("not connected to the Ray cluster")
         request = TaskRequest(
             job_id=spec.job_id,
             input_suffix=spec.input_path.suffix,
@@ -346,44 +449,48 @@ class RayBackend:
             output_label=str(spec.output_path),
             model_label=str(spec.model_path),
         )
-        data = Path(spec.input_path).read_bytes()
+        execution = RayExecution(self, spec, on_event)
+        with self._lock:
+            driver = self._driver if self._connected else None
+            if driver is not None:
+                self._executions[spec.job_id] = execution
+        if driver is None:
+            raise BackendUnavailable("not connected to the Ray cluster")
         try:
-            photo = ray.put(data)
-            generator = remote.options(name=f"sr-job-{spec.job_id}").remote(request, photo)
-        except Exception as err:
-            self.connection_lost(err)
-            raise BackendUnavailable(f"submitting the job to Ray failed: {err!r}") from err
-        return RayExecution(self, spec, on_event, generator)
+            # The driver reads the photo from the uploads folder and puts its bytes into the object store.
+            driver.link.send(Op.SUBMIT, job=spec.job_id, request=asdict(request), input=str(spec.input_path),
+                             result_temp=str(execution.result_temp))
+            refusal = execution.await_answer()
+        except LinkClosed as err:
+            refusal = f"the Ray driver process has gone: {err}"
+        if refusal is None and execution.finish().lost is Lost.CLUSTER and execution.wait(0):
+            refusal = "the Ray driver process ended before the job was submitted"
+        if refusal is not None:
+            with self._lock:
+                self._executions.pop(spec.job_id, None)
+            self.cancel(spec.job_id, force=True)
+            execution.result_temp.unlink(missing_ok=True)
+            raise BackendUnavailable(f"submitting the job to Ray failed: {refusal}")
+        return execution
+
+    def cancel(self, job_id: str, force: bool) -> None:
+        with self._lock:
+            driver = self._driver
+        if driver is not None:
+            try:
+                driver.link.send(Op.CANCEL, job=job_id, force=force)
+            except LinkClosed:
+                pass  # the driver has gone, and the task with it
 
     def recover(self, jobs: list[Job]) -> None:
         """Ray ends the tasks of a driver that died; this also kills, on every node, any worker of these jobs
-        still running, as soon as the cluster is reachable."""
+        still running, as soon as a driver is connected."""
         with self._lock:
             self._to_recover.extend(job.id for job in jobs)
-            connected = self._connected
-        if connected:
-            threading.Thread(target=self._recover_pending, name="sr-ray-recover", daemon=True).start()
-
-    def _recover_pending(self) -> None:
-        with self._lock:
-            job_ids, self._to_recover = self._to_recover, []
-            killer = self._killer
-        if not job_ids or killer is None:
-            return
-        try:
-            refs = [
-                killer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-                    job_ids
-                )
-                for node in ray.nodes()
-                if node.get("Alive")
-            ]
-            killed = [pid for pids in ray.get(refs, timeout=RECOVER_TIMEOUT_S) for pid in pids]
-            if killed:
-                log.warning("killed %d task process(es) left by the previous service: %s", len(killed), killed)
-        except Exception:
-            log.exception("could not end the Ray tasks of %d interrupted job(s)", len(job_ids))
-
-
-class _Refused(Exception):
-    """The address is public and SR_RAY_ALLOW_PUBLIC_ADDRESS is not set."""
+            pending = list(self._to_recover)
+            driver = self._driver if self._connected else None
+        if driver is not None and pending:
+            try:
+                driver.link.send(Op.RECOVER, jobs=pending)
+            except LinkClosed:
+                pass

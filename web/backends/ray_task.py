@@ -94,7 +94,8 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _child_setup(nice: int, parent: int) -> Any:
+def die_with_parent(nice: int, parent: int) -> Any:
+    """A preexec_fn: the child is SIGKILLed when the thread of `parent` that started it ends, and niced."""
     libc = ctypes.CDLL(None, use_errno=True)
 
     def setup() -> None:
@@ -169,7 +170,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             env=env,
             cwd=folder,
             start_new_session=True,
-            preexec_fn=_child_setup(request.nice, os.getpid()),
+            preexec_fn=die_with_parent(request.nice, os.getpid()),
         )
         context = ray.get_runtime_context()
         yield {

@@ -1,0 +1,123 @@
+"""Fair shares and bounded output: one owner cannot take the whole queue or every progress stream, and a
+result's size is bounded (SR_MAX_OUTPUT_PIXELS) before its job is queued."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import re
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from tests.web.client import HttpClient
+from tests.web.conftest import Photos, StartServer, wait_until
+from tests.web.server import LiveServer
+
+
+def _browser(server: LiveServer) -> HttpClient:
+    client = server.client()
+    client.cookies["sr_owner"] = re.match(r"sr_owner=([^;]+)", client.get("/api/jobs").header("Set-Cookie")).group(1)
+    return client
+
+
+def _running(client: HttpClient, photo: bytes) -> dict:
+    job = client.upload(photo).json()
+    return client.wait(job["id"], until=("running",), timeout=60)
+
+
+def test_one_owner_holds_at_most_its_share_of_the_queue(
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
+) -> None:
+    server = start_server(model_path=edsr_model_slow, queue_size=4)  # SR_OWNER_SHARE 0.5: 2 each
+    greedy, other = _browser(server), _browser(server)
+    long_job = _running(greedy, photos.slow_png)
+    queued = [greedy.upload(photos.small_png, filename=f"q{i}.png") for i in range(2)]
+    assert [r.status for r in queued] == [202, 202]
+    refused = greedy.upload(photos.small_png, filename="q2.png")
+    assert refused.status == 429 and refused.json()["error"]["code"] == "queue_share_full", refused.body
+    assert "2 photos waiting" in refused.json()["error"]["message"] and refused.header("Retry-After")
+    assert len(list((server.data_dir / "uploads").glob("*.png"))) == 3, "the refused photo is not kept"
+    # Someone else is still served, though the queue has room for only two more.
+    assert other.upload(photos.small_png).status == 202
+    for client in (greedy, other):
+        for job in client.get("/api/jobs").json()["jobs"]:
+            assert client.delete(job["links"]["self"]).status == 204
+
+
+def _open_stream(server: LiveServer, client: HttpClient, path: str) -> http.client.HTTPResponse:
+    """An open stream; the response holds the connection (closing it, or losing it, ends the stream)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=30)
+    conn.request("GET", path, headers={"Cookie": f"sr_owner={client.cookies['sr_owner']}"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.readline() == b"retry: 2000\n"
+    return response
+
+
+def test_one_owner_holds_at_most_its_share_of_the_progress_streams(
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
+) -> None:
+    server = start_server(model_path=edsr_model_slow, max_event_streams=4, concurrency=2)  # 2 each
+    greedy, other = _browser(server), _browser(server)
+    mine, theirs = _running(greedy, photos.slow_png), other.upload(photos.small_png).json()
+    held = [_open_stream(server, greedy, mine["links"]["events"]) for _ in range(2)]
+    try:
+        refused = greedy.get(mine["links"]["events"])
+        assert refused.status == 503 and refused.json()["error"]["code"] == "too_many_streams"
+        assert "you have 2 progress streams" in refused.json()["error"]["message"]
+        assert f"/api/jobs/{mine['id']}" in refused.json()["error"]["message"]
+        # The other owner still gets a stream of its own, to the end of its job.
+        stream = other.get(theirs["links"]["events"], timeout=60)
+        assert stream.status == 200 and b"event: status" in stream.body
+    finally:
+        for response in held:
+            response.close()
+    assert greedy.delete(mine["links"]["self"]).status == 204
+    # Closed streams give the owner's slots back (the server notices at its next write).
+    wait_until(lambda: greedy.get(mine["links"]["events"]).status == 404, timeout=20, what="the job to go")
+    again = greedy.upload(photos.small_png).json()
+    reply = wait_until(lambda: (r := greedy.get(again["links"]["events"], timeout=30)).status == 200 and r,
+                       timeout=30, what="the owner's stream slots to come back")
+    assert b"event: status" in reply.body
+
+
+def _flat_png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 130, 140)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_output_is_bounded_before_the_job_is_queued(
+    start_server: StartServer, photos: Photos, shared_models: Path, tmp_path: Path
+) -> None:
+    """The attack: a 4000x4000 flat PNG (tens of kB) at x8 would be a 32000x32000 result. Refused from its
+    header, with the largest scale this photo allows."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("FSRCNN_x3.pb", "LapSRN_x8.pb"):
+        shutil.copy(shared_models / name, models / name)
+    server = start_server(model_path=models / "FSRCNN_x3.pb", models_dir=models)
+    client = _browser(server)
+    bomb = _flat_png(4000, 4000)
+    assert len(bomb) < 200_000
+    reply = client.upload(bomb, fields={"model": "LapSRN_x8"})
+    assert reply.status == 422, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "too_many_output_pixels"
+    assert "32000x32000" in error["message"] and "largest scale this photo allows is x3" in error["message"]
+    assert client.upload(bomb, fields={"scale": "8"}, path="/upload").status == 422
+    assert client.get("/api/jobs").json()["jobs"] == []
+    assert [p for p in (server.data_dir / "uploads").iterdir()] == []
+
+
+def test_the_output_pixel_limit_is_input_pixels_times_scale_squared(
+    start_server: StartServer, photos: Photos
+) -> None:
+    exact = 64 * 48 * 9  # the small PNG at x3
+    at_limit = start_server(max_output_pixels=exact).client()
+    assert at_limit.wait(at_limit.upload(photos.small_png).json()["id"])["status"] == "done"
+    over = start_server(max_output_pixels=exact - 1).client()
+    reply = over.upload(photos.small_png)
+    assert reply.status == 422 and reply.json()["error"]["code"] == "too_many_output_pixels"
+    assert "no scale offered here fits it" in reply.json()["error"]["message"]
