@@ -35,9 +35,11 @@ class ModelEntry:
     scale: int
     url: str
     bytes: int
-    git_sha1: str
+    git_sha1: str | None  # the blob's id where the file lives in a git repository (None for release assets)
     sha256: str | None
     source: str = ""
+    purpose: str = "upscaling"  # or "faces" (the face restorer), "face detection"
+    licence: str = ""  # said by `sr-models list` where it is not the permissive licence of the others
 
     def url_from(self, base_url: str | None) -> str:
         """The download URL, with its folder replaced by `base_url` when one is given (mirrors, tests)."""
@@ -105,7 +107,7 @@ def file_digests(path: Path) -> tuple[str, str]:
 def _compare(entry: ModelEntry, path: Path, size: int, git_sha1: str, sha256: str) -> Check:
     if size != entry.bytes:
         return Check(entry, path, "wrong size", f"{size} bytes, expected {entry.bytes}")
-    if git_sha1 != entry.git_sha1:
+    if entry.git_sha1 and git_sha1 != entry.git_sha1:
         return Check(entry, path, "wrong checksum", f"git SHA-1 {git_sha1}, expected {entry.git_sha1}")
     if entry.sha256 and sha256 != entry.sha256:
         return Check(entry, path, "wrong checksum", f"SHA-256 {sha256}, expected {entry.sha256}")
@@ -120,7 +122,7 @@ def check_file(entry: ModelEntry, directory: Path, *, hashes: bool = True) -> Ch
     except FileNotFoundError:
         return Check(entry, path, "missing")
     if size != entry.bytes or not hashes:
-        return _compare(entry, path, size, entry.git_sha1, entry.sha256 or "")
+        return _compare(entry, path, size, entry.git_sha1 or "", entry.sha256 or "")
     git_sha1, sha256 = file_digests(path)
     return _compare(entry, path, size, git_sha1, sha256)
 
@@ -285,7 +287,8 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
         rows = [
             {"name": c.entry.name, "file": str(c.path), "algo": c.entry.algo, "scale": c.entry.scale,
              "bytes": c.entry.bytes, "status": "present" if c.ok else c.status, "installed": c.ok,
-             "default": _same_file(c.path, default)}
+             "default": _same_file(c.path, default), "purpose": c.entry.purpose,
+             **({"licence": c.entry.licence} if c.entry.licence else {})}
             for c in checks
         ]
         print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
@@ -295,7 +298,10 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     for c in checks:
         state = "installed" if c.ok else ("not installed" if c.status == "missing" else c.status)
         mark = "  (default)" if _same_file(c.path, default) else ""
-        print(f"  {c.entry.name:<16} {c.entry.algo:<7} x{c.entry.scale}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        kind = f"x{c.entry.scale}" if c.entry.purpose == "upscaling" else f"({c.entry.purpose})"
+        print(f"  {c.entry.name:<16} {c.entry.algo:<7} {kind:<4}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        if c.entry.licence:
+            print(f"  {'':<16} licence: {c.entry.licence}")
     if default.is_file():
         print(f"default model: {default}")
     else:
