@@ -40,7 +40,9 @@ from infer.errors import (  # noqa: E402
     WorkerError,
 )
 from infer.events import EventSink, EventStream  # noqa: E402
+from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, FaceMode, parse_fidelity  # noqa: E402
 from infer.models import default_model_path, models_dir  # noqa: E402
+from infer.faces.stage import FaceSettings, FaceStage  # noqa: E402
 from infer.families import FAMILIES  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
 from infer.precision import PRECISIONS  # noqa: E402
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --model: the installed model that restores most detail (best) or runs fastest (fast)")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
+    p.add_argument("--faces", default=FaceMode.OFF.value, choices=FACE_MODES,
+                   help=f"restore faces with GFPGAN after upscaling (default off; needs {GFPGAN_FILE} in the models folder)")
+    p.add_argument("--face-fidelity", default=str(DEFAULT_FIDELITY), metavar="0..1",
+                   help=f"how far a restored face replaces the plain upscale: 0 not at all, 1 entirely (default {DEFAULT_FIDELITY})")
+    p.add_argument("--face-model", metavar="PATH", help=f"the GFPGAN file (default: {GFPGAN_FILE} in the models folder)")
     p.add_argument("--format", choices=batch.FORMATS, help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo photos whose result is already there")
     p.add_argument("--json", action="store_true", help="JSON events on stdout even on a terminal")
@@ -101,6 +108,7 @@ class Settings:
     denoise: Denoise
     model_quality: str | None  # "best", "fast" or None
     output_quality: int
+    faces: FaceSettings = FaceSettings()
 
 
 @dataclass
@@ -146,7 +154,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     output_quality = 95 if output_quality is None else output_quality
     if not 1 <= output_quality <= 100:
         raise UsageError("--output-quality must be between 1 and 100")
-    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality)
+    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, _face_settings(args))
+
+
+def _face_settings(args: argparse.Namespace) -> FaceSettings:
+    try:
+        fidelity = parse_fidelity(args.face_fidelity)
+    except ValueError as err:
+        raise UsageError(f"--face-fidelity: {err}") from None
+    if args.faces != FaceMode.ON.value:
+        return FaceSettings(fidelity=fidelity)
+    folder = models_dir()
+    model = Path(args.face_model) if args.face_model else folder / GFPGAN_FILE
+    return FaceSettings(enabled=True, fidelity=fidelity, model=model, models_folder=folder, device=args.device)
 
 
 def _check_output_file(output: str, fmt: str | None) -> None:
@@ -242,7 +262,7 @@ class LoadedModel:
 
 
 def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
-              timer: Timer, *, release: bool, since: float) -> None:
+              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
     """Upscale one photo: decode, check, denoise, upscale, encode.
 
     `release` frees the engine before encoding (the last photo of a run); `since` is the wall-clock
@@ -262,6 +282,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     if settings.denoise is not Denoise.OFF:
         image = denoise_image(image, settings.denoise)
         t = timer.stage("denoise", t)
+    # Faces are found in the photo as the model sees it; a photo without any costs only this.
+    found, report = faces.detect(image.bgr) if faces is not None else ([], None)
 
     engine = model.engine
     tile, tile_pad = model.tiling()
@@ -271,6 +293,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         scale=spec.scale, engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
     )
 
     t = time.perf_counter()
@@ -292,6 +315,15 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     # Read after close(): GPU time runs until device memory is released.
     extra = engine.stats()
     del image
+    if faces is not None and report is not None:
+        # After the upscaler has freed its memory: GFPGAN is loaded only for a photo with a face.
+        try:
+            faces.restore(result.bgr, found, spec.scale, report)
+        finally:
+            if release:
+                faces.close()
+        timer.seconds.update(report.seconds)
+        t = time.perf_counter()
 
     images.encode(result, job.output, quality=settings.output_quality)
     timer.stage("encode", t)
@@ -310,6 +342,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         denoise=settings.denoise.value,
         seconds=timer.seconds,
         peak_rss_mb=_peak_rss_mb(),
+        **({"faces": report.to_json()} if report is not None else {}),
         **extra,
     )
 
@@ -331,9 +364,19 @@ def run_job(args: argparse.Namespace, settings: Settings, events: EventSink, t_m
     timer, process_started = _startup_timer(t_main)
     _check_output_file(args.output, args.format)
     spec = _resolve_model(args, settings)
+    faces = _face_stage(settings)
     job = batch.PhotoJob(Path(args.input[0]), Path(args.output))
-    run_photo(job, LoadedModel(spec, args), settings, events, timer, release=True, since=process_started)
+    run_photo(job, LoadedModel(spec, args), settings, events, timer, release=True, since=process_started, faces=faces)
     return EXIT_OK
+
+
+def _face_stage(settings: Settings) -> FaceStage | None:
+    """The run's face stage, its files checked (exit 5 before any photo is read), or None when faces are off."""
+    if not settings.faces.enabled:
+        return None
+    stage = FaceStage(settings.faces)
+    stage.check()
+    return stage
 
 
 def run_folder(args: argparse.Namespace, settings: Settings, events: EventSink) -> int:
@@ -342,16 +385,19 @@ def run_folder(args: argparse.Namespace, settings: Settings, events: EventSink) 
     spec = _resolve_model(args, settings)
     out_dir = Path(args.output)
     jobs = batch.plan(photos, out_dir, spec.scale, args.format)
+    faces = _face_stage(settings)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(spec, args)
 
     def one(job: batch.PhotoJob) -> None:
-        run_photo(job, model, settings, events, Timer(), release=False, since=time.time())
+        run_photo(job, model, settings, events, Timer(), release=False, since=time.time(), faces=faces)
 
     try:
         result = batch.run_batch(jobs, one, events, out_dir=out_dir, overwrite=args.overwrite)
     finally:
         model.close()
+        if faces is not None:
+            faces.close()
     return result.exit_code
 
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from infer.errors import ModelError
+from infer.faces.options import YUNET_FILE
 
-YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 # GFPGAN's FFHQ template for a 512x512 crop: the image-left eye, the image-right eye, the nose tip, the
 # image-left and image-right mouth corners (x, y). YuNet reports its landmarks in this order too.
 FFHQ_TEMPLATE_512 = np.array(

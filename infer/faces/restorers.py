@@ -8,9 +8,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from infer.errors import ModelError, OutOfMemoryError
+from infer.faces.options import GFPGAN_NAME
 
-GFPGAN_FILE = "GFPGANv1.4.pth"
-GFPGAN_NAME = "GFPGANv1.4"
 _CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
 # Peak memory one 512x512 face adds while GFPGAN runs on it in fp32 (activations and workspace): about
 # 700 MB on the CPU, measured with bench/bench_faces.py; the batch is sized from it and the free memory.

@@ -11,13 +11,8 @@ import numpy as np
 
 from infer.faces.align import blend, crop_face, face_matrix, paste_face
 from infer.faces.detect import MIN_FACE_PX, Detector, Face, open_detector
+from infer.faces.options import DEFAULT_FIDELITY
 from infer.faces.restorers import GFPGANRestorer, Restorer, check_file
-
-# How far a restored face may replace the plain upscale (0: not at all, 1: entirely). Half by default:
-# what people most often hold against face restorers is that the face becomes somebody else's (identity,
-# eye colour and age drift); a half mix keeps the person's own features visible under the sharpened ones.
-# To be confirmed by looking at results with the real GFPGAN weights.
-DEFAULT_FIDELITY = 0.5
 
 
 @dataclass(frozen=True)
