@@ -164,9 +164,9 @@ def _face_settings(args: argparse.Namespace) -> FaceSettings:
         raise UsageError(f"--face-fidelity: {err}") from None
     if args.faces != FaceMode.ON.value:
         return FaceSettings(fidelity=fidelity)
-    folder = models_dir()
-    model = Path(args.face_model) if args.face_model else folder / GFPGAN_FILE
-    return FaceSettings(enabled=True, fidelity=fidelity, model=model, models_folder=folder, device=args.device)
+    model = Path(args.face_model) if args.face_model else models_dir() / GFPGAN_FILE
+    # YuNet is looked for beside the GFPGAN file.
+    return FaceSettings(enabled=True, fidelity=fidelity, model=model, models_folder=model.parent, device=args.device)
 
 
 def _check_output_file(output: str, fmt: str | None) -> None:

@@ -35,3 +35,12 @@ def parse_fidelity(value: str | float) -> float:
     if not 0.0 <= fidelity <= 1.0:  # also refuses nan
         raise ValueError(f"the face fidelity must be from 0 to 1, not {value!r}")
     return fidelity
+
+
+def face_flags(faces: str, fidelity: float | None, model: str | None = None) -> list[str]:
+    """The worker's options for a job's face settings: `--faces on --face-fidelity F [--face-model PATH]` when
+    on, else none (so that older workers keep working)."""
+    if faces != FaceMode.ON.value:
+        return []
+    return ["--faces", "on", *([] if fidelity is None else ["--face-fidelity", repr(float(fidelity))]),
+            *([] if model is None else ["--face-model", model])]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from infer.faces.options import face_flags
 from web.outcomes import Ending
 
 if TYPE_CHECKING:
@@ -37,10 +38,15 @@ class JobSpec:
     model_path: Path  # the chosen model; a remote backend passes only its file name to the node
     denoise: str = "off"
     is_default_model: bool = True  # SR_MODEL_PATH's model (a node may have its own SR_MODEL_PATH for it)
+    faces: str = "off"
+    face_fidelity: float | None = None
+    face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder
 
     def worker_flags(self) -> list[str]:
-        """Options for the chosen settings; `--denoise` only when asked, so that older workers keep working."""
-        return [] if self.denoise == "off" else ["--denoise", self.denoise]
+        """Options for the chosen settings, each only when asked, so that older workers keep working."""
+        return [*([] if self.denoise == "off" else ["--denoise", self.denoise]),
+                *face_flags(self.faces, self.face_fidelity, str(self.face_model) if self.face_model else None)]
+
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class TaskRequest:
     output_label: str = "the result"
     model_label: str = "the model"
     denoise: str = "off"
+    faces: str = "off"
+    face_fidelity: float | None = None
     # The front end's default model: a node's own SR_MODEL_PATH stands for it.
     default_model: bool = True
 
@@ -127,6 +129,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
     import ray  # present on every node; imported here so that this module imports without it
 
     from infer import REPO_ROOT
+    from infer.faces.options import face_flags
 
     root = work_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -161,6 +164,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             "--model", str(model),
             "--max-pixels", str(request.max_pixels),
             *([] if request.denoise == "off" else ["--denoise", request.denoise]),
+            *face_flags(request.faces, request.face_fidelity),
         ]
         proc = subprocess.Popen(
             command,
