@@ -3,10 +3,10 @@
 Run from the repository root:  gunicorn -c deploy/gunicorn.conf.py
 """
 
-import os
+from web.config import setting_value  # the defaults and checks of SR_BIND and the others below
 
 wsgi_app = "web:create_app()"
-bind = os.environ.get("SR_BIND", "127.0.0.1:8080")
+bind = setting_value("SR_BIND")
 
 # Exactly one worker process. The job queue, the supervisor threads and the worker processes they
 # start all live inside the app's process: with several gunicorn workers each would keep its own
@@ -18,7 +18,7 @@ worker_class = "gthread"
 # Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs;
 # the app lets at most SR_MAX_EVENT_STREAMS (16) streams be open and SR_MAX_SYNC_WAITS (8) uploads wait,
 # so that polling always finds a thread.
-threads = int(os.environ.get("SR_WEB_THREADS", "32"))
+threads = setting_value("SR_WEB_THREADS")
 
 # The app starts its threads when it is created; they must start in the worker, not in a master
 # that then forks (threads do not survive a fork).
@@ -38,10 +38,10 @@ limit_request_fields = 100
 # Off unless SR_ACCESS_LOG names a file or "-" (standard output): every poll of a job would be a line,
 # and formatting them costs about a third of the service's throughput (docs/benchmarks.md). The
 # reverse proxy in front usually keeps an access log anyway.
-_access = os.environ.get("SR_ACCESS_LOG", "off")
+_access = setting_value("SR_ACCESS_LOG")
 accesslog = None if _access.lower() in ("off", "none", "") else _access
 errorlog = "-"
-loglevel = os.environ.get("SR_LOG_LEVEL", "info")
+loglevel = setting_value("SR_LOG_LEVEL")
 
 
 def worker_exit(server, worker):

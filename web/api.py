@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from typing import Any, Callable, Iterator
 
@@ -13,9 +14,10 @@ from werkzeug.routing import BaseConverter
 
 from web import owners
 from web.archive import stream_zip, unique_names
+from web.disk import OUT_OF_SPACE_MESSAGE, REMEDY, is_out_of_space
 from web.errors import ApiError, error_response
 from web.hangup import close_unread
-from web.intake import QueueShareFull, Unavailable, Upload
+from web.intake import OutOfSpace, QueueShareFull, Unavailable, Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from web.options import (
@@ -157,10 +159,16 @@ def _accept_upload(s: Services) -> Job:
     )
 
 
+def _out_of_space() -> ApiError:
+    return ApiError(507, "out_of_space", OUT_OF_SPACE_MESSAGE, {"Retry-After": "60"})
+
+
 def _accept_or_reject(s: Services) -> Job:
     try:
         try:
             return _accept_upload(s)
+        except OutOfSpace:
+            raise _out_of_space() from None
         except Unavailable:
             raise _unavailable() from None
         except QueueFull:
@@ -177,6 +185,10 @@ def _accept_or_reject(s: Services) -> Job:
     except RequestEntityTooLarge:
         s.metrics.upload_rejected(413)
         raise _too_large(s) from None
+    except (OSError, sqlite3.Error) as err:
+        if not is_out_of_space(err):
+            raise
+        raise _filled_while_saving(s, err) from None
 
 
 def _too_large(s: Services) -> ApiError:
@@ -193,6 +205,13 @@ def _too_large(s: Services) -> ApiError:
     return ApiError(
         413, "too_large", f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo"
     )
+
+
+def _filled_while_saving(s: Services, err: Exception) -> ApiError:
+    # What was written of it is gone already (save_upload and the job row's rollback).
+    log.error("an upload was refused, the filesystem filled up while it was saved (%s); %s", err, REMEDY)
+    s.metrics.upload_rejected(507)
+    return _out_of_space()
 
 
 @bp.post("/api/jobs")

@@ -1,54 +1,22 @@
-"""Service settings read from SR_* environment variables, with the defaults a single-user install needs."""
+"""Service settings: one table of SR_* variables (type, default, check, meaning) that reading, validation and the README's table come from."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import re
+import types
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, get_args, get_type_hints
 
 from infer import REPO_ROOT
 from infer.models import default_model_path, models_dir
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
-
-
-# Where a Ray cluster may be reached without SR_RAY_ALLOW_PUBLIC_ADDRESS: loopback, RFC 1918, shared
-# address space (RFC 6598, some VPCs and VPNs), link-local, IPv6 unique-local. Not Python's `is_private`,
-# which also counts documentation ranges that are not private networks.
-PRIVATE_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-              "::1/128", "fc00::/7", "fe80::/10")
-)
-
-
-def is_private_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in PRIVATE_NETWORKS if network.version == address.version)
-
-
-def literal_host(address: str) -> str | None:
-    """The host of SR_RAY_ADDRESS when it is written as an IP address (None for auto or a name)."""
-    if address.strip() == "auto":
-        return None
-    rest = address.split("://", 1)[-1]
-    host = rest.rsplit(":", 1)[0].strip("[]") if ":" in rest else rest
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    return host
-
-
-def public_refusal(address: str, public: list[str]) -> str:
-    return (
-        f"SR_RAY_ADDRESS={address!r} is a public address ({', '.join(public)}); a Ray cluster has no "
-        "authentication, keep it on a private network (or set SR_RAY_ALLOW_PUBLIC_ADDRESS=1 on purpose)"
-    )
+README = REPO_ROOT / "README.md"
+TABLE_HEADER = "| variable | default | meaning |"
+_TRUE = {"1", "true", "yes", "on"}
 
 
 class ConfigError(ValueError):
@@ -56,45 +24,222 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Config:
-    """Everything the service is told from outside; one instance per app."""
+class Check:
+    """A rule a setting's value must follow, and what to say when it does not."""
 
-    data_dir: Path = REPO_ROOT
-    model_path: Path = DEFAULT_MODEL
-    # The models people may choose from (SR_MODELS_DIR); model_path is the default and always offered.
-    models_dir: Path = REPO_ROOT / "models"
-    max_upload_mb: float = 25.0
-    max_pixels: int = 16_000_000
-    # The largest result (input pixels x scale²): 16 megapixels at x3 by default.
-    max_output_pixels: int = 144_000_000
-    concurrency: int = 1
-    job_timeout_s: float = 1800.0
-    result_ttl_h: float = 24.0
-    auth_token: str | None = None
-    # How long a sign-in on the page lasts (the API's bearer token is the token itself).
-    session_ttl_h: float = 168.0
-    queue_size: int = 100
-    max_event_streams: int = 16
-    # The part of the queue and of the event streams one owner may hold.
-    owner_share: float = 0.5
-    # Synchronous POST /upload requests waiting at once (each holds a server thread), and for how long.
-    max_sync_waits: int = 8
-    sync_wait_s: float = 300.0
-    keep_uploads: bool = False
-    worker_nice: int = 10
-    behind_proxy: bool = False
-    # X-Forwarded-Prefix is believed only when the proxy in front sets (or clears) it itself.
-    trust_forwarded_prefix: bool = False
-    # How jobs run: "local" (a subprocess here) or "ray" (a task on a Ray cluster); see docs/scaling.md.
-    backend: str = "local"
+    test: Callable[[Any], bool]
+    problem: str
+
+    def message(self, env: str, value: Any) -> str | None:
+        return None if self.test(value) else f"{env}={value!r} {self.problem}"
+
+
+POSITIVE = Check(lambda v: v > 0, "must be positive")
+AT_LEAST_ONE = Check(lambda v: v >= 1, "must be at least 1")
+NOT_NEGATIVE = Check(lambda v: v >= 0, "must be 0 or more")
+
+
+def one_of(*choices: str) -> Check:
+    return Check(lambda v: v in choices, f"is not one of: {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a field of Config, or (`name` None) one that gunicorn's config file reads."""
+
+    env: str
+    kind: type  # str, int, float, bool or Path
+    default: Any
+    meaning: str
+    check: Check | None = None
+    name: str | None = None  # the Config field
+    shown_default: str | None = None  # for the README, where the value itself would mislead (a path here)
+    read: Callable[[Mapping[str, str]], Any] | None = None  # where the worker's own code reads the variable
+    lower: bool = False  # a word: case does not matter
+    secret: bool = False  # taken exactly as given, never shown
+
+    def value(self, env: Mapping[str, str]) -> Any:
+        """The value from the environment: unset or blank gives the default."""
+        if self.read is not None:
+            return self.read(env)
+        raw = env.get(self.env, "")
+        if self.secret:
+            return raw or self.default
+        raw = raw.strip()
+        if not raw:
+            return self.default
+        if self.kind is bool:
+            return raw.lower() in _TRUE
+        if self.kind is Path:
+            return Path(raw).resolve()
+        if self.kind in (int, float):
+            try:
+                return self.kind(raw)
+            except ValueError:
+                raise ConfigError(f"{self.env}={raw!r} is not a valid {self.kind.__name__}") from None
+        return raw.lower() if self.lower else raw
+
+    def validate(self, value: Any) -> None:
+        problem = self.check.message(self.env, value) if self.check else None
+        if problem:
+            raise ConfigError(problem)
+
+    def markdown_row(self) -> str:
+        return f"| `{self.env}` | {self.shown_default or _shown(self.default)} | {self.meaning} |"
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, str):
+        return f"`{default}`"
+    return str(default)
+
+
+def setting(env: str, default: Any, meaning: str, check: Check | None = None, **more: Any) -> Any:
+    """A Config field that is read from `env`; the row's type is the field's annotation."""
+    return field(default=default, metadata={"setting": dict(env=env, meaning=meaning, check=check, **more)})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service is told from outside; one instance per app. Each field below is one row of
+    the settings table (README, "Configuration")."""
+
+    data_dir: Path = setting(
+        "SR_DATA_DIR", REPO_ROOT,
+        "holds `uploads/`, `results/` and `state/` (the job database `state/jobs.db` and one worker log per job "
+        "in `state/logs/`)",
+        shown_default="the repository",
+    )
+    model_path: Path = setting(
+        "SR_MODEL_PATH", DEFAULT_MODEL,
+        "the default model (a job that names none gets it), always offered; its name gives the scale (`_x3`); "
+        "missing, uploads get 503 and `/healthz` says how to fetch it",
+        shown_default="`models/EDSR_x3.pb`", read=lambda env: default_model_path(env).resolve(),
+    )
+    models_dir: Path = setting(
+        "SR_MODELS_DIR", REPO_ROOT / "models",
+        "folder `sr-models` fetches into, the models people may choose from (`GET /api/options`), and where "
+        "the default `EDSR_x3.pb` is looked for when `SR_MODEL_PATH` is unset",
+        shown_default="`models/`", read=lambda env: models_dir(env=env).resolve(),
+    )
+    max_upload_mb: float = setting(
+        "SR_MAX_UPLOAD_MB", 25.0, "largest upload; bigger ones get 413 while they stream in", POSITIVE,
+    )
+    max_pixels: int = setting(
+        "SR_MAX_PIXELS", 16_000_000,
+        "largest photo (width × height), checked from the file header (422) and again by the worker", POSITIVE,
+    )
+    # 500 MB: the largest PNG result a default setup makes plus one upload. Upscaled photos measured
+    # 1.0-1.3 bytes a pixel as PNG (FSRCNN x3 of astronaut, coffee, chelsea), so a 16-megapixel photo at
+    # x4 is about 330 MB, and an upload is at most 25 MB; the rest is room for the job database and logs.
+    max_output_pixels: int = setting(
+        "SR_MAX_OUTPUT_PIXELS", 144_000_000,
+        "largest result (width × height × scale², 16 megapixels at x3), checked from the file header before the job "
+        "is queued (422 `too_many_output_pixels`, naming the largest scale the photo allows)", POSITIVE,
+    )
+    min_free_mb: float = setting(
+        "SR_MIN_FREE_MB", 500.0,
+        "free space the data folder's filesystem must keep: below it `/healthz` answers 503 and uploads get 507 "
+        "before anything is written; 0 turns the check off (see \"A full disk\" below)", NOT_NEGATIVE,
+    )
+    concurrency: int = setting("SR_CONCURRENCY", 1, "worker processes alive at once", AT_LEAST_ONE)
+    queue_size: int = setting(
+        "SR_QUEUE_SIZE", 100, "jobs waiting at most; beyond that uploads get 503 with `Retry-After`", AT_LEAST_ONE,
+    )
+    max_event_streams: int = setting(
+        "SR_MAX_EVENT_STREAMS", 16,
+        "`/events` streams open at once (each holds a server thread); beyond that 503, and the page polls instead",
+        NOT_NEGATIVE,
+    )
+    owner_share: float = setting(
+        "SR_OWNER_SHARE", 0.5,
+        "the part of the queue and of the `/events` streams one owner (browser) may hold, at least one place each; "
+        "beyond it 429 `queue_share_full` / 503 `too_many_streams`. Uploads without an owner cookie count as one owner",
+        Check(lambda v: 0 < v <= 1, "must be above 0 and at most 1 (a fraction, e.g. 0.5)"),
+    )
+    max_sync_waits: int = setting(
+        "SR_MAX_SYNC_WAITS", 8,
+        "`POST /upload` requests waiting for their job at once (each holds a server thread); beyond that 503 "
+        "`too_many_waits` with `Retry-After`; 0 turns synchronous uploads off", NOT_NEGATIVE,
+    )
+    sync_wait_s: float = setting(
+        "SR_SYNC_WAIT_S", 300.0,
+        "the longest a `POST /upload` waits; then 202 with the job and its `Location`, as `POST /api/jobs` answers",
+        POSITIVE,
+    )
+    job_timeout_s: float = setting(
+        "SR_JOB_TIMEOUT_S", 1800.0,
+        "a worker running longer is killed with its whole process group and the job fails", POSITIVE,
+    )
+    result_ttl_h: float = setting(
+        "SR_RESULT_TTL_H", 24.0,
+        "finished jobs, their files and stray files older than this are removed by the service; the `sr_owner` "
+        "cookie lives at least as long (30 days at least)", POSITIVE,
+    )
+    auth_token: str | None = setting(
+        "SR_AUTH_TOKEN", None,
+        "when set, every route but `/healthz` needs it: `Authorization: Bearer <token>` for the API, a sign-in "
+        "form (HttpOnly, SameSite=Strict cookie) for the page; a token under 16 characters is warned about at start",
+        secret=True,
+    )
+    session_ttl_h: float = setting(
+        "SR_SESSION_TTL_H", 168.0,
+        "how long a sign-in on the page lasts; the cookie carries its issue time and stops working at sign-out "
+        "(kept in `state/signed-out.json`, so also after a restart)", POSITIVE,
+    )
     # Result cache: "owner" (one browser's own repeats), "shared" (everyone's), "off".
-    result_cache: str = "owner"
-    ray_address: str = "auto"
-    ray_gpus_per_job: float = 1.0
-    ray_cpus_per_job: float = 1.0
+    result_cache: str = setting(
+        "SR_RESULT_CACHE", "owner",
+        "`owner`, `shared` or `off`: which earlier results an upload of the same photo and settings may reuse "
+        "(see \"Result cache\" below)", one_of("owner", "shared", "off"), lower=True,
+    )
+    keep_uploads: bool = setting(
+        "SR_KEEP_UPLOADS", False, "1 keeps each upload after its job has finished (normally it is deleted then)",
+    )
+    worker_nice: int = setting(
+        "SR_WORKER_NICE", 10,
+        "CPU niceness of the worker processes, so that the service's threads win the CPU when both want it; "
+        "0 to disable",
+    )
+    behind_proxy: bool = setting(
+        "SR_BEHIND_PROXY", False,
+        "1 trusts one reverse proxy's `X-Forwarded-Proto/Host/For` (Secure cookie behind TLS, the client's "
+        "address for sign-in throttling)",
+    )
+    trust_forwarded_prefix: bool = setting(
+        "SR_TRUST_FORWARDED_PREFIX", False,
+        "1 (with `SR_BEHIND_PROXY=1`) also trusts `X-Forwarded-Prefix`, for a service served under a path prefix; "
+        "only where the proxy sets or clears that header itself (`deploy/nginx/sr-web.conf` clears it), else a "
+        "client could rewrite its own links and cookie paths",
+    )
+    # How jobs run; the names are the backend registry's (web/backends), which refuses an unknown one.
+    backend: str = setting(
+        "SR_BACKEND", "local",
+        "`local`: workers are subprocesses of the service; `ray`: each job is a task on a Ray cluster's GPU nodes "
+        "(see [Running on a Ray cluster](#running-on-a-ray-cluster))", lower=True,
+    )
+    ray_address: str = setting(
+        "SR_RAY_ADDRESS", "auto",
+        "the Ray cluster: `auto` on a machine of the cluster, else the head's GCS address `host:6379` "
+        "([docs/scaling.md](docs/scaling.md))",
+        Check(lambda v: bool(v.strip()), "must not be empty (use auto or host:port, e.g. head:6379)"),
+    )
+    ray_gpus_per_job: float = setting(
+        "SR_RAY_GPUS_PER_JOB", 1.0, "GPUs a job's Ray task asks for", NOT_NEGATIVE,
+    )
+    ray_cpus_per_job: float = setting("SR_RAY_CPUS_PER_JOB", 1.0, "CPUs a job's Ray task asks for", POSITIVE)
     # Ray has no authentication: an address outside loopback/private ranges needs this set on purpose.
-    ray_allow_public_address: bool = False
-    worker_script: Path = field(default=WORKER_SCRIPT)
+    ray_allow_public_address: bool = setting(
+        "SR_RAY_ALLOW_PUBLIC_ADDRESS", False,
+        "1 lets `SR_RAY_ADDRESS` be a public address (a Ray cluster has no authentication)",
+    )
+    worker_script: Path = field(default=WORKER_SCRIPT)  # not a setting: tests point it at other workers
 
     @property
     def uploads_dir(self) -> Path:
@@ -123,120 +268,93 @@ class Config:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
         """A copy with some fields replaced (used by tests and `create_app(test_config)`)."""
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
+        unknown = set(overrides) - set(_KINDS)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        values = dict(overrides)
-        for key in ("data_dir", "model_path", "models_dir", "worker_script"):
-            if key in values and values[key] is not None:
-                values[key] = Path(values[key]).resolve()
+        values = {
+            key: Path(value).resolve() if _KINDS[key] is Path and value is not None else value
+            for key, value in overrides.items()
+        }
         new = replace(self, **values)
         new.validate()
         return new
 
     def validate(self) -> None:
-        if self.max_output_pixels <= 0:
-            raise ConfigError("SR_MAX_OUTPUT_PIXELS must be positive")
-        if not 0 < self.owner_share <= 1:
-            raise ConfigError("SR_OWNER_SHARE must be above 0 and at most 1 (a fraction, e.g. 0.5)")
-        if self.concurrency < 1:
-            raise ConfigError("SR_CONCURRENCY must be at least 1")
-        if self.max_upload_mb <= 0:
-            raise ConfigError("SR_MAX_UPLOAD_MB must be positive")
-        if self.max_pixels <= 0:
-            raise ConfigError("SR_MAX_PIXELS must be positive")
-        if self.job_timeout_s <= 0:
-            raise ConfigError("SR_JOB_TIMEOUT_S must be positive")
-        if self.session_ttl_h <= 0:
-            raise ConfigError("SR_SESSION_TTL_H must be positive")
-        if self.result_ttl_h <= 0:
-            raise ConfigError("SR_RESULT_TTL_H must be positive")
-        if self.queue_size < 1:
-            raise ConfigError("SR_QUEUE_SIZE must be at least 1")
-        if self.max_event_streams < 0:
-            raise ConfigError("SR_MAX_EVENT_STREAMS must be 0 or more")
+        """ConfigError for the first value its setting's check refuses (the backend checks its own, and
+        the backend's name, when it is created)."""
+        for row in SETTINGS:
+            if row.name is not None:
+                row.validate(getattr(self, row.name))
         if self.trust_forwarded_prefix and not self.behind_proxy:
             raise ConfigError("SR_TRUST_FORWARDED_PREFIX=1 needs SR_BEHIND_PROXY=1 (a proxy that sets the header)")
-        if self.max_sync_waits < 0:
-            raise ConfigError("SR_MAX_SYNC_WAITS must be 0 or more")
-        if self.sync_wait_s <= 0:
-            raise ConfigError("SR_SYNC_WAIT_S must be positive")
-        if self.result_cache not in ("owner", "shared", "off"):
-            raise ConfigError(f"SR_RESULT_CACHE={self.result_cache!r} is not one of: owner, shared, off")
-        from web.backends import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"SR_BACKEND={self.backend!r} is not one of: {', '.join(BACKENDS)}")
-        if self.ray_gpus_per_job < 0:
-            raise ConfigError("SR_RAY_GPUS_PER_JOB must be 0 or more")
-        if self.ray_cpus_per_job <= 0:
-            raise ConfigError("SR_RAY_CPUS_PER_JOB must be positive")
-        if not self.ray_address.strip():
-            raise ConfigError("SR_RAY_ADDRESS must not be empty (use auto or host:port, e.g. head:6379)")
-        if self.backend == "ray" and self.ray_address.strip().startswith("ray://"):
-            raise ConfigError(
-                f"SR_RAY_ADDRESS={self.ray_address!r}: Ray Client (ray://) cannot stream a job's events; connect "
-                "to the cluster itself: auto on a machine of the cluster, or the head's GCS address (head:6379)"
-            )
-        # An address written as a number is checked here, before anything is sent to it; a host name is
-        # resolved and checked by the Ray backend before it connects.
-        host = literal_host(self.ray_address)
-        if (
-            self.backend == "ray"
-            and host is not None
-            and not self.ray_allow_public_address
-            and not is_private_address(ipaddress.ip_address(host))
-        ):
-            raise ConfigError(public_refusal(self.ray_address, [host]))
 
 
-def _number(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+def _without_none(hint: Any) -> type:
+    if isinstance(hint, types.UnionType):
+        return next(arg for arg in get_args(hint) if arg is not type(None))
+    return hint
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+# Config field -> its type (`str | None` counts as str).
+_KINDS: dict[str, type] = {name: _without_none(hint) for name, hint in get_type_hints(Config).items()}
+
+
+def _config_rows() -> tuple[Setting, ...]:
+    return tuple(
+        Setting(name=f.name, kind=_KINDS[f.name], default=f.default, **f.metadata["setting"])
+        for f in fields(Config)
+        if "setting" in f.metadata
+    )
+
+
+# Read by deploy/gunicorn.conf.py, not by the app.
+GUNICORN_SETTINGS = (
+    Setting("SR_BIND", str, "127.0.0.1:8080", "gunicorn only (`deploy/gunicorn.conf.py`): the address and port it listens on"),
+    Setting("SR_WEB_THREADS", int, 32, "gunicorn only (`deploy/gunicorn.conf.py`): threads serving requests in its one process", AT_LEAST_ONE),
+    Setting("SR_LOG_LEVEL", str, "info", "gunicorn only (`deploy/gunicorn.conf.py`): `debug`, `info`, `warning`, `error` or `critical`", lower=True,
+            check=one_of("debug", "info", "warning", "error", "critical")),
+    Setting("SR_ACCESS_LOG", str, "off",
+            "gunicorn only (`deploy/gunicorn.conf.py`): a file for the access log, or `-` for standard output (a line for every request)"),
+)
+
+SETTINGS: tuple[Setting, ...] = _config_rows() + GUNICORN_SETTINGS
+
+
+def setting_value(env_name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting's checked value from the environment (for deploy/gunicorn.conf.py)."""
+    row = next(row for row in SETTINGS if row.env == env_name)
+    value = row.value(os.environ if env is None else env)
+    row.validate(value)
+    return value
 
 
 def config_from_env(env: Mapping[str, str] | None = None) -> Config:
     """Reads SR_* variables; relative paths are taken from the current directory."""
     env = os.environ if env is None else env
-    data_dir = Path(env.get("SR_DATA_DIR") or REPO_ROOT).resolve()
-    model_path = default_model_path(env).resolve()
-    config = Config(
-        data_dir=data_dir,
-        model_path=model_path,
-        models_dir=models_dir(env=env).resolve(),
-        max_upload_mb=_number(env, "SR_MAX_UPLOAD_MB", float, Config.max_upload_mb),
-        max_pixels=_number(env, "SR_MAX_PIXELS", int, Config.max_pixels),
-        max_output_pixels=_number(env, "SR_MAX_OUTPUT_PIXELS", int, Config.max_output_pixels),
-        concurrency=_number(env, "SR_CONCURRENCY", int, Config.concurrency),
-        job_timeout_s=_number(env, "SR_JOB_TIMEOUT_S", float, Config.job_timeout_s),
-        result_ttl_h=_number(env, "SR_RESULT_TTL_H", float, Config.result_ttl_h),
-        auth_token=env.get("SR_AUTH_TOKEN") or None,
-        session_ttl_h=_number(env, "SR_SESSION_TTL_H", float, Config.session_ttl_h),
-        queue_size=_number(env, "SR_QUEUE_SIZE", int, Config.queue_size),
-        max_event_streams=_number(env, "SR_MAX_EVENT_STREAMS", int, Config.max_event_streams),
-        owner_share=_number(env, "SR_OWNER_SHARE", float, Config.owner_share),
-        max_sync_waits=_number(env, "SR_MAX_SYNC_WAITS", int, Config.max_sync_waits),
-        sync_wait_s=_number(env, "SR_SYNC_WAIT_S", float, Config.sync_wait_s),
-        keep_uploads=_flag(env, "SR_KEEP_UPLOADS"),
-        result_cache=env.get("SR_RESULT_CACHE", Config.result_cache).strip().lower() or Config.result_cache,
-        worker_nice=_number(env, "SR_WORKER_NICE", int, Config.worker_nice),
-        behind_proxy=_flag(env, "SR_BEHIND_PROXY"),
-        trust_forwarded_prefix=_flag(env, "SR_TRUST_FORWARDED_PREFIX"),
-        backend=(env.get("SR_BACKEND") or Config.backend).strip().lower(),
-        ray_address=(env.get("SR_RAY_ADDRESS") or Config.ray_address).strip(),
-        ray_gpus_per_job=_number(env, "SR_RAY_GPUS_PER_JOB", float, Config.ray_gpus_per_job),
-        ray_cpus_per_job=_number(env, "SR_RAY_CPUS_PER_JOB", float, Config.ray_cpus_per_job),
-        ray_allow_public_address=_flag(env, "SR_RAY_ALLOW_PUBLIC_ADDRESS"),
-    )
+    config = Config(**{row.name: row.value(env) for row in SETTINGS if row.name is not None})
     config.validate()
     return config
+
+
+def markdown_table() -> str:
+    """The README's configuration table, as the settings table says it."""
+    return "\n".join([TABLE_HEADER, "|---|---|---|", *(row.markdown_row() for row in SETTINGS)])
+
+
+def readme_table(text: str) -> tuple[int, int]:
+    """Where the configuration table is in the README's text (start and end offsets)."""
+    match = re.search(rf"^{re.escape(TABLE_HEADER)}\n(?:\|.*\n?)*", text, re.M)
+    if match is None:
+        raise ValueError(f"the README has no line {TABLE_HEADER!r}")
+    return match.start(), match.end()
+
+
+def write_readme(path: Path = README) -> bool:
+    """Puts the table into the README; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    start, end = readme_table(text)
+    new = text[:start] + markdown_table() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+

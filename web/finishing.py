@@ -4,6 +4,7 @@ and the person's message."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ class EventRecorder:
         self.job_id = job_id
         self.report = WorkerReport()
         self._last_write = 0.0
+        self._write_failed = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         report = self.report
@@ -35,25 +37,28 @@ class EventRecorder:
         elif kind == "start":
             report.start = event
             report.progress_total = int(event.get("tiles") or 0)
-            self.store.update(
-                self.job_id,
-                progress_total=report.progress_total,
-                engine=event.get("engine"),
-                device=event.get("device"),
-            )
+            self._write(progress_total=report.progress_total, engine=event.get("engine"), device=event.get("device"))
         elif kind == "progress":
             report.progress_done = int(event.get("done") or 0)
             report.progress_total = int(event.get("total") or report.progress_total)
             now = time.monotonic()
             if now - self._last_write >= _PROGRESS_WRITE_INTERVAL or report.progress_done >= report.progress_total:
                 self._last_write = now
-                self.store.update(
-                    self.job_id, progress_done=report.progress_done, progress_total=report.progress_total
-                )
+                self._write(progress_done=report.progress_done, progress_total=report.progress_total)
         elif kind == "done":
             report.done = event
         elif kind == "error":
             report.error = event
+
+    def _write(self, **fields: Any) -> None:
+        """Progress is shown, not needed: a row that cannot be written (a full disk) must not stop the
+        worker's events, which decide the outcome."""
+        try:
+            self.store.update(self.job_id, **fields)
+        except sqlite3.Error as err:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("job %s: its progress cannot be recorded: %s", self.job_id, err)
 
 
 class Finisher:
@@ -82,13 +87,11 @@ class Finisher:
             return
         code = outcome.code or "internal_error"
         message = outcome.message or FALLBACK_MESSAGES["internal_error"]
-        if code == "model_error":
+        if outcome.operator_note:
             # The worker's message is an operator's remedy (commands, settings, paths): it goes to the
-            # job's log and the service log; the person reads the plain fallback.
-            full = str((report.error or {}).get("message") or message)
-            self._note_in_job_log(files, full)
-            log.error("job %s: the model could not be used: %s", job.id, full)
-            message = FALLBACK_MESSAGES["model_error"]
+            # job's log and the service log; the person reads the plain message.
+            self._note_in_job_log(files, outcome.operator_note)
+            log.error("job %s failed (%s): %s", job.id, code, outcome.operator_note)
         self.fail(job, code, message, exit_code=ending.exit_code)
         if ending.stopping:
             return

@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 from web.cache import ResultCache
 from web.config import Config
+from web.disk import data_space
 from web.finishing import Finisher
 from web.jobfiles import result_name
 from web.jobs import QUEUED, Job, JobStore
@@ -20,6 +21,10 @@ from web.uploads import clean_name, output_format_for, save_upload
 
 class Unavailable(Exception):
     """Jobs cannot run now (the reason went to the log and /healthz; the person is not told it)."""
+
+
+class OutOfSpace(Exception):
+    """The data folder's filesystem is below SR_MIN_FREE_MB (the reason went to the log and /healthz)."""
 
 
 class QueueShareFull(Exception):
@@ -51,7 +56,11 @@ class Intake:
     health_log: HealthLog
 
     def check_open(self, owner: str | None) -> None:
-        """Raises Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
+        """Raises OutOfSpace, Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
+        space = data_space(self.config)
+        if not space.ok:
+            self.health_log.note(space)
+            raise OutOfSpace()
         state = availability(self.config, self.runner.backend)
         if not state.ok:
             # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.

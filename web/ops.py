@@ -6,6 +6,7 @@ import os
 
 from flask import Blueprint, Response
 
+from web.disk import data_space
 from web.metrics import CONTENT_TYPE
 from web.options import availability
 from web.services import services
@@ -28,15 +29,19 @@ def healthz() -> tuple[dict, int]:
     writable = {name: path.is_dir() and os.access(path, os.W_OK | os.X_OK) for name, path in folders.items()}
     state = availability(s.config, backend)
     s.health_log.note(state)
-    ok = model_present is not False and all(writable.values()) and backend_health.ok and state.ok
+    space = data_space(s.config)
+    s.health_log.note(space)
+    ok = model_present is not False and all(writable.values()) and backend_health.ok and state.ok and space.ok
+    reasons = [reason for reason in (state.reason, space.reason) if reason]
     body = {
         "status": "ok" if ok else "unhealthy",
         # Only the file name: this answer is public even when a token is set.
         "model": {"name": s.config.model_path.name, "present": model_present},
         "folders_writable": writable,
+        "disk": space.as_json(),
         "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason},
         # The operator's reason and remedy when jobs cannot run (the page only says that they cannot).
-        "reason": state.reason,
+        "reason": "; ".join(reasons) or None,
         "queue_length": s.runner.queue_length(),
         "workers_running": s.runner.workers_running(),
         "concurrency": s.config.concurrency,

@@ -14,6 +14,7 @@ from infer.errors import ModelError, UsageError
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
 from infer.modelspec import spec_from_path
 from web.config import Config
+from web.disk import Space
 from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Availability:
 
     ok: bool
     reason: str | None = None
+    # The command that fixes it, for the page's line to whoever runs the server (a missing default model).
+    fix_command: str | None = None
 
 
 def availability(config: Config, backend: Any) -> Availability:
@@ -144,17 +147,19 @@ def availability(config: Config, backend: Any) -> Availability:
         return Availability(True)
     if default_model(config) is None:
         path = config.model_path
+        fetch = f"sr-models fetch {path.stem}"
         if not path.is_file():
             what = "is missing"
         elif path.stat().st_size == 0:
             what = "is empty"
         else:
-            what = "has a name that says no model family and scale"
+            what, fetch = "has a name that says no model family and scale", None
         return Availability(
             False,
             # Only the file name: /healthz is public even when a token is set.
             f"the default model {path.name} (SR_MODEL_PATH) {what}; fetch it with `sr-models fetch {path.stem}` "
             "(into SR_MODELS_DIR) or point SR_MODEL_PATH at a model file",
+            fetch,
         )
     return Availability(True)
 
@@ -165,7 +170,7 @@ class HealthLog:
     def __init__(self) -> None:
         self._said: set[str] = set()
 
-    def note(self, state: Availability) -> None:
+    def note(self, state: Availability | Space) -> None:
         if state.reason and state.reason not in self._said:
             self._said.add(state.reason)
             log.error("jobs cannot run: %s", state.reason)
@@ -205,4 +210,5 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
         },
         "available": state.ok,
         "message": None if state.ok else UNAVAILABLE_TEXT,
+        "fix_command": None if state.ok else state.fix_command,
     }

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from infer import errors as worker_errors
+from web.disk import OUT_OF_SPACE_MESSAGE, says_out_of_space
 
 RESTART_MESSAGE = "the service restarted while this photo was being processed; upload it again"
 STOP_MESSAGE = "the service stopped while this photo was being processed; upload it again"
@@ -87,7 +88,10 @@ class Ending:
 class Outcome:
     verdict: Verdict
     code: str | None = None
-    message: str | None = None
+    message: str | None = None  # for the person
+    # The worker's own message when it is an operator's remedy (commands, settings, paths): it goes to the
+    # job's log and the service log instead, and the person reads `message`.
+    operator_note: str | None = None
 
 
 def _identity(text: str) -> str:
@@ -118,8 +122,12 @@ def decide_outcome(
         code = report.error.get("code")
         if not isinstance(code, str):
             code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
-        message = report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"])
-        return Outcome(Verdict.FAILED, code, public_message(str(message)))
+        message = str(report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"]))
+        if code == "model_error":
+            return Outcome(Verdict.FAILED, code, FALLBACK_MESSAGES[code], operator_note=message)
+        if code == "output_error" and says_out_of_space(message):
+            return Outcome(Verdict.FAILED, code, OUT_OF_SPACE_MESSAGE, operator_note=message)
+        return Outcome(Verdict.FAILED, code, public_message(message))
     if ending.lost is Lost.NODE:
         return Outcome(Verdict.FAILED, Lost.NODE.value, NODE_LOST_MESSAGE)
     if ending.lost is Lost.CLUSTER:

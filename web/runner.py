@@ -14,6 +14,7 @@ from infer.faces.options import GFPGAN_FILE
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
 from web.config import Config
+from web.disk import OUT_OF_SPACE_MESSAGE, is_out_of_space
 from web.finishing import EventRecorder, Finisher
 from web.jobs import QUEUED, RUNNING, Job, JobStore
 from web.metrics import Metrics
@@ -29,6 +30,8 @@ from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: import
 log = logging.getLogger(__name__)
 
 UPLOAD_MISSING_MESSAGE = "the uploaded photo is gone; upload it again"
+# How often a job's failure is tried again while the disk is too full to record it.
+_RECORD_RETRY_S = 2.0
 
 
 class QueueFull(Exception):
@@ -152,11 +155,30 @@ class Runner:
                 return
             try:
                 self._run(job_id)
-            except Exception:
+            except Exception as err:
                 log.exception("job %s: supervisor failed", job_id)
+                self._fail_after_error(job_id, err)
+
+    def _fail_after_error(self, job_id: str, err: Exception) -> None:
+        """Records the job as failed. While the disk is too full for its row to be written, tries again
+        every few seconds: the job must not stay `running`, and this supervisor must not end."""
+        if is_out_of_space(err):
+            code, message = "output_error", OUT_OF_SPACE_MESSAGE
+        else:
+            code, message = "internal_error", FALLBACK_MESSAGES["internal_error"]
+        while True:
+            try:
                 job = self.store.get(job_id)
                 if job is not None:
-                    self.finisher.fail(job, "internal_error", FALLBACK_MESSAGES["internal_error"])
+                    self.finisher.fail(job, code, message)
+                return
+            except Exception as again:
+                if not is_out_of_space(again) or self._stopping:
+                    log.exception("job %s: its failure cannot be recorded", job_id)
+                    return
+                log.error("job %s: its failure cannot be recorded, the disk is full; trying again in %g s",
+                          job_id, _RECORD_RETRY_S)
+            time.sleep(_RECORD_RETRY_S)
 
     def _run(self, job_id: str) -> None:
         job = self.store.get(job_id)

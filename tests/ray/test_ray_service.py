@@ -15,6 +15,7 @@ from tests.ray.conftest import requires_ray
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import start_service_process
 from web import create_app
+from web.backends import check_backend_settings
 from web.config import Config, ConfigError
 
 
@@ -37,11 +38,11 @@ def test_without_ray_installed_the_service_refuses_to_start_and_says_what_to_ins
 
 @pytest.mark.parametrize("address", ["203.0.113.7:6379", "8.8.8.8:6379", "[2001:db8::1]:6379"])
 def test_a_public_cluster_address_is_refused_before_anything_is_sent(tmp_path: Path, address: str) -> None:
-    # Refused by the settings check, before a backend exists: no connection is ever tried.
+    # Refused by the Ray backend's settings check, before the backend exists: no connection is ever tried.
     with pytest.raises(ConfigError, match="SR_RAY_ALLOW_PUBLIC_ADDRESS"):
         create_app({"data_dir": tmp_path / "data", "backend": "ray", "ray_address": address})
     allowed = Config().with_overrides({"backend": "ray", "ray_address": address, "ray_allow_public_address": True})
-    assert allowed.ray_address == address
+    check_backend_settings(allowed)
 
 
 @pytest.mark.parametrize(
@@ -49,13 +50,13 @@ def test_a_public_cluster_address_is_refused_before_anything_is_sent(tmp_path: P
                 "100.64.3.4:6379", "[fd00::5]:6379", "head:6379"]
 )
 def test_loopback_private_and_named_addresses_are_accepted(address: str) -> None:
-    assert Config().with_overrides({"backend": "ray", "ray_address": address}).ray_address == address
+    check_backend_settings(Config().with_overrides({"backend": "ray", "ray_address": address}))
 
 
 def test_ray_client_addresses_are_refused_with_what_to_use_instead() -> None:
     # Ray Client does not carry streaming generators, which bring a job's progress back as it happens.
     with pytest.raises(ConfigError, match="head:6379"):
-        Config().with_overrides({"backend": "ray", "ray_address": "ray://10.0.0.5:10001"})
+        check_backend_settings(Config().with_overrides({"backend": "ray", "ray_address": "ray://10.0.0.5:10001"}))
 
 
 def test_unknown_backend_is_refused(tmp_path: Path) -> None:

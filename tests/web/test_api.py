@@ -231,6 +231,7 @@ def test_health_and_metrics(module_server: LiveServer) -> None:
     body = health.json()
     assert body["status"] == "ok" and body["model"]["present"] is True
     assert body["folders_writable"] == {"uploads": True, "results": True, "state": True}
+    assert body["disk"]["ok"] is True and body["disk"]["min_free_mb"] == 500.0 and body["disk"]["free_mb"] > 500
     assert body["queue_length"] == 0 and body["concurrency"] == 1
     metrics = client.get("/metrics")
     assert metrics.status == 200 and metrics.header("Content-Type").startswith("text/plain")

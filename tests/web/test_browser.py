@@ -411,9 +411,23 @@ def test_no_model_says_so_and_disables_upload(browser, start_server: StartServer
     health.wait_for(state="visible", timeout=LONG)
     assert "not available" in health.inner_text()
     assert "sr-models" not in health.inner_text() and "SR_" not in health.inner_text()
+    # One line for whoever runs the server: where the reason is and the command, but no server path.
+    operator = page.locator("#health-operator")
+    assert operator.is_visible()
+    line = operator.inner_text()
+    assert "/healthz" in line and "log" in line and "sr-models fetch EDSR_x3" in line
+    assert "SR_MODEL" not in line and str(empty) not in page.content()
+    assert operator.locator("code").inner_text() == "sr-models fetch EDSR_x3"
     assert page.locator("#picker").is_disabled()
     assert page.locator("#drop").get_attribute("aria-disabled") == "true"
     screenshot(page, "no-model")
+    assert errors == []
+    context.close()
+    context, page, errors = open_page(browser, server.url, viewport=PHONE, locale="de-DE",
+                                      extra_http_headers={"Accept-Language": "de-DE,de;q=0.9"})
+    page.locator("#health-operator").wait_for(state="visible", timeout=LONG)
+    line = page.locator("#health-operator").inner_text()
+    assert line.startswith("Sie betreiben diesen Server?") and "sr-models fetch EDSR_x3" in line, line
     assert errors == []
     context.close()
 

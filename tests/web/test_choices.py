@@ -55,7 +55,7 @@ def test_options_offer_the_installed_subset(app: Flask) -> None:
     assert body["qualities"] == ["best", "fast"] and body["denoise"] == ["off", "light", "strong"]
     assert body["formats"] == ["png", "jpg", "webp"]
     assert body["default"] == {"model": "FSRCNN_x3", "scale": 3, "quality": "best", "denoise": "off"}
-    assert body["available"] is True and body["message"] is None
+    assert body["available"] is True and body["message"] is None and body["fix_command"] is None
     lapsrn = next(m for m in body["models"] if m["id"] == "LapSRN_x4")
     assert lapsrn["family"] == "lapsrn" and lapsrn["label"] and lapsrn["seconds_per_megapixel"] == 60.0
 
@@ -126,6 +126,8 @@ def test_missing_default_model_says_so_before_any_upload(start_server: StartServ
     assert options["available"] is False
     message = options["message"]
     assert message and "/" not in message and "sr-models" not in message and "SR_" not in message
+    # The page's line for whoever runs the server gets the command, never a path.
+    assert options["fix_command"] == "sr-models fetch EDSR_x3"
     for path in ("/api/jobs", "/upload"):
         reply = client.upload(photos.small_png, path=path)
         assert reply.status == 503, (path, reply.status, reply.body)

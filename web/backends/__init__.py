@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from infer.faces.options import face_flags
+from web.config import ConfigError
 from web.outcomes import Ending
 
 if TYPE_CHECKING:
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "local": "web.backends.local:LocalBackend",
     "ray": "web.backends.ray:RayBackend",
+}
+# SR_BACKEND name -> "module:function" that refuses the backend's unusable settings (ConfigError) before
+# the backend is imported; these modules need nothing beyond the front end's own dependencies.
+SETTINGS_CHECKS: dict[str, str] = {
+    "ray": "web.backends.ray_address:check_settings",
 }
 
 EventSink = Callable[[dict[str, Any]], None]
@@ -94,9 +100,22 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def _load(target: str) -> Any:
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def check_backend_settings(config: "Config") -> None:
+    """ConfigError unless SR_BACKEND names a backend and that backend's settings can be used."""
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"SR_BACKEND={config.backend!r} is not one of: {', '.join(BACKENDS)}")
+    check = SETTINGS_CHECKS.get(config.backend)
+    if check is not None:
+        _load(check)(config)
+
+
 def create_backend(config: "Config") -> Backend:
-    """The backend SR_BACKEND names; BackendUnavailable when its extra is not installed."""
-    target = BACKENDS[config.backend]
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)(config)
+    """The backend SR_BACKEND names; ConfigError for unusable settings, BackendUnavailable when its extra
+    is not installed."""
+    check_backend_settings(config)
+    return _load(BACKENDS[config.backend])(config)

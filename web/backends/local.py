@@ -160,16 +160,22 @@ def lower_priority(pid: int, nice: int) -> None:
 
 
 def copy_bounded(stream: IO[bytes], path: Path, limit: int = STDERR_LOG_LIMIT) -> None:
-    """Copies the worker's stderr to its log file, keeping the first `limit` bytes and draining the rest."""
+    """Copies the worker's stderr to its log file, keeping the first `limit` bytes and draining the rest;
+    when the log cannot be written (a full disk) it drains all of it, so that the worker never blocks."""
     written = 0
     truncated = False
-    with open(path, "wb") as out:
-        for line in stream:
-            if written + len(line) <= limit:
-                out.write(line)
-                out.flush()
-                written += len(line)
-            elif not truncated:
-                out.write(b"[log truncated]\n")
-                truncated = True
+    try:
+        with open(path, "wb") as out:
+            for line in stream:
+                if written + len(line) <= limit:
+                    out.write(line)
+                    out.flush()
+                    written += len(line)
+                elif not truncated:
+                    out.write(b"[log truncated]\n")
+                    truncated = True
+    except OSError as err:
+        log.warning("the worker's log %s cannot be written (%s); the rest of its stderr is dropped", path.name, err)
+        for _ in stream:
+            pass
     stream.close()

@@ -20,10 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from web.backends import BackendUnavailable, EventSink, Health, JobSpec
+from web.backends.ray_address import is_private_address
 from web.backends.ray_driver import EXIT_CLUSTER_LOST, DriverSettings
 from web.backends.ray_link import Link, LinkClosed, Op
 from web.backends.ray_task import EXITED, PLACED, TaskRequest, die_with_parent
-from web.config import Config, ConfigError, is_private_address
+from web.config import Config, ConfigError
 from web.jobs import Job
 from web.outcomes import Ending, Lost, ending_from_returncode
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from web.backends.ray_link import Link, LinkClosed, Op
-from web.config import public_refusal
+from web.backends.ray_address import public_refusal
 from web.backends.ray_task import TaskRequest, kill_job_processes, run_job_on_node
 
 log = logging.getLogger("web.backends.ray_driver")  # also when run as __main__

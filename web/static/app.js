@@ -12,6 +12,7 @@
   const drop = document.getElementById("drop");
   const picker = document.getElementById("picker");
   const health = document.getElementById("health");
+  const healthOperator = document.getElementById("health-operator");
   const selects = {
     scale: document.getElementById("scale"),
     quality: document.getElementById("quality"),
@@ -109,6 +110,16 @@
     available = false;
     health.textContent = message && I18n.lang === "en" ? sentence(message) : t("unavailable");
     health.hidden = false;
+    // For whoever runs the server (often the person in front of it): where the reason is, no server paths.
+    if (options.fix_command) {
+      const [before, after] = t("unavailable_operator_command").split("{command}");
+      const command = document.createElement("code");
+      command.textContent = options.fix_command;
+      healthOperator.replaceChildren(before, command, after || "");
+    } else {
+      healthOperator.textContent = t("unavailable_operator");
+    }
+    healthOperator.hidden = false;
     drop.setAttribute("aria-disabled", "true");
     drop.classList.add("disabled");
     picker.disabled = true;
