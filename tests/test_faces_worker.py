@@ -136,3 +136,16 @@ def test_a_fidelity_outside_0_to_1_is_a_usage_error(models: Path, shared_photos:
     code, events, _ = _worker(models, shared_photos / "coffee.png", tmp_path / "out.png", "--faces", "on",
                               "--face-fidelity", value)
     assert code == EXIT_USAGE and "--face-fidelity" in _error(events)["message"]
+
+
+def test_a_folder_of_photos_runs_the_face_stage_for_each(models: Path, shared_photos: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("astronaut.png", "coffee.png"):
+        shutil.copy(shared_photos / name, folder)
+    code, events, stderr = run_worker("--input", folder, "--output", tmp_path / "out", "--model", models / "FSRCNN_x3.pb",
+                                      "--device", "cpu", "--json", "--faces", "on", "--face-fidelity", "0",
+                                      env={"SR_MODELS_DIR": str(models)}, timeout=600)
+    assert code == 0, stderr
+    found = sorted(e["faces"]["found"] for e in events if e["event"] == "done")
+    assert found == [0, 1] and _event(events, "batch_done")["done"] == 2
