@@ -449,7 +449,7 @@ def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_resto
     context, page, errors = open_page(browser, server.url)
     assert page.locator("#faces-field").is_visible()
     assert "non-commercial" in page.locator("#faces-licence").inner_text()
-    assert page.locator("#face-fidelity").is_disabled()
+    assert page.locator("#face-fidelity").is_disabled() and page.locator("#face-fidelity-value").inner_text() == "0.5"
     page.check("#faces")
     page.locator("#face-fidelity").fill("0.7")
     photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))

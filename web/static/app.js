@@ -100,6 +100,7 @@
     // Offered only where the service has the GFPGAN file; its licence note goes beside the option.
     if (options.faces && options.faces.available) {
       selects.fidelity.value = String(options.faces.default_fidelity);
+      showFidelity();
       document.getElementById("faces-licence").textContent = options.faces.licence || "";
       document.getElementById("faces-field").hidden = false;
     }
@@ -133,6 +134,9 @@
   }
 
   selects.faces.addEventListener("change", () => { selects.fidelity.disabled = !selects.faces.checked; });
+  const fidelityValue = document.getElementById("face-fidelity-value");
+  const showFidelity = () => { fidelityValue.textContent = I18n.number(1).format(Number(selects.fidelity.value)); };
+  selects.fidelity.addEventListener("input", showFidelity);
   selects.scale.addEventListener("change", fillQualities);
   selects.quality.addEventListener("change", updateEstimate);
 
