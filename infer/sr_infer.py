@@ -41,8 +41,8 @@ from infer.errors import (  # noqa: E402
 )
 from infer.events import EventSink, EventStream  # noqa: E402
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, FaceMode, parse_fidelity  # noqa: E402
-from infer.models import default_model_path, models_dir  # noqa: E402
 from infer.faces.stage import FaceSettings, FaceStage  # noqa: E402
+from infer.models import default_model_path, models_dir  # noqa: E402
 from infer.families import FAMILIES  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
 from infer.precision import PRECISIONS  # noqa: E402
@@ -263,7 +263,7 @@ class LoadedModel:
 
 def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
               timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
-    """Upscale one photo: decode, check, denoise, upscale, encode.
+    """Upscale one photo: decode, check, denoise, find faces, upscale, restore the faces, encode.
 
     `release` frees the engine before encoding (the last photo of a run); `since` is the wall-clock
     time the `total` in the done event counts from."""
