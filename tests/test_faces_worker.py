@@ -154,3 +154,27 @@ def test_a_folder_of_photos_runs_the_face_stage_for_each(models: Path, shared_ph
     assert code == 0, stderr
     found = sorted(e["faces"]["found"] for e in events if e["event"] == "done")
     assert found == [0, 1] and _event(events, "batch_done")["done"] == 2
+
+
+# Four faces one at a time on the CPU: the worker's peak stays GFPGAN's single-face peak (2.4 GB, measured;
+# a batch of 4 took 3.8 GB, docs/benchmarks.md); each face costs 3.5 s on a quiet 2-core machine and up to
+# 30 s on a busy one.
+CLASS_SECONDS = 600.0
+CLASS_PEAK_RSS_MB = 3000.0
+
+
+@pytest.mark.slow
+def test_a_class_photo_restores_its_faces_one_at_a_time_on_the_cpu(models: Path, shared_photos: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from tests.fixtures.faces import class_photo
+
+    photo = tmp_path / "class.png"
+    cv2.imwrite(str(photo), class_photo(shared_photos, columns=2, rows=2))
+    started = time.monotonic()
+    code, events, stderr = _worker(models, photo, tmp_path / "out.png", "--faces", "on", "--face-fidelity", "1")
+    wall = time.monotonic() - started
+    assert code == 0, stderr
+    faces = _event(events, "done")["faces"]
+    assert faces["found"] == faces["restored"] == 4 and faces["batch"] == 1, faces
+    assert wall < CLASS_SECONDS and _event(events, "done")["peak_rss_mb"] < CLASS_PEAK_RSS_MB, (wall, _event(events, "done"))

@@ -11,10 +11,11 @@ from infer.errors import ModelError, OutOfMemoryError
 from infer.faces.options import GFPGAN_NAME
 
 _CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
-# Peak memory one more 512x512 face adds while GFPGAN runs in fp32 (activations and workspace): 116 and
-# 148 MB on the CPU from batch 1 to 2 in two runs (bench/bench_faces.py, docs/benchmarks.md "Faces"),
-# rounded up; the batch is sized from it and the free memory.
-FACE_BYTES_FP32 = 160 << 20
+# Peak memory each 512x512 face adds while GFPGAN runs in fp32 (activations and workspace): about 650 MB
+# on the CPU (peak RSS 2514 MB at batch 2, 3822 MB at batch 4: bench/bench_faces.py, docs/benchmarks.md
+# "Faces"), rounded up. On a GPU the batch is sized from it and the free memory; on the CPU faces go one at
+# a time, since batches of 2 and 4 were no faster there (3.9 and 3.8 s a face against 3.5 s).
+FACE_BYTES_FP32 = 700 << 20
 MAX_BATCH = 8
 
 
@@ -109,12 +110,9 @@ class GFPGANRestorer:
 
     def batch_size(self) -> int:
         torch = self._torch
-        if self.device == "cuda":
-            free, _ = torch.cuda.mem_get_info()
-        else:
-            import psutil
-
-            free = psutil.virtual_memory().available
+        if self.device != "cuda":
+            return 1
+        free, _ = torch.cuda.mem_get_info()
         per_face = FACE_BYTES_FP32 // (2 if self.precision != "fp32" else 1)
         # Half of what is free, so the photo's own arrays and other processes keep room.
         return int(max(1, min(MAX_BATCH, (free // 2) // per_face)))
