@@ -18,8 +18,9 @@ from infer.faces.options import GFPGAN_FILE, YUNET_FILE
 from tests.fixtures.faces import write_random_gfpgan
 from tests.helpers import read, run_worker
 
-# GFPGAN on one 512x512 face took 22 s on 2 cores (fp32) and the whole worker 1.9 GB at its peak
-# (docs/benchmarks.md, "Faces"); the bounds leave room for a loaded machine.
+# GFPGAN on one 512x512 face takes 3.5 s on 2 cores in fp32 when the machine is quiet and up to 30 s when
+# it is busy, and the whole worker peaks at about 2.4 GB (docs/benchmarks.md, "Faces"); the bounds leave
+# room for a loaded machine.
 FACE_SECONDS = 240.0
 PEAK_RSS_MB = 3500.0
 
