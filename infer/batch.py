@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from infer import contract
+from infer.contract import EXIT_OK, EventKind
 from infer.errors import (
-    EXIT_OK,
     CancelledError,
     InputError,
     ModelError,
@@ -20,10 +21,7 @@ from infer.errors import (
 from infer.events import EventSink
 
 # What a folder is searched for (by extension, case-insensitive); the decoder still checks the bytes.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-FORMATS = ("png", "jpg", "webp")  # --format values
-# Inputs the encoder cannot write in their own format get PNG.
-_SAME_AS_INPUT = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}
+IMAGE_SUFFIXES = tuple(ext for f in contract.FORMATS for ext in f.extensions)
 # Failures that would hit every remaining photo the same way: the batch stops there.
 _FATAL = (ModelError, UsageError, CancelledError)
 
@@ -81,7 +79,8 @@ def find_photos(inputs: list[str]) -> list[Path]:
 
 def output_name(photo: Path, scale: int, fmt: str | None) -> str:
     """`<stem>_x<scale>.<ext>`: the extension from --format, else the input's (PNG for BMP, TIFF, GIF)."""
-    ext = f".{fmt}" if fmt else _SAME_AS_INPUT.get(photo.suffix.lower(), ".png")
+    # Inputs the encoder cannot write in their own format get PNG.
+    ext = f".{fmt}" if fmt else contract.result_format(contract.format_of_suffix(photo.suffix)).extensions[0]
     return f"{photo.stem}_x{scale}{ext}"
 
 
@@ -125,11 +124,11 @@ def run_batch(
     The exit code is 0 when every photo was upscaled or skipped, else that of the first failure."""
     result = BatchResult()
     to_do = [j for j in jobs if overwrite or not j.output.exists()]
-    events.emit("batch_start", photos=len(jobs), to_do=len(to_do), output=str(out_dir))
+    events.emit(EventKind.BATCH_START, photos=len(jobs), to_do=len(to_do), output=str(out_dir))
     for job in jobs:
         if job not in to_do:
             result.skipped += 1
-            events.emit("skipped", input=str(job.input), output=str(job.output), reason="exists")
+            events.emit(EventKind.SKIPPED, input=str(job.input), output=str(job.output), reason="exists")
     for job in to_do:
         try:
             try:
@@ -142,11 +141,11 @@ def run_batch(
             result.failed += 1
             if result.exit_code == EXIT_OK:
                 result.exit_code = err.exit_code
-            events.emit("error", input=str(job.input), code=err.code, message=err.message, exit_code=err.exit_code)
+            events.emit(EventKind.ERROR, input=str(job.input), code=err.code, message=err.message, exit_code=err.exit_code)
             if isinstance(err, _FATAL):
                 break
         else:
             result.done += 1
-    events.emit("batch_done", done=result.done, skipped=result.skipped, failed=result.failed,
+    events.emit(EventKind.BATCH_DONE, done=result.done, skipped=result.skipped, failed=result.failed,
                 exit_code=result.exit_code)
     return result

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from enum import Enum
 
 import cv2
 import numpy as np
 
+from infer.contract import DENOISE_LEVELS, Denoise
 from infer.errors import UsageError
 from infer.images import DecodedImage
 
-
-class Denoise(str, Enum):
-    OFF = "off"
-    LIGHT = "light"
-    STRONG = "strong"
-
-
-DENOISE_LEVELS = tuple(level.value for level in Denoise)
+__all__ = ["DENOISE_LEVELS", "Denoise", "denoise_bgr", "denoise_image", "parse_level"]
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,31 @@
-"""Worker failures, each with the exit code and error code the front end relies on."""
+"""Worker failures, each with the exit code and error code of its row in the contract's `Failure` table."""
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_OTHER = 1
-EXIT_USAGE = 2
-EXIT_BAD_INPUT = 3
-EXIT_TOO_LARGE = 4
-EXIT_MODEL = 5
-EXIT_OOM = 6
-EXIT_OUTPUT = 7
+from infer.contract import EXIT_OK, Failure
+
+# The exit statuses by name, for code that compares them (sr-models, tests).
+EXIT_OTHER = Failure.OTHER.exit_code
+EXIT_USAGE = Failure.USAGE.exit_code
+EXIT_BAD_INPUT = Failure.BAD_INPUT.exit_code
+EXIT_TOO_LARGE = Failure.TOO_MANY_PIXELS.exit_code
+EXIT_MODEL = Failure.MODEL.exit_code
+EXIT_OOM = Failure.OUT_OF_MEMORY.exit_code
+EXIT_OUTPUT = Failure.OUTPUT.exit_code
+EXIT_INTERRUPTED = Failure.INTERRUPTED.exit_code
 
 
 class WorkerError(Exception):
     """A failure with a message a person can act on."""
 
-    exit_code = EXIT_OTHER
-    code = "internal_error"
+    failure: Failure = Failure.OTHER
+    exit_code: int = Failure.OTHER.exit_code
+    code: str = Failure.OTHER.code
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.exit_code = cls.failure.exit_code
+        cls.code = cls.failure.code
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -24,33 +33,27 @@ class WorkerError(Exception):
 
 
 class UsageError(WorkerError):
-    exit_code = EXIT_USAGE
-    code = "usage"
+    failure = Failure.USAGE
 
 
 class InputError(WorkerError):
-    exit_code = EXIT_BAD_INPUT
-    code = "bad_input"
+    failure = Failure.BAD_INPUT
 
 
 class TooLargeError(WorkerError):
-    exit_code = EXIT_TOO_LARGE
-    code = "too_many_pixels"
+    failure = Failure.TOO_MANY_PIXELS
 
 
 class ModelError(WorkerError):
-    exit_code = EXIT_MODEL
-    code = "model_error"
+    failure = Failure.MODEL
 
 
 class OutOfMemoryError(WorkerError):
-    exit_code = EXIT_OOM
-    code = "out_of_memory"
+    failure = Failure.OUT_OF_MEMORY
 
 
 class OutputError(WorkerError):
-    exit_code = EXIT_OUTPUT
-    code = "output_error"
+    failure = Failure.OUTPUT
 
 
 MODEL_HINT = (
@@ -67,5 +70,4 @@ def unusable_model(source: object, detail: str) -> ModelError:
 class CancelledError(WorkerError):
     """The worker was told to stop (SIGTERM); reported like any other failure (exit 1)."""
 
-    exit_code = EXIT_OTHER
-    code = "internal_error"
+    failure = Failure.OTHER

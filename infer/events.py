@@ -11,7 +11,8 @@ from typing import Any, Protocol, TextIO
 class EventSink(Protocol):
     """Anything that takes the worker's events: EventStream (JSON lines) or the terminal's Console."""
 
-    def emit(self, event: str, **fields: Any) -> None: ...
+    def emit(self, event: str, **fields: Any) -> None:
+        """`event` is one of the contract's EventKind names."""
 
 
 class EventStream:
@@ -21,6 +22,6 @@ class EventStream:
         self._out = out if out is not None else sys.stdout
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, "time": round(time.time(), 3), **fields}
+        record = {"event": str(event), "time": round(time.time(), 3), **fields}
         self._out.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._out.flush()

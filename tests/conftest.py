@@ -41,6 +41,12 @@ def shared_photos(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fsrcnn_model(shared_models: Path) -> Path:
+    """The small real model of most tests: a tiny photo takes well under a second."""
+    return shared_models / "FSRCNN_x3.pb"
+
+
+@pytest.fixture(scope="session")
 def edsr_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny EDSR x3 (2 blocks x 16 filters, quint8 weights where TensorFlow would quantize), named EDSR_x3.pb."""
     return write_edsr_graph(tmp_path_factory.mktemp("edsr_quantized") / "EDSR_x3.pb", quantize=True)

@@ -24,7 +24,7 @@ from infer.errors import InputError, OutputError, TooLargeError, UsageError
 from infer.images import DecodedImage
 
 LIMIT = 16_000_000
-NOT_READABLE = "not a readable JPEG/PNG/WebP/BMP/TIFF/GIF image"
+NOT_READABLE = "not a readable PNG/JPEG/WebP/BMP/TIFF/GIF image"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -97,3 +97,12 @@ def test_readme_command_line_examples_work_as_written(checkout: Path, shared_mod
     assert sorted(p.name for p in (checkout / "big").iterdir()) == ["holiday_x2.jpg", "one_x2.jpg", "two_x2.jpg"]
     assert Image.open(checkout / "old-scan_x3.png").size == (288, 192)
     assert Image.open(checkout / "scan_x3.webp").size == (288, 192)
+
+
+def test_the_exit_code_table_is_the_contracts() -> None:
+    from infer.contract import Failure
+
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (\d{3}) \|", text, re.M)
+    assert rows, "README has no exit-code table"
+    assert [(int(e), c, int(s)) for e, c, s in rows] == [(f.exit_code, f.code, f.http_status) for f in Failure]

@@ -20,10 +20,10 @@ from infer.tfgraph import (
     Shape,
     Tensor,
     dequantize_min_first,
-    quantize_min_first,
     read_graph,
-    write_graph,
 )
+from tests.fixtures import tfgraph_write
+from tests.fixtures.tfgraph_write import quantize_min_first, write_graph
 from tests.fixtures.edsr_graph import _conv_attrs, edsr_graph, edsr_weights, write_edsr_graph
 
 
@@ -353,25 +353,25 @@ def _tensor_proto(*fields: bytes) -> bytes:
 
 
 def test_short_value_lists_fill_the_shape_like_tensorflow() -> None:
-    shape = tfgraph._enc_len(2, tfgraph.encode_shape([2, 3]))
-    splat = _tensor_proto(tfgraph._enc_int(1, DT_FLOAT), shape, tfgraph._enc_len(5, np.float32([1.5]).tobytes()))
+    shape = tfgraph_write._enc_len(2, tfgraph_write.encode_shape([2, 3]))
+    splat = _tensor_proto(tfgraph_write._enc_int(1, DT_FLOAT), shape, tfgraph_write._enc_len(5, np.float32([1.5]).tobytes()))
     assert tfgraph._parse_tensor(memoryview(splat)).tolist() == [[1.5] * 3] * 2
     repeat_last = _tensor_proto(
-        tfgraph._enc_int(1, tfgraph.DT_INT32), shape, tfgraph._enc_len(7, b"".join(tfgraph._enc_varint(v) for v in (4, -1)))
+        tfgraph_write._enc_int(1, tfgraph.DT_INT32), shape, tfgraph_write._enc_len(7, b"".join(tfgraph_write._enc_varint(v) for v in (4, -1)))
     )
     assert tfgraph._parse_tensor(memoryview(repeat_last)).tolist() == [[4, -1, -1], [-1, -1, -1]]
     # unpacked (one value per field) encodings are accepted as protobuf requires
     unpacked = _tensor_proto(
-        tfgraph._enc_int(1, DT_FLOAT),
-        tfgraph._enc_len(2, tfgraph.encode_shape([2])),
-        tfgraph._key(5, 5) + np.float32(2.0).tobytes(),
-        tfgraph._key(5, 5) + np.float32(3.0).tobytes(),
+        tfgraph_write._enc_int(1, DT_FLOAT),
+        tfgraph_write._enc_len(2, tfgraph_write.encode_shape([2])),
+        tfgraph_write._key(5, 5) + np.float32(2.0).tobytes(),
+        tfgraph_write._key(5, 5) + np.float32(3.0).tobytes(),
     )
     assert tfgraph._parse_tensor(memoryview(unpacked)).tolist() == [2.0, 3.0]
     half = _tensor_proto(
-        tfgraph._enc_int(1, tfgraph.DT_HALF),
-        tfgraph._enc_len(2, tfgraph.encode_shape([1])),
-        tfgraph._enc_len(13, tfgraph._enc_varint(int(np.float16(0.5).view(np.uint16)))),
+        tfgraph_write._enc_int(1, tfgraph.DT_HALF),
+        tfgraph_write._enc_len(2, tfgraph_write.encode_shape([1])),
+        tfgraph_write._enc_len(13, tfgraph_write._enc_varint(int(np.float16(0.5).view(np.uint16)))),
     )
     assert tfgraph._parse_tensor(memoryview(half)).tolist() == [0.5]
 

@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from infer import REPO_ROOT
-from infer.tfgraph import DT_FLOAT, DT_INT32, DType, Graph, Node, Shape, write_graph
+from infer.tfgraph import DT_FLOAT, DT_INT32, DType, Graph, Node, Shape
+from tests.fixtures.tfgraph_write import write_graph
+from tests.helpers import WORKER, run_worker
 
-WORKER = REPO_ROOT / "infer" / "sr_infer.py"
 # Every shared real model; the torch engine is checked on each, beside the EDSR fixtures.
 REAL_MODELS = ["FSRCNN_x2", "FSRCNN_x3", "FSRCNN_x4", "FSRCNN-small_x3", "ESPCN_x2", "ESPCN_x3", "ESPCN_x4", "LapSRN_x2", "LapSRN_x4", "LapSRN_x8"]
 
@@ -54,20 +55,6 @@ def _engines(torch_mod):
     from infer.engines.torch import TorchEngine
 
     return OpenCVEngine(device="cpu"), TorchEngine(device="cpu", precision="fp32")
-
-
-def run_worker(*args: str | Path, env: dict | None = None, python_args: tuple[str, ...] = ()) -> tuple[int, list[dict], str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, *python_args, *map(str, args)], capture_output=True, text=True, timeout=180, env=full_env, cwd=REPO_ROOT
-    )
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    return proc.returncode, events, proc.stderr
-
-
-def worker(*args: str | Path) -> tuple[int, list[dict], str]:
-    return run_worker(WORKER, *args)
 
 
 # --- DepthToSpace and pixel_shuffle ----------------------------------------------------------
@@ -230,7 +217,7 @@ def test_worker_torch_equals_worker_opencv(torch_mod, request, models: Path, pho
     outs = {}
     for engine in ("opencv", "torch"):
         out = tmp_path / f"{engine}.png"
-        code, events, err = worker("--input", photo, "--output", out, "--model", model, "--engine", engine,
+        code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--engine", engine,
                                    "--device", "cpu", "--precision", "fp32", "--tile", tile, "--tile-pad", "8")
         assert code == 0, err
         done = events[-1]
@@ -287,7 +274,7 @@ def test_unwritable_cache_only_skips_caching(torch_mod, edsr_model: Path, tmp_pa
     model = shutil.copy(edsr_model, tmp_path / "EDSR_x3.pb")
     cache_path(model, file_sha256(model)).mkdir()
     out = tmp_path / "out.png"
-    code, events, err = worker("--input", photo, "--output", out, "--model", model, "--engine", "torch", "--device", "cpu")
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", model, "--engine", "torch", "--device", "cpu")
     assert code == 0, err
     assert events[-1]["weights"] == "converted, not cached"
     assert "cannot cache converted weights" in err
@@ -326,12 +313,12 @@ def test_device_cuda_without_cuda_is_a_clear_error(torch_mod, edsr_model: Path, 
     if torch_mod.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     out = tmp_path / "out.png"
-    code, events, err = worker("--input", photo, "--output", out, "--model", edsr_model, "--engine", "torch", "--device", "cuda")
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", edsr_model, "--engine", "torch", "--device", "cuda")
     assert code == 5, err
     assert "no CUDA GPU" in events[-1]["message"] and "--device cpu" in events[-1]["message"]
     assert not out.exists()
     # auto falls back to the CPU and says so in the start event
-    code, events, err = worker("--input", photo, "--output", out, "--model", edsr_model, "--engine", "torch", "--device", "auto")
+    code, events, err = run_worker("--input", photo, "--output", out, "--model", edsr_model, "--engine", "torch", "--device", "auto")
     assert code == 0, err
     assert events[0]["event"] == "start" and events[0]["device"] == "cpu" and "CPU" in events[0]["note"]
 

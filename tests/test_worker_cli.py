@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
@@ -16,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from infer import REPO_ROOT
 from infer.precision import cpu_has_native_bf16
 from tests.helpers import WORKER, run_worker
 
@@ -107,14 +105,10 @@ def test_event_stream(edsr_model: Path, photo: Path, tmp_path: Path):
 
 def test_model_from_environment_and_module_entry_point(edsr_model: Path, photo: Path, tmp_path: Path):
     out = tmp_path / "out.png"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
-    env["SR_MODEL_PATH"] = str(edsr_model)
-    proc = subprocess.run(
-        [sys.executable, "-m", "infer.sr_infer", "--input", str(photo), "--output", str(out)],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.splitlines()[-1])["event"] == "done"
+    run = run_worker("--input", photo, "--output", out, env={"SR_MODEL_PATH": str(edsr_model)},
+                     python_args=("-m", "infer.sr_infer"))
+    assert run.exit_code == 0, run.stderr
+    assert run.last["event"] == "done"
     assert Image.open(out).size == (168, 120)
 
 

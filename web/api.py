@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
+from infer import contract
 from web import owners
 from web.archive import stream_zip, unique_names
 from web.disk import OUT_OF_SPACE_MESSAGE, REMEDY, is_out_of_space
@@ -26,20 +27,27 @@ from web.options import (
 from web.runner import QueueFull
 from web.services import Services, services
 from web.shares import Refusal
-from web.uploads import OUTPUT_FORMATS, UploadRejected, download_stem
+from web.uploads import UploadRejected, download_stem, unknown_format_message
 from web.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
-MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 SSE_POLL_S = 0.5
 # Short enough that a stream whose client went away is noticed (and its slot freed) soon.
 SSE_KEEPALIVE_S = 5.0
-# How a failed job answers `POST /upload`.
-# How a failed job answers `POST /upload`: a known condition is never a 500.
-_SYNC_STATUS = {"bad_input": 422, "too_many_pixels": 422, "timeout": 504, "internal_error": 500, "usage": 500}
+# How a failed job answers `POST /upload`: a known condition is never a 500. The worker's failures answer
+# as the contract's table says; of the front end's own codes only a timeout has its own status.
+_SYNC_TIMEOUT_STATUS = 504
 _SYNC_DEFAULT_STATUS = 503
+
+
+def sync_status(error_code: str | None) -> int:
+    """The HTTP status of `POST /upload` for a job that failed with this code."""
+    if error_code == "timeout":
+        return _SYNC_TIMEOUT_STATUS
+    failure = contract.Failure.from_code(error_code or "internal_error")
+    return failure.http_status if failure is not None else _SYNC_DEFAULT_STATUS
 
 
 class JobIdConverter(BaseConverter):
@@ -128,8 +136,8 @@ def _accept_upload(s: Services) -> Job:
             "let the HTTP client build the form (for example curl -F image=@photo.jpg)"
         )
     requested = request.form.get("format") or None
-    if requested is not None and requested.strip().lower() not in OUTPUT_FORMATS:
-        raise ApiError(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
+    if requested is not None and contract.format_named(requested) is None:
+        raise ApiError(400, "bad_format", unknown_format_message(requested))
     local = s.runner.backend.uses_local_model
     models = offered_models(s.config, local_file=local)
     if not models:
@@ -331,6 +339,11 @@ class _EventStream:
             self._give_back()
 
 
+def _mimetype(extension: str) -> str:
+    fmt = contract.format_by_name(extension)
+    return fmt.mime if fmt is not None else "application/octet-stream"
+
+
 def _result_response(s: Services, job: Job) -> Response:
     if job.state == FAILED:
         raise ApiError(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
@@ -341,7 +354,7 @@ def _result_response(s: Services, job: Job) -> Response:
         raise ApiError(404, "result_gone", "the result file is no longer there; upload the photo again")
     response = send_file(
         path,
-        mimetype=MIMETYPES.get(job.output_format, "application/octet-stream"),
+        mimetype=_mimetype(job.output_format),
         as_attachment=True,
         download_name=download_name(job),
         conditional=True,
@@ -400,7 +413,7 @@ def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         links = job_links(job.id)
         return job_json(job, s.store.queue_position(job), links), 202, {"Location": links["self"]}
     if job.state == FAILED:
-        status = _SYNC_STATUS.get(job.error_code or "internal_error", _SYNC_DEFAULT_STATUS)
+        status = sync_status(job.error_code)
         raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",
                        {"X-Job-Id": job.id})
     return _result_response(s, job)

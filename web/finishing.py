@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from typing import Any
+from typing import Any, Mapping
 
+from infer.contract import Done, Error, Event, Progress, Start, Unreadable, parse_event
 from web.config import Config
 from web.jobfiles import JobFiles
 from web.jobs import DONE, Job, JobStore
@@ -29,26 +30,26 @@ class EventRecorder:
         self._last_write = 0.0
         self._write_failed = False
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, raw: Event | Mapping[str, Any]) -> None:
         report = self.report
-        kind = event.get("event")
-        if not isinstance(kind, str):
+        event = parse_event(raw)
+        if isinstance(event, Unreadable):
             report.bad_lines += 1
-        elif kind == "start":
-            report.start = event
-            report.progress_total = int(event.get("tiles") or 0)
-            self._write(progress_total=report.progress_total, engine=event.get("engine"), device=event.get("device"))
-        elif kind == "progress":
-            report.progress_done = int(event.get("done") or 0)
-            report.progress_total = int(event.get("total") or report.progress_total)
+        elif isinstance(event, Start):
+            report.start = dict(event.record)
+            report.progress_total = event.tiles
+            self._write(progress_total=report.progress_total, engine=event.engine, device=event.device)
+        elif isinstance(event, Progress):
+            report.progress_done = event.done
+            report.progress_total = event.total or report.progress_total
             now = time.monotonic()
             if now - self._last_write >= _PROGRESS_WRITE_INTERVAL or report.progress_done >= report.progress_total:
                 self._last_write = now
                 self._write(progress_done=report.progress_done, progress_total=report.progress_total)
-        elif kind == "done":
-            report.done = event
-        elif kind == "error":
-            report.error = event
+        elif isinstance(event, Done):
+            report.done = dict(event.record)
+        elif isinstance(event, Error):
+            report.error = dict(event.record)
 
     def _write(self, **fields: Any) -> None:
         """Progress is shown, not needed: a row that cannot be written (a full disk) must not stop the

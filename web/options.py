@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infer.catalog import QUALITIES, InstalledModel, choose, installed_models, quality_of, scales
-from infer.denoise import DENOISE_LEVELS
+from infer import contract
+from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
 from infer.modelspec import spec_from_path
@@ -19,8 +20,7 @@ from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("png", "jpg", "webp")
-DEFAULT_DENOISE = "off"
+DEFAULT_DENOISE = contract.Denoise.OFF.value
 # What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
 UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
 
@@ -195,7 +195,8 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
         "scales": scales(models),
         "qualities": list(QUALITIES),
         "denoise": list(DENOISE_LEVELS),
-        "formats": list(FORMATS),
+        "formats": [f.name for f in contract.OUTPUT_FORMATS],
+        "format_labels": {f.name: f.label for f in contract.OUTPUT_FORMATS},
         "default": {
             "model": default.id if default else None,
             "scale": default.scale if default else None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
-from infer import errors as worker_errors
+from infer.contract import Failure
 from web.disk import OUT_OF_SPACE_MESSAGE, says_out_of_space
 
 RESTART_MESSAGE = "the service restarted while this photo was being processed; upload it again"
@@ -20,29 +20,11 @@ CLUSTER_LOST_MESSAGE = (
 
 UNAVAILABLE_MESSAGE = "photos cannot be upscaled at the moment; upload the photo again in a few minutes"
 
-# Worker exit code -> job error code, from the worker's own error classes.
-EXIT_CODES: dict[int, str] = {
-    cls.exit_code: cls.code
-    for cls in (
-        worker_errors.WorkerError,
-        worker_errors.UsageError,
-        worker_errors.InputError,
-        worker_errors.TooLargeError,
-        worker_errors.ModelError,
-        worker_errors.OutOfMemoryError,
-        worker_errors.OutputError,
-    )
-}
-
-# What to tell the person when the worker exited without an `error` event of its own.
-FALLBACK_MESSAGES = {
-    "usage": "the service started the worker wrongly; please report this",
-    "bad_input": "this file could not be read as a photo; try another file or save it again as PNG or JPEG",
-    "too_many_pixels": "the photo has too many pixels; resize it first",
-    "model_error": "the upscaling model could not be used; the administrator has been told",
-    "out_of_memory": "there was not enough memory to upscale this photo; try a smaller one",
-    "output_error": "the result could not be saved; the administrator has been told",
-    "internal_error": "the upscaling failed unexpectedly; try again, and report it if it keeps happening",
+# What to tell the person when the worker exited without an `error` event of its own, by error code (the
+# first row of the contract's table with the code).
+FALLBACK_MESSAGES: dict[str, str] = {
+    code: Failure.from_code(code).fallback_message  # type: ignore[union-attr]
+    for code in dict.fromkeys(f.code for f in Failure)
 }
 
 
@@ -61,7 +43,7 @@ class Verdict(Enum):
 
 @dataclass
 class WorkerReport:
-    """What the worker said on stdout during one job."""
+    """What the worker said on stdout during one job (the events' JSON objects)."""
 
     start: dict[str, Any] | None = None
     done: dict[str, Any] | None = None
@@ -121,7 +103,7 @@ def decide_outcome(
     if report.error is not None:
         code = report.error.get("code")
         if not isinstance(code, str):
-            code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
+            code = Failure.from_exit_code(rc if rc is not None else 1).code
         message = str(report.error.get("message") or FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"]))
         if code == "model_error":
             return Outcome(Verdict.FAILED, code, FALLBACK_MESSAGES[code], operator_note=message)
@@ -142,7 +124,7 @@ def decide_outcome(
         )
     if rc == 0:
         return Outcome(Verdict.FAILED, "internal_error", "the upscaling finished without writing a result; try again")
-    code = EXIT_CODES.get(rc if rc is not None else 1, "internal_error")
+    code = Failure.from_exit_code(rc if rc is not None else 1).code
     return Outcome(Verdict.FAILED, code, FALLBACK_MESSAGES.get(code, FALLBACK_MESSAGES["internal_error"]))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from markupsafe import Markup
 
+from infer import contract
 from web.services import services
 
 bp = Blueprint("pages", __name__)
@@ -69,6 +70,7 @@ def index() -> Any:
         max_upload_mb=s.config.max_upload_mb,
         max_pixels=s.config.max_pixels,
         scale=s.scale,
+        formats=contract.OUTPUT_FORMATS,
         auth=bool(s.config.auth_token),
         language=language,
         t=t,

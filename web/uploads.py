@@ -13,25 +13,12 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
+from infer import contract
 from infer.errors import WorkerError
-from infer.images import probe
+from infer.header import probe
 from web.jobfiles import incoming_name, upload_name
 
-# Pillow format name -> file extension for the formats the worker decodes.
-ACCEPTED_FORMATS = {
-    "PNG": "png",
-    "JPEG": "jpg",
-    "MPO": "jpg",
-    "WEBP": "webp",
-    "BMP": "bmp",
-    "TIFF": "tiff",
-    "GIF": "gif",
-}
-_ACCEPTED_TEXT = "PNG, JPEG, WebP, BMP, TIFF or GIF"
-# Output formats a client may ask for, by name -> extension.
-OUTPUT_FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
-# When no format is asked for: keep JPEG and WebP as they are, everything else becomes PNG.
-DEFAULT_OUTPUT = {"jpg": "jpg", "webp": "webp"}
+_ACCEPTED_TEXT = contract.formats_text()
 
 _CHUNK = 1024 * 1024
 _UNSAFE = re.compile(r"[^\w\-. ]+", re.UNICODE)
@@ -78,11 +65,16 @@ def download_stem(original_name: str) -> str:
 def output_format_for(requested: str | None, input_ext: str) -> str:
     """The result's extension: the requested one, else the input's if the worker can write it, else png."""
     if requested:
-        ext = OUTPUT_FORMATS.get(requested.strip().lower())
-        if ext is None:
-            raise UploadRejected(400, "bad_format", f"unknown format {requested!r}; use png, jpg or webp")
-        return ext
-    return DEFAULT_OUTPUT.get(input_ext, "png")
+        chosen = contract.format_named(requested)
+        if chosen is None:
+            raise UploadRejected(400, "bad_format", unknown_format_message(requested))
+        return chosen.name
+    # Keep JPEG and WebP as they are; everything else becomes PNG.
+    return contract.result_format(contract.format_by_name(input_ext)).name
+
+
+def unknown_format_message(requested: str) -> str:
+    return f"unknown format {requested!r}; use {contract.one_of([f.name for f in contract.OUTPUT_FORMATS])}"
 
 
 def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> int:
@@ -137,8 +129,8 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
         if size == 0:
             raise UploadRejected(400, "empty_file", "the file is empty; choose a photo and try again")
         fmt, width, height = _sniff(partial)
-        ext = ACCEPTED_FORMATS.get(fmt)
-        if ext is None:
+        accepted = contract.format_of_pillow(fmt)
+        if accepted is None:
             raise UploadRejected(
                 415, "unsupported_type", f"{fmt} files are not supported; send a {_ACCEPTED_TEXT}"
             )
@@ -149,6 +141,7 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
                 f"the photo is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "
                 f"{max_pixels / 1e6:g} megapixel limit; resize it first",
             )
+        ext = accepted.name
         final = uploads_dir / upload_name(job_id, ext)
         os.replace(partial, final)
     except BaseException:

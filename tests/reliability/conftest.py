@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
 
-from infer import REPO_ROOT
+from tests.helpers import WORKER, WorkerRun, run_worker  # noqa: F401  (the reliability tests import them from here)
 from tests.reliability.inputs import MAX_PIXELS
 from tests.reliability.outcomes import Case, render
 from tests.web.conftest import start_server  # noqa: F401  (a fixture: per-test servers, stopped and checked after)
 from tests.web.server import LiveServer, start_live_server, worker_processes
 from web.jobs import DONE, QUEUED, RUNNING, STATES, JobStore
 
-WORKER = REPO_ROOT / "infer" / "sr_infer.py"
 # Set to a file path to have the observed outcomes written there as a Markdown table (docs/reliability.md).
 TABLE_ENV = "SR_RELIABILITY_TABLE"
 _CASES = pytest.StashKey[dict]()
@@ -52,30 +48,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         Path(target).write_text(render(list(cases.values())))
 
 
-@dataclass
-class WorkerRun:
-    """One run of the worker CLI: exit code, its JSON events, its stderr, and how long it took."""
+def run_cases(cases: dict[str, Any], tmp_path_factory: pytest.TempPathFactory,
+              model: Path) -> dict[str, tuple[WorkerRun, Path]]:
+    """Each case's file (its `filename` and `data`) through the worker, two at a time (each run is its own
+    process), into `result.png` in a folder of its own: the run and that output path, by case name."""
+    def one(case: Any) -> tuple[WorkerRun, Path]:
+        folder = tmp_path_factory.mktemp("cli")
+        source = folder / case.filename
+        source.write_bytes(case.data)
+        output = folder / "result.png"
+        return run_worker("--input", source, "--output", output, "--model", model, "--max-pixels", MAX_PIXELS), output
 
-    exit_code: int
-    events: list[dict]
-    stderr: str
-    seconds: float
-
-    @property
-    def last(self) -> dict:
-        return self.events[-1] if self.events else {}
-
-
-def run_worker(*args: str | Path, timeout: float = 60.0) -> WorkerRun:
-    """The worker as the service runs it: its own process, no SR_* settings from the test environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
-    )
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    return WorkerRun(proc.returncode, events, proc.stderr, time.monotonic() - started)
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(cases, pool.map(one, cases.values())))
 
 
 def wait_idle(server: LiveServer, timeout: float = 30.0) -> None:
@@ -136,12 +121,6 @@ def session_members(sid: int, zombies: bool = True) -> list[psutil.Process]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return found
-
-
-@pytest.fixture(scope="session")
-def fsrcnn_model(shared_models: Path) -> Path:
-    """A small real model: a tiny photo takes well under a second."""
-    return shared_models / "FSRCNN_x3.pb"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ multi-page TIFF, exactly at the pixel limit) must succeed, through the worker CL
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -12,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_worker
-from tests.reliability.inputs import MAX_PIXELS, GoodFile, good_files
+from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_cases
+from tests.reliability.inputs import GoodFile, good_files
 from tests.web.server import LiveServer
 
 GROUP = "Awkward but valid photos (must succeed)"
@@ -46,16 +45,7 @@ def check_result(case: GoodFile, result: Image.Image) -> None:
 
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> dict[str, tuple[WorkerRun, Path]]:
-    def one(case: GoodFile) -> tuple[WorkerRun, Path]:
-        folder = tmp_path_factory.mktemp("cli")
-        source = folder / case.filename
-        source.write_bytes(case.data)
-        output = folder / "result.png"
-        run = run_worker("--input", source, "--output", output, "--model", fsrcnn_model, "--max-pixels", MAX_PIXELS)
-        return run, output
-
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(CASES, pool.map(one, CASES.values())))
+    return run_cases(CASES, tmp_path_factory, fsrcnn_model)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,12 @@ own exit code or status and a message saying what to do, nothing is left on disk
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_worker
-from tests.reliability.inputs import MAX_PIXELS, BadFile, bad_files
+from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_cases
+from tests.reliability.inputs import bad_files
 from tests.reliability.outcomes import outcome
 from tests.web.server import LiveServer
 
@@ -26,22 +25,14 @@ REFUSAL_HINTS = {
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> dict[str, tuple[WorkerRun, Path]]:
     """Every bad file through the worker, two at a time (each run is its own process)."""
-    def one(case: BadFile) -> tuple[WorkerRun, Path]:
-        folder = tmp_path_factory.mktemp("cli")
-        source = folder / case.filename
-        source.write_bytes(case.data)
-        run = run_worker("--input", source, "--output", folder / "out.png", "--model", fsrcnn_model,
-                         "--max-pixels", MAX_PIXELS)
-        return run, folder
-
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(CASES, pool.map(one, CASES.values())))
+    return run_cases(CASES, tmp_path_factory, fsrcnn_model)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_worker_cli_refuses(cli_runs: dict[str, tuple[WorkerRun, Path]], name: str, observe: Observe) -> None:
     case = CASES[name]
-    run, folder = cli_runs[name]
+    run, output = cli_runs[name]
+    folder = output.parent
     assert run.exit_code == case.exit_code, run.stderr
     assert [e["event"] for e in run.events] == ["error"], "nothing may start for a file refused up front"
     error = run.last

@@ -42,11 +42,6 @@ def photos(shared_photos: Path) -> Photos:
         )
 
 
-@pytest.fixture(scope="session")
-def fsrcnn_model(shared_models: Path) -> Path:
-    return shared_models / "FSRCNN_x3.pb"
-
-
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02, what: str = "") -> object:
     deadline = time.monotonic() + timeout
     while True:

@@ -175,6 +175,10 @@ def test_upload_follow_compare_and_download_on_a_phone(
     clip = card.locator(".layer-before").evaluate("e => getComputedStyle(e).clipPath")
     assert "80%" in clip, clip
 
+    # The format's name comes from the server's format table (/api/options), like the "Save as" menu.
+    assert card.locator("a.download").inner_text().startswith("Download PNG")
+    assert drop_card.locator("a.download").inner_text().startswith("Download JPEG")
+    assert page.locator("#format option").evaluate_all("o => o.map(e => e.value)") == ["", "png", "jpg", "webp"]
     with page.expect_download() as download_info:
         card.locator("a.download").click()
     download = download_info.value

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from infer import REPO_ROOT
+from tests.helpers import run_worker
 from tests.web.conftest import Photos, StartServer
 from web.jobs import QUEUED, Job, JobStore
 
@@ -66,14 +62,9 @@ def test_the_job_shows_the_precision_the_worker_reported(
 ) -> None:
     source = tmp_path / "in.png"
     source.write_bytes(photos.small_png)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "infer" / "sr_infer.py"), "--input", str(source), "--output",
-         str(tmp_path / "out.png"), "--model", str(fsrcnn_model)],
-        capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
-    )
-    assert run.returncode == 0, run.stderr
-    reported = json.loads(run.stdout.splitlines()[-1])
+    run = run_worker("--input", source, "--output", tmp_path / "out.png", "--model", fsrcnn_model)
+    assert run.exit_code == 0, run.stderr
+    reported = run.last
     assert reported["event"] == "done"
 
     client = start_server().client()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from infer.faces.options import face_flags
+from infer.contract import Denoise, Event, WorkerCommand
 from web.config import ConfigError
 from web.outcomes import Ending
 
@@ -26,7 +26,8 @@ SETTINGS_CHECKS: dict[str, str] = {
     "ray": "web.backends.ray_address:check_settings",
 }
 
-EventSink = Callable[[dict[str, Any]], None]
+# Takes each of the worker's events (a backend that receives them as JSON objects may pass those on).
+EventSink = Callable[[Event | dict[str, Any]], None]
 
 
 class BackendUnavailable(Exception):
@@ -48,11 +49,11 @@ class JobSpec:
     face_fidelity: float | None = None
     face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder
 
-    def worker_flags(self) -> list[str]:
-        """Options for the chosen settings, each only when asked, so that older workers keep working."""
-        return [*([] if self.denoise == "off" else ["--denoise", self.denoise]),
-                *face_flags(self.faces, self.face_fidelity, str(self.face_model) if self.face_model else None)]
-
+    def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
+        """The worker's command for this job on this machine."""
+        return WorkerCommand(self.input_path, self.output_path, self.model_path, max_pixels,
+                             Denoise(self.denoise), script, faces=self.faces, face_fidelity=self.face_fidelity,
+                             face_model=self.face_model)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import IO
@@ -15,6 +13,7 @@ from typing import IO
 import psutil
 
 from infer import REPO_ROOT
+from infer.contract import parse_event
 from web.backends import EventSink, Health, JobSpec
 from web.config import Config
 from web.jobs import Job
@@ -78,24 +77,12 @@ class LocalBackend:
         pass
 
     def command(self, spec: JobSpec) -> list[str]:
-        return [
-            sys.executable,
-            str(self.config.worker_script),
-            "--input",
-            str(spec.input_path),
-            "--output",
-            str(spec.output_path),
-            "--model",
-            str(spec.model_path),
-            "--max-pixels",
-            str(self.config.max_pixels),
-            *spec.worker_flags(),
-        ]
+        return spec.worker_command(self.config.max_pixels, self.config.worker_script).argv()
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        # The pixel limit travels in the command line only (see WorkerCommand).
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV and k != "SR_MAX_PIXELS"}
         env["SR_MODEL_PATH"] = str(self.config.model_path)
-        env["SR_MAX_PIXELS"] = str(self.config.max_pixels)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -132,11 +119,7 @@ class LocalBackend:
 
 def _read_events(stream: IO[bytes], on_event: EventSink) -> None:
     for raw in stream:
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            event = {}
-        on_event(event if isinstance(event, dict) else {})
+        on_event(parse_event(raw))
     stream.close()
 
 

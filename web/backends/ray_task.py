@@ -4,12 +4,10 @@ events streamed back, the result's bytes last. Imports only the standard library
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -128,8 +126,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
     (only when the worker exited 0 and wrote it)."""
     import ray  # present on every node; imported here so that this module imports without it
 
-    from infer import REPO_ROOT
-    from infer.faces.options import face_flags
+    from infer.contract import Denoise, WorkerCommand, parse_event
 
     root = work_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -153,21 +150,13 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
                 text = text.replace(str(path), label)
             return text
 
-        env = {k: v for k, v in os.environ.items() if k != "SR_AUTH_TOKEN"}
+        # The pixel limit travels in the command line only (see WorkerCommand).
+        env = {k: v for k, v in os.environ.items() if k not in ("SR_AUTH_TOKEN", "SR_MAX_PIXELS")}
         env["PYTHONUNBUFFERED"] = "1"
-        env["SR_MAX_PIXELS"] = str(request.max_pixels)
-        command = [
-            sys.executable,
-            str(REPO_ROOT / "infer" / "sr_infer.py"),
-            "--input", str(source),
-            "--output", str(target),
-            "--model", str(model),
-            "--max-pixels", str(request.max_pixels),
-            *([] if request.denoise == "off" else ["--denoise", request.denoise]),
-            *face_flags(request.faces, request.face_fidelity),
-        ]
+        command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
+                                faces=request.faces, face_fidelity=request.face_fidelity)
         proc = subprocess.Popen(
-            command,
+            command.argv(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -189,11 +178,9 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         logger.start()
         assert proc.stdout is not None
         for raw in proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                event = {}
-            if not isinstance(event, dict) or event.get("event") in (PLACED, EXITED):
+            # Passed on as JSON objects: the front end parses them as the local backend's reader does.
+            event = dict(parse_event(raw).record)
+            if event.get("event") in (PLACED, EXITED):
                 event = {}
             elif isinstance(event.get("message"), str):
                 event["message"] = relabel(event["message"])

@@ -27,7 +27,6 @@
   const toast = document.getElementById("toast");
   const template = document.getElementById("job-template");
 
-  const FORMAT_NAMES = { png: "PNG", jpg: "JPEG", webp: "WebP" };
   const UNDO_MS = 5000;
   const cards = new Set();
   const pendingDeletes = new Map(); // job id -> timer, while an undo is still offered
@@ -424,7 +423,7 @@
     link.href = job.links.result;
     link.download = out.download_name;
     const format = out.format || (out.download_name || "").split(".").pop();
-    link.textContent = t("download", { format: FORMAT_NAMES[format] || String(format).toUpperCase(), size: sizes.to });
+    link.textContent = t("download", { format: (options.format_labels || {})[format] || String(format).toUpperCase(), size: sizes.to });
     el.querySelector(".toggle").textContent = t("compare_open");
     el.querySelector(".result").hidden = false;
     // One photo on its own opens straight away; a batch stays compact until a card is opened.

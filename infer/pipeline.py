@@ -1,0 +1,324 @@
+"""The worker's pipeline: resolve the model, then for each photo decode, check, denoise, upscale tile by tile and
+write the result, reporting through the contract's events. Takes typed options; the command line is
+infer/sr_infer.py."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from infer import batch, images
+from infer.catalog import InstalledModel, choose, installed_models
+from infer.contract import EXIT_OK, Denoise, EventKind
+from infer.denoise import denoise_image
+from infer.engines import Engine, create_engine
+from infer.errors import ModelError, OutputError, UsageError
+from infer.events import EventSink
+from infer.faces.stage import FaceSettings, FaceStage
+from infer.models import default_model_path, models_dir
+from infer.modelspec import ModelSpec, spec_from_path
+from infer.upscale import count_tiles, effective_pad, upscale_image
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked values every photo of a run shares."""
+
+    max_pixels: int
+    denoise: Denoise
+    model_quality: str | None  # "best", "fast" or None
+    output_quality: int
+    faces: FaceSettings = FaceSettings()
+
+
+@dataclass
+class Timer:
+    """Wall time of each stage, in seconds."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - started, 4)
+        return now
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one run is asked to do, checked: the photos, where the results go, the model and how to run it."""
+
+    inputs: tuple[str, ...]
+    output: str
+    settings: Settings
+    model: str | None = None  # a model file; else chosen by scale and quality, else the default model
+    scale: int | None = None
+    algo: str | None = None  # overrides the family read from the model's file name
+    format: str | None = None  # the results' format in folder mode
+    overwrite: bool = False
+    engine: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    tile_pad: int | None = None
+
+    @property
+    def is_batch(self) -> bool:
+        return batch.is_batch(list(self.inputs), self.output)
+
+
+@dataclass(frozen=True)
+class ProcessStart:
+    """When the worker's process started and its own modules began and finished loading."""
+
+    imports_began: float  # perf_counter
+    imports_began_wall: float  # time.time()
+    imports_ended: float  # perf_counter, as main() began
+
+
+def _check_output_file(output: str, fmt: str | None) -> None:
+    """One photo, one result file: its extension must be writable, its folder must exist."""
+    written = images.output_format(output)
+    if fmt is not None and written != images.output_format(f"x.{fmt}"):
+        raise UsageError(f"--format {fmt} does not match the output name {Path(output).name}; drop one of them")
+    out_dir = Path(output).resolve().parent
+    if not out_dir.is_dir():
+        raise OutputError(f"cannot write {output}: folder {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {output}: folder {out_dir} is not writable")
+
+
+def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
+    """The installed model for a scale and quality, from the models folder."""
+    folder = models_dir()
+    models = installed_models(folder)
+    if not models:
+        raise ModelError(
+            f"no model is installed in {folder}; fetch one with `sr-models fetch EDSR_x3` "
+            "(or FSRCNN_x3 for a fast one), or pass --model PATH"
+        )
+    default_path = default_model_path()
+    default = next((m for m in models if m.path.resolve() == default_path.resolve()), None)
+    if default is None and default_path.is_file():
+        # $SR_MODEL_PATH outside the folder still gives the scale when only --quality is asked.
+        try:
+            default = InstalledModel(default_path.stem, spec_from_path(default_path))
+        except ModelError:
+            pass
+    return choose(models, scale=scale, quality=quality, default=default).spec
+
+
+def resolve_model(options: RunOptions) -> ModelSpec:
+    """The model file the options name or choose, checked to be there and not empty."""
+    quality = options.settings.model_quality
+    if options.model:
+        spec = spec_from_path(Path(options.model), options.algo, options.scale)
+    elif options.scale is not None or quality is not None:
+        spec = _installed_choice(options.scale, quality)
+    else:
+        spec = spec_from_path(default_model_path(), options.algo, None)
+    path = spec.path
+    if not path.is_file():
+        raise ModelError(
+            f"model file {path} not found; download it with `sr-models fetch {path.stem}` "
+            "or point --model / $SR_MODEL_PATH at a model file"
+        )
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file {path} is empty; download it again with `sr-models fetch {path.stem}`")
+    return spec
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+class LoadedModel:
+    """The model of a run: its engine is created for the first photo and loaded once for every photo."""
+
+    def __init__(self, spec: ModelSpec, options: RunOptions):
+        self.spec = spec
+        self._options = options
+        self._engine: Engine | None = None
+        self._loaded = False
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            options = self._options
+            self._engine = create_engine(options.engine, options.device, options.precision, self.spec.family)
+            if self._engine.note:
+                print(f"sr-infer: {self._engine.note}", file=sys.stderr)
+        return self._engine
+
+    def tiling(self) -> tuple[int, int]:
+        """(tile, tile_pad): the flags, else what the engine and family prefer."""
+        spec, options = self.spec, self._options
+        tile_pad = options.tile_pad if options.tile_pad is not None else spec.family.tile_pad
+        tile = options.tile if options.tile is not None else (self.engine.preferred_tile(spec) or spec.family.tile_for(self.engine.name))
+        return tile, tile_pad
+
+    def load(self) -> bool:
+        """Loads the weights unless already loaded; True when it did."""
+        if self._loaded:
+            return False
+        self.engine.load(self.spec)
+        self._loaded = True
+        return True
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._loaded = False
+
+
+def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
+              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
+    """Upscale one photo: decode, check, denoise, find faces, upscale, restore the faces, encode.
+
+    `release` frees the engine before encoding (the last photo of a run); `since` is the wall-clock
+    time the `total` in the done event counts from."""
+    spec = model.spec
+    # Everything that can refuse the photo happens before any device is touched.
+    t = time.perf_counter()
+    image = images.decode(job.input, settings.max_pixels)
+    t = timer.stage("decode", t)
+    height, width = image.bgr.shape[:2]
+    fmt = images.output_format(job.output)
+    if max(width, height) * spec.scale > images.MAX_SIDE[fmt]:
+        raise OutputError(
+            f"cannot write {job.output}: the result would be {width * spec.scale}x{height * spec.scale}, "
+            f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
+        )
+    if settings.denoise is not Denoise.OFF:
+        image = denoise_image(image, settings.denoise)
+        t = timer.stage("denoise", t)
+    # Faces are found in the photo as the model sees it; a photo without any costs only this.
+    found, report = faces.detect(image.bgr) if faces is not None else ([], None)
+
+    engine = model.engine
+    tile, tile_pad = model.tiling()
+    total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
+    events.emit(
+        EventKind.START, input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
+        scale=spec.scale, engine=engine.name, device=engine.device, precision=engine.precision,
+        width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
+        denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
+    )
+
+    t = time.perf_counter()
+    try:
+        if model.load():
+            t = timer.stage("load", t)
+
+        def progress(done: int, total: int) -> None:
+            events.emit(EventKind.PROGRESS, done=done, total=total)
+
+        result = upscale_image(image, engine, spec, tile, tile_pad, progress)
+        t = timer.stage("infer", t)
+    finally:
+        if release:
+            # Release the model (and any device memory) before the slow encode.
+            model.close()
+    if release:
+        t = timer.stage("release", t)
+    # Read after close(): GPU time runs until device memory is released.
+    extra = engine.stats()
+    del image
+    if faces is not None and report is not None:
+        # After the upscaler has freed its memory: GFPGAN is loaded only for a photo with a face.
+        try:
+            faces.restore(result.bgr, found, spec.scale, report)
+        finally:
+            if release:
+                faces.close()
+        timer.seconds.update(report.seconds)
+        t = time.perf_counter()
+
+    images.encode(result, job.output, quality=settings.output_quality)
+    timer.stage("encode", t)
+    timer.seconds["total"] = round(time.time() - since, 4)
+
+    events.emit(
+        EventKind.DONE,
+        output=str(job.output),
+        width=int(result.bgr.shape[1]),
+        height=int(result.bgr.shape[0]),
+        engine=engine.name,
+        device=engine.device,
+        precision=engine.precision,
+        tile=tile,
+        tile_pad=tile_pad,
+        denoise=settings.denoise.value,
+        seconds=timer.seconds,
+        peak_rss_mb=_peak_rss_mb(),
+        **({"faces": report.to_json()} if report is not None else {}),
+        **extra,
+    )
+
+
+def startup_timer(start: ProcessStart) -> tuple[Timer, float]:
+    """The stages before the run began, and the wall-clock time the process started."""
+    timer = Timer()
+    try:
+        process_started = psutil.Process().create_time()
+    except psutil.Error:
+        process_started = start.imports_began_wall
+    timer.seconds["startup"] = round(max(0.0, start.imports_began_wall - process_started), 4)
+    timer.seconds["imports"] = round(start.imports_ended - start.imports_began, 4)
+    return timer, process_started
+
+
+def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
+    """One input file, one output file: the service's contract."""
+    timer, process_started = startup_timer(start)
+    _check_output_file(options.output, options.format)
+    spec = resolve_model(options)
+    faces = _face_stage(options.settings)
+    job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
+    run_photo(job, LoadedModel(spec, options), options.settings, events, timer, release=True, since=process_started,
+              faces=faces)
+    return EXIT_OK
+
+
+def _face_stage(settings: Settings) -> FaceStage | None:
+    """The run's face stage, its files checked (exit 5 before any photo is read), or None when faces are off."""
+    if not settings.faces.enabled:
+        return None
+    stage = FaceStage(settings.faces)
+    stage.check()
+    return stage
+
+
+def run_folder(options: RunOptions, events: EventSink) -> int:
+    """Several photos (files and folders) into one output folder, with one model load for all of them."""
+    photos = batch.find_photos(list(options.inputs))
+    spec = resolve_model(options)
+    out_dir = Path(options.output)
+    jobs = batch.plan(photos, out_dir, spec.scale, options.format)
+    faces = _face_stage(options.settings)
+    batch.prepare_output_folder(out_dir)
+    model = LoadedModel(spec, options)
+
+    def one(job: batch.PhotoJob) -> None:
+        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces)
+
+    try:
+        result = batch.run_batch(jobs, one, events, out_dir=out_dir, overwrite=options.overwrite)
+    finally:
+        model.close()
+        if faces is not None:
+            faces.close()
+    return result.exit_code
+
+
+def run(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
+    """The run the options ask for: folder mode or one photo; returns the exit code."""
+    if options.is_batch:
+        return run_folder(options, events)
+    return run_job(options, events, start)
