@@ -83,7 +83,7 @@ def test_a_photo_without_faces_is_byte_identical_and_loads_no_gfpgan(models: Pat
     done = _event(events, "done")
     assert done["faces"] == {"detector": "haar", "found": 0, "restored": 0, "fidelity": 0.5}
     assert "face_detect" in done["seconds"] and "face_load" not in done["seconds"]
-    assert _worker(models, photo, tmp_path / "plain.png")[0] == 0
+    assert _worker(models, photo, tmp_path / "plain.png").exit_code == 0
     assert (tmp_path / "faces.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
 
 
@@ -93,7 +93,7 @@ def test_fidelity_zero_is_the_plain_upscale(models: Path, shared_photos: Path, t
     assert code == 0, stderr
     done = _event(events, "done")
     assert done["faces"]["found"] == 1 and done["faces"]["restored"] == 0 and "face_load" not in done["seconds"]
-    assert _worker(models, photo, tmp_path / "plain.png")[0] == 0
+    assert _worker(models, photo, tmp_path / "plain.png").exit_code == 0
     assert (tmp_path / "faces.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
 
 

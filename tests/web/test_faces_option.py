@@ -75,3 +75,13 @@ def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartSer
     assert plain["faces"] == {"mode": "off", "fidelity": 0.5, "restored": None}
     again = client.wait(client.upload(photos.small_jpg, fields={"faces": "on", "face_fidelity": "0.7"}).json()["id"])
     assert again["cached"] and again["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, again
+
+
+def test_the_worker_command_carries_the_face_settings_only_when_on(tmp_path: Path) -> None:
+    from infer.contract import WorkerCommand
+
+    plain = WorkerCommand(tmp_path / "in.png", tmp_path / "out.png", tmp_path / "m.pb", 100).argv()
+    assert not any(arg.startswith("--face") for arg in plain)
+    on = WorkerCommand(tmp_path / "in.png", tmp_path / "out.png", tmp_path / "m.pb", 100, faces="on",
+                       face_fidelity=0.7, face_model=tmp_path / GFPGAN_FILE).argv()
+    assert on[len(plain):] == ["--faces", "on", "--face-fidelity", "0.7", "--face-model", str(tmp_path / GFPGAN_FILE)]
