@@ -74,6 +74,9 @@ class Console:
         seconds = f.get("seconds", {})
         took = sum(v for k, v in seconds.items() if k not in ("total", "startup", "imports"))
         self._write(f"  saved {f['output']} ({f['width']}x{f['height']}) in {took:.1f} s")
+        faces = f.get("faces")
+        if faces:
+            self._write(f"  faces: {faces['restored']} restored of {faces['found']} found ({faces['detector']} detector)")
         if self._batch is not None:
             self._batch.update(1)
 

@@ -17,6 +17,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from infer.faces.options import face_flags
+
 WORKER_SCRIPT = Path(__file__).resolve().parent / "sr_infer.py"
 DEFAULT_MAX_PIXELS = 16_000_000
 
@@ -174,6 +176,9 @@ class WorkerCommand:
     denoise: Denoise = Denoise.OFF
     script: Path = WORKER_SCRIPT
     python: str = field(default_factory=lambda: sys.executable)
+    faces: str = "off"  # infer/faces/options.py's FaceMode
+    face_fidelity: float | None = None
+    face_model: Path | None = None  # the GFPGAN file; None: the worker's models folder
 
     def argv(self) -> list[str]:
         denoise = Denoise(self.denoise)
@@ -186,6 +191,7 @@ class WorkerCommand:
             "--max-pixels", str(int(self.max_pixels)),
             # Only when asked, so that older workers keep working.
             *([] if denoise is Denoise.OFF else ["--denoise", denoise.value]),
+            *face_flags(self.faces, self.face_fidelity, None if self.face_model is None else str(self.face_model)),
         ]
 
 

@@ -36,9 +36,11 @@ class ModelEntry:
     scale: int
     url: str
     bytes: int
-    git_sha1: str | None  # the .pb files' sources publish git blob ids; Real-ESRGAN's releases only SHA-256
+    git_sha1: str | None  # the blob's id where the file lives in a git repository (None for release assets)
     sha256: str | None
     source: str = ""
+    purpose: str = "upscaling"  # or "faces" (the face restorer), "face detection"
+    licence: str = ""  # said by `sr-models list` where it is not the permissive licence of the others
 
     def __post_init__(self) -> None:
         if not (self.git_sha1 or self.sha256):
@@ -290,7 +292,8 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
         rows = [
             {"name": c.entry.name, "file": str(c.path), "algo": c.entry.algo, "scale": c.entry.scale,
              "bytes": c.entry.bytes, "status": "present" if c.ok else c.status, "installed": c.ok,
-             "default": _same_file(c.path, default)}
+             "default": _same_file(c.path, default), "purpose": c.entry.purpose,
+             **({"licence": c.entry.licence} if c.entry.licence else {})}
             for c in checks
         ]
         print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
@@ -300,7 +303,10 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     for c in checks:
         state = "installed" if c.ok else ("not installed" if c.status == "missing" else c.status)
         mark = "  (default)" if _same_file(c.path, default) else ""
-        print(f"  {c.entry.name:<16} {c.entry.algo:<7} x{c.entry.scale}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        kind = f"x{c.entry.scale}" if c.entry.purpose == "upscaling" else f"({c.entry.purpose})"
+        print(f"  {c.entry.name:<16} {c.entry.algo:<7} {kind:<4}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        if c.entry.licence:
+            print(f"  {'':<16} licence: {c.entry.licence}")
     if default.is_file():
         print(f"default model: {default}")
     else:

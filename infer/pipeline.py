@@ -22,6 +22,7 @@ from infer.denoise import denoise_image
 from infer.engines import Engine, create_engine
 from infer.errors import ModelError, OutputError, UsageError
 from infer.events import EventSink
+from infer.faces.stage import FaceSettings, FaceStage
 from infer.models import default_model_path, models_dir
 from infer.modelspec import ModelSpec, spec_from_path
 from infer.upscale import count_tiles, describe_run, effective_pad, reduce_image, upscale_image
@@ -37,6 +38,7 @@ class Settings:
     output_quality: int
     output_scale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
     denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
+    faces: FaceSettings = FaceSettings()
 
     def scale_for(self, spec: ModelSpec) -> int:
         """The factor the result is written at; UsageError beyond what the model itself gives."""
@@ -201,8 +203,8 @@ class LoadedModel:
 
 
 def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
-              timer: Timer, *, release: bool, since: float) -> None:
-    """Upscale one photo: decode, check, denoise, upscale, encode.
+              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
+    """Upscale one photo: decode, check, denoise, find faces, upscale, restore the faces, encode.
 
     `release` frees the engine before encoding (the last photo of a run); `since` is the wall-clock
     time the `total` in the done event counts from."""
@@ -222,6 +224,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     if settings.denoise is not Denoise.OFF:
         image = denoise_image(image, settings.denoise)
         t = timer.stage("denoise", t)
+    # Faces are found in the photo as the model sees it; a photo without any costs only this.
+    found, report = faces.detect(image.bgr) if faces is not None else ([], None)
 
     engine = model.engine
     tile, tile_pad = model.tiling()
@@ -233,6 +237,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
         **({"denoise_strength": spec.denoise_strength} if spec.denoise_strength is not None else {}),
+        **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
     )
 
     t = time.perf_counter()
@@ -257,6 +262,15 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     # Read after close(): GPU time runs until device memory is released.
     extra = engine.stats()
     del image
+    if faces is not None and report is not None:
+        # After the upscaler has freed its memory: GFPGAN is loaded only for a photo with a face.
+        try:
+            faces.restore(result.bgr, found, out_scale, report)
+        finally:
+            if release:
+                faces.close()
+        timer.seconds.update(report.seconds)
+        t = time.perf_counter()
 
     images.encode(result, job.output, quality=settings.output_quality)
     timer.stage("encode", t)
@@ -275,6 +289,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         denoise=settings.denoise.value,
         seconds=timer.seconds,
         peak_rss_mb=_peak_rss_mb(),
+        **({"faces": report.to_json()} if report is not None else {}),
         **extra,
     )
 
@@ -296,9 +311,20 @@ def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
     timer, process_started = startup_timer(start)
     _check_output_file(options.output, options.format)
     spec = resolve_model(options)
+    faces = _face_stage(options.settings)
     job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
-    run_photo(job, LoadedModel(spec, options), options.settings, events, timer, release=True, since=process_started)
+    run_photo(job, LoadedModel(spec, options), options.settings, events, timer, release=True, since=process_started,
+              faces=faces)
     return EXIT_OK
+
+
+def _face_stage(settings: Settings) -> FaceStage | None:
+    """The run's face stage, its files checked (exit 5 before any photo is read), or None when faces are off."""
+    if not settings.faces.enabled:
+        return None
+    stage = FaceStage(settings.faces)
+    stage.check()
+    return stage
 
 
 def run_folder(options: RunOptions, events: EventSink) -> int:
@@ -307,16 +333,19 @@ def run_folder(options: RunOptions, events: EventSink) -> int:
     spec = resolve_model(options)
     out_dir = Path(options.output)
     jobs = batch.plan(photos, out_dir, options.settings.scale_for(spec), options.format)
+    faces = _face_stage(options.settings)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(spec, options)
 
     def one(job: batch.PhotoJob) -> None:
-        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time())
+        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces)
 
     try:
         result = batch.run_batch(jobs, one, events, out_dir=out_dir, overwrite=options.overwrite)
     finally:
         model.close()
+        if faces is not None:
+            faces.close()
     return result.exit_code
 
 

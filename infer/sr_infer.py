@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from infer.faces.stage import FaceSettings
     from infer.pipeline import RunOptions, Settings
 
 # The `imports` stage of the done event runs from here to main()'s start: the worker's own modules and the
@@ -37,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from infer.contract import DEFAULT_MAX_PIXELS, DENOISE_LEVELS, OUTPUT_FORMATS, Denoise, Failure
     from infer.engines import DEVICES, ENGINE_CHOICES
+    from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, FaceMode
     from infer.families import FAMILIES
     from infer.precision import PRECISIONS
 
@@ -67,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the model removes, by blending the two models' weights; replaces --denoise for it")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
+    p.add_argument("--faces", default=FaceMode.OFF.value, choices=FACE_MODES,
+                   help=f"restore faces with GFPGAN after upscaling (default off; needs {GFPGAN_FILE} in the models folder)")
+    p.add_argument("--face-fidelity", default=str(DEFAULT_FIDELITY), metavar="0..1",
+                   help=f"how far a restored face replaces the plain upscale: 0 not at all, 1 entirely (default {DEFAULT_FIDELITY})")
+    p.add_argument("--face-model", metavar="PATH", help=f"the GFPGAN file (default: {GFPGAN_FILE} in the models folder)")
     p.add_argument("--format", choices=[f.name for f in OUTPUT_FORMATS], help="output format in folder mode (default: the input's; PNG for BMP, TIFF, GIF)")
     p.add_argument("--overwrite", action="store_true", help="folder mode: redo photos whose result is already there")
     p.add_argument("--json", action="store_true", help="JSON events on stdout even on a terminal")
@@ -130,7 +137,25 @@ def _settings(args: argparse.Namespace) -> "Settings":
             raise UsageError("--denoise-strength must be between 0 and 1")
         if parse_level(args.denoise) is not Denoise.OFF:
             raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
-    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength)
+    return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength,
+                    _face_settings(args))
+
+
+def _face_settings(args: argparse.Namespace) -> "FaceSettings":
+    from infer.errors import UsageError
+    from infer.faces.options import GFPGAN_FILE, FaceMode, parse_fidelity
+    from infer.faces.stage import FaceSettings
+    from infer.models import models_dir
+
+    try:
+        fidelity = parse_fidelity(args.face_fidelity)
+    except ValueError as err:
+        raise UsageError(f"--face-fidelity: {err}") from None
+    if args.faces != FaceMode.ON.value:
+        return FaceSettings(fidelity=fidelity)
+    model = Path(args.face_model) if args.face_model else models_dir() / GFPGAN_FILE
+    # YuNet is looked for beside the GFPGAN file.
+    return FaceSettings(enabled=True, fidelity=fidelity, model=model, models_folder=model.parent, device=args.device)
 
 
 def _options(args: argparse.Namespace) -> "RunOptions":

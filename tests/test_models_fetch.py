@@ -311,3 +311,35 @@ def test_real_esrgan_entries_are_checked_by_sha256(mirror, tmp_path: Path) -> No
     result = _run("--dir", str(fresh), "fetch", "realesr-general-x4v3.pth", "--base-url", base_url)
     assert result.returncode != 0 and "SHA-256" in result.stderr
     assert [n for n in _leftovers(fresh) if not n.startswith(".")] == []
+
+
+def test_the_face_files_are_in_the_catalog_and_fetched_only_when_asked(tmp_path: Path) -> None:
+    entries = {e.name: e for e in load_manifest()}
+    gfpgan, yunet = entries["GFPGANv1.4"], entries["yunet"]
+    assert (gfpgan.file, gfpgan.bytes, gfpgan.purpose) == ("GFPGANv1.4.pth", 348_632_874, "faces")
+    assert gfpgan.sha256 == "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"
+    assert gfpgan.url == "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"
+    assert (yunet.file, yunet.bytes, yunet.licence) == ("face_detection_yunet_2023mar.onnx", 232_589, "MIT")
+    assert yunet.sha256 == "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+    # `make run` fetches its MODELS only: never the 349 MB face restorer.
+    make_models = next(line for line in (REPO_ROOT / "Makefile").read_text().splitlines() if line.startswith("MODELS ?="))
+    assert "GFPGAN" not in make_models and "yunet" not in make_models
+
+    listed = _run("--dir", str(tmp_path), "list")
+    assert listed.returncode == 0, listed.stderr
+    line = listed.stdout.splitlines()
+    at = next(i for i, text in enumerate(line) if "GFPGANv1.4" in text)
+    assert "(faces)" in line[at] and "not installed" in line[at]
+    assert "Apache-2.0" in line[at + 1] and "non-commercial" in line[at + 1] and "StyleGAN2" in line[at + 1]
+    rows = {r["name"]: r for r in json.loads(_run("--dir", str(tmp_path), "list", "--json").stdout)["models"]}
+    assert rows["GFPGANv1.4"]["purpose"] == "faces" and "non-commercial" in rows["GFPGANv1.4"]["licence"]
+
+
+def test_a_face_file_is_checked_by_its_sha256(mirror, tmp_path: Path) -> None:
+    """The face files are release assets with no git blob id: their SHA-256 alone must refuse a wrong copy."""
+    base_url, served, _ = mirror
+    (served / "face_detection_yunet_2023mar.onnx").write_bytes(b"\0" * 232_589)
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", "yunet", "--base-url", base_url)
+    assert result.returncode == EXIT_MODEL and "SHA-256" in result.stderr, result.stderr
+    assert _leftovers(dest) == []

@@ -21,7 +21,9 @@ from web.hangup import close_unread
 from web.intake import OutOfSpace, QueueShareFull, Unavailable, Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import UNAVAILABLE_TEXT, BadChoice, availability, default_model, offered_models, options_json, parse_choice
+from web.options import (
+    UNAVAILABLE_TEXT, BadChoice, availability, default_model, faces_offered, offered_models, options_json, parse_choice,
+)
 from web.runner import QueueFull
 from web.services import Services, services
 from web.shares import Refusal
@@ -91,6 +93,7 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
         "scale": job.scale,
         "model": job.model_id,
         "denoise": job.denoise or "off",
+        "faces": {"mode": job.faces or "off", "fidelity": job.face_fidelity, "restored": job.faces_restored},
         "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
         "engine": job.engine,
@@ -140,7 +143,7 @@ def _accept_upload(s: Services) -> Job:
     if not models:
         raise Unavailable("no model is offered")
     try:
-        choice = parse_choice(request.form, models, default_model(s.config, local_file=local))
+        choice = parse_choice(request.form, models, default_model(s.config, local_file=local), faces_offered(s.config))
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")

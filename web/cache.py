@@ -60,13 +60,17 @@ class ResultCache:
     def enabled(self) -> bool:
         return self.config.result_cache != "off"
 
-    def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str) -> str | None:
+    def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str,
+            faces: tuple[str, float] | None = None) -> str | None:
         """None when the cache is off. The model counts by its checksum; where the model lives only on the
-        worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there."""
+        worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there. `faces` (mode and
+        fidelity) counts only when faces are restored, so that keys made before the face stage still match."""
         if not self.enabled:
             return None
         model = self.digests.of(model_path) or f"name:{model_id}"
         parts = [photo_sha256, model, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
+        if faces is not None and faces[0] != "off":
+            parts.append(["faces", faces[0], round(float(faces[1]), 3)])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _same_scope(self, job: Job, other: Job) -> bool:
@@ -119,7 +123,7 @@ class ResultCache:
             output_width=source.output_width, output_height=source.output_height,
             output_bytes=dst.stat().st_size, engine=source.engine, device=source.device,
             precision=source.precision, timings={}, exit_code=0, worker_pid=None,
-            cached_from=source.id, cache_saved_s=saved,
+            cached_from=source.id, cache_saved_s=saved, faces_restored=source.faces_restored,
         )
         if not recorded:  # deleted meanwhile
             dst.unlink(missing_ok=True)

@@ -116,6 +116,7 @@ class Finisher:
             precision=str(precision) if precision else None,
             timings=done.get("seconds") or {},
             peak_rss_mb=done.get("peak_rss_mb"),
+            faces_restored=_faces_restored(done),
             exit_code=0,
             worker_pid=None,
         )
@@ -164,3 +165,9 @@ class Finisher:
                 out.write(f"[service] {message}\n")
         except OSError:
             log.exception("job %s: could not write to its log", files.job_id)
+
+
+def _faces_restored(done: dict) -> int | None:
+    """How many faces the worker restored, from its done event; None when it ran without the face stage."""
+    faces = done.get("faces")
+    return int(faces.get("restored") or 0) if isinstance(faces, dict) else None

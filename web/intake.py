@@ -101,9 +101,11 @@ class Intake:
             owner=upload.owner,
             model=choice.model.path.name,
             denoise=choice.denoise,
+            faces=choice.faces,
+            face_fidelity=choice.face_fidelity,
             estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(self.store, choice.model),
             cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale,
-                                     choice.denoise, out_format),
+                                     choice.denoise, out_format, (choice.faces, choice.face_fidelity)),
         )
         source = self.cache.find_done(job)
         try:

@@ -67,6 +67,9 @@ _ADDED_COLUMNS = (
     ("cache_key", "TEXT"),
     ("cached_from", "TEXT"),
     ("cache_saved_s", "REAL"),
+    ("faces", "TEXT"),
+    ("face_fidelity", "REAL"),
+    ("faces_restored", "INTEGER"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -116,6 +119,9 @@ class Job:
     cache_key: str | None = None
     cached_from: str | None = None  # the job whose result this one reuses; None when a worker made it
     cache_saved_s: float | None = None  # worker seconds the reuse saved
+    faces: str | None = None  # "on" or "off" (None: made before faces could be restored)
+    face_fidelity: float | None = None
+    faces_restored: int | None = None  # from the worker's done event; None until done, or when faces are off
 
     @property
     def model_id(self) -> str | None:

@@ -14,6 +14,7 @@ from infer import contract
 from infer.checkpoints import is_checkpoint
 from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
+from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
 from infer.modelspec import spec_from_path
 from infer.scans import SCAN_COMMAND, unscanned
 from web.config import Config
@@ -73,14 +74,43 @@ def model_path_for(config: Config, model_file: str | None) -> Path:
     return config.models_dir / Path(model_file).name
 
 
+def faces_offered(config: Config) -> bool:
+    """Face restoration is offered when the GFPGAN file is in the models folder (only its presence is checked:
+    the worker checks the rest, and the front end never imports the libraries that read it)."""
+    path = config.models_dir / GFPGAN_FILE
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class Choice:
     model: InstalledModel
     denoise: str
+    faces: str = FaceMode.OFF.value
+    face_fidelity: float = DEFAULT_FIDELITY
 
 
-def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default: InstalledModel | None) -> Choice:
-    """The model and denoise level a form asks for (`model`, or `scale` and `quality`; `denoise`)."""
+def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
+    faces = (form.get("faces") or FaceMode.OFF.value).strip().lower()
+    if faces not in FACE_MODES:
+        raise BadChoice("bad_faces", f"unknown faces setting {form.get('faces')!r}; use one of: {', '.join(FACE_MODES)}")
+    if faces == FaceMode.ON.value and not offered:
+        raise BadChoice("faces_unavailable", "face restoration is not installed on this service; send the photo without faces=on")
+    raw = (form.get("face_fidelity") or "").strip()
+    try:
+        fidelity = parse_fidelity(raw) if raw else DEFAULT_FIDELITY
+    except ValueError as err:
+        raise BadChoice("bad_face_fidelity", str(err)) from None
+    return faces, fidelity
+
+
+def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default: InstalledModel | None,
+                 faces_offered: bool = False) -> Choice:
+    """The model, denoise level and face settings a form asks for (`model`, or `scale` and `quality`; `denoise`;
+    `faces` and `face_fidelity`)."""
+    faces, fidelity = _face_choice(form, faces_offered)
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
         raise BadChoice("bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
@@ -101,7 +131,7 @@ def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default:
     except UsageError as err:
         code = "bad_model" if model_id else "bad_scale"
         raise BadChoice(code, str(err)) from None
-    return Choice(model, denoise)
+    return Choice(model, denoise, faces, fidelity)
 
 
 @dataclass(frozen=True)
@@ -198,6 +228,12 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
             "scale": default.scale if default else None,
             "quality": quality_of(default, models) if default else None,
             "denoise": DEFAULT_DENOISE,
+        },
+        "faces": {
+            "available": faces_offered(config),
+            "default": FaceMode.OFF.value,
+            "default_fidelity": DEFAULT_FIDELITY,
+            "licence": GFPGAN_LICENCE,
         },
         "available": state.ok,
         "message": None if state.ok else UNAVAILABLE_TEXT,

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from infer.faces.options import GFPGAN_FILE
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
 from web.config import Config
@@ -196,6 +197,9 @@ class Runner:
             log_path=files.log,
             model_path=model_path,
             denoise=job.denoise or "off",
+            faces=job.faces or "off",
+            face_fidelity=job.face_fidelity,
+            face_model=self.config.models_dir / GFPGAN_FILE if job.faces == "on" else None,
             is_default_model=model_path == self.config.model_path,
         )
         recorder = EventRecorder(self.store, job.id)

@@ -434,3 +434,35 @@ def test_no_model_says_so_and_disables_upload(browser, start_server: StartServer
     assert line.startswith("Sie betreiben diesen Server?") and "sr-models fetch EDSR_x3" in line, line
     assert errors == []
     context.close()
+
+
+def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_restored(
+    browser, start_server: StartServer, shared_photos: Path, fsrcnn_model: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(fsrcnn_model, folder)
+    without = start_server(model_path=folder / fsrcnn_model.name, models_dir=folder)
+    context, page, errors = open_page(browser, without.url)
+    assert page.locator("#faces-field").is_hidden()
+    context.close()
+
+    # The page only asks whether the file is there; a photo without a face never has it read.
+    (folder / "GFPGANv1.4.pth").write_bytes(b"weights")
+    server = start_server(model_path=folder / fsrcnn_model.name, models_dir=folder)
+    context, page, errors = open_page(browser, server.url)
+    assert page.locator("#faces-field").is_visible()
+    assert "non-commercial" in page.locator("#faces-licence").inner_text()
+    assert page.locator("#face-fidelity").is_disabled() and page.locator("#face-fidelity-value").inner_text() == "0.5"
+    page.check("#faces")
+    page.locator("#face-fidelity").fill("0.7")
+    photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))
+    page.set_input_files("#picker", str(photo))
+    card = card_named(page, "cup.png")
+    wait_done(card)
+    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    assert job["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, job
+    assert "faces restored: 0" in card.locator(".detail").inner_text()
+    screenshot(page, "faces-option")
+    assert errors == []
+    context.close()

@@ -45,11 +45,15 @@ class JobSpec:
     model_path: Path  # the chosen model; a remote backend passes only its file name to the node
     denoise: str = "off"
     is_default_model: bool = True  # SR_MODEL_PATH's model (a node may have its own SR_MODEL_PATH for it)
+    faces: str = "off"
+    face_fidelity: float | None = None
+    face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder
 
     def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
         """The worker's command for this job on this machine."""
         return WorkerCommand(self.input_path, self.output_path, self.model_path, max_pixels,
-                             Denoise(self.denoise), script)
+                             Denoise(self.denoise), script, faces=self.faces, face_fidelity=self.face_fidelity,
+                             face_model=self.face_model)
 
 
 @dataclass(frozen=True)

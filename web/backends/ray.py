@@ -443,6 +443,8 @@ class RayBackend:
             output_suffix=spec.output_path.suffix,
             model_name=spec.model_path.name,
             denoise=spec.denoise,
+            faces=spec.faces,
+            face_fidelity=spec.face_fidelity,
             default_model=spec.is_default_model,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,

@@ -39,6 +39,8 @@ class TaskRequest:
     output_label: str = "the result"
     model_label: str = "the model"
     denoise: str = "off"
+    faces: str = "off"
+    face_fidelity: float | None = None
     # The front end's default model: a node's own SR_MODEL_PATH stands for it.
     default_model: bool = True
 
@@ -151,7 +153,8 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         # The pixel limit travels in the command line only (see WorkerCommand).
         env = {k: v for k, v in os.environ.items() if k not in ("SR_AUTH_TOKEN", "SR_MAX_PIXELS")}
         env["PYTHONUNBUFFERED"] = "1"
-        command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise))
+        command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
+                                faces=request.faces, face_fidelity=request.face_fidelity)
         proc = subprocess.Popen(
             command.argv(),
             stdin=subprocess.DEVNULL,

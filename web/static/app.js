@@ -17,6 +17,8 @@
     scale: document.getElementById("scale"),
     quality: document.getElementById("quality"),
     denoise: document.getElementById("denoise"),
+    faces: document.getElementById("faces"),
+    fidelity: document.getElementById("face-fidelity"),
     format: document.getElementById("format"),
   };
   const estimate = document.getElementById("estimate");
@@ -94,6 +96,13 @@
       if (defaults.denoise) selects.denoise.value = defaults.denoise;
       document.getElementById("denoise-field").hidden = false;
     }
+    // Offered only where the service has the GFPGAN file; its licence note goes beside the option.
+    if (options.faces && options.faces.available) {
+      selects.fidelity.value = String(options.faces.default_fidelity);
+      showFidelity();
+      document.getElementById("faces-licence").textContent = options.faces.licence || "";
+      document.getElementById("faces-field").hidden = false;
+    }
     if (options.available === false) setUnavailable(options.message);
   }
 
@@ -123,6 +132,10 @@
     } catch (err) { /* an older service without choices: upload with its defaults */ }
   }
 
+  selects.faces.addEventListener("change", () => { selects.fidelity.disabled = !selects.faces.checked; });
+  const fidelityValue = document.getElementById("face-fidelity-value");
+  const showFidelity = () => { fidelityValue.textContent = I18n.number(1).format(Number(selects.fidelity.value)); };
+  selects.fidelity.addEventListener("input", showFidelity);
   selects.scale.addEventListener("change", fillQualities);
   selects.quality.addEventListener("change", updateEstimate);
 
@@ -133,6 +146,10 @@
       choices.quality = selects.quality.value;
     }
     if (!document.getElementById("denoise-field").hidden) choices.denoise = selects.denoise.value;
+    if (!document.getElementById("faces-field").hidden && selects.faces.checked) {
+      choices.faces = "on";
+      choices.face_fidelity = selects.fidelity.value;
+    }
     return choices;
   }
 
@@ -398,6 +415,7 @@
         denoise: t(`denoise_${job.denoise || "off"}`),
       }).replace(" ·  ·", " ·"));
     }
+    if (job.faces && job.faces.mode === "on") parts.push(` · ${t("faces_restored", { n: job.faces.restored || 0 })}`);
     card.setDetail(parts.join(""));
     card.bar.value = 1;
     if (!card.localUrl) card.thumb.src = job.links.result;

@@ -1,0 +1,87 @@
+"""The face option on the API: offered only when the GFPGAN file is installed, its licence said, its settings
+checked, passed to the worker, counted in the cache key, and the faces restored in the job's JSON."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from flask import Flask
+
+from infer.faces.options import GFPGAN_FILE
+from tests.web.conftest import Photos, StartServer
+from web import create_app, shutdown
+
+
+@pytest.fixture
+def folder(shared_models: Path, tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(shared_models / "FSRCNN_x3.pb", models)
+    return models
+
+
+def _install_gfpgan(folder: Path) -> None:
+    # The front end only looks for the file; the worker reads it, and only for a photo with a face.
+    (folder / GFPGAN_FILE).write_bytes(b"weights")
+
+
+@pytest.fixture
+def app(tmp_path: Path, folder: Path) -> Iterator[Flask]:
+    app = create_app({"data_dir": tmp_path / "data", "auth_token": None, "model_path": folder / "FSRCNN_x3.pb",
+                      "models_dir": folder})
+    yield app
+    shutdown(app)
+
+
+def _upload(app: Flask, data: bytes, **fields: str):
+    return app.test_client().post("/api/jobs", data={"image": (io.BytesIO(data), "photo.jpg"), **fields},
+                                  content_type="multipart/form-data")
+
+
+def test_faces_are_offered_only_when_the_gfpgan_file_is_installed(app: Flask, folder: Path, photos: Photos) -> None:
+    faces = app.test_client().get("/api/options").get_json()["faces"]
+    assert faces["available"] is False and faces["default"] == "off" and faces["default_fidelity"] == 0.5
+    assert "non-commercial" in faces["licence"] and "StyleGAN2" in faces["licence"]
+    refused = _upload(app, photos.small_jpg, faces="on")
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "faces_unavailable"
+
+    _install_gfpgan(folder)
+    assert app.test_client().get("/api/options").get_json()["faces"]["available"] is True
+
+
+@pytest.mark.parametrize("fields, code", [({"faces": "maybe"}, "bad_faces"), ({"faces": "on", "face_fidelity": "2"}, "bad_face_fidelity"),
+                                          ({"faces": "on", "face_fidelity": "nan"}, "bad_face_fidelity")])
+def test_bad_face_settings_are_400(app: Flask, folder: Path, photos: Photos, fields: dict, code: str) -> None:
+    _install_gfpgan(folder)
+    response = _upload(app, photos.small_jpg, **fields)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == code
+
+
+def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartServer, folder: Path, photos: Photos) -> None:
+    _install_gfpgan(folder)
+    server = start_server(model_path=folder / "FSRCNN_x3.pb", models_dir=folder, result_cache="shared")
+    client = server.client()
+    # A crop of the coffee cup: no face, so the worker runs the detector and never reads the GFPGAN file.
+    faced = client.wait(client.upload(photos.small_jpg, fields={"faces": "on", "face_fidelity": "0.7"}).json()["id"])
+    assert faced["status"] == "done", faced
+    assert faced["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0} and not faced["cached"]
+    assert "face_detect" in faced["timings"]
+    plain = client.wait(client.upload(photos.small_jpg).json()["id"])
+    assert plain["status"] == "done" and not plain["cached"], plain  # other settings: another key
+    assert plain["faces"] == {"mode": "off", "fidelity": 0.5, "restored": None}
+    again = client.wait(client.upload(photos.small_jpg, fields={"faces": "on", "face_fidelity": "0.7"}).json()["id"])
+    assert again["cached"] and again["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, again
+
+
+def test_the_worker_command_carries_the_face_settings_only_when_on(tmp_path: Path) -> None:
+    from infer.contract import WorkerCommand
+
+    plain = WorkerCommand(tmp_path / "in.png", tmp_path / "out.png", tmp_path / "m.pb", 100).argv()
+    assert not any(arg.startswith("--face") for arg in plain)
+    on = WorkerCommand(tmp_path / "in.png", tmp_path / "out.png", tmp_path / "m.pb", 100, faces="on",
+                       face_fidelity=0.7, face_model=tmp_path / GFPGAN_FILE).argv()
+    assert on[len(plain):] == ["--faces", "on", "--face-fidelity", "0.7", "--face-model", str(tmp_path / GFPGAN_FILE)]
