@@ -179,6 +179,8 @@ class WorkerCommand:
     faces: str = "off"  # infer/faces/options.py's FaceMode
     face_fidelity: float | None = None
     face_model: Path | None = None  # the GFPGAN file; None: the worker's models folder
+    outscale: int | None = None  # below the model's scale: its output is reduced to this factor
+    denoise_strength: float | None = None  # 0..1, for a checkpoint with a denoise twin (replaces `denoise`)
 
     def argv(self) -> list[str]:
         denoise = Denoise(self.denoise)
@@ -191,6 +193,8 @@ class WorkerCommand:
             "--max-pixels", str(int(self.max_pixels)),
             # Only when asked, so that older workers keep working.
             *([] if denoise is Denoise.OFF else ["--denoise", denoise.value]),
+            *([] if self.outscale is None else ["--outscale", str(int(self.outscale))]),
+            *([] if self.denoise_strength is None else ["--denoise-strength", f"{float(self.denoise_strength):g}"]),
             *face_flags(self.faces, self.face_fidelity, None if self.face_model is None else str(self.face_model)),
         ]
 

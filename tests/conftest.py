@@ -112,3 +112,21 @@ def realesrgan(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "x4plus": write_checkpoint(X4PLUS, folder / "RealESRGAN_x4plus.safetensors"),
         "compact": write_checkpoint(ANIMEVIDEOV3, folder / "realesr-animevideov3.pth"),
     }
+
+
+@pytest.fixture
+def general_pair(tmp_path: Path) -> Path:
+    """realesr-general-x4v3 and its wdn twin, stood in for by two Compact x4 checkpoints of one architecture:
+    the converted realesr-animevideov3, and the same with every weight perturbed (seeded)."""
+    import torch
+
+    from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, state_dict
+
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    weights = state_dict(ANIMEVIDEOV3)
+    torch.save({"params": weights}, folder / "realesr-general-x4v3.pth")
+    g = torch.Generator().manual_seed(0)
+    twin = {k: v * (1 + 0.3 * torch.randn(v.shape, generator=g)) for k, v in weights.items()}
+    torch.save({"params": twin}, folder / "realesr-general-wdn-x4v3.pth")
+    return folder

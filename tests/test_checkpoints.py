@@ -223,24 +223,6 @@ def test_a_x4_model_serves_3x_by_reducing_its_output_and_says_so(realesrgan: dic
     assert Image.open(tmp_path / "folder" / "compact_x2.png").size == (192, 160)
 
 
-@pytest.fixture
-def general_pair(tmp_path: Path) -> Path:
-    """realesr-general-x4v3 and its wdn twin, stood in for by two Compact x4 checkpoints of one architecture:
-    the converted realesr-animevideov3, and the same with every weight perturbed (seeded)."""
-    import torch
-
-    from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, state_dict
-
-    folder = tmp_path / "pair"
-    folder.mkdir()
-    weights = state_dict(ANIMEVIDEOV3)
-    torch.save({"params": weights}, folder / "realesr-general-x4v3.pth")
-    g = torch.Generator().manual_seed(0)
-    twin = {k: v * (1 + 0.3 * torch.randn(v.shape, generator=g)) for k, v in weights.items()}
-    torch.save({"params": twin}, folder / "realesr-general-wdn-x4v3.pth")
-    return folder
-
-
 @pytest.mark.slow
 def test_denoise_strength_blends_the_twins_weights(general_pair: Path, photo: Path, tmp_path: Path):
     model, twin = general_pair / "realesr-general-x4v3.pth", general_pair / "realesr-general-wdn-x4v3.pth"

@@ -23,6 +23,7 @@ from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
 from web.options import (
     UNAVAILABLE_TEXT, BadChoice, availability, default_model, faces_offered, offered_models, options_json, parse_choice,
+    served_scales,
 )
 from web.runner import QueueFull
 from web.services import Services, services
@@ -93,6 +94,8 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
         "scale": job.scale,
         "model": job.model_id,
         "denoise": job.denoise or "off",
+        "denoise_strength": job.denoise_strength,
+        "ran": job.ran,
         "faces": {"mode": job.faces or "off", "fidelity": job.face_fidelity, "restored": job.faces_restored},
         "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.state in (QUEUED, RUNNING) else None,
@@ -143,7 +146,8 @@ def _accept_upload(s: Services) -> Job:
     if not models:
         raise Unavailable("no model is offered")
     try:
-        choice = parse_choice(request.form, models, default_model(s.config, local_file=local), faces_offered(s.config))
+        choice = parse_choice(request.form, models, default_model(s.config, local_file=local), faces_offered(s.config),
+                              s.config)
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
@@ -163,7 +167,7 @@ def _accept_upload(s: Services) -> Job:
     upload = uploads[0]
     return s.intake.accept(
         Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
-               offered_scales=frozenset(m.scale for m in models))
+               offered_scales=frozenset(n for m in models for n in served_scales(m)))
     )
 
 

@@ -61,16 +61,19 @@ class ResultCache:
         return self.config.result_cache != "off"
 
     def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str,
-            faces: tuple[str, float] | None = None) -> str | None:
+            faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
         """None when the cache is off. The model counts by its checksum; where the model lives only on the
         worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there. `faces` (mode and
-        fidelity) counts only when faces are restored, so that keys made before the face stage still match."""
+        fidelity) counts only when faces are restored, so that keys made before the face stage still match; `scale`
+        is the written one (a x4 model's output reduced to 3x is another result); `denoise_strength` counts when given."""
         if not self.enabled:
             return None
         model = self.digests.of(model_path) or f"name:{model_id}"
         parts = [photo_sha256, model, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
         if faces is not None and faces[0] != "off":
             parts.append(["faces", faces[0], round(float(faces[1]), 3)])
+        if denoise_strength is not None:
+            parts.append(["denoise_strength", round(float(denoise_strength), 3)])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _same_scope(self, job: Job, other: Job) -> bool:
@@ -124,6 +127,7 @@ class ResultCache:
             output_bytes=dst.stat().st_size, engine=source.engine, device=source.device,
             precision=source.precision, timings={}, exit_code=0, worker_pid=None,
             cached_from=source.id, cache_saved_s=saved, faces_restored=source.faces_restored,
+            ran=source.ran,
         )
         if not recorded:  # deleted meanwhile
             dst.unlink(missing_ok=True)

@@ -38,7 +38,9 @@ class EventRecorder:
         elif isinstance(event, Start):
             report.start = dict(event.record)
             report.progress_total = event.tiles
-            self._write(progress_total=report.progress_total, engine=event.engine, device=event.device)
+            ran = event.record.get("ran")
+            self._write(progress_total=report.progress_total, engine=event.engine, device=event.device,
+                        **({"ran": ran} if isinstance(ran, str) else {}))
         elif isinstance(event, Progress):
             report.progress_done = event.done
             report.progress_total = event.total or report.progress_total

@@ -78,8 +78,8 @@ class Intake:
         config, choice = self.config, upload.choice
         saved = save_upload(upload.stream, config.uploads_dir, config.max_upload_bytes, config.max_pixels)
         try:
-            check_output_pixels(saved.width, saved.height, choice.model.scale, config.max_output_pixels,
-                                upload.offered_scales or {choice.model.scale})
+            check_output_pixels(saved.width, saved.height, choice.scale, config.max_output_pixels,
+                                upload.offered_scales or {choice.scale})
         except BaseException:
             saved.path.unlink(missing_ok=True)
             raise
@@ -95,7 +95,9 @@ class Intake:
             input_bytes=saved.size_bytes,
             output_file=result_name(saved.job_id, out_format),
             output_format=out_format,
-            scale=choice.model.scale,
+            scale=choice.scale,
+            outscale=choice.outscale,
+            denoise_strength=choice.denoise_strength,
             keep_upload=config.keep_uploads,
             created_at=time.time(),
             owner=upload.owner,
@@ -104,8 +106,9 @@ class Intake:
             faces=choice.faces,
             face_fidelity=choice.face_fidelity,
             estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(self.store, choice.model),
-            cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.model.scale,
-                                     choice.denoise, out_format, (choice.faces, choice.face_fidelity)),
+            cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.scale,
+                                     choice.denoise, out_format, (choice.faces, choice.face_fidelity),
+                                     choice.denoise_strength),
         )
         source = self.cache.find_done(job)
         try:

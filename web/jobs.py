@@ -70,6 +70,9 @@ _ADDED_COLUMNS = (
     ("faces", "TEXT"),
     ("face_fidelity", "REAL"),
     ("faces_restored", "INTEGER"),
+    ("outscale", "INTEGER"),
+    ("denoise_strength", "REAL"),
+    ("ran", "TEXT"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -122,6 +125,10 @@ class Job:
     faces: str | None = None  # "on" or "off" (None: made before faces could be restored)
     face_fidelity: float | None = None
     faces_restored: int | None = None  # from the worker's done event; None until done, or when faces are off
+    # The written scale where it is below the model's (a x4 model's output reduced to 3x); None otherwise.
+    outscale: int | None = None
+    denoise_strength: float | None = None  # a blend with the model's denoise twin (0..1); None: not asked
+    ran: str | None = None  # what ran, from the worker's start event: "RealESRGAN Compact x4, reduced to 3x"
 
     @property
     def model_id(self) -> str | None:

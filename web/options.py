@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from infer.catalog import QUALITIES, InstalledModel, checkpoint_model, choose, installed_models, quality_of, scales
 from infer import contract
-from infer.checkpoints import is_checkpoint
+from infer.checkpoints import denoise_twin, is_checkpoint
 from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
@@ -24,6 +24,8 @@ from web.jobs import JobStore
 log = logging.getLogger(__name__)
 
 DEFAULT_DENOISE = contract.Denoise.OFF.value
+# The kinds of result a person chooses between (a family's `kind`), in the page's order.
+KINDS = ("restore", "faithful", "fast")
 # What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
 UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
 
@@ -84,12 +86,76 @@ def faces_offered(config: Config) -> bool:
         return False
 
 
+def strength_offered(config: Config, model: InstalledModel) -> bool:
+    """A denoise strength applies to a checkpoint whose denoise twin (realesr-general-wdn-x4v3) lies beside it."""
+    twin = denoise_twin(model.path) if model.spec.checkpoint is not None else None
+    try:
+        return twin is not None and (config.models_dir / twin.name).is_file()
+    except OSError:
+        return False
+
+
+def served_scales(model: InstalledModel) -> list[int]:
+    """The written scales a model gives: a checkpoint's output may be reduced (from 2x up); a .pb gives its own."""
+    if model.spec.checkpoint is None:
+        return [model.scale]
+    return list(range(min(2, model.scale), model.scale + 1))
+
+
 @dataclass(frozen=True)
 class Choice:
     model: InstalledModel
     denoise: str
     faces: str = FaceMode.OFF.value
     face_fidelity: float = DEFAULT_FIDELITY
+    outscale: int | None = None  # the written scale where it is below the model's
+    denoise_strength: float | None = None
+
+    @property
+    def scale(self) -> int:
+        """The scale the result is written at."""
+        return self.outscale or self.model.scale
+
+
+def _strength(form: Mapping[str, str], model: InstalledModel, denoise: str, offered: bool) -> float | None:
+    raw = (form.get("denoise_strength") or "").strip()
+    if not raw:
+        return None
+    try:
+        strength = float(raw)
+    except ValueError:
+        strength = -1.0
+    if not 0.0 <= strength <= 1.0:
+        raise BadChoice("bad_denoise_strength", f"denoise_strength must be a number from 0 to 1, not {raw!r}")
+    if not offered:
+        raise BadChoice("denoise_strength_unavailable",
+                        f"denoise_strength applies only to a model whose denoise twin is installed, not {model.id}; "
+                        "use denoise (off, light, strong) instead")
+    if denoise != DEFAULT_DENOISE:
+        raise BadChoice("bad_denoise", "denoise_strength replaces denoise for this model; send one of them")
+    return strength
+
+
+def _by_kind(kind: str, scale: int | None, models: list[InstalledModel], default: InstalledModel | None) -> tuple[InstalledModel, int | None]:
+    """The best model of a kind for a written scale: one of that scale, else the smallest larger one whose output
+    can be reduced; with its outscale (None when it writes its own scale)."""
+    of_kind = [m for m in models if m.family.kind == kind]
+    if not of_kind:
+        offered = [k for k in KINDS if any(m.family.kind == k for m in models)]
+        raise BadChoice("kind_unavailable", f"no {kind} model is installed here; use one of: {', '.join(offered)}")
+    if scale is None:
+        if default is not None and default in of_kind:
+            return default, None
+        scale = default.scale if default is not None else of_kind[0].scale
+    exact = [m for m in of_kind if m.scale == scale]
+    if exact:
+        return max(exact, key=lambda m: (m.family.quality_rank, m.id)), None
+    larger = sorted((m for m in of_kind if scale in served_scales(m)), key=lambda m: (m.scale, -m.family.quality_rank, m.id))
+    if larger:
+        return larger[0], scale
+    valid = sorted({s for m in of_kind for s in served_scales(m)})
+    raise BadChoice("bad_scale", f"no {kind} model gives x{scale} here; scales available for {kind}: "
+                    f"{', '.join(f'x{s}' for s in valid)}")
 
 
 def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
@@ -107,9 +173,9 @@ def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
 
 
 def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default: InstalledModel | None,
-                 faces_offered: bool = False) -> Choice:
-    """The model, denoise level and face settings a form asks for (`model`, or `scale` and `quality`; `denoise`;
-    `faces` and `face_fidelity`)."""
+                 faces_offered: bool = False, config: Config | None = None) -> Choice:
+    """The model, denoise and face settings a form asks for (`model`, or `kind` and `scale`, or `scale` and
+    `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`)."""
     faces, fidelity = _face_choice(form, faces_offered)
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
@@ -126,12 +192,25 @@ def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default:
             raise BadChoice("bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid_scales}") from None
     if quality is not None and quality not in QUALITIES:
         raise BadChoice("bad_quality", f"unknown quality {form.get('quality')!r}; use one of: {', '.join(QUALITIES)}")
-    try:
-        model = choose(models, model_id=model_id, scale=scale, quality=quality, default=default)
-    except UsageError as err:
-        code = "bad_model" if model_id else "bad_scale"
-        raise BadChoice(code, str(err)) from None
-    return Choice(model, denoise, faces, fidelity)
+    kind = (form.get("kind") or "").strip().lower() or None
+    if kind is not None and kind not in KINDS:
+        raise BadChoice("bad_kind", f"unknown kind {form.get('kind')!r}; use one of: {', '.join(KINDS)}")
+    outscale = None
+    if kind is not None and not model_id:
+        model, outscale = _by_kind(kind, scale, models, default)
+    else:
+        try:
+            model = choose(models, model_id=model_id, scale=scale, quality=quality, default=default)
+        except UsageError as err:
+            code = "bad_model" if model_id else "bad_scale"
+            raise BadChoice(code, str(err)) from None
+        if model_id and scale is not None and scale != model.scale:
+            if scale not in served_scales(model):
+                raise BadChoice("bad_scale", f"{model.id} gives x{model.scale} and is never enlarged further; scales "
+                                f"it gives: {', '.join(f'x{s}' for s in served_scales(model))}")
+            outscale = scale
+    offered = config is not None and strength_offered(config, model)
+    return Choice(model, denoise, faces, fidelity, outscale, _strength(form, model, denoise, offered))
 
 
 @dataclass(frozen=True)
@@ -215,8 +294,14 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
                 "scale": m.scale,
                 "quality": quality_of(m, models),
                 "seconds_per_megapixel": seconds_per_mp(store, m),
+                "scales": served_scales(m),
+                "denoise_strength": strength_offered(config, m),
             }
             for m in models
+        ],
+        "kinds": [
+            {"kind": k, "available": any(m.family.kind == k for m in models)}
+            for k in KINDS
         ],
         "scales": scales(models),
         "qualities": list(QUALITIES),
@@ -228,6 +313,7 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
             "scale": default.scale if default else None,
             "quality": quality_of(default, models) if default else None,
             "denoise": DEFAULT_DENOISE,
+            "kind": default.family.kind if default else None,
         },
         "faces": {
             "available": faces_offered(config),

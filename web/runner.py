@@ -199,6 +199,8 @@ class Runner:
             denoise=job.denoise or "off",
             faces=job.faces or "off",
             face_fidelity=job.face_fidelity,
+            outscale=job.outscale,
+            denoise_strength=job.denoise_strength,
             face_model=self.config.models_dir / GFPGAN_FILE if job.faces == "on" else None,
             is_default_model=model_path == self.config.model_path,
         )

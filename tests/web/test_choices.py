@@ -54,7 +54,11 @@ def test_options_offer_the_installed_subset(app: Flask) -> None:
     assert body["scales"] == [2, 3, 4]
     assert body["qualities"] == ["best", "fast"] and body["denoise"] == ["off", "light", "strong"]
     assert body["formats"] == ["png", "jpg", "webp"]
-    assert body["default"] == {"model": "FSRCNN_x3", "scale": 3, "quality": "best", "denoise": "off"}
+    assert body["default"] == {"model": "FSRCNN_x3", "scale": 3, "quality": "best", "denoise": "off", "kind": "fast"}
+    # LapSRN is faithful, the others fast; no restoration model is installed here, and the page says so.
+    assert body["kinds"] == [{"kind": "restore", "available": False}, {"kind": "faithful", "available": True},
+                             {"kind": "fast", "available": True}]
+    assert all(m["scales"] == [m["scale"]] and m["denoise_strength"] is False for m in body["models"])
     assert body["available"] is True and body["message"] is None and body["fix_command"] is None
     lapsrn = next(m for m in body["models"] if m["id"] == "LapSRN_x4")
     assert lapsrn["family"] == "lapsrn" and lapsrn["label"] and lapsrn["seconds_per_megapixel"] == 60.0
@@ -73,6 +77,12 @@ def test_the_default_model_is_offered_from_outside_the_folder(tmp_path: Path, sh
     ({"scale": "big"}, "bad_scale", "2, 3, 4"),
     ({"quality": "great"}, "bad_quality", "best, fast"),
     ({"denoise": "max"}, "bad_denoise", "off, light, strong"),
+    ({"kind": "pretty"}, "bad_kind", "restore, faithful, fast"),
+    ({"kind": "restore"}, "kind_unavailable", "faithful, fast"),
+    ({"kind": "faithful", "scale": "3"}, "bad_scale", "x4"),
+    ({"model": "LapSRN_x4", "scale": "2"}, "bad_scale", "x4"),
+    ({"denoise_strength": "0.5"}, "denoise_strength_unavailable", "off, light, strong"),
+    ({"denoise_strength": "2"}, "bad_denoise_strength", "0 to 1"),
 ])
 def test_unknown_choices_are_400_listing_the_valid_ones(app: Flask, photos: Photos, fields: dict, code: str,
                                                         listed: str) -> None:
@@ -87,7 +97,7 @@ def test_jobs_run_the_chosen_model(start_server: StartServer, models_folder: Pat
     server = start_server(model_path=models_folder / "FSRCNN_x3.pb", models_dir=models_folder)
     client = server.client()
     cases = [({}, "FSRCNN_x3", 3), ({"model": "LapSRN_x4"}, "LapSRN_x4", 4), ({"scale": "2"}, "FSRCNN_x2", 2),
-             ({"scale": "3", "quality": "fast"}, "ESPCN_x3", 3)]
+             ({"scale": "3", "quality": "fast"}, "ESPCN_x3", 3), ({"kind": "faithful", "scale": "4"}, "LapSRN_x4", 4)]
     for fields, model, scale in cases:
         reply = client.upload(photos.small_png, fields=fields)
         assert reply.status == 202, reply.body

@@ -38,8 +38,10 @@ def test_an_older_database_gains_the_precision_column_and_keeps_its_jobs(tmp_pat
     store = JobStore(path)
     old = store.get(JOB_ID)
     assert old is not None and old.original_name == "old.png" and old.precision is None
-    assert store.update(JOB_ID, precision="bf16")
+    assert (old.ran, old.outscale, old.denoise_strength) == (None, None, None)
+    assert store.update(JOB_ID, precision="bf16", ran="RealESRGAN Compact x4, reduced to 3x", outscale=3)
     assert store.get(JOB_ID).precision == "bf16"
+    assert (store.get(JOB_ID).ran, store.get(JOB_ID).outscale) == ("RealESRGAN Compact x4, reduced to 3x", 3)
     store.close()
     # Opening it again finds the column there and changes nothing.
     again = JobStore(path)

@@ -48,12 +48,15 @@ class JobSpec:
     faces: str = "off"
     face_fidelity: float | None = None
     face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder
+    outscale: int | None = None  # the written scale, where it is below the model's
+    denoise_strength: float | None = None
 
     def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
         """The worker's command for this job on this machine."""
         return WorkerCommand(self.input_path, self.output_path, self.model_path, max_pixels,
                              Denoise(self.denoise), script, faces=self.faces, face_fidelity=self.face_fidelity,
-                             face_model=self.face_model)
+                             face_model=self.face_model, outscale=self.outscale,
+                             denoise_strength=self.denoise_strength)
 
 
 @dataclass(frozen=True)

@@ -445,6 +445,8 @@ class RayBackend:
             denoise=spec.denoise,
             faces=spec.faces,
             face_fidelity=spec.face_fidelity,
+            outscale=spec.outscale,
+            denoise_strength=spec.denoise_strength,
             default_model=spec.is_default_model,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,

@@ -41,6 +41,8 @@ class TaskRequest:
     denoise: str = "off"
     faces: str = "off"
     face_fidelity: float | None = None
+    outscale: int | None = None
+    denoise_strength: float | None = None
     # The front end's default model: a node's own SR_MODEL_PATH stands for it.
     default_model: bool = True
 
@@ -154,7 +156,8 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         env = {k: v for k, v in os.environ.items() if k not in ("SR_AUTH_TOKEN", "SR_MAX_PIXELS")}
         env["PYTHONUNBUFFERED"] = "1"
         command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
-                                faces=request.faces, face_fidelity=request.face_fidelity)
+                                faces=request.faces, face_fidelity=request.face_fidelity,
+                                outscale=request.outscale, denoise_strength=request.denoise_strength)
         proc = subprocess.Popen(
             command.argv(),
             stdin=subprocess.DEVNULL,

@@ -15,7 +15,6 @@
   const healthOperator = document.getElementById("health-operator");
   const selects = {
     scale: document.getElementById("scale"),
-    quality: document.getElementById("quality"),
     denoise: document.getElementById("denoise"),
     faces: document.getElementById("faces"),
     fidelity: document.getElementById("face-fidelity"),
@@ -46,19 +45,40 @@
     return el;
   }
 
-  function modelFor(scale, quality) {
-    return options.models.find((m) => String(m.scale) === String(scale) && m.quality === quality) || null;
+  const KINDS = ["restore", "faithful", "fast"];
+  const kindField = document.getElementById("kind-field");
+  const strength = document.getElementById("denoise-strength");
+  const strengthValue = document.getElementById("denoise-strength-value");
+
+  function chosenKind() {
+    const checked = kindField.querySelector("input[name=kind]:checked");
+    return checked ? checked.value : null;
   }
 
-  function fillQualities() {
-    const previous = selects.quality.value || (options.default && options.default.quality);
-    selects.quality.replaceChildren();
-    for (const quality of options.qualities || ["best", "fast"]) {
-      const model = modelFor(selects.scale.value, quality);
-      if (model) selects.quality.append(option(quality, t(`quality_${quality}`, { family: familyName(model) })));
-    }
-    if (Array.from(selects.quality.options).some((o) => o.value === previous)) selects.quality.value = previous;
-    updateEstimate();
+  // As the service chooses (web/options.py): the best model of the kind at that scale, else the smallest
+  // larger one whose output is reduced to it.
+  function modelFor(kind, scale) {
+    const ofKind = options.models.filter((m) => m.kind === kind);
+    const exact = ofKind.filter((m) => String(m.scale) === String(scale));
+    if (exact.length) return exact.find((m) => m.quality === "best") || exact[0];
+    const larger = ofKind.filter((m) => (m.scales || [m.scale]).map(String).includes(String(scale)))
+      .sort((a, b) => a.scale - b.scale);
+    return larger[0] || null;
+  }
+
+  function kindScales(kind) {
+    const scales = new Set();
+    for (const m of options.models) if (m.kind === kind) for (const s of (m.scales || [m.scale])) scales.add(Number(s));
+    return Array.from(scales).sort((a, b) => a - b);
+  }
+
+  function fillScales() {
+    const previous = selects.scale.value || String((options.default || {}).scale || "");
+    selects.scale.replaceChildren();
+    const scales = kindScales(chosenKind());
+    for (const scale of scales) selects.scale.append(option(String(scale), t("scale_option", { n: scale })));
+    if (scales.map(String).includes(previous)) selects.scale.value = previous;
+    chooseModel();
   }
 
   // "FSRCNN-small_x3" -> "FSRCNN-small": the name people find in comparisons of upscalers.
@@ -67,34 +87,56 @@
   }
 
   function selectedModel() {
-    return modelFor(selects.scale.value, selects.quality.value);
+    return modelFor(chosenKind(), selects.scale.value);
+  }
+
+  function timeFor(perMp) {
+    return lastPhoto
+      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 }).format(lastPhoto.megapixels) })
+      : t("estimate_per_mp", { time: duration(perMp) });
   }
 
   function updateEstimate() {
+    // Each kind's time at the chosen scale (or its own nearest), so that the choice is made knowing the cost.
+    for (const kind of KINDS) {
+      const el = document.getElementById(`kind-${kind}-time`);
+      const input = document.getElementById(`kind-${kind}`);
+      const scales = kindScales(kind);
+      const model = modelFor(kind, selects.scale.value) || modelFor(kind, scales[0]);
+      input.disabled = !scales.length;
+      el.textContent = !scales.length ? t("kind_not_installed")
+        : model && model.seconds_per_megapixel ? timeFor(model.seconds_per_megapixel) : "";
+    }
     const model = selectedModel();
     const perMp = model && model.seconds_per_megapixel;
-    if (!perMp) { estimate.textContent = ""; return; }
-    estimate.textContent = lastPhoto
-      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 }).format(lastPhoto.megapixels) })
-      : t("estimate_per_mp", { time: duration(perMp) });
+    estimate.textContent = perMp ? timeFor(perMp) : "";
+  }
+
+  // The slider replaces the noise levels for a model blended with its denoise twin (realesr-general-x4v3).
+  function chooseModel() {
+    const model = selectedModel();
+    const blended = Boolean(model && model.denoise_strength);
+    document.getElementById("strength-field").hidden = !blended;
+    document.getElementById("denoise-field").hidden = blended || !(options.denoise || []).length;
+    updateEstimate();
   }
 
   function applyOptions(loaded) {
     options = { ...options, ...loaded };
     const models = options.models || [];
     const defaults = options.default || {};
-    if (models.length) {
-      const scales = Array.from(new Set(models.map((m) => Number(m.scale)))).sort((a, b) => a - b);
-      for (const scale of scales) selects.scale.append(option(String(scale), t("scale_option", { n: scale })));
-      if (scales.includes(Number(defaults.scale))) selects.scale.value = String(defaults.scale);
-      document.getElementById("scale-field").hidden = false;
-      document.getElementById("quality-field").hidden = false;
-      fillQualities();
-    }
     if ((options.denoise || []).length) {
       for (const level of options.denoise) selects.denoise.append(option(level, t(`denoise_${level}`)));
       if (defaults.denoise) selects.denoise.value = defaults.denoise;
       document.getElementById("denoise-field").hidden = false;
+    }
+    if (models.length) {
+      const kind = defaults.kind || models[0].kind;
+      const input = document.getElementById(`kind-${kind}`);
+      if (input) input.checked = true;
+      kindField.hidden = false;
+      document.getElementById("scale-field").hidden = false;
+      fillScales();
     }
     // Offered only where the service has the GFPGAN file; its licence note goes beside the option.
     if (options.faces && options.faces.available) {
@@ -136,16 +178,20 @@
   const fidelityValue = document.getElementById("face-fidelity-value");
   const showFidelity = () => { fidelityValue.textContent = I18n.number(1).format(Number(selects.fidelity.value)); };
   selects.fidelity.addEventListener("input", showFidelity);
-  selects.scale.addEventListener("change", fillQualities);
-  selects.quality.addEventListener("change", updateEstimate);
+  selects.scale.addEventListener("change", chooseModel);
+  kindField.addEventListener("change", fillScales);
+  const showStrength = () => { strengthValue.textContent = I18n.number(1).format(Number(strength.value)); };
+  strength.addEventListener("input", showStrength);
+  showStrength();
 
   function currentChoices() {
     const choices = { format: selects.format.value };
     if (!document.getElementById("scale-field").hidden) {
+      choices.kind = chosenKind();
       choices.scale = selects.scale.value;
-      choices.quality = selects.quality.value;
     }
     if (!document.getElementById("denoise-field").hidden) choices.denoise = selects.denoise.value;
+    if (!document.getElementById("strength-field").hidden) choices.denoise_strength = strength.value;
     if (!document.getElementById("faces-field").hidden && selects.faces.checked) {
       choices.faces = "on";
       choices.face_fidelity = selects.fidelity.value;
@@ -411,8 +457,9 @@
     if (job.scale || model) {
       parts.push(t("ran_with", {
         scale: job.scale || model.scale,
-        quality: model ? t(`quality_${model.quality}`, { family: familyName(model) }) : "",
-        denoise: t(`denoise_${job.denoise || "off"}`),
+        // What ran, in the worker's words ("RealESRGAN Compact x4, reduced to 3x"), else the model's family.
+        quality: job.ran || (model ? familyName(model) : ""),
+        denoise: job.denoise_strength != null ? t("denoise_strength_value", { n: I18n.number(1).format(job.denoise_strength) }) : t(`denoise_${job.denoise || "off"}`),
       }).replace(" ·  ·", " ·"));
     }
     if (job.faces && job.faces.mode === "on") parts.push(` · ${t("faces_restored", { n: job.faces.restored || 0 })}`);
