@@ -147,12 +147,16 @@ def _by_kind(kind: str, scale: int | None, models: list[InstalledModel], default
         if default is not None and default in of_kind:
             return default, None
         scale = default.scale if default is not None else of_kind[0].scale
+    # At one scale, the highest quality rank, then the last id (as `choose` takes "best"); the page's modelFor
+    # mirrors this rule for its estimates and options.
+    rank = lambda m: (m.family.quality_rank, m.id)  # noqa: E731
     exact = [m for m in of_kind if m.scale == scale]
     if exact:
-        return max(exact, key=lambda m: (m.family.quality_rank, m.id)), None
-    larger = sorted((m for m in of_kind if scale in served_scales(m)), key=lambda m: (m.scale, -m.family.quality_rank, m.id))
+        return max(exact, key=rank), None
+    larger = [m for m in of_kind if scale in served_scales(m)]
     if larger:
-        return larger[0], scale
+        smallest = min(m.scale for m in larger)
+        return max((m for m in larger if m.scale == smallest), key=rank), scale
     valid = sorted({s for m in of_kind for s in served_scales(m)})
     raise BadChoice("bad_scale", f"no {kind} model gives x{scale} here; scales available for {kind}: "
                     f"{', '.join(f'x{s}' for s in valid)}")

@@ -204,11 +204,11 @@ def test_choices_run_and_the_comparison_zooms_and_pans_aligned(
     photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))  # 160x120
     context, page, errors = open_page(browser, server.url)
 
-    # The choices come from the installed models; pick 2x, fast, light denoise, WebP.
-    assert page.locator("#scale option").evaluate_all("os => os.map(o => o.textContent)") == ["2×", "3×", "4×", "8×"]
+    # The choices come from the installed models; pick fast, 2x, light denoise, WebP.
+    assert page.locator("#kind-restore").is_disabled() and "Not installed" in page.locator("#kind-restore-label").inner_text()
+    page.check("#kind-fast")
+    assert page.locator("#scale option").evaluate_all("os => os.map(o => o.textContent)") == ["2×", "3×", "4×"]
     page.select_option("#scale", "2")
-    assert set(page.locator("#quality option").evaluate_all("os => os.map(o => o.value)")) == {"best", "fast"}
-    page.select_option("#quality", "fast")
     page.select_option("#denoise", "light")
     page.select_option("#format", "webp")
     assert "per megapixel" in page.locator("#estimate").inner_text()
@@ -464,5 +464,66 @@ def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_resto
     assert job["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, job
     assert "faces restored: 0" in card.locator(".detail").inner_text()
     screenshot(page, "faces-option")
+    assert errors == []
+    context.close()
+
+
+def test_restore_is_chosen_on_the_page_and_a_x4_model_serves_3x(
+    browser, start_server: StartServer, shared_models: Path, edsr_model: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    """The three kinds with their times; "restore" at 3x runs the real Compact x4 checkpoint, reduced."""
+    from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, write_checkpoint
+    from tests.web.test_restore import scan
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(edsr_model, folder)  # a tiny EDSR x3 graph stands in for the 38 MB one
+    shutil.copy(shared_models / "FSRCNN_x3.pb", folder)
+    write_checkpoint(ANIMEVIDEOV3, folder / "realesr-animevideov3.pth")
+    scan(folder)
+    server = start_server(model_path=folder / "EDSR_x3.pb", models_dir=folder)
+    context, page, errors = open_page(browser, server.url)
+    # EDSR x3 stays the default; each kind says what it is for and what it costs here.
+    assert page.locator("#kind-faithful").is_checked()
+    for kind in ("restore", "faithful", "fast"):
+        assert page.locator(f"#kind-{kind}").is_enabled()
+        assert "per megapixel" in page.locator(f"#kind-{kind}-time").inner_text()
+    assert "JPEG" in page.locator("#kind-restore-label").inner_text()
+    screenshot(page, "kinds")
+    page.check("#kind-restore")
+    assert page.locator("#scale option").evaluate_all("os => os.map(o => o.value)") == ["2", "3", "4"]
+    page.select_option("#scale", "3")
+    photo = crop_photo(shared_photos, tmp_path, "speck.png", (150, 100, 198, 132))  # 48x32
+    page.set_input_files("#picker", str(photo))
+    card = card_named(page, "speck.png")
+    wait_done(card)
+    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    assert (job["model"], job["scale"], job["ran"]) == ("realesr-animevideov3", 3, "RealESRGAN Compact x4, reduced to 3x")
+    assert (job["output"]["width"], job["output"]["height"]) == (144, 96)
+    assert "reduced to 3x" in card.locator(".detail").inner_text()
+    screenshot(page, "restore-done")
+    assert errors == []
+    context.close()
+
+
+def test_denoise_strength_replaces_the_noise_levels_for_the_general_model(
+    browser, start_server: StartServer, general_pair: Path, fsrcnn_model: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    from tests.web.test_restore import scan
+
+    shutil.copy(fsrcnn_model, general_pair)
+    scan(general_pair)
+    server = start_server(model_path=general_pair / fsrcnn_model.name, models_dir=general_pair, result_cache="off")
+    context, page, errors = open_page(browser, server.url)
+    assert page.locator("#strength-field").is_hidden() and page.locator("#denoise-field").is_visible()
+    page.check("#kind-restore")
+    page.select_option("#scale", "4")
+    assert page.locator("#strength-field").is_visible() and page.locator("#denoise-field").is_hidden()
+    page.locator("#denoise-strength").fill("0.3")
+    page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "dot.png", (150, 100, 182, 124))))
+    card = card_named(page, "dot.png")
+    wait_done(card)
+    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    assert (job["model"], job["denoise_strength"], job["scale"]) == ("realesr-general-x4v3", 0.3, 4), job
     assert errors == []
     context.close()

@@ -60,10 +60,17 @@
   function modelFor(kind, scale) {
     const ofKind = options.models.filter((m) => m.kind === kind);
     const exact = ofKind.filter((m) => String(m.scale) === String(scale));
-    if (exact.length) return exact.find((m) => m.quality === "best") || exact[0];
-    const larger = ofKind.filter((m) => (m.scales || [m.scale]).map(String).includes(String(scale)))
-      .sort((a, b) => a.scale - b.scale);
-    return larger[0] || null;
+    if (exact.length) return best(exact);
+    const larger = ofKind.filter((m) => (m.scales || [m.scale]).map(String).includes(String(scale)));
+    if (!larger.length) return null;
+    const smallest = Math.min(...larger.map((m) => m.scale));
+    return best(larger.filter((m) => m.scale === smallest));
+  }
+
+  // "best" quality first, then the last id.
+  function best(models) {
+    const top = models.filter((m) => m.quality === "best");
+    return (top.length ? top : models).slice().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))[0];
   }
 
   function kindScales(kind) {
