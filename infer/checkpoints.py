@@ -193,9 +193,10 @@ def inspect(path: str | Path) -> CheckpointInfo:
     return load(path)[1]
 
 
-# Wall seconds per input megapixel on the CPU in fp32, a first estimate until the service has its own figures
-# (issue 17's measurements, 2 threads: RealESRGAN_x4plus 127 s, the Compact realesr-animevideov3 3.7 s).
-_CPU_SECONDS_PER_MP = {"ESRGAN": 130.0, "Compact": 4.0}
+# Seconds per input megapixel on the CPU at the default precision, a first estimate until the service has its
+# own figures: docs/benchmarks.md "PyTorch checkpoints on the CPU", measured on this project's 2-core machine
+# (RealESRGAN_x4plus 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
+_CPU_SECONDS_PER_MP = {"ESRGAN": 850.0, "Compact": 17.0}
 # Input tile and context on the CPU for architectures that tile; not yet chosen by measurement per
 # architecture (bench/ is to do that). Real-ESRGAN's own script pads tiles by 10.
 _TILE = 256

@@ -92,6 +92,13 @@ def wait_done(card) -> None:
     card.locator(".result").wait_for(state="visible", timeout=LONG)
 
 
+def finished(page, context, server_url: str, name: str):
+    """The card of the photo named `name` once done, and its job's JSON."""
+    card = card_named(page, name)
+    wait_done(card)
+    return card, job_json(context, server_url, card.get_attribute("data-job-id"))
+
+
 def open_viewer(card) -> None:
     toggle = card.locator(".toggle")
     if toggle.get_attribute("aria-expanded") != "true":
@@ -495,9 +502,7 @@ def test_restore_is_chosen_on_the_page_and_a_x4_model_serves_3x(
     page.select_option("#scale", "3")
     photo = crop_photo(shared_photos, tmp_path, "speck.png", (150, 100, 198, 132))  # 48x32
     page.set_input_files("#picker", str(photo))
-    card = card_named(page, "speck.png")
-    wait_done(card)
-    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    card, job = finished(page, context, server.url, "speck.png")
     assert (job["model"], job["scale"], job["ran"]) == ("realesr-animevideov3", 3, "RealESRGAN Compact x4, reduced to 3x")
     assert (job["output"]["width"], job["output"]["height"]) == (144, 96)
     assert "reduced to 3x" in card.locator(".detail").inner_text()
@@ -521,9 +526,7 @@ def test_denoise_strength_replaces_the_noise_levels_for_the_general_model(
     assert page.locator("#strength-field").is_visible() and page.locator("#denoise-field").is_hidden()
     page.locator("#denoise-strength").fill("0.3")
     page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "dot.png", (150, 100, 182, 124))))
-    card = card_named(page, "dot.png")
-    wait_done(card)
-    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    _, job = finished(page, context, server.url, "dot.png")
     assert (job["model"], job["denoise_strength"], job["scale"]) == ("realesr-general-x4v3", 0.3, 4), job
     assert errors == []
     context.close()
