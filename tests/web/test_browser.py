@@ -500,11 +500,11 @@ def test_restore_is_chosen_on_the_page_and_a_x4_model_serves_3x(
     page.check("#kind-restore")
     assert page.locator("#scale option").evaluate_all("os => os.map(o => o.value)") == ["2", "3", "4"]
     page.select_option("#scale", "3")
-    photo = crop_photo(shared_photos, tmp_path, "speck.png", (150, 100, 198, 132))  # 48x32
+    photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))  # 160x120: 0.02 MP
     page.set_input_files("#picker", str(photo))
-    card, job = finished(page, context, server.url, "speck.png")
+    card, job = finished(page, context, server.url, "cup.png")
     assert (job["model"], job["scale"], job["ran"]) == ("realesr-animevideov3", 3, "RealESRGAN Compact x4, reduced to 3x")
-    assert (job["output"]["width"], job["output"]["height"]) == (144, 96)
+    assert (job["output"]["width"], job["output"]["height"]) == (480, 360)
     assert "reduced to 3x" in card.locator(".detail").inner_text()
     screenshot(page, "restore-done")
     assert errors == []
