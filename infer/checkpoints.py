@@ -63,9 +63,9 @@ class CheckpointInfo:
         """The half-precision formats the architecture is safe in, as the precision policy takes them."""
         return tuple(f for f, ok in (("bf16", self.supports_bf16), ("fp16", self.supports_fp16)) if ok)
 
-    def refusal(self) -> str | None:
-        """Why the worker does not serve this checkpoint, or None when it does."""
-        if self.purpose not in SERVED_PURPOSES:
+    def refusal(self, purposes: tuple[str, ...] = SERVED_PURPOSES) -> str | None:
+        """Why the worker does not serve this checkpoint for one of `purposes`, or None when it does."""
+        if self.purpose not in purposes:
             return f"it is a {self.purpose} model ({self.architecture_name}), not single-image super-resolution or restoration"
         if self.input_channels != 3 or self.output_channels != 3:
             return f"it takes {self.input_channels} and gives {self.output_channels} channels; only 3-channel colour models are served"
@@ -154,10 +154,17 @@ def _blend(path: Path, state: Any, twin: Path, twin_state: Any, strength: float)
     return {k: state[k] * strength + twin_state[k] * (1.0 - strength) for k in state}
 
 
-def load(path: str | Path, *, served_only: bool = True, denoise_strength: float | None = None) -> tuple[Any, CheckpointInfo]:
+def load(
+    path: str | Path,
+    *,
+    served_only: bool = True,
+    purposes: tuple[str, ...] = SERVED_PURPOSES,
+    denoise_strength: float | None = None,
+) -> tuple[Any, CheckpointInfo]:
     """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
-    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
-    does not serve. `denoise_strength` blends the weights with the checkpoint's denoise twin."""
+    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that is not a
+    3-channel model of one of `purposes` (spandrel's purpose names: upscalers by default, "FaceSR" for the
+    face restorer). `denoise_strength` blends the weights with the checkpoint's denoise twin."""
     path = Path(path)
     _refuse_code(path)
     try:
@@ -181,7 +188,7 @@ def load(path: str | Path, *, served_only: bool = True, denoise_strength: float 
     except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as err:
         raise ModelError(f"{path.name} does not match its architecture ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
     info = _describe(descriptor)
-    reason = info.refusal()
+    reason = info.refusal(purposes)
     if reason is not None and served_only:
         raise ModelError(f"{path.name} is not served: {reason}")
     descriptor.model.eval()
