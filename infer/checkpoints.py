@@ -200,23 +200,32 @@ def inspect(path: str | Path) -> CheckpointInfo:
     return load(path)[1]
 
 
-# Wall seconds per input megapixel on the CPU in fp32, a first estimate until the service has its own figures
-# (issue 17's measurements, 2 threads: RealESRGAN_x4plus 127 s, the Compact realesr-animevideov3 3.7 s).
-_CPU_SECONDS_PER_MP = {"ESRGAN": 130.0, "Compact": 4.0}
-# Input tile and context on the CPU for architectures that tile; not yet chosen by measurement per
-# architecture (bench/ is to do that). Real-ESRGAN's own script pads tiles by 10.
-_TILE = 256
-_TILE_PAD = 16
+@dataclass(frozen=True)
+class CpuFacts:
+    """What the service knows of an architecture on the CPU: its fp32 time estimate and its tile."""
+
+    seconds_per_mp: float  # wall seconds per input megapixel in fp32, a first estimate until the service has its own
+    tile: int  # input tile edge
+    tile_pad: int  # context pixels around each tile
+
+
+# Tile and context measured (docs/benchmarks.md "Tile and context per architecture"): RRDBNet sees far past
+# 16 pixels (10 grey levels at a seam with 16, 1 with 32) and its fp32 window of 256 stays near 1.45 GB RSS;
+# Compact's small receptive field needs 16, and its whole 384 window ran fastest. Seconds per MP: issue 17's
+# measurements, 2 threads (RealESRGAN_x4plus 127 s, realesr-animevideov3 3.7 s).
+_CPU_FACTS = {"ESRGAN": CpuFacts(130.0, 192, 32), "Compact": CpuFacts(4.0, 384, 16)}
+_UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
 
 
 def family_of(info: CheckpointInfo) -> Family:
     """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
     whole = info.tiling is not Tiling.SUPPORTED
+    facts = _CPU_FACTS.get(info.architecture, _UNMEASURED)
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
-        tile=0 if whole else _TILE, tile_pad=0 if whole else _TILE_PAD, cpu_engines=("spandrel",),
+        tile=0 if whole else facts.tile, tile_pad=0 if whole else facts.tile_pad, cpu_engines=("spandrel",),
         auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
-        cpu_seconds_per_mp=_CPU_SECONDS_PER_MP.get(info.architecture, 60.0),
+        cpu_seconds_per_mp=facts.seconds_per_mp,
     )
 
 

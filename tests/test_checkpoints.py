@@ -52,12 +52,12 @@ def test_fp32_equals_ncnn_untiled_and_tiled(realesrgan: dict[str, Path], crops: 
         events = _upscale(realesrgan[key], crops[key], out, "--precision", "fp32", "--tile", str(tile))
         start = events[0]
         assert start["engine"] == "spandrel" and start["precision"] == "fp32" and start["scale"] == 4
-        assert start["tiles"] == tiles and start["tile_pad"] == 16
+        assert start["tiles"] == tiles and start["tile_pad"] == {"compact": 16, "x4plus": 32}[key]
         result = read(out)
         assert result.shape == reference.shape
         diff = np.abs(result.astype(int) - reference.astype(int))
-        # RRDBNet sees far past 16 pixels: its tiles' context costs a few levels here and there (3 measured).
-        limit = 1 if tile == 0 or key == "compact" else 4
+        # RRDBNet sees far past 16 pixels: its 32 of context keep a seam within a level of the untiled result.
+        limit = 1 if tile == 0 or key == "compact" else 2
         assert diff.max() <= limit, f"{key} tile {tile}: {diff.max()} levels from ncnn"
         assert psnr(result, reference) >= 50.0
 
