@@ -9,6 +9,9 @@ measured in the same run).
 `quality`: bicubic, LapSRN x4, ESPCN x4, RealESRGAN_x4plus and the Compact model on the shared photos
 degraded three ways (clean downscale; blur + noise 8 + JPEG 40; noise 15 + JPEG 30), PSNR-Y and SSIM
 against the clean original, and an image of side-by-side crops.
+`layers`: RealESRGAN_x4plus forwarded in one process, fp32 and bf16 (channels-last, as the engine runs
+them) interleaved per window edge, seconds per window megapixel against the floor, then the bf16
+forward's operators by self time (what the convolutions leave to concatenation and activations).
 """
 
 from __future__ import annotations
@@ -191,6 +194,51 @@ def cmd_quality(args: argparse.Namespace) -> None:
         print(f"crops: {args.crops}")
 
 
+def cmd_layers(args: argparse.Namespace) -> None:
+    import copy
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from infer import checkpoints
+
+    torch.set_num_threads(args.threads)
+    rates = {p: matmul_rate(p) for p in ("fp32", "bf16")}
+    flops = flops_per_mp(X4PLUS)
+    descriptor, _ = checkpoints.load(checkpoint("RealESRGAN_x4plus"))
+    nets = {p: (copy.deepcopy(descriptor.model).eval().to(dtype).to(memory_format=torch.channels_last), dtype)
+            for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+
+    def forward(precision: str, edge: int) -> float:
+        net, dtype = nets[precision]
+        x = torch.rand(1, 3, edge, edge).to(dtype).contiguous(memory_format=torch.channels_last)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            net(x)
+        return (time.perf_counter() - t) / (edge * edge / 1e6)
+
+    print(f"matmul rate, {args.threads} threads: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s")
+    print(f"{args.rounds} interleaved rounds after one warm-up forward per window; medians\n")
+    print("| window | fp32 s per MP | fp32 / floor | bf16 s per MP | bf16 / floor | bf16 speed-up |")
+    print("|---|---|---|---|---|---|")
+    for edge in args.windows:
+        times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+        for precision in times:
+            forward(precision, edge)
+        for _round in range(args.rounds):
+            for precision in times:
+                times[precision].append(forward(precision, edge))
+        f32, b16 = median(times["fp32"]), median(times["bf16"])
+        floor32, floor16 = flops / rates["fp32"], flops / rates["bf16"]
+        print(f"| {edge} | {f32:.1f} | {f32 / floor32:.2f}x | {b16:.1f} | {b16 / floor16:.2f}x | {f32 / b16:.2f}x |")
+    net, dtype = nets["bf16"]
+    x = torch.rand(1, 3, args.windows[-1], args.windows[-1]).to(dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        net(x)
+    print(f"\nbf16 forward at {args.windows[-1]}, operators by self time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=6))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,13 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--size", type=int, default=128, help="input crop edge in pixels")
     speed.add_argument("--rounds", type=int, default=2)
     speed.add_argument("--threads", type=int, default=2)
+    layers = sub.add_parser("layers")
+    layers.add_argument("--windows", type=int, nargs="+", default=[64, 128])
+    layers.add_argument("--rounds", type=int, default=3)
+    layers.add_argument("--threads", type=int, default=2)
     quality = sub.add_parser("quality")
     quality.add_argument("--photos", nargs="+", default=["coffee", "chelsea", "astronaut"])
     quality.add_argument("--size", type=int, default=192, help="clean original crop edge (the input is a quarter)")
     quality.add_argument("--crops", type=Path, help="write the side-by-side crops image here")
     args = parser.parse_args(argv)
-    photo_path(args.photo if args.command == "speed" else args.photos[0])
-    (cmd_speed if args.command == "speed" else cmd_quality)(args)
+    if args.command != "layers":
+        photo_path(args.photo if args.command == "speed" else args.photos[0])
+    {"speed": cmd_speed, "layers": cmd_layers, "quality": cmd_quality}[args.command](args)
     return 0
 
 

@@ -63,9 +63,9 @@ class CheckpointInfo:
         """The half-precision formats the architecture is safe in, as the precision policy takes them."""
         return tuple(f for f, ok in (("bf16", self.supports_bf16), ("fp16", self.supports_fp16)) if ok)
 
-    def refusal(self) -> str | None:
-        """Why the worker does not serve this checkpoint, or None when it does."""
-        if self.purpose not in SERVED_PURPOSES:
+    def refusal(self, purposes: tuple[str, ...] = SERVED_PURPOSES) -> str | None:
+        """Why the worker does not serve this checkpoint for one of `purposes`, or None when it does."""
+        if self.purpose not in purposes:
             return f"it is a {self.purpose} model ({self.architecture_name}), not single-image super-resolution or restoration"
         if self.input_channels != 3 or self.output_channels != 3:
             return f"it takes {self.input_channels} and gives {self.output_channels} channels; only 3-channel colour models are served"
@@ -154,10 +154,17 @@ def _blend(path: Path, state: Any, twin: Path, twin_state: Any, strength: float)
     return {k: state[k] * strength + twin_state[k] * (1.0 - strength) for k in state}
 
 
-def load(path: str | Path, *, served_only: bool = True, denoise_strength: float | None = None) -> tuple[Any, CheckpointInfo]:
+def load(
+    path: str | Path,
+    *,
+    served_only: bool = True,
+    purposes: tuple[str, ...] = SERVED_PURPOSES,
+    denoise_strength: float | None = None,
+) -> tuple[Any, CheckpointInfo]:
     """The spandrel descriptor (fp32, on the CPU, in eval mode) and its facts; ModelError (exit 5) for a file
-    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that the worker
-    does not serve. `denoise_strength` blends the weights with the checkpoint's denoise twin."""
+    that would run code, that spandrel refuses or does not recognise, or (`served_only`) that is not a
+    3-channel model of one of `purposes` (spandrel's purpose names: upscalers by default, "FaceSR" for the
+    face restorer). `denoise_strength` blends the weights with the checkpoint's denoise twin."""
     path = Path(path)
     _refuse_code(path)
     try:
@@ -181,7 +188,7 @@ def load(path: str | Path, *, served_only: bool = True, denoise_strength: float 
     except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as err:
         raise ModelError(f"{path.name} does not match its architecture ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
     info = _describe(descriptor)
-    reason = info.refusal()
+    reason = info.refusal(purposes)
     if reason is not None and served_only:
         raise ModelError(f"{path.name} is not served: {reason}")
     descriptor.model.eval()
@@ -193,24 +200,33 @@ def inspect(path: str | Path) -> CheckpointInfo:
     return load(path)[1]
 
 
-# Seconds per input megapixel on the CPU at the default precision, a first estimate until the service has its
-# own figures: docs/benchmarks.md "PyTorch checkpoints on the CPU", measured on this project's 2-core machine
-# (RealESRGAN_x4plus 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
-_CPU_SECONDS_PER_MP = {"ESRGAN": 850.0, "Compact": 17.0}
-# Input tile and context on the CPU for architectures that tile; not yet chosen by measurement per
-# architecture (bench/ is to do that). Real-ESRGAN's own script pads tiles by 10.
-_TILE = 256
-_TILE_PAD = 16
+@dataclass(frozen=True)
+class CpuFacts:
+    """What the service knows of an architecture on the CPU: its fp32 time estimate and its tile."""
+
+    seconds_per_mp: float  # wall seconds per input megapixel at the default precision, until the service has its own
+    tile: int  # input tile edge
+    tile_pad: int  # context pixels around each tile
+
+
+# Tile and context measured (docs/benchmarks.md "Tile and context per architecture"): RRDBNet sees far past
+# 16 pixels (10 grey levels at a seam with 16, 1 with 32) and its fp32 window of 256 stays near 1.45 GB RSS;
+# Compact's small receptive field needs 16, and its whole 384 window ran fastest. Seconds per MP:
+# docs/benchmarks.md "PyTorch checkpoints on the CPU", this project's 2-core machine (RealESRGAN_x4plus
+# 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
+_CPU_FACTS = {"ESRGAN": CpuFacts(850.0, 192, 32), "Compact": CpuFacts(17.0, 384, 16)}
+_UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
 
 
 def family_of(info: CheckpointInfo) -> Family:
     """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
     whole = info.tiling is not Tiling.SUPPORTED
+    facts = _CPU_FACTS.get(info.architecture, _UNMEASURED)
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
-        tile=0 if whole else _TILE, tile_pad=0 if whole else _TILE_PAD, cpu_engines=("spandrel",),
+        tile=0 if whole else facts.tile, tile_pad=0 if whole else facts.tile_pad, cpu_engines=("spandrel",),
         auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
-        cpu_seconds_per_mp=_CPU_SECONDS_PER_MP.get(info.architecture, 60.0),
+        cpu_seconds_per_mp=facts.seconds_per_mp,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from infer.checkpoints import CheckpointInfo, info_from_json, is_checkpoint
 from infer.errors import ModelError
+from infer.faces.options import GFPGAN_FILE
 
 RECORD_SUFFIX = ".json"  # RealESRGAN_x4plus.pth -> RealESRGAN_x4plus.pth.json
 SCAN_COMMAND = "sr-models scan"
@@ -59,9 +60,10 @@ def record_path(checkpoint: Path) -> Path:
 
 
 def checkpoint_files(folder: Path) -> list[Path]:
-    """Every checkpoint-like file in the folder (TorchScript included, to be listed as refused)."""
+    """Every checkpoint-like file in the folder (TorchScript included, to be listed as refused), but the face
+    stage's GFPGAN file: it is the face restorer, not an upscaler to scan or offer."""
     try:
-        return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_checkpoint(p))
+        return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_checkpoint(p) and p.name != GFPGAN_FILE)
     except OSError:
         return []
 

@@ -72,6 +72,18 @@ def test_scan_and_list_say_what_is_offered_and_why_not(folder: Path, tmp_path: P
     assert rows["my-anime-x4.pth"]["status"] == "not scanned"
 
 
+def test_scan_leaves_the_face_restorer_alone(folder: Path):
+    # GFPGANv1.4.pth is the face stage's file, not an upscaler: no record, no line in scan or list, not unscanned.
+    face = folder / "GFPGANv1.4.pth"
+    face.write_bytes((folder / "my-anime-x4.pth").read_bytes())
+    done = _sr_models("--dir", str(folder), "scan")
+    assert done.returncode == 0, done.stderr
+    assert "GFPGAN" not in done.stdout + done.stderr and "my-anime-x4.pth: offered" in done.stdout
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("GFPGAN")) == ["GFPGANv1.4.pth"]
+    listed = json.loads(_sr_models("--dir", str(folder), "list", "--json").stdout)
+    assert "GFPGANv1.4.pth" not in {r["file"] for r in listed["checkpoints"]}
+
+
 @pytest.mark.slow
 def test_the_worker_chooses_a_scanned_checkpoint_by_scale_and_quality(folder: Path, photo: Path, tmp_path: Path):
     assert _sr_models("--dir", str(folder), "scan").returncode == 0

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from infer.errors import ModelError, OutOfMemoryError
-from infer.faces.options import GFPGAN_NAME
+from infer.faces.options import FACE_PURPOSE, GFPGAN_NAME
 
 _CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
 # Peak memory each 512x512 face adds while GFPGAN runs in fp32 (activations and workspace): about 650 MB
@@ -49,23 +49,21 @@ def check_file(path: Path) -> None:
 
 
 def _load_descriptor(path: Path) -> Any:
-    """spandrel's descriptor for a GFPGAN file: .pth files go through spandrel's restricted unpickler, which
-    refuses anything but tensors and plain containers."""
+    """spandrel's descriptor for a GFPGAN file, through the checkpoint loader (which refuses code: .pth files
+    go only through spandrel's restricted unpickler)."""
+    from infer import checkpoints
+
     check_file(path)
-    try:
-        import spandrel
-    except ImportError as err:
-        raise ModelError(f"face restoration needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
     broken = f"{path} is not a usable GFPGAN checkpoint"
     hint = f"fetch it again with `sr-models fetch {GFPGAN_NAME}`"
     try:
-        descriptor = spandrel.ModelLoader("cpu").load_from_file(path)
-    except spandrel.UnsupportedModelError:
-        raise ModelError(f"{broken} (spandrel recognises no architecture in it); {hint}") from None
-    except Exception as err:  # torch, zipfile, pickle and safetensors each raise their own kinds
-        raise ModelError(f"{broken} ({type(err).__name__}: {err}); {hint}") from None
-    if descriptor.architecture.id != "GFPGAN":
-        raise ModelError(f"{broken}: it holds a {descriptor.architecture.name} network; {hint}")
+        descriptor, info = checkpoints.load(path, purposes=(FACE_PURPOSE,))
+    except checkpoints.LoaderMissing as err:
+        raise ModelError(f"face restoration needs spandrel ({err.message}); install the worker with `pip install -e '.[worker]'`") from None
+    except ModelError as err:
+        raise ModelError(f"{broken} ({err.message}); {hint}") from None
+    if info.architecture != "GFPGAN":
+        raise ModelError(f"{broken}: it holds a {info.architecture_name} network; {hint}")
     return descriptor
 
 
