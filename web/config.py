@@ -136,14 +136,14 @@ class Config:
         "largest photo (width × height), checked from the file header (422) and again by the worker, which gets "
         "it as `--max-pixels` (also on Ray nodes, whatever their own `SR_MAX_PIXELS`)", POSITIVE,
     )
-    # 500 MB: the largest PNG result a default setup makes plus one upload. Upscaled photos measured
-    # 1.0-1.3 bytes a pixel as PNG (FSRCNN x3 of astronaut, coffee, chelsea), so a 16-megapixel photo at
-    # x4 is about 330 MB, and an upload is at most 25 MB; the rest is room for the job database and logs.
     max_output_pixels: int = setting(
         "SR_MAX_OUTPUT_PIXELS", 144_000_000,
         "largest result (width × height × scale², 16 megapixels at x3), checked from the file header before the job "
         "is queued (422 `too_many_output_pixels`, naming the largest scale the photo allows)", POSITIVE,
     )
+    # 500 MB: the largest PNG result a default setup makes plus one upload. Upscaled photos measured
+    # 1.0-1.3 bytes a pixel as PNG (FSRCNN x3 of astronaut, coffee, chelsea), so a 16-megapixel photo at
+    # x4 is about 330 MB, and an upload is at most 25 MB; the rest is room for the job database and logs.
     min_free_mb: float = setting(
         "SR_MIN_FREE_MB", 500.0,
         "free space the data folder's filesystem must keep: below it `/healthz` answers 503 and uploads get 507 "
