@@ -9,6 +9,7 @@ from pathlib import Path
 from infer.checkpoints import is_checkpoint
 from infer.errors import ModelError, UsageError
 from infer.families import Family
+from infer.modelsfolder import files_in
 from infer.modelspec import ModelSpec, spec_from_path
 from infer.scans import checkpoint_files, read_scan
 
@@ -73,7 +74,7 @@ def model_at(path: Path) -> InstalledModel | None:
 def installed_models(folder: Path) -> list[InstalledModel]:
     """Every non-empty `*.pb` in `folder` whose name says its family and scale, and every checkpoint whose scan
     record offers it, sorted by scale, then best first."""
-    paths = [*sorted(Path(folder).glob("*.pb")), *checkpoint_files(Path(folder))]
+    paths = [*(p for p in files_in(Path(folder)) if p.suffix == ".pb"), *checkpoint_files(Path(folder))]
     found = [m for m in map(model_at, paths) if m is not None]
     return sorted(found, key=lambda m: (m.scale, -m.family.quality_rank, m.id))
 

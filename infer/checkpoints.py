@@ -12,7 +12,7 @@ from infer.errors import ModelError
 from infer.families import Colour, Family
 
 # In order of preference: safetensors cannot hold code at all; the others are pickles, read only by
-# spandrel's restricted unpickler.
+# PyTorch's weights-only unpickler (`_read_weights`).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".ckpt")
 TORCHSCRIPT_SUFFIX = ".pt"
 # The torch engine's own caches of converted .pb weights (infer/engines/weight_cache.py), not models.
@@ -88,10 +88,12 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def _is_torchscript_zip(path: Path) -> bool:
-    # torch.load hands a TorchScript archive to torch.jit.load whatever the file is called.
-    if not zipfile.is_zipfile(path):
-        return False
+    # A first, friendlier refusal only: Python's zipfile and PyTorch's zip reader disagree on irregular archives
+    # (bytes before the end record, a zero central-directory size), so this can answer "no" for a file that
+    # torch.load would take for TorchScript. `_read_weights` is what keeps such a file from running.
     try:
+        if not zipfile.is_zipfile(path):
+            return False
         with zipfile.ZipFile(path) as archive:
             return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
     except (OSError, zipfile.BadZipFile):
@@ -106,6 +108,15 @@ def _refuse_code(path: Path) -> None:
         )
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise ModelError(f"{path.name} is not a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}); {CHECKPOINT_HINT}")
+
+
+def require_loader(what: str = "PyTorch checkpoints") -> Any:
+    """spandrel, imported; LoaderMissing when this machine lacks the worker's install."""
+    try:
+        import spandrel
+    except ImportError as err:
+        raise LoaderMissing(f"reading {what} needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+    return spandrel
 
 
 def _describe(descriptor: Any) -> CheckpointInfo:
@@ -133,19 +144,58 @@ def denoise_twin(path: Path) -> Path | None:
     return path.with_name(twin + path.suffix) if twin else None
 
 
-def _state_dict(loader: Any, path: Path) -> Any:
+def _refused_global(err: Exception) -> str:
+    """The weights-only reader's own words for what it refused (`Unsupported global: GLOBAL posix.system ...`)."""
+    for line in str(err).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _read_weights(path: Path) -> Any:
+    """The file's tensors, read without running any of its code: `.safetensors` by safetensors, every pickle
+    only by `torch.load(..., weights_only=True)`. PyTorch's weights-only reader allows tensors, storages and
+    plain containers, nothing else, and refuses a TorchScript archive however its zip is dressed up, so the
+    safety rests on it alone, not on `_refuse_code`'s friendlier look at the file."""
     import pickle
+    import warnings
+
+    import torch
+
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        with warnings.catch_warnings():  # its warning that a TorchScript archive is being dispatched is untrue here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelError(
+            f"{path.name} was refused: it asks for more than weights while loading ({_refused_global(err)}); "
+            f"a checkpoint should hold only weights. {CHECKPOINT_HINT}"
+        ) from None
+    except RuntimeError as err:
+        if "TorchScript" in str(err):
+            raise ModelError(f"{path.name} is a TorchScript file, which runs code when loaded, so it is refused; "
+                             "use the model's weights as .safetensors or .pth instead") from None
+        raise
+
+
+def _state_dict(path: Path) -> dict[str, Any]:
+    """The checkpoint's state dict, unwrapped as spandrel expects it (`params_ema`, `module.` prefixes)."""
+    from spandrel import canonicalize_state_dict
 
     _refuse_code(path)
     try:
-        return loader.load_state_dict_from_file(path)
-    except pickle.UnpicklingError as err:
-        raise ModelError(
-            f"{path.name} was refused: it asks to run code while loading ({err}); a checkpoint should hold only "
-            f"weights. {CHECKPOINT_HINT}"
-        ) from None
+        state = _read_weights(path)
+    except ModelError:
+        raise
     except Exception as err:  # torch, zipfile and safetensors each raise their own kinds for a damaged file
         raise ModelError(f"{path.name} cannot be read as a checkpoint ({type(err).__name__}: {err}); {CHECKPOINT_HINT}") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path.name} holds a {type(state).__name__}, not a dictionary of weights; {CHECKPOINT_HINT}")
+    return canonicalize_state_dict(state)
 
 
 def _blend(path: Path, state: Any, twin: Path, twin_state: Any, strength: float) -> Any:
@@ -167,22 +217,18 @@ def load(
     face restorer). `denoise_strength` blends the weights with the checkpoint's denoise twin."""
     path = Path(path)
     _refuse_code(path)
-    try:
-        import spandrel
-    except ImportError as err:
-        raise LoaderMissing(f"{path.name} is a PyTorch checkpoint, which needs spandrel ({err}); install the worker with `pip install -e '.[worker]'`") from err
+    spandrel = require_loader(path.name)
 
-    loader = spandrel.ModelLoader("cpu")
-    state = _state_dict(loader, path)
+    state = _state_dict(path)
     if denoise_strength is not None:
         twin = denoise_twin(path)
         if twin is None:
             raise ModelError(f"{path.name} has no denoise twin to blend with; denoise strength applies to {', '.join(DENOISE_TWINS)}")
         if not twin.is_file():
             raise ModelError(f"denoise strength needs {twin.name} beside {path.name}; fetch it with `sr-models fetch {twin.stem}`")
-        state = _blend(path, state, twin, _state_dict(loader, twin), denoise_strength)
+        state = _blend(path, state, twin, _state_dict(twin), denoise_strength)
     try:
-        descriptor = loader.load_from_state_dict(state)
+        descriptor = spandrel.ModelLoader("cpu").load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
         raise ModelError(f"{path.name} is not an architecture spandrel recognises; {CHECKPOINT_HINT}") from None
     except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as err:

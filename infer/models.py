@@ -19,6 +19,8 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 from infer import REPO_ROOT, scans
 from infer.checkpoints import is_checkpoint
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
+from infer.faces.options import GFPGAN_FILE
+from infer.modelsfolder import links_out
 
 MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
 DEFAULT_MODEL_FILE = "EDSR_x3.pb"
@@ -318,16 +320,22 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
 def _checkpoint_rows(directory: Path) -> list[dict]:
     """Every checkpoint in the folder with its scan state: offered, not offered (and why), or not scanned."""
     rows = []
-    for path in scans.checkpoint_files(directory):
+    for path in [*scans.checkpoint_files(directory), *scans.face_file(directory)]:
         scan = scans.read_scan(path)
         if scan is None:
             rows.append({"file": path.name, "status": "not scanned", "reason": f"run `{scans.SCAN_COMMAND}`"})
         else:
-            rows.append({"file": path.name, "status": "offered" if scan.offered else "not offered",
+            rows.append({"file": path.name, "status": _scan_status(scan),
                          "label": scan.label, "reason": scan.reason, "sha256": scan.sha256,
                          **({"architecture": scan.info.architecture, "scale": scan.info.scale,
                              "purpose": scan.info.purpose} if scan.info else {})})
     return rows
+
+
+def _scan_status(scan: scans.Scan) -> str:
+    if scan.file == GFPGAN_FILE:
+        return "used for faces" if scan.offered else "not used for faces"
+    return "offered" if scan.offered else "not offered"
 
 
 def _list_checkpoints(directory: Path) -> None:
@@ -336,7 +344,7 @@ def _list_checkpoints(directory: Path) -> None:
         return
     print("checkpoints in the folder:")
     for row in rows:
-        what = row.get("label", row["file"]) if row["status"] == "offered" else row["file"]
+        what = row.get("label", row["file"]) if row["status"] in ("offered", "used for faces") else row["file"]
         reason = f": {row['reason']}" if row.get("reason") else ""
         print(f"  {what}  {row['status']}{reason}")
 
@@ -344,13 +352,15 @@ def _list_checkpoints(directory: Path) -> None:
 def _cmd_scan(directory: Path) -> int:
     """Reads every checkpoint in the folder (refusing code) and writes what the front end needs beside it."""
     found = scans.scan_folder(directory)
+    for link in links_out(directory):
+        print(f"{link.name}: not followed: it is a link that leads outside {directory}; copy the file in instead")
     if not found:
         print(f"no checkpoints (.safetensors, .pth, .ckpt) in {directory}")
     for scan in found:
         if scan.offered:
-            print(f"{scan.file}: offered as {scan.label} ({scan.info.purpose if scan.info else ''})")
+            print(f"{scan.file}: {_scan_status(scan)} as {scan.label} ({scan.info.purpose if scan.info else ''})")
         else:
-            print(f"{scan.file}: not offered: {scan.reason}")
+            print(f"{scan.file}: {_scan_status(scan)}: {scan.reason}")
     return EXIT_OK
 
 

@@ -114,6 +114,21 @@ def realesrgan(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def gfpgan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight GFPGANv1.4.pth (its v1.4 layout, 348.6 MB, written once) with the scan record that lets the
+    front end offer faces; `tests.helpers.install_face_model` links both into a models folder."""
+    _require_module("spandrel", "pip install -e '.[worker,test]'")
+    from infer import scans
+    from infer.faces.options import GFPGAN_FILE
+    from tests.fixtures.faces import write_random_gfpgan
+
+    path = write_random_gfpgan(tmp_path_factory.mktemp("gfpgan") / GFPGAN_FILE)
+    scan = scans.scan_file(path)
+    assert scan.offered, scan.reason
+    return path
+
+
 @pytest.fixture
 def general_pair(tmp_path: Path) -> Path:
     """realesr-general-x4v3 and its wdn twin, stood in for by two Compact x4 checkpoints of one architecture:

@@ -157,3 +157,14 @@ def install_fresh(tmp_path: Path, extras: str = "") -> FreshInstall:
     )
     assert install.returncode == 0, install.stdout + install.stderr
     return FreshInstall(env_dir, env)
+
+
+def install_face_model(gfpgan_file: Path, folder: Path) -> Path:
+    """The scanned GFPGAN file hard-linked into `folder` (same size and time, so its record stays true) with its
+    record beside it."""
+    from infer.scans import record_path
+
+    target = folder / gfpgan_file.name
+    os.link(gfpgan_file, target)
+    shutil.copy(record_path(gfpgan_file), record_path(target))
+    return target

@@ -72,16 +72,21 @@ def test_scan_and_list_say_what_is_offered_and_why_not(folder: Path, tmp_path: P
     assert rows["my-anime-x4.pth"]["status"] == "not scanned"
 
 
-def test_scan_leaves_the_face_restorer_alone(folder: Path):
-    # GFPGANv1.4.pth is the face stage's file, not an upscaler: no record, no line in scan or list, not unscanned.
+def test_scan_reads_the_face_file_for_faces_and_never_offers_it_as_an_upscaler(folder: Path):
+    # GFPGANv1.4.pth is the face stage's file: scanned for that purpose, so a file that is not GFPGAN is refused
+    # with its reason, and it is never listed among the upscalers.
+    from infer.catalog import installed_models
+
     face = folder / "GFPGANv1.4.pth"
     face.write_bytes((folder / "my-anime-x4.pth").read_bytes())
     done = _sr_models("--dir", str(folder), "scan")
     assert done.returncode == 0, done.stderr
-    assert "GFPGAN" not in done.stdout + done.stderr and "my-anime-x4.pth: offered" in done.stdout
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("GFPGAN")) == ["GFPGANv1.4.pth"]
+    assert "GFPGANv1.4.pth: not used for faces: it holds a RealESRGAN Compact network, not GFPGAN" in done.stdout
+    assert "my-anime-x4.pth: offered" in done.stdout
     listed = json.loads(_sr_models("--dir", str(folder), "list", "--json").stdout)
-    assert "GFPGANv1.4.pth" not in {r["file"] for r in listed["checkpoints"]}
+    row = next(r for r in listed["checkpoints"] if r["file"] == "GFPGANv1.4.pth")
+    assert row["status"] == "not used for faces" and "not GFPGAN" in row["reason"]
+    assert "GFPGANv1.4" not in {m.id for m in installed_models(folder)}
 
 
 @pytest.mark.slow

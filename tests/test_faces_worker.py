@@ -3,8 +3,6 @@ weights, the Haar detector from the OpenCV wheel, FSRCNN x3 from the shared mode
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import pickle
 import shutil
 import time
@@ -15,8 +13,7 @@ import pytest
 
 from infer.errors import EXIT_MODEL, EXIT_USAGE
 from infer.faces.options import GFPGAN_FILE, YUNET_FILE
-from tests.fixtures.faces import write_random_gfpgan
-from tests.helpers import read, run_worker
+from tests.helpers import install_face_model, read, run_worker
 
 # GFPGAN on one 512x512 face takes 3.5 s on 2 cores in fp32 when the machine is quiet and up to 30 s when
 # it is busy, and the whole worker peaks at about 2.4 GB (docs/benchmarks.md, "Faces"); the bounds leave
@@ -26,16 +23,11 @@ PEAK_RSS_MB = 3500.0
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, shared_models: Path) -> Path:
-    """A models folder with FSRCNN x3 and a random-weight GFPGANv1.4.pth (348.6 MB, written once)."""
-    if importlib.util.find_spec("spandrel") is None:
-        reason = "spandrel is not installed (pip install -e '.[worker]')"
-        if os.environ.get("SR_TEST_STRICT") == "1":
-            pytest.fail(reason + "; SR_TEST_STRICT=1 makes this an error")
-        pytest.skip(reason)
+def models(tmp_path_factory: pytest.TempPathFactory, shared_models: Path, gfpgan_file: Path) -> Path:
+    """A models folder with FSRCNN x3 and the session's random-weight GFPGANv1.4.pth."""
     folder = tmp_path_factory.mktemp("face_models")
     shutil.copy(shared_models / "FSRCNN_x3.pb", folder)
-    write_random_gfpgan(folder / GFPGAN_FILE)
+    install_face_model(gfpgan_file, folder)
     return folder
 
 

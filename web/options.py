@@ -16,7 +16,8 @@ from infer.contract import DENOISE_LEVELS
 from infer.errors import ModelError, UsageError
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
 from infer.modelspec import spec_from_path
-from infer.scans import SCAN_COMMAND, unscanned
+from infer.modelsfolder import inside
+from infer.scans import SCAN_COMMAND, read_scan, unscanned
 from web.config import Config
 from web.disk import Space
 from web.jobs import JobStore
@@ -77,13 +78,20 @@ def model_path_for(config: Config, model_file: str | None) -> Path:
 
 
 def faces_offered(config: Config) -> bool:
-    """Face restoration is offered when the GFPGAN file is in the models folder (only its presence is checked:
-    the worker checks the rest, and the front end never imports the libraries that read it)."""
+    """Face restoration is offered when the models folder's GFPGAN file has an up-to-date scan record that found
+    GFPGAN in it: the front end never reads the file, and a file nobody has checked is never handed to a job."""
     path = config.models_dir / GFPGAN_FILE
-    try:
-        return path.is_file() and path.stat().st_size > 0
-    except OSError:
-        return False
+    scan = read_scan(path) if inside(config.models_dir, path) else None
+    return scan is not None and scan.offered
+
+
+def _face_refusal(config: Config) -> str | None:
+    """Why the installed GFPGAN file is not used, when its scan refused it (for the operator)."""
+    path = config.models_dir / GFPGAN_FILE
+    scan = read_scan(path) if inside(config.models_dir, path) else None
+    if scan is None or scan.offered:
+        return None
+    return f"{GFPGAN_FILE} is not used for faces: {scan.reason}"
 
 
 def strength_offered(config: Config, model: InstalledModel) -> bool:
@@ -227,19 +235,22 @@ class Availability:
     fix_command: str | None = None
     # Checkpoints in the models folder that cannot be offered until the worker side scans them.
     unscanned: tuple[str, ...] = ()
+    # Files whose scan refused them, with the reason (the face file: a checkpoint refused is simply not listed).
+    refused: tuple[str, ...] = ()
 
     @property
     def notes(self) -> tuple[str, ...]:
-        if not self.unscanned:
-            return ()
-        return (f"{', '.join(self.unscanned)} not offered yet: run `{SCAN_COMMAND}` where the worker is installed "
-                "(it writes what the page needs beside each checkpoint)",)
+        waiting = () if not self.unscanned else (
+            f"{', '.join(self.unscanned)} not offered yet: run `{SCAN_COMMAND}` where the worker is installed "
+            "(it writes what the page needs beside each checkpoint)",)
+        return waiting + self.refused
 
 
 def availability(config: Config, backend: Any) -> Availability:
     state = _availability(config, backend)
     waiting = tuple(p.name for p in unscanned(config.models_dir)) if backend.uses_local_model else ()
-    return dataclasses.replace(state, unscanned=waiting)
+    refused = _face_refusal(config)
+    return dataclasses.replace(state, unscanned=waiting, refused=() if refused is None else (refused,))
 
 
 def _availability(config: Config, backend: Any) -> Availability:

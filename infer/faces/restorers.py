@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from infer.errors import ModelError, OutOfMemoryError
-from infer.faces.options import FACE_PURPOSE, GFPGAN_NAME
+from infer.faces.options import FACE_ARCHITECTURE, FACE_PURPOSE, GFPGAN_NAME
 
 _CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
 # Peak memory each 512x512 face adds while GFPGAN runs in fp32 (activations and workspace): about 650 MB
@@ -50,7 +50,7 @@ def check_file(path: Path) -> None:
 
 def _load_descriptor(path: Path) -> Any:
     """spandrel's descriptor for a GFPGAN file, through the checkpoint loader (which refuses code: .pth files
-    go only through spandrel's restricted unpickler)."""
+    are read only by PyTorch's weights-only unpickler)."""
     from infer import checkpoints
 
     check_file(path)
@@ -58,11 +58,11 @@ def _load_descriptor(path: Path) -> Any:
     hint = f"fetch it again with `sr-models fetch {GFPGAN_NAME}`"
     try:
         descriptor, info = checkpoints.load(path, purposes=(FACE_PURPOSE,))
-    except checkpoints.LoaderMissing as err:
-        raise ModelError(f"face restoration needs spandrel ({err.message}); install the worker with `pip install -e '.[worker]'`") from None
+    except checkpoints.LoaderMissing:
+        raise
     except ModelError as err:
         raise ModelError(f"{broken} ({err.message}); {hint}") from None
-    if info.architecture != "GFPGAN":
+    if info.architecture != FACE_ARCHITECTURE:
         raise ModelError(f"{broken}: it holds a {info.architecture_name} network; {hint}")
     return descriptor
 

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
+from tests.helpers import install_face_model
 from tests.web.conftest import StartServer
 
 pytestmark = pytest.mark.browser
@@ -444,7 +445,7 @@ def test_no_model_says_so_and_disables_upload(browser, start_server: StartServer
 
 
 def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_restored(
-    browser, start_server: StartServer, shared_photos: Path, fsrcnn_model: Path, tmp_path: Path
+    browser, start_server: StartServer, shared_photos: Path, fsrcnn_model: Path, gfpgan_file: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
@@ -454,8 +455,8 @@ def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_resto
     assert page.locator("#faces-field").is_hidden()
     context.close()
 
-    # The page only asks whether the file is there; a photo without a face never has it read.
-    (folder / "GFPGANv1.4.pth").write_bytes(b"weights")
+    # The page goes by the file's scan record; a photo without a face never has the file read.
+    install_face_model(gfpgan_file, folder)
     server = start_server(model_path=folder / fsrcnn_model.name, models_dir=folder)
     context, page, errors = open_page(browser, server.url)
     assert page.locator("#faces-field").is_visible()

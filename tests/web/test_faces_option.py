@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from infer.faces.options import GFPGAN_FILE
+from tests.helpers import install_face_model
 from tests.web.conftest import Photos, StartServer
 from web import create_app, shutdown
 
@@ -24,9 +25,9 @@ def folder(shared_models: Path, tmp_path: Path) -> Path:
     return models
 
 
-def _install_gfpgan(folder: Path) -> None:
-    # The front end only looks for the file; the worker reads it, and only for a photo with a face.
-    (folder / GFPGAN_FILE).write_bytes(b"weights")
+def _install_gfpgan(gfpgan_file: Path, folder: Path) -> None:
+    # The front end reads only the file's scan record; the worker reads the file, and only for a photo with a face.
+    install_face_model(gfpgan_file, folder)
 
 
 @pytest.fixture
@@ -42,27 +43,27 @@ def _upload(app: Flask, data: bytes, **fields: str):
                                   content_type="multipart/form-data")
 
 
-def test_faces_are_offered_only_when_the_gfpgan_file_is_installed(app: Flask, folder: Path, photos: Photos) -> None:
+def test_faces_are_offered_only_when_the_gfpgan_file_is_installed(app: Flask, folder: Path, gfpgan_file: Path, photos: Photos) -> None:
     faces = app.test_client().get("/api/options").get_json()["faces"]
     assert faces["available"] is False and faces["default"] == "off" and faces["default_fidelity"] == 0.5
     assert "non-commercial" in faces["licence"] and "StyleGAN2" in faces["licence"]
     refused = _upload(app, photos.small_jpg, faces="on")
     assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "faces_unavailable"
 
-    _install_gfpgan(folder)
+    _install_gfpgan(gfpgan_file, folder)
     assert app.test_client().get("/api/options").get_json()["faces"]["available"] is True
 
 
 @pytest.mark.parametrize("fields, code", [({"faces": "maybe"}, "bad_faces"), ({"faces": "on", "face_fidelity": "2"}, "bad_face_fidelity"),
                                           ({"faces": "on", "face_fidelity": "nan"}, "bad_face_fidelity")])
-def test_bad_face_settings_are_400(app: Flask, folder: Path, photos: Photos, fields: dict, code: str) -> None:
-    _install_gfpgan(folder)
+def test_bad_face_settings_are_400(app: Flask, folder: Path, gfpgan_file: Path, photos: Photos, fields: dict, code: str) -> None:
+    _install_gfpgan(gfpgan_file, folder)
     response = _upload(app, photos.small_jpg, **fields)
     assert response.status_code == 400 and response.get_json()["error"]["code"] == code
 
 
-def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartServer, folder: Path, photos: Photos) -> None:
-    _install_gfpgan(folder)
+def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartServer, folder: Path, gfpgan_file: Path, photos: Photos) -> None:
+    _install_gfpgan(gfpgan_file, folder)
     server = start_server(model_path=folder / "FSRCNN_x3.pb", models_dir=folder, result_cache="shared")
     client = server.client()
     # A crop of the coffee cup: no face, so the worker runs the detector and never reads the GFPGAN file.
