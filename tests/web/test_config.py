@@ -35,7 +35,7 @@ def test_each_kind_of_value_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "SR_BEHIND_PROXY": "off",
         "SR_RESULT_CACHE": "Shared",
         "SR_BACKEND": "LOCAL",
-        "SR_AUTH_TOKEN": " secret ",
+        "SR_AUTH_TOKEN": " a long enough secret ",
         "SR_RAY_ADDRESS": " head:6379 ",
     })
     assert config.data_dir == tmp_path / "data"
@@ -44,7 +44,7 @@ def test_each_kind_of_value_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (config.max_upload_mb, config.max_pixels, config.min_free_mb) == (2.5, 1000, 0)
     assert config.keep_uploads is True and config.behind_proxy is False
     assert (config.result_cache, config.backend, config.ray_address) == ("shared", "local", "head:6379")
-    assert config.auth_token == " secret "  # a token is taken exactly as given
+    assert config.auth_token == " a long enough secret "  # a token is taken exactly as given
 
 
 @pytest.mark.parametrize(
