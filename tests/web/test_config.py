@@ -65,6 +65,17 @@ def test_a_value_the_service_cannot_use_is_refused_naming_the_variable(variable:
     assert str(err.value) == message
 
 
+def test_streams_and_waits_may_not_take_every_thread() -> None:
+    defaults = config_from_env({"SR_WEB_THREADS": "4"})
+    assert (defaults.stream_limit, defaults.sync_wait_limit) == (1, 1)
+    assert (Config().stream_limit, Config().sync_wait_limit) == (8, 8)
+    with pytest.raises(ConfigError, match="could take all SR_WEB_THREADS=4 threads"):
+        config_from_env({"SR_WEB_THREADS": "4", "SR_MAX_SYNC_WAITS": "4"})
+    with pytest.raises(ConfigError, match="could take all SR_WEB_THREADS=2 threads"):
+        config_from_env({"SR_WEB_THREADS": "2"})
+    assert config_from_env({"SR_WEB_THREADS": "2", "SR_MAX_EVENT_STREAMS": "0"}).sync_wait_limit == 1
+
+
 def test_overrides_take_field_names_resolve_paths_and_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = Config().with_overrides({"data_dir": "here", "concurrency": 3})
