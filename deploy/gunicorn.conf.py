@@ -3,6 +3,9 @@
 Run from the repository root:  gunicorn -c deploy/gunicorn.conf.py
 """
 
+import logging
+import sys
+
 from web.config import setting_value  # the defaults and checks of SR_BIND and the others below
 
 wsgi_app = "web:create_app()"
@@ -16,8 +19,8 @@ bind = setting_value("SR_BIND")
 workers = 1
 worker_class = "gthread"
 # Each open /events stream and each waiting POST /upload holds a thread for as long as its job runs;
-# the app lets at most SR_MAX_EVENT_STREAMS (16) streams be open and SR_MAX_SYNC_WAITS (8) uploads wait,
-# so that polling always finds a thread.
+# the app lets at most SR_MAX_EVENT_STREAMS streams be open and SR_MAX_SYNC_WAITS uploads wait (each a
+# quarter of these threads unless set), and refuses to start where together they could take them all.
 threads = setting_value("SR_WEB_THREADS")
 
 # The app starts its threads when it is created; they must start in the worker, not in a master
@@ -42,6 +45,15 @@ _access = setting_value("SR_ACCESS_LOG")
 accesslog = None if _access.lower() in ("off", "none", "") else _access
 errorlog = "-"
 loglevel = setting_value("SR_LOG_LEVEL")
+
+# The app's own lines (the bounds in force at start, a client that went away) go where gunicorn's do.
+_app_log = logging.getLogger("web")
+_app_log.setLevel(loglevel.upper())
+if not _app_log.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+                                            "%Y-%m-%d %H:%M:%S %z"))
+    _app_log.addHandler(_handler)
 
 
 def worker_exit(server, worker):

@@ -17,7 +17,7 @@ from infer.modelspec import spec_from_path
 from web import api, auth, ops, owners, pages
 from web.cleanup import Cleaner
 from web.backends import BackendUnavailable, create_backend
-from web.config import ConfigError, config_from_env
+from web.config import MIN_TOKEN_LENGTH, ConfigError, config_from_env
 from web.errors import register_error_handlers
 from web.finishing import Finisher
 from web.intake import Intake
@@ -27,7 +27,8 @@ from web.metrics import Metrics, Snapshot
 from web.options import HealthLog
 from web.runner import Runner
 from web.services import EXTENSION_KEY, Services
-from web.sessions import SessionBook
+from web.owner_ids import OwnerIds
+from web.sessions import SessionBook, import_signed_out_file
 from web.shares import StreamSlots
 from web.signins import SignInGuard
 
@@ -96,18 +97,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         cache=cache,
         cleaner=cleaner,
         scale=_model_scale(config.model_path),
-        event_streams=StreamSlots(config.max_event_streams, config.owner_share),
-        sync_waits=threading.BoundedSemaphore(config.max_sync_waits),
+        event_streams=StreamSlots(config.stream_limit, config.owner_share),
+        sync_waits=threading.BoundedSemaphore(config.sync_wait_limit),
         health_log=health_log,
-        sessions=SessionBook(config.auth_token or "", config.session_ttl_h * 3600, config.state_dir / "signed-out.json"),
+        sessions=SessionBook(config.auth_token, config.session_ttl_h * 3600, store),
         sign_ins=SignInGuard(),
+        owner_ids=OwnerIds(store),
     )
-    if config.auth_token and len(config.auth_token) < auth.MIN_TOKEN_LENGTH:
-        log.warning(
-            "SR_AUTH_TOKEN is %d character(s) long, which can be guessed; use %d or more, for example the "
-            "output of: python -c 'import secrets; print(secrets.token_urlsafe(24))'",
-            len(config.auth_token), auth.MIN_TOKEN_LENGTH,
-        )
+    import_signed_out_file(config.state_dir / "signed-out.json", store)
+    log.info("%s", config.thread_bounds())
+    if config.auth_token and len(config.auth_token) < MIN_TOKEN_LENGTH:
+        log.warning("SR_AUTH_TOKEN is %d character(s) long, which can be guessed; it is allowed by "
+                    "SR_ALLOW_SHORT_TOKEN=1, for a service reachable on loopback only", len(config.auth_token))
 
     register_error_handlers(app)
     app.before_request(auth.require_token)

@@ -15,6 +15,7 @@ from werkzeug.routing import BaseConverter
 from infer import contract
 from web import owners
 from web.archive import stream_zip, unique_names
+from web.clients import client_address
 from web.disk import OUT_OF_SPACE_MESSAGE, REMEDY, is_out_of_space
 from web.errors import ApiError, error_response
 from web.hangup import close_unread
@@ -132,7 +133,7 @@ def _unavailable() -> ApiError:
 
 def _accept_upload(s: Services) -> Job:
     """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
-    s.intake.check_open(owners.current_owner())
+    s.intake.check_open(owners.current_owner(), client_address())
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -167,6 +168,7 @@ def _accept_upload(s: Services) -> Job:
     upload = uploads[0]
     return s.intake.accept(
         Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
+               address=client_address(),
                offered_scales=frozenset(n for m in models for n in served_scales(m)))
     )
 
@@ -286,11 +288,14 @@ def get_job(job_id: str) -> Any:
 def job_events(job_id: str) -> Response:
     s = services()
     _get_job(s, job_id)
-    owner = owners.current_owner()
-    refused = s.event_streams.take(owner)
+    owner, address = owners.current_owner(), client_address()
+    refused = s.event_streams.take(owner, address)
     if refused:
-        held = (f"{s.config.max_event_streams} progress streams are open already" if refused is Refusal.ALL else
-                f"you have {s.event_streams.per_owner} progress streams open already")
+        held = {
+            Refusal.ALL: f"{s.event_streams.total} progress streams are open already",
+            Refusal.SHARE: f"you have {s.event_streams.per_owner} progress streams open already",
+            Refusal.ADDRESS: f"{s.event_streams.per_owner} progress streams are open from your network already",
+        }[refused]
         raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
     links = job_links(job_id)
     store = s.store
@@ -318,7 +323,7 @@ def job_events(job_id: str) -> Response:
             time.sleep(SSE_POLL_S)
 
     return Response(
-        _EventStream(stream(), lambda: s.event_streams.give_back(owner)),
+        _EventStream(stream(), lambda: s.event_streams.give_back(owner, address)),
         mimetype="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
@@ -399,7 +404,7 @@ def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         s.metrics.upload_rejected(503)
         return close_unread(error_response(
             503, "too_many_waits",
-            f"{s.config.max_sync_waits} uploads are waiting for their results already; try again in a minute, "
+            f"{s.config.sync_wait_limit} uploads are waiting for their results already; try again in a minute, "
             "or send the photo to POST /api/jobs and follow the job",
             {"Retry-After": "30"},
         ))

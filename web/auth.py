@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 import math
 import unicodedata
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from web.clients import client_address
 from web.errors import error_response
 from web.hangup import close_unread
 from web.services import services
+from web.signins import Verdict
 
 bp = Blueprint("auth", __name__)
 
@@ -21,31 +22,41 @@ OPEN_ENDPOINTS = {"ops.healthz", "auth.login"}
 # The sign-in form is a token and a path; a larger body is refused before a byte of it is read, so
 # that a client trickling a large body cannot hold a server thread without the token.
 LOGIN_BODY_MAX_BYTES = 4096
-# A token shorter than this is guessed too easily; the service warns at start.
-MIN_TOKEN_LENGTH = 16
 
 
-def token_matches(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
-def is_authorized(token: str) -> bool:
+def _header_token() -> str | None:
+    """The token of an `Authorization: Bearer` header; None when the request has no such header."""
     header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return token_matches(header[7:].strip(), token)
-    cookie = request.cookies.get(COOKIE_NAME)
-    return cookie is not None and services().sessions.valid(cookie)
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
 def _wants_json() -> bool:
     return request.method != "GET" or request.path != "/"
 
 
+def _held_message(seconds: int) -> str:
+    return f"too many wrong tokens were sent from here; try again in {seconds} seconds"
+
+
 def require_token() -> Response | None:
-    """before_request hook: lets the request through, or answers 401 (API) / sends to the sign-in form (page)."""
-    token = services().config.auth_token
-    if not token or request.endpoint in OPEN_ENDPOINTS or is_authorized(token):
+    """before_request hook: lets the request through, or answers 401 (API) / sends to the sign-in form (page).
+    A token in the Authorization header goes through the same throttle as the sign-in form."""
+    s = services()
+    token = s.config.auth_token
+    if not token or request.endpoint in OPEN_ENDPOINTS:
         return None
+    given = _header_token()
+    if given is not None:
+        attempt = s.sign_ins.check(client_address(), given, token, "Authorization header")
+        if attempt.verdict is Verdict.ACCEPTED:
+            return None
+        if attempt.verdict is Verdict.HELD:
+            seconds = math.ceil(attempt.wait_s)
+            return error_response(429, "too_many_attempts", _held_message(seconds), {"Retry-After": str(seconds)})
+    else:
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie is not None and s.sessions.valid(cookie):
+            return None
     if _wants_json():
         return error_response(
             401,
@@ -69,10 +80,6 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def _client_address() -> str:
-    return request.remote_addr or "unknown"
-
-
 def _form(error: str | None, next_path: str | None, status: int = 200,
           headers: dict[str, str] | None = None) -> tuple[str, int, dict[str, str]]:
     return render_template("login.html", error=error, next=safe_next(next_path) or ""), status, headers or {}
@@ -90,18 +97,13 @@ def login() -> Response | tuple[str, int, dict[str, str]]:
     if length is None or length > LOGIN_BODY_MAX_BYTES:
         page, status, headers = _form("The sign-in form was too large; type only the access token.", None, 413)
         return close_unread(Response(page, status, headers))
-    address = _client_address()
-    wait = s.sign_ins.wait_s(address)
-    if wait > 0:
-        s.sign_ins.refused(address, wait)
-        seconds = math.ceil(wait)
-        return _form(f"Too many wrong tokens were sent from here; try again in {seconds} seconds.",
-                     request.form.get("next"), 429, {"Retry-After": str(seconds)})
-    given = request.form.get("token", "")
-    if not given or not token_matches(given, token):
-        s.sign_ins.failed(address)
+    attempt = s.sign_ins.check(client_address(), request.form.get("token", ""), token, "sign-in form")
+    if attempt.verdict is Verdict.HELD:
+        seconds = math.ceil(attempt.wait_s)
+        return _form(f"{_held_message(seconds).capitalize()}.", request.form.get("next"), 429,
+                     {"Retry-After": str(seconds)})
+    if attempt.verdict is Verdict.WRONG:
         return _form("That access token is not right.", request.form.get("next"), 401)
-    s.sign_ins.succeeded(address)
     response = redirect(safe_next(request.form.get("next")) or url_for("pages.index"))
     response.set_cookie(
         COOKIE_NAME,

@@ -17,6 +17,8 @@ WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
 README = REPO_ROOT / "README.md"
 TABLE_HEADER = "| variable | default | meaning |"
 _TRUE = {"1", "true", "yes", "on"}
+# A shorter access token is guessed too easily: the service refuses it unless SR_ALLOW_SHORT_TOKEN=1.
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -153,21 +155,30 @@ class Config:
     queue_size: int = setting(
         "SR_QUEUE_SIZE", 100, "jobs waiting at most; beyond that uploads get 503 with `Retry-After`", AT_LEAST_ONE,
     )
-    max_event_streams: int = setting(
-        "SR_MAX_EVENT_STREAMS", 16,
+    web_threads: int = setting(
+        "SR_WEB_THREADS", 32,
+        "threads serving requests: gunicorn's (`deploy/gunicorn.conf.py`, in its one process); the bounds on open "
+        "`/events` streams and waiting `POST /upload` requests follow it", AT_LEAST_ONE,
+    )
+    max_event_streams: int | None = setting(
+        "SR_MAX_EVENT_STREAMS", None,
         "`/events` streams open at once (each holds a server thread); beyond that 503, and the page polls instead",
-        NOT_NEGATIVE,
+        Check(lambda v: v is None or v >= 0, "must be 0 or more"),
+        shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     owner_share: float = setting(
         "SR_OWNER_SHARE", 0.5,
-        "the part of the queue and of the `/events` streams one owner (browser) may hold, at least one place each; "
-        "beyond it 429 `queue_share_full` / 503 `too_many_streams`. Uploads without an owner cookie count as one owner",
+        "the part of the queue and of the `/events` streams one owner (browser), and one client address, may hold, "
+        "at least one place each; beyond it 429 `queue_share_full` / 503 `too_many_streams`. Uploads without an "
+        "owner cookie count as one owner",
         Check(lambda v: 0 < v <= 1, "must be above 0 and at most 1 (a fraction, e.g. 0.5)"),
     )
-    max_sync_waits: int = setting(
-        "SR_MAX_SYNC_WAITS", 8,
+    max_sync_waits: int | None = setting(
+        "SR_MAX_SYNC_WAITS", None,
         "`POST /upload` requests waiting for their job at once (each holds a server thread); beyond that 503 "
-        "`too_many_waits` with `Retry-After`; 0 turns synchronous uploads off", NOT_NEGATIVE,
+        "`too_many_waits` with `Retry-After`; 0 turns synchronous uploads off. With the streams they must leave "
+        "a thread free, else the service does not start", Check(lambda v: v is None or v >= 0, "must be 0 or more"),
+        shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     sync_wait_s: float = setting(
         "SR_SYNC_WAIT_S", 300.0,
@@ -186,13 +197,19 @@ class Config:
     auth_token: str | None = setting(
         "SR_AUTH_TOKEN", None,
         "when set, every route but `/healthz` needs it: `Authorization: Bearer <token>` for the API, a sign-in "
-        "form (HttpOnly, SameSite=Strict cookie) for the page; a token under 16 characters is warned about at start",
+        "form (HttpOnly, SameSite=Strict cookie) for the page; wrong tokens, however sent, are logged and slowed "
+        "per address. A token under 16 characters stops the service at start (see `SR_ALLOW_SHORT_TOKEN`)",
         secret=True,
+    )
+    allow_short_token: bool = setting(
+        "SR_ALLOW_SHORT_TOKEN", False,
+        "1 lets `SR_AUTH_TOKEN` be shorter than 16 characters (with a warning at start); only for a service "
+        "reachable on loopback alone",
     )
     session_ttl_h: float = setting(
         "SR_SESSION_TTL_H", 168.0,
         "how long a sign-in on the page lasts; the cookie carries its issue time and stops working at sign-out "
-        "(kept in `state/signed-out.json`, so also after a restart)", POSITIVE,
+        "(kept in the job database, so also after a restart)", POSITIVE,
     )
     # Result cache: "owner" (one browser's own repeats), "shared" (everyone's), "off".
     result_cache: str = setting(
@@ -211,7 +228,7 @@ class Config:
     behind_proxy: bool = setting(
         "SR_BEHIND_PROXY", False,
         "1 trusts one reverse proxy's `X-Forwarded-Proto/Host/For` (Secure cookie behind TLS, the client's "
-        "address for sign-in throttling)",
+        "address for sign-in throttling and the per-address shares)",
     )
     trust_forwarded_prefix: bool = setting(
         "SR_TRUST_FORWARDED_PREFIX", False,
@@ -267,6 +284,24 @@ class Config:
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
+    def _quarter_of_threads(self, asked: int | None) -> int:
+        return max(1, self.web_threads // 4) if asked is None else asked
+
+    @property
+    def stream_limit(self) -> int:
+        """`/events` streams open at once: SR_MAX_EVENT_STREAMS, else a quarter of the threads (at least 1)."""
+        return self._quarter_of_threads(self.max_event_streams)
+
+    @property
+    def sync_wait_limit(self) -> int:
+        """`POST /upload` requests waiting at once: SR_MAX_SYNC_WAITS, else a quarter of the threads (at least 1)."""
+        return self._quarter_of_threads(self.max_sync_waits)
+
+    def thread_bounds(self) -> str:
+        """The bounds in force, for the log at start."""
+        return (f"at most {self.stream_limit} /events streams and {self.sync_wait_limit} waiting POST /upload "
+                f"requests hold server threads, of SR_WEB_THREADS={self.web_threads}")
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
         """A copy with some fields replaced (used by tests and `create_app(test_config)`)."""
         unknown = set(overrides) - set(_KINDS)
@@ -288,6 +323,18 @@ class Config:
                 row.validate(getattr(self, row.name))
         if self.trust_forwarded_prefix and not self.behind_proxy:
             raise ConfigError("SR_TRUST_FORWARDED_PREFIX=1 needs SR_BEHIND_PROXY=1 (a proxy that sets the header)")
+        if self.stream_limit + self.sync_wait_limit >= self.web_threads:
+            raise ConfigError(
+                f"{self.stream_limit} /events streams (SR_MAX_EVENT_STREAMS) and {self.sync_wait_limit} waiting "
+                f"uploads (SR_MAX_SYNC_WAITS) could take all SR_WEB_THREADS={self.web_threads} threads, and then "
+                "nothing else (not even /healthz) would be answered; set fewer of them (0 turns either off) or "
+                "more threads")
+        if self.auth_token and len(self.auth_token) < MIN_TOKEN_LENGTH and not self.allow_short_token:
+            raise ConfigError(
+                f"SR_AUTH_TOKEN is {len(self.auth_token)} character(s) long, which can be guessed; use "
+                f"{MIN_TOKEN_LENGTH} or more, for example the output of: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(24))' (or set SR_ALLOW_SHORT_TOKEN=1 for a service reachable on "
+                "loopback only)")
 
 
 def _without_none(hint: Any) -> type:
@@ -311,7 +358,6 @@ def _config_rows() -> tuple[Setting, ...]:
 # Read by deploy/gunicorn.conf.py, not by the app.
 GUNICORN_SETTINGS = (
     Setting("SR_BIND", str, "127.0.0.1:8080", "gunicorn only (`deploy/gunicorn.conf.py`): the address and port it listens on"),
-    Setting("SR_WEB_THREADS", int, 32, "gunicorn only (`deploy/gunicorn.conf.py`): threads serving requests in its one process", AT_LEAST_ONE),
     Setting("SR_LOG_LEVEL", str, "info", "gunicorn only (`deploy/gunicorn.conf.py`): `debug`, `info`, `warning`, `error` or `critical`", lower=True,
             check=one_of("debug", "info", "warning", "error", "critical")),
     Setting("SR_ACCESS_LOG", str, "off",

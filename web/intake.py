@@ -34,13 +34,14 @@ class QueueShareFull(Exception):
 @dataclass(frozen=True)
 class Upload:
     """What a request asks for: the photo's bytes and name as sent, the settings, the output format, and
-    who sends it (the owner cookie's digest; None without one)."""
+    who sends it (the owner cookie's digest, None without one; the client's address)."""
 
     stream: BinaryIO
     filename: str | None
     choice: Choice
     requested_format: str | None = None
     owner: str | None = None
+    address: str | None = None
     offered_scales: frozenset[int] = frozenset()  # for the output-pixel refusal's advice
 
 
@@ -55,7 +56,7 @@ class Intake:
     finisher: Finisher
     health_log: HealthLog
 
-    def check_open(self, owner: str | None) -> None:
+    def check_open(self, owner: str | None, address: str) -> None:
         """Raises OutOfSpace, Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
         space = data_space(self.config)
         if not space.ok:
@@ -68,7 +69,8 @@ class Intake:
             raise Unavailable(state.reason)
         if self.runner.queue_length() >= self.config.queue_size:
             raise QueueFull()
-        over_share = queue_share_refusal(self.store, owner, self.config.queue_size, self.config.owner_share)
+        over_share = queue_share_refusal(self.store, owner, address, self.config.queue_size,
+                                         self.config.owner_share)
         if over_share:
             raise QueueShareFull(over_share)
 
@@ -101,6 +103,7 @@ class Intake:
             keep_upload=config.keep_uploads,
             created_at=time.time(),
             owner=upload.owner,
+            client_address=upload.address,
             model=choice.model.path.name,
             denoise=choice.denoise,
             faces=choice.faces,

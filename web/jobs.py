@@ -1,4 +1,4 @@
-"""Durable job records in SQLite (WAL mode, a small pool of connections shared by all threads)."""
+"""Durable job records in SQLite (WAL mode, a small pool of connections shared by all threads), with the service's key and its signed-out sessions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable
 
 from web.dbpool import ConnectionPool
 
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state_seq ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished_at ON jobs (finished_at);
+CREATE TABLE IF NOT EXISTS service_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS signed_out (session_id TEXT PRIMARY KEY, until REAL NOT NULL);
 """
 
 # Columns added after the first release: (name, SQL type). Databases made before get them on open.
@@ -73,6 +75,7 @@ _ADDED_COLUMNS = (
     ("outscale", "INTEGER"),
     ("denoise_strength", "REAL"),
     ("ran", "TEXT"),
+    ("client_address", "TEXT"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -129,6 +132,7 @@ class Job:
     outscale: int | None = None
     denoise_strength: float | None = None  # a blend with the model's denoise twin (0..1); None: not asked
     ran: str | None = None  # what ran, from the worker's start event: "RealESRGAN Compact x4, reduced to 3x"
+    client_address: str | None = None  # the sender's address, for its share of the queue
 
     @property
     def model_id(self) -> str | None:
@@ -319,3 +323,21 @@ class JobStore:
         """(id, input_file, output_file) of every job, for telling stray files from live ones."""
         for row in self._rows("SELECT id, input_file, output_file FROM jobs"):
             yield row[0], row[1], row[2]
+
+    def service_key(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The key stored under `name`; the first caller stores `make()`'s, so that it outlives restarts."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO service_keys (name, key) VALUES (?, ?)", (name, make()))
+            ((key,),) = db.execute("SELECT key FROM service_keys WHERE name = ?", (name,)).fetchall()
+        return bytes(key)
+
+    def sign_out(self, session_id: str, until: float) -> None:
+        """Records a session as signed out until `until` (its expiry), dropping those already expired."""
+        with self._tx() as db:
+            db.execute("DELETE FROM signed_out WHERE until <= ?", (time.time(),))
+            db.execute("INSERT OR REPLACE INTO signed_out (session_id, until) VALUES (?, ?)", (session_id, until))
+
+    def signed_out(self, session_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM signed_out WHERE session_id = ? AND until > ?",
+                               (session_id, time.time())))
+

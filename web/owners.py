@@ -1,10 +1,8 @@
-"""Anonymous owners: a random id per browser in the `sr_owner` cookie; job rows keep only its SHA-256."""
+"""Anonymous owners: an id the service signs per browser in the `sr_owner` cookie; job rows keep only its SHA-256."""
 
 from __future__ import annotations
 
 import hashlib
-import re
-import secrets
 
 from flask import Response, g, request
 
@@ -13,7 +11,6 @@ from web.services import services
 COOKIE_NAME = "sr_owner"
 # Longer than any result lives, so that a returning browser still finds its jobs.
 MIN_MAX_AGE_S = 30 * 24 * 3600
-_VALID = re.compile(r"[A-Za-z0-9_-]{22,128}")
 
 
 def owner_hash(value: str) -> str:
@@ -22,11 +19,11 @@ def owner_hash(value: str) -> str:
 
 def _cookie_value() -> str | None:
     value = request.cookies.get(COOKIE_NAME)
-    return value if value and _VALID.fullmatch(value) else None
+    return value if value and services().owner_ids.genuine(value) else None
 
 
 def current_owner() -> str | None:
-    """The caller's owner hash, or None when it sent no (valid) owner cookie."""
+    """The caller's owner hash, or None when it sent no owner cookie this service issued."""
     value = _cookie_value()
     return owner_hash(value) if value else None
 
@@ -41,14 +38,15 @@ def _gives_cookie() -> bool:
 
 
 def issue_cookie(response: Response) -> Response:
-    """after_request hook: a browser without an owner id gets one (the page, and any /api answer)."""
-    if _cookie_value() is not None or not _gives_cookie() or g.get("sr_owner_issued"):
+    """after_request hook: a browser without an owner id of this service's gets one (the page, and any /api
+    answer); a made-up or altered one is replaced."""
+    if not _gives_cookie() or g.get("sr_owner_issued") or _cookie_value() is not None:
         return response
     g.sr_owner_issued = True
     ttl_s = int(services().config.result_ttl_h * 3600)
     response.set_cookie(
         COOKIE_NAME,
-        secrets.token_urlsafe(24),
+        services().owner_ids.issue(),
         max_age=max(ttl_s, MIN_MAX_AGE_S),
         httponly=True,
         samesite="Lax",

@@ -14,6 +14,7 @@ from web.jobs import JobStore
 from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
+from web.owner_ids import OwnerIds
 from web.runner import Runner
 from web.sessions import SessionBook
 from web.shares import StreamSlots
@@ -40,6 +41,7 @@ class Services:
     health_log: HealthLog
     sessions: SessionBook
     sign_ins: SignInGuard
+    owner_ids: OwnerIds
 
 
 def services() -> Services:

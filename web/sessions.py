@@ -6,84 +6,86 @@ import hashlib
 import hmac
 import json
 import logging
-import os
+import re
 import secrets
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
 # Issue times a little ahead of this clock are accepted (clocks of two processes, a restart).
 _CLOCK_SLACK_S = 60.0
+# `<issue time>.<id>.<mac>`: ASCII digits, secrets.token_urlsafe(16), a SHA-256 HMAC in hex; nothing else.
+_SHAPE = re.compile(r"([0-9]{1,12})\.([A-Za-z0-9_-]{22})\.([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session value this service signed and that has not expired."""
+
+    issued: int
+    session_id: str
 
 
 class SessionBook:
     """Signs session values `<issued>.<id>.<mac>` with the access token, checks their age, and keeps the ids
-    signed out before their time in a small file of the state folder, so that a restart does not revive them."""
+    signed out before their time in the job database, so that a restart does not revive them. Without a
+    token it issues none and takes none."""
 
-    def __init__(self, token: str, ttl_s: float, revoked_path: Path):
-        self._key = token.encode()
+    def __init__(self, token: str | None, ttl_s: float, store: JobStore):
+        self._key = token.encode() if token else None
         self.ttl_s = ttl_s
-        self._path = revoked_path
-        self._lock = threading.Lock()
-        self._revoked: dict[str, float] = self._load()
+        self._store = store
 
-    def _mac(self, issued: int, session_id: str) -> str:
-        return hmac.new(self._key, f"sr-web session v2|{issued}|{session_id}".encode(), hashlib.sha256).hexdigest()
+    def _mac(self, key: bytes, issued: int, session_id: str) -> str:
+        return hmac.new(key, f"sr-web session v2|{issued}|{session_id}".encode(), hashlib.sha256).hexdigest()
 
     def issue(self) -> str:
+        if self._key is None:
+            raise RuntimeError("sessions are issued only where an access token is set")
         issued = int(time.time())
         session_id = secrets.token_urlsafe(16)
-        return f"{issued}.{session_id}.{self._mac(issued, session_id)}"
+        return f"{issued}.{session_id}.{self._mac(self._key, issued, session_id)}"
 
-    def _parse(self, value: str) -> tuple[int, str] | None:
-        """(issue time, id) of a value this service signed and that has not expired, else None."""
-        parts = value.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) > 12:
+    def _parse(self, value: str) -> Session | None:
+        """The session of a value this service signed and that has not expired, else None."""
+        match = _SHAPE.fullmatch(value)
+        if self._key is None or match is None:
             return None
-        issued, session_id, mac = int(parts[0]), parts[1], parts[2]
-        if not hmac.compare_digest(mac.encode(), self._mac(issued, session_id).encode()):
+        issued, session_id, mac = int(match[1]), match[2], match[3]
+        if not hmac.compare_digest(mac, self._mac(self._key, issued, session_id)):
             return None
         now = time.time()
         if not (now - self.ttl_s < issued <= now + _CLOCK_SLACK_S):
             return None
-        return issued, session_id
+        return Session(issued, session_id)
 
     def valid(self, value: str) -> bool:
-        parsed = self._parse(value)
-        if parsed is None:
-            return False
-        with self._lock:
-            return parsed[1] not in self._revoked
+        session = self._parse(value)
+        return session is not None and not self._store.signed_out(session.session_id)
 
     def revoke(self, value: str) -> None:
-        """Signs the session out for good (a value that is not valid anyway is ignored)."""
-        parsed = self._parse(value)
-        if parsed is None:
-            return
-        issued, session_id = parsed
-        with self._lock:
-            now = time.time()
-            self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
-            self._revoked[session_id] = issued + self.ttl_s
-            self._save()
+        """Signs the session out for good; a value this service did not issue, or one expired, is ignored."""
+        session = self._parse(value)
+        if session is not None:
+            self._store.sign_out(session.session_id, session.issued + self.ttl_s)
 
-    def _load(self) -> dict[str, float]:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-            now = time.time()
-            return {str(sid): float(until) for sid, until in data.items() if float(until) > now}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, AttributeError, TypeError):
-            log.warning("%s is unreadable; sessions signed out earlier work again until they expire", self._path)
-            return {}
 
-    def _save(self) -> None:
-        tmp = self._path.with_name(f".{self._path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(self._revoked), encoding="utf-8")
-            os.replace(tmp, self._path)
-        except OSError:
-            log.exception("cannot write %s; signed-out sessions are kept in memory only", self._path)
+def import_signed_out_file(path: Path, store: JobStore) -> None:
+    """Moves the sign-outs of a `state/signed-out.json` (where older versions kept them) into the database."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = [(str(sid), float(until)) for sid, until in data.items()]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError, TypeError):
+        log.warning("%s is unreadable; sessions signed out in it work again until they expire", path)
+        return
+    now = time.time()
+    for session_id, until in entries:
+        if until > now:
+            store.sign_out(session_id, until)
+    path.unlink(missing_ok=True)

@@ -1,12 +1,14 @@
-"""Sign-in attempts per client address: every failure is logged, and each one past a few makes that address wait longer."""
+"""Access-token attempts per client address, however the token is presented: every failure is logged, and each one past a few makes that address wait longer."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import Enum
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,18 @@ class _Record:
     blocked_until: float
 
 
+class Verdict(Enum):
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+    HELD = "held"  # refused unchecked: the address is still waiting after wrong tokens
+
+
+@dataclass(frozen=True)
+class Attempt:
+    verdict: Verdict
+    wait_s: float = 0.0  # for HELD: seconds before the address may try again
+
+
 class SignInGuard:
     """After FREE_FAILURES wrong tokens from one address, each further one makes it wait twice as long
     (2, 4, 8 ... up to 60 s) before its next attempt is even checked."""
@@ -34,36 +48,38 @@ class SignInGuard:
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._lock = threading.Lock()
 
-    def wait_s(self, address: str) -> float:
-        """Seconds before `address` may try again; 0 when it may try now."""
+    def check(self, address: str, given: str, token: str, way: str) -> Attempt:
+        """The one place a presented token is compared with the access token. `way` (the sign-in form, the
+        Authorization header) is only for the log. Checked under the lock, so that guesses sent at once
+        are counted one after another."""
         now = time.monotonic()
         with self._lock:
             record = self._records.get(address)
-            if record is None:
-                return 0.0
-            if now - record.last_failure > FORGET_AFTER_S:
+            if record is not None and now - record.last_failure > FORGET_AFTER_S:
                 del self._records[address]
-                return 0.0
-            return max(0.0, record.blocked_until - now)
-
-    def failed(self, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            record = self._records.pop(address, None) or _Record(0, now, now)
-            record.failures += 1
-            record.last_failure = now
-            over = record.failures - FREE_FAILURES
-            wait = min(MAX_WAIT_S, 2.0 ** over) if over > 0 else 0.0
-            record.blocked_until = now + wait
-            self._records[address] = record
-            while len(self._records) > MAX_ADDRESSES:
-                self._records.popitem(last=False)
-        log.warning("wrong access token from %s (%d in a row%s)", address, record.failures,
+                record = None
+            if record is not None and record.blocked_until > now:
+                wait = record.blocked_until - now
+                log.warning("access token from %s by %s refused unchecked: %.0f s left to wait after wrong "
+                            "tokens", address, way, wait)
+                return Attempt(Verdict.HELD, wait)
+            if given and hmac.compare_digest(given.encode(), token.encode()):
+                self._records.pop(address, None)
+                return Attempt(Verdict.ACCEPTED)
+            wait = self._failed(address, now)
+            failures = self._records[address].failures
+        log.warning("wrong access token from %s by %s (%d in a row%s)", address, way, failures,
                     f"; its next attempt is refused for {wait:g} s" if wait else "")
+        return Attempt(Verdict.WRONG)
 
-    def refused(self, address: str, wait: float) -> None:
-        log.warning("sign-in from %s refused unchecked: %.0f s left to wait after wrong tokens", address, wait)
-
-    def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._records.pop(address, None)
+    def _failed(self, address: str, now: float) -> float:
+        record = self._records.pop(address, None) or _Record(0, now, now)
+        record.failures += 1
+        record.last_failure = now
+        over = record.failures - FREE_FAILURES
+        wait = min(MAX_WAIT_S, 2.0 ** over) if over > 0 else 0.0
+        record.blocked_until = now + wait
+        self._records[address] = record
+        while len(self._records) > MAX_ADDRESSES:
+            self._records.popitem(last=False)
+        return wait

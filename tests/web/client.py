@@ -49,6 +49,7 @@ class HttpClient:
     token: str | None = None
     cookies: dict[str, str] = field(default_factory=dict)
     ssl_context: ssl.SSLContext | None = None  # for https:// base URLs
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (X-Forwarded-For, say)
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
@@ -61,7 +62,7 @@ class HttpClient:
             )
         else:
             conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
-        all_headers = dict(headers or {})
+        all_headers = {**self.headers, **(headers or {})}
         if self.token:
             all_headers.setdefault("Authorization", f"Bearer {self.token}")
         if self.cookies:

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import re
+import secrets
 import socket
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 import pytest
+from flask import Flask
 
 from tests.web.client import HttpClient, Reply, multipart
 from tests.web.conftest import Photos, StartServer
 from tests.web.server import start_gunicorn, start_service_process
+from web import create_app, shutdown
 
 TOKEN = "correct horse battery staple"
 
@@ -214,21 +225,111 @@ def test_failed_sign_ins_are_logged_and_slowed_per_address(
     assert _form_post(client, "token=guess").status == 401
 
 
-def test_a_short_token_is_warned_about_at_start(tmp_path: Path, fsrcnn_model: Path) -> None:
+def test_a_short_token_stops_the_service_unless_allowed(tmp_path: Path, fsrcnn_model: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    env.update(SR_DATA_DIR=str(tmp_path / "data"), SR_MODEL_PATH=str(fsrcnn_model), SR_AUTH_TOKEN="ab")
+    proc = subprocess.run([sys.executable, "-m", "web", "--port", "0"], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stderr
+    assert "SR_AUTH_TOKEN is 2 character(s) long" in proc.stderr and "SR_ALLOW_SHORT_TOKEN=1" in proc.stderr
+    assert "'ab'" not in proc.stderr, "the token itself is never shown"
     log_path = tmp_path / "service.log"
-    service = start_service_process(log_path, {"SR_DATA_DIR": str(tmp_path / "data"),
-                                               "SR_MODEL_PATH": str(fsrcnn_model), "SR_AUTH_TOKEN": "a"})
+    service = start_service_process(log_path, {"SR_DATA_DIR": str(tmp_path / "data"), "SR_AUTH_TOKEN": "ab",
+                                               "SR_MODEL_PATH": str(fsrcnn_model), "SR_ALLOW_SHORT_TOKEN": "1"})
     try:
-        assert "SR_AUTH_TOKEN is 1 character(s) long" in log_path.read_text()
+        assert "SR_AUTH_TOKEN is 2 character(s) long" in log_path.read_text()
+        assert service.client(token="ab").get("/api/jobs").status == 200
     finally:
         service.terminate()
-    long_log = tmp_path / "long.log"
-    service = start_service_process(long_log, {"SR_DATA_DIR": str(tmp_path / "data"),
-                                               "SR_MODEL_PATH": str(fsrcnn_model), "SR_AUTH_TOKEN": TOKEN})
+
+
+@pytest.fixture
+def token_app(tmp_path: Path, fsrcnn_model: Path) -> Iterator[Flask]:
+    app = create_app({"data_dir": tmp_path / "data", "model_path": fsrcnn_model, "auth_token": TOKEN})
+    yield app
+    shutdown(app)
+
+
+def test_bearer_guesses_go_through_the_sign_in_throttle(token_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    """The attack: 300 wrong `Authorization: Bearer` tokens in 0.2 s, neither slowed nor logged."""
+    from web import signins
+
+    client = token_app.test_client()
+    with caplog.at_level(logging.WARNING, logger="web.signins"):
+        for _ in range(signins.FREE_FAILURES + 1):
+            assert client.get("/api/jobs", headers={"Authorization": "Bearer guess"}).status_code == 401
+        held = client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert held.status_code == 429 and held.get_json()["error"]["code"] == "too_many_attempts"
+        assert 1 <= int(held.headers["Retry-After"]) <= 2
+        # One throttle for every way in: the sign-in form from that address waits too.
+        form = client.post("/login", data={"token": TOKEN})
+        assert form.status_code == 429 and "sr_session" not in form.headers.get("Set-Cookie", "")
+    failures = [r.getMessage() for r in caplog.records if "wrong access token from 127.0.0.1" in r.getMessage()]
+    assert len(failures) == signins.FREE_FAILURES + 1 and "Authorization header" in failures[0]
+    assert sum("refused unchecked" in r.getMessage() for r in caplog.records) == 2
+    elsewhere = token_app.test_client()
+    assert elsewhere.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"},
+                         environ_base={"REMOTE_ADDR": "192.0.2.9"}).status_code == 200
+
+
+def test_a_malformed_session_or_owner_cookie_is_no_sign_in_and_no_500(
+    token_app: Flask, tmp_path: Path, fsrcnn_model: Path
+) -> None:
+    """The attack: `sr_session=².a.b` hit int('²'), a 500 on any route. The raw header carries UTF-8 bytes."""
+    hostile = ["².a.b", "١٢٣.aaaaaaaaaaaaaaaaaaaaaa." + "0" * 64, "+1.a.b", " 1.a.b", "1.a.b.c", "", "..", "²"]
+    client = token_app.test_client(use_cookies=False)
+    for value in hostile:
+        raw = f"sr_session={value}; sr_owner={value}".encode().decode("latin-1")
+        assert client.get("/", headers={"Cookie": raw}).status_code == 302, value
+        assert client.get("/api/jobs", headers={"Cookie": raw}).status_code == 401, value
+        assert client.post("/logout", headers={"Cookie": raw}).status_code == 401, value
+    open_app = create_app({"data_dir": tmp_path / "open", "model_path": fsrcnn_model, "auth_token": None})
     try:
-        assert "SR_AUTH_TOKEN is" not in long_log.read_text()
+        client = open_app.test_client(use_cookies=False)
+        for value in hostile:
+            raw = f"sr_session={value}; sr_owner={value}".encode().decode("latin-1")
+            assert client.post("/logout", headers={"Cookie": raw}).status_code == 302, value
+            reply = client.get("/api/jobs", headers={"Cookie": raw})
+            assert reply.status_code == 200 and reply.get_json() == {"jobs": []}, value
+            assert re.match(r"sr_owner=[A-Za-z0-9_-]{32}\.", reply.headers["Set-Cookie"]), "a new owner id"
     finally:
-        service.terminate()
+        shutdown(open_app)
+
+
+def _signed_out_rows(data_dir: Path) -> int:
+    with closing(sqlite3.connect(data_dir / "state" / "jobs.db")) as db:
+        ((count,),) = db.execute("SELECT COUNT(*) FROM signed_out").fetchall()
+    return int(count)
+
+
+def test_logout_records_only_sessions_the_service_issued(tmp_path: Path, fsrcnn_model: Path) -> None:
+    """The attack: without a token, each unauthenticated `POST /logout` (a value signed with the empty key)
+    added a signed-out session, and the whole file was rewritten each time."""
+    data = tmp_path / "open"
+    app = create_app({"data_dir": data, "model_path": fsrcnn_model, "auth_token": None})
+    try:
+        client = app.test_client()
+        for _ in range(50):
+            issued, session_id = int(time.time()), secrets.token_urlsafe(16)
+            mac = hmac.new(b"", f"sr-web session v2|{issued}|{session_id}".encode(), hashlib.sha256).hexdigest()
+            forged = f"sr_session={issued}.{session_id}.{mac}"
+            assert client.post("/logout", headers={"Cookie": forged}).status_code == 302
+    finally:
+        shutdown(app)
+    assert _signed_out_rows(data) == 0
+    assert not (data / "state" / "signed-out.json").exists()
+
+
+def test_expired_sign_outs_are_dropped(start_server: StartServer, tmp_path: Path) -> None:
+    data = tmp_path / "kept"
+    server = start_server(data_dir=data, auth_token=TOKEN, session_ttl_h=2 / 3600)
+    name, first, _ = _signed_in(server)
+    assert HttpClient(server.url, cookies={name: first}).request("POST", "/logout").status == 302
+    assert _signed_out_rows(data) == 1
+    time.sleep(3)
+    _, second, _ = _signed_in(server)
+    assert HttpClient(server.url, cookies={name: second}).request("POST", "/logout").status == 302
+    assert _signed_out_rows(data) == 1, "the first, expired, is gone"
 
 
 def test_the_session_cookie_carries_its_issue_time_and_expires(start_server: StartServer) -> None:

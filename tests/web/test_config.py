@@ -35,7 +35,7 @@ def test_each_kind_of_value_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "SR_BEHIND_PROXY": "off",
         "SR_RESULT_CACHE": "Shared",
         "SR_BACKEND": "LOCAL",
-        "SR_AUTH_TOKEN": " secret ",
+        "SR_AUTH_TOKEN": " a long enough secret ",
         "SR_RAY_ADDRESS": " head:6379 ",
     })
     assert config.data_dir == tmp_path / "data"
@@ -44,7 +44,7 @@ def test_each_kind_of_value_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (config.max_upload_mb, config.max_pixels, config.min_free_mb) == (2.5, 1000, 0)
     assert config.keep_uploads is True and config.behind_proxy is False
     assert (config.result_cache, config.backend, config.ray_address) == ("shared", "local", "head:6379")
-    assert config.auth_token == " secret "  # a token is taken exactly as given
+    assert config.auth_token == " a long enough secret "  # a token is taken exactly as given
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,17 @@ def test_a_value_the_service_cannot_use_is_refused_naming_the_variable(variable:
     with pytest.raises(ConfigError) as err:
         config_from_env({variable: value})
     assert str(err.value) == message
+
+
+def test_streams_and_waits_may_not_take_every_thread() -> None:
+    defaults = config_from_env({"SR_WEB_THREADS": "4"})
+    assert (defaults.stream_limit, defaults.sync_wait_limit) == (1, 1)
+    assert (Config().stream_limit, Config().sync_wait_limit) == (8, 8)
+    with pytest.raises(ConfigError, match="could take all SR_WEB_THREADS=4 threads"):
+        config_from_env({"SR_WEB_THREADS": "4", "SR_MAX_SYNC_WAITS": "4"})
+    with pytest.raises(ConfigError, match="could take all SR_WEB_THREADS=2 threads"):
+        config_from_env({"SR_WEB_THREADS": "2"})
+    assert config_from_env({"SR_WEB_THREADS": "2", "SR_MAX_EVENT_STREAMS": "0"}).sync_wait_limit == 1
 
 
 def test_overrides_take_field_names_resolve_paths_and_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,30 @@ def test_the_owner_cookie(app: Flask) -> None:
     assert "Secure" in app.test_client().get("/api/jobs", base_url="https://localhost").headers["Set-Cookie"]
 
 
+def test_a_made_up_owner_cookie_is_replaced_and_owns_nothing(app: Flask, photos: Photos) -> None:
+    """The attack: any 22-128 character `sr_owner` counted as a new owner. Only ids the service signed count."""
+    genuine = re.match(r"sr_owner=([^;]+)", app.test_client().get("/api/jobs").headers["Set-Cookie"]).group(1)
+    owner_id, mac = genuine.split(".")
+    for made_up in ["A" * 32, genuine.replace(".", ""), f"{owner_id[:-1]}{'B' if owner_id[-1] != 'B' else 'C'}.{mac}",
+                    f"{owner_id}.{mac[:-1]}{'B' if mac[-1] != 'B' else 'C'}"]:
+        client = app.test_client(use_cookies=False)
+        reply = client.post("/api/jobs", data={"image": (io.BytesIO(photos.small_png), "p.png")},
+                            headers={"Cookie": f"sr_owner={made_up}"})
+        assert reply.status_code == 202, reply.get_json()
+        issued = re.match(r"sr_owner=([^;]+)", reply.headers["Set-Cookie"]).group(1)
+        assert issued != made_up and re.fullmatch(r"[A-Za-z0-9_-]{32}\.[A-Za-z0-9_-]{43}", issued)
+        job = app.extensions["sr_web"].store.get(reply.get_json()["id"])
+        assert job.owner is None, "a made-up cookie owns nothing; the job is reachable by its id alone"
+        assert client.get("/api/jobs", headers={"Cookie": f"sr_owner={made_up}"}).get_json() == {"jobs": []}
+    # The genuine id is kept, and owns what it sends.
+    client = app.test_client(use_cookies=False)
+    reply = client.post("/api/jobs", data={"image": (io.BytesIO(photos.small_png), "p.png")},
+                        headers={"Cookie": f"sr_owner={genuine}"})
+    assert "Set-Cookie" not in reply.headers
+    listed = client.get("/api/jobs", headers={"Cookie": f"sr_owner={genuine}"}).get_json()["jobs"]
+    assert [job["id"] for job in listed] == [reply.get_json()["id"]]
+
+
 def test_owners_see_only_their_jobs(start_server: StartServer, photos: Photos) -> None:
     server = start_server()
     ann, bob = _browser(server), _browser(server)
@@ -77,7 +101,8 @@ def test_owners_see_only_their_jobs(start_server: StartServer, photos: Photos) -
             assert reply.status == 404 and reply.json() == unknown.json(), (path, reply.status)
     assert ann.delete(f"/api/jobs/{bob_job}").status == 404
     assert bob.job(bob_job)["status"] == "done"
-    # A job sent without a cookie stays reachable by its id, by anyone who has it.
+    # A job sent without a cookie is listed to nobody and reachable by its unguessable id alone.
+    assert all(curl_job not in [j["id"] for j in c.get("/api/jobs").json()["jobs"]] for c in (ann, bob, curl))
     assert ann.get(f"/api/jobs/{curl_job}/result").status == 200
     assert curl.delete(f"/api/jobs/{curl_job}").status == 204
     assert bob.delete(f"/api/jobs/{bob_job}").status == 204

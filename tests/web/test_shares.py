@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import re
+import secrets
 import shutil
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import LiveServer
 
 
-def _browser(server: LiveServer) -> HttpClient:
+def _browser(server: LiveServer, address: str = "203.0.113.1") -> HttpClient:
+    """A browser holding the owner cookie the service hands out, at `address` (as the proxy in front says, for
+    a server started with behind_proxy=True)."""
     client = server.client()
+    client.headers["X-Forwarded-For"] = address
     client.cookies["sr_owner"] = re.match(r"sr_owner=([^;]+)", client.get("/api/jobs").header("Set-Cookie")).group(1)
     return client
 
@@ -30,8 +34,8 @@ def _running(client: HttpClient, photo: bytes) -> dict:
 def test_one_owner_holds_at_most_its_share_of_the_queue(
     start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model_slow, queue_size=4)  # SR_OWNER_SHARE 0.5: 2 each
-    greedy, other = _browser(server), _browser(server)
+    server = start_server(model_path=edsr_model_slow, queue_size=4, behind_proxy=True)  # SR_OWNER_SHARE 0.5: 2 each
+    greedy, other = _browser(server, "203.0.113.1"), _browser(server, "203.0.113.2")
     long_job = _running(greedy, photos.slow_png)
     queued = [greedy.upload(photos.small_png, filename=f"q{i}.png") for i in range(2)]
     assert [r.status for r in queued] == [202, 202]
@@ -49,7 +53,7 @@ def test_one_owner_holds_at_most_its_share_of_the_queue(
 def _open_stream(server: LiveServer, client: HttpClient, path: str) -> http.client.HTTPResponse:
     """An open stream; the response holds the connection (closing it, or losing it, ends the stream)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.server.server_port, timeout=30)
-    conn.request("GET", path, headers={"Cookie": f"sr_owner={client.cookies['sr_owner']}"})
+    conn.request("GET", path, headers={"Cookie": f"sr_owner={client.cookies['sr_owner']}", **client.headers})
     response = conn.getresponse()
     assert response.status == 200 and response.readline() == b"retry: 2000\n"
     return response
@@ -58,8 +62,8 @@ def _open_stream(server: LiveServer, client: HttpClient, path: str) -> http.clie
 def test_one_owner_holds_at_most_its_share_of_the_progress_streams(
     start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:
-    server = start_server(model_path=edsr_model_slow, max_event_streams=4, concurrency=2)  # 2 each
-    greedy, other = _browser(server), _browser(server)
+    server = start_server(model_path=edsr_model_slow, max_event_streams=4, concurrency=2, behind_proxy=True)  # 2 each
+    greedy, other = _browser(server, "203.0.113.1"), _browser(server, "203.0.113.2")
     mine, theirs = _running(greedy, photos.slow_png), other.upload(photos.small_png).json()
     held = [_open_stream(server, greedy, mine["links"]["events"]) for _ in range(2)]
     try:
@@ -80,6 +84,53 @@ def test_one_owner_holds_at_most_its_share_of_the_progress_streams(
     reply = wait_until(lambda: (r := greedy.get(again["links"]["events"], timeout=30)).status == 200 and r,
                        timeout=30, what="the owner's stream slots to come back")
     assert b"event: status" in reply.body
+
+
+def test_new_owners_from_one_address_share_its_part_of_the_queue(
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
+) -> None:
+    """The attack: every upload with an owner cookie of its own (made up, or fetched fresh from the service)
+    filled the queue. One address holds at most its share, however many owners it shows."""
+    server = start_server(model_path=edsr_model_slow, queue_size=4, behind_proxy=True)  # 2 per address
+    attacker = _browser(server, "203.0.113.1")
+    long_job = _running(attacker, photos.slow_png)
+    made_up = HttpClient(server.url, cookies={"sr_owner": secrets.token_urlsafe(24)},
+                         headers={"X-Forwarded-For": "203.0.113.1"})
+    replies = [made_up.upload(photos.small_png)] + [_browser(server, "203.0.113.1").upload(photos.small_png)
+                                                     for _ in range(2)]
+    assert [r.status for r in replies] == [202, 202, 429], [r.body for r in replies]
+    assert replies[-1].json()["error"]["code"] == "queue_share_full"
+    assert "sent from your network" in replies[-1].json()["error"]["message"]
+    # Someone at another address is still served.
+    assert _browser(server, "198.51.100.7").upload(photos.small_png).status == 202
+    assert attacker.delete(long_job["links"]["self"]).status == 204
+
+
+def test_new_owners_from_one_address_share_its_part_of_the_streams(
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
+) -> None:
+    """The attack: unread streams under made-up owners took every stream slot."""
+    server = start_server(model_path=edsr_model_slow, max_event_streams=4, behind_proxy=True)  # 2 per address
+    first = _browser(server, "203.0.113.1")
+    job = _running(first, photos.slow_png)
+    other = _browser(server, "203.0.113.1")
+    held = [_open_stream(server, first, job["links"]["events"])]
+    try:
+        refused = other.get(job["links"]["events"])
+        assert refused.status == 404, "another owner's job is not told"
+        anonymous = HttpClient(server.url, headers={"X-Forwarded-For": "203.0.113.1"})
+        anon_job = anonymous.upload(photos.small_png).json()
+        held.append(_open_stream(server, first, job["links"]["events"]))
+        refused = anonymous.get(anon_job["links"]["events"])
+        assert refused.status == 503 and refused.json()["error"]["code"] == "too_many_streams", refused.body
+        assert "from your network" in refused.json()["error"]["message"]
+        elsewhere = HttpClient(server.url, headers={"X-Forwarded-For": "198.51.100.7"})
+        stream = elsewhere.get(anon_job["links"]["events"], timeout=60)
+        assert stream.status == 200 and b"event: status" in stream.body
+    finally:
+        for response in held:
+            response.close()
+        assert first.delete(job["links"]["self"]).status == 204
 
 
 def _flat_png(width: int, height: int) -> bytes:
