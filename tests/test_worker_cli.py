@@ -19,6 +19,7 @@ from PIL import Image, ImageCms
 from infer import REPO_ROOT
 from infer.precision import cpu_has_native_bf16
 from tests.helpers import WORKER, run_worker
+from tests.reliability.inputs import header_over_no_pixels
 
 
 
@@ -143,6 +144,21 @@ def test_exit_3_not_an_image(edsr_model: Path, tmp_path: Path):
     code, events, _ = run_worker("--input", tmp_path / "missing.png", "--output", tmp_path / "o.png", "--model", edsr_model)
     expect_error(code, events, 3, "missing.png")
     assert_no_leftovers(tmp_path, {"holiday.jpg"})
+
+
+def test_exit_3_a_large_header_over_almost_no_pixel_data(shared_models: Path, tmp_path: Path):
+    """Under 1 kB saying 4000x3000: refused as damaged, never upscaled from the grey the decoder would fill in."""
+    hollow = tmp_path / "hollow.jpg"
+    hollow.write_bytes(header_over_no_pixels(4000, 3000))
+    assert Image.open(hollow).size == (4000, 3000) and hollow.stat().st_size < 1000
+    started = time.monotonic()
+    code, events, err = run_worker("--input", hollow, "--output", tmp_path / "o.png", "--model",
+                                   shared_models / "FSRCNN_x3.pb")
+    error = expect_error(code, events, 3, "damaged or incomplete")
+    assert "upload it again" in error["message"] and [e["event"] for e in events] == ["error"]
+    assert "premature end of data segment" in err  # libjpeg's own words, for the operator
+    assert time.monotonic() - started < 20
+    assert_no_leftovers(tmp_path, {"hollow.jpg"})
 
 
 def test_exit_4_over_the_pixel_limit(edsr_model: Path, photo: Path, tmp_path: Path):
