@@ -266,6 +266,27 @@ def test_exit_1_cancelled_mid_job_leaves_nothing(edsr_model: Path, shared_photos
     assert_no_leftovers(tmp_path, {"in.png"})
 
 
+def test_a_reduced_scale_never_holds_the_models_full_size_output(shared_models: Path, shared_photos: Path,
+                                                                  tmp_path: Path):
+    """ESPCN x4 writing 2x: the worker's peak RSS grows with the photo by less than the x4 image alone would take
+    (holding it, as reducing the whole image does, grows it by that plus the 2x result)."""
+    coffee = cv2.imread(str(shared_photos / "coffee.png"))
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    cv2.imwrite(str(small), coffee[:288, :288])  # a whole tile with its context: the engine's buffers at full size
+    cv2.imwrite(str(big), cv2.resize(coffee, (1800, 1200), interpolation=cv2.INTER_CUBIC))
+    peaks = {}
+    for src in (small, big):
+        code, events, err = run_worker("--input", src, "--output", tmp_path / f"{src.stem}_x2.png", "--model",
+                                       shared_models / "ESPCN_x4.pb", "--outscale", "2", "--tile", "256",
+                                       "--engine", "opencv")
+        assert code == 0, err
+        assert events[0]["ran"] == "ESPCN x4, reduced to 2x"
+        peaks[src.stem] = events[-1]["peak_rss_mb"]
+    full_size_mb = 1800 * 4 * 1200 * 4 * 3 / 2**20
+    assert peaks["big"] - peaks["small"] < full_size_mb, (peaks, full_size_mb)
+    assert Image.open(tmp_path / "big_x2.png").size == (3600, 2400)
+
+
 # --- image handling end to end ---------------------------------------------------------------
 
 
