@@ -19,6 +19,7 @@ from PIL import Image
 from infer import contract
 from infer.errors import InputError, OutOfMemoryError, OutputError, TooLargeError, UsageError
 from infer.header import EXIF_ORIENTATION, format_name, not_readable, open_header, our_pixel_limit_only, probe
+from infer.jpegcheck import ends_early
 
 __all__ = ["DecodedImage", "decode", "encode", "output_format", "probe"]
 
@@ -101,6 +102,15 @@ def _check_png_chunks(path: Path) -> None:
                 raise _BadPng(f"checksum mismatch in its {kind.decode('latin-1')} chunk")
             if kind == b"IEND":
                 return
+
+
+def _check_jpeg_data(path: Path) -> None:
+    """InputError when the compressed pixels end before the picture does (a large header over almost no data
+    would otherwise decode to grey and be upscaled)."""
+    said = ends_early(path)
+    if said is not None:
+        log.warning("%s: libjpeg: %s", path, said)
+        raise not_readable(path, "its picture data ends early")
 
 
 def _to_8bit_gray(values: np.ndarray, mode: str) -> np.ndarray:
@@ -225,6 +235,8 @@ def decode(path: str | os.PathLike[str], max_pixels: int) -> DecodedImage:
             width, height = im.size
             _check_pixels(path, width, height, max_pixels)
             source_format = format_name(im)
+            if source_format == "JPEG":
+                _check_jpeg_data(path)
             try:
                 if source_format == "PNG":
                     _check_png_chunks(path)

@@ -25,7 +25,7 @@ from infer.events import EventSink
 from infer.faces.stage import FaceSettings, FaceStage
 from infer.models import default_model_path, models_dir
 from infer.modelspec import ModelSpec, spec_from_path
-from infer.upscale import count_tiles, describe_run, effective_pad, reduce_image, upscale_image
+from infer.upscale import count_tiles, describe_run, effective_pad, upscale_image
 
 
 @dataclass(frozen=True)
@@ -248,11 +248,9 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         def progress(done: int, total: int) -> None:
             events.emit(EventKind.PROGRESS, done=done, total=total)
 
-        result = upscale_image(image, engine, spec, tile, tile_pad, progress)
+        # A reduced scale is reached tile by tile: the model's full-size output never exists at once.
+        result = upscale_image(image, engine, spec, tile, tile_pad, progress, out_scale)
         t = timer.stage("infer", t)
-        if out_scale != spec.scale:
-            result = reduce_image(result, width * out_scale, height * out_scale)
-            t = timer.stage("reduce", t)
     finally:
         if release:
             # Release the model (and any device memory) before the slow encode.

@@ -8,6 +8,9 @@ from typing import Callable
 import numpy as np
 
 ProgressFn = Callable[[int, int], None]
+# Brings a core's output (H x W or H x W x C) down to (width, height): the reduction of a model's output to a
+# smaller written scale.
+ReduceFn = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,20 @@ def run_tiled(
     pad: int,
     on_progress: ProgressFn | None = None,
     out_dtype: np.dtype | type | None = None,
+    out_scale: int | None = None,
+    reduce: ReduceFn | None = None,
 ) -> np.ndarray:
     """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result.
 
     Only one window and its output exist at a time besides the input and the output arrays,
-    so memory used by `fn` is bounded by the tile size whatever the image size.
+    so memory used by `fn` is bounded by the tile size whatever the image size. With `out_scale` below
+    `scale`, `reduce` brings each core's output down to `out_scale` as it is pasted, so the full-scale
+    image never exists: a core's edges are whole input pixels, which fall on pixel edges at both scales,
+    so each reduced core is what reducing the whole image gives there.
     """
+    out_scale = out_scale or scale
+    if out_scale != scale and reduce is None:
+        raise ValueError(f"writing x{out_scale} from a x{scale} upscaler needs a reduce function")
     if image.ndim != 3:
         raise ValueError("run_tiled expects an H x W x C array")
     height, width = image.shape[:2]
@@ -82,15 +93,17 @@ def run_tiled(
         expected = ((wy1 - wy0) * scale, (wx1 - wx0) * scale)
         if result.shape[:2] != expected:
             raise ValueError(f"tile function returned {result.shape[:2]}, expected {expected}")
-        if result.ndim == 2:
-            result = result[:, :, None]
-        if out is None:
-            out = np.empty((height * scale, width * scale, result.shape[2]), dtype=out_dtype or result.dtype)
         oy, ox = (cy0 - wy0) * scale, (cx0 - wx0) * scale
-        out[cy0 * scale : cy1 * scale, cx0 * scale : cx1 * scale] = result[
-            oy : oy + (cy1 - cy0) * scale, ox : ox + (cx1 - cx0) * scale
-        ]
-        del result
+        core = result[oy : oy + (cy1 - cy0) * scale, ox : ox + (cx1 - cx0) * scale]
+        if out_scale != scale:
+            assert reduce is not None
+            core = reduce(core, (cx1 - cx0) * out_scale, (cy1 - cy0) * out_scale)
+        if core.ndim == 2:
+            core = core[:, :, None]
+        if out is None:
+            out = np.empty((height * out_scale, width * out_scale, core.shape[2]), dtype=out_dtype or core.dtype)
+        out[cy0 * out_scale : cy1 * out_scale, cx0 * out_scale : cx1 * out_scale] = core
+        del result, core
         if on_progress is not None:
             on_progress(index + 1, len(tiles))
     assert out is not None

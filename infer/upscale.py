@@ -18,6 +18,8 @@ from infer.tiling import ProgressFn, plan_tiles, run_tiled
 _INV_255 = np.float32(1.0 / 255.0)
 # Bilinear chroma upscaling needs one input pixel of context beyond each tile core.
 _LUMA_MIN_PAD = 2
+# Bicubic alpha reads two input pixels beyond each output pixel's position.
+_ALPHA_PAD = 2
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -79,6 +81,11 @@ def count_tiles(height: int, width: int, tile: int, tile_pad: int) -> int:
     return len(plan_tiles(height, width, tile, tile_pad))
 
 
+def _area(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area averaging, which neither rings nor aliases: how a model's output is brought down to a smaller scale."""
+    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def upscale_bgr(
     bgr: np.ndarray,
     engine: Engine,
@@ -86,10 +93,23 @@ def upscale_bgr(
     tile: int,
     tile_pad: int,
     on_progress: ProgressFn | None = None,
+    out_scale: int | None = None,
 ) -> np.ndarray:
-    """Upscale a BGR uint8 image by the model's factor, `tile` x `tile` input pixels at a time."""
+    """Upscale a BGR uint8 image by the model's factor, `tile` x `tile` input pixels at a time; with
+    `out_scale` below it, each tile's output is reduced to that scale as it is pasted."""
     fn = tile_function(engine, spec)
-    return run_tiled(bgr, fn, spec.scale, tile, effective_pad(spec, tile_pad), on_progress, np.uint8)
+    return run_tiled(bgr, fn, spec.scale, tile, effective_pad(spec, tile_pad), on_progress, np.uint8,
+                     out_scale, _area)
+
+
+def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, out_scale: int) -> np.ndarray:
+    """Alpha bicubically, over the same tiles as the colour (each window has the context bicubic reads, so the
+    result is the whole-image resize's), reduced alike."""
+    def cubic(window: np.ndarray) -> np.ndarray:
+        size = (window.shape[1] * scale, window.shape[0] * scale)
+        return cv2.resize(window, size, interpolation=cv2.INTER_CUBIC)
+
+    return run_tiled(alpha[:, :, None], cubic, scale, tile, _ALPHA_PAD, None, np.uint8, out_scale, _area)[:, :, 0]
 
 
 def upscale_image(
@@ -99,22 +119,14 @@ def upscale_image(
     tile: int,
     tile_pad: int,
     on_progress: ProgressFn | None = None,
+    out_scale: int | None = None,
 ) -> DecodedImage:
-    """Upscale colour through the network and alpha (if any) bicubically; metadata rides along."""
-    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress)
-    alpha = None
-    if image.alpha is not None:
-        size = (bgr.shape[1], bgr.shape[0])
-        alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC)
+    """Upscale colour through the network and alpha (if any) bicubically, written at `out_scale` (default: the
+    model's own); metadata rides along."""
+    out_scale = out_scale or spec.scale
+    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress, out_scale)
+    alpha = None if image.alpha is None else _upscale_alpha(image.alpha, spec.scale, tile, out_scale)
     return dataclasses.replace(image, bgr=bgr, alpha=alpha)
-
-
-def reduce_image(image: DecodedImage, width: int, height: int) -> DecodedImage:
-    """A model's output brought down to the size asked for (a x4 model serving 3x): area averaging, which
-    neither rings nor aliases; alpha alike."""
-    size = (width, height)
-    alpha = None if image.alpha is None else cv2.resize(image.alpha, size, interpolation=cv2.INTER_AREA)
-    return dataclasses.replace(image, bgr=cv2.resize(image.bgr, size, interpolation=cv2.INTER_AREA), alpha=alpha)
 
 
 def describe_run(spec: ModelSpec, output_scale: int) -> str:

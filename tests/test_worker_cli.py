@@ -19,6 +19,7 @@ from PIL import Image, ImageCms
 from infer import REPO_ROOT
 from infer.precision import cpu_has_native_bf16
 from tests.helpers import WORKER, run_worker
+from tests.reliability.inputs import header_over_no_pixels
 
 
 
@@ -145,6 +146,21 @@ def test_exit_3_not_an_image(edsr_model: Path, tmp_path: Path):
     assert_no_leftovers(tmp_path, {"holiday.jpg"})
 
 
+def test_exit_3_a_large_header_over_almost_no_pixel_data(shared_models: Path, tmp_path: Path):
+    """Under 1 kB saying 4000x3000: refused as damaged, never upscaled from the grey the decoder would fill in."""
+    hollow = tmp_path / "hollow.jpg"
+    hollow.write_bytes(header_over_no_pixels(4000, 3000))
+    assert Image.open(hollow).size == (4000, 3000) and hollow.stat().st_size < 1000
+    started = time.monotonic()
+    code, events, err = run_worker("--input", hollow, "--output", tmp_path / "o.png", "--model",
+                                   shared_models / "FSRCNN_x3.pb")
+    error = expect_error(code, events, 3, "damaged or incomplete")
+    assert "upload it again" in error["message"] and [e["event"] for e in events] == ["error"]
+    assert "premature end of data segment" in err  # libjpeg's own words, for the operator
+    assert time.monotonic() - started < 20
+    assert_no_leftovers(tmp_path, {"hollow.jpg"})
+
+
 def test_exit_4_over_the_pixel_limit(edsr_model: Path, photo: Path, tmp_path: Path):
     out = tmp_path / "o.png"
     code, events, _ = run_worker("--input", photo, "--output", out, "--model", edsr_model, "--max-pixels", "2000")
@@ -248,6 +264,27 @@ def test_exit_1_cancelled_mid_job_leaves_nothing(edsr_model: Path, shared_photos
     assert proc.returncode == 1
     assert events[-1]["event"] == "error" and "cancelled" in events[-1]["message"]
     assert_no_leftovers(tmp_path, {"in.png"})
+
+
+def test_a_reduced_scale_never_holds_the_models_full_size_output(shared_models: Path, shared_photos: Path,
+                                                                  tmp_path: Path):
+    """ESPCN x4 writing 2x: the worker's peak RSS grows with the photo by less than the x4 image alone would take
+    (holding it, as reducing the whole image does, grows it by that plus the 2x result)."""
+    coffee = cv2.imread(str(shared_photos / "coffee.png"))
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    cv2.imwrite(str(small), coffee[:288, :288])  # a whole tile with its context: the engine's buffers at full size
+    cv2.imwrite(str(big), cv2.resize(coffee, (1800, 1200), interpolation=cv2.INTER_CUBIC))
+    peaks = {}
+    for src in (small, big):
+        code, events, err = run_worker("--input", src, "--output", tmp_path / f"{src.stem}_x2.png", "--model",
+                                       shared_models / "ESPCN_x4.pb", "--outscale", "2", "--tile", "256",
+                                       "--engine", "opencv")
+        assert code == 0, err
+        assert events[0]["ran"] == "ESPCN x4, reduced to 2x"
+        peaks[src.stem] = events[-1]["peak_rss_mb"]
+    full_size_mb = 1800 * 4 * 1200 * 4 * 3 / 2**20
+    assert peaks["big"] - peaks["small"] < full_size_mb, (peaks, full_size_mb)
+    assert Image.open(tmp_path / "big_x2.png").size == (3600, 2400)
 
 
 # --- image handling end to end ---------------------------------------------------------------

@@ -65,15 +65,16 @@ class ResultCache:
         """None when the cache is off. The model counts by its checksum; where the model lives only on the
         worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there. `faces` (mode and
         fidelity) counts only when faces are restored, so that keys made before the face stage still match; `scale`
-        is the written one (a x4 model's output reduced to 3x is another result); `denoise_strength` counts when given."""
+        is the written one (a x4 model's output reduced to 3x is another result); `denoise_strength` counts when given.
+        Fidelity and strength count as given: the intake quantises them once, and the job records and runs that value."""
         if not self.enabled:
             return None
         model = self.digests.of(model_path) or f"name:{model_id}"
         parts = [photo_sha256, model, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
         if faces is not None and faces[0] != "off":
-            parts.append(["faces", faces[0], round(float(faces[1]), 3)])
+            parts.append(["faces", faces[0], float(faces[1])])
         if denoise_strength is not None:
-            parts.append(["denoise_strength", round(float(denoise_strength), 3)])
+            parts.append(["denoise_strength", float(denoise_strength)])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _same_scope(self, job: Job, other: Job) -> bool:

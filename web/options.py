@@ -27,8 +27,16 @@ log = logging.getLogger(__name__)
 DEFAULT_DENOISE = contract.Denoise.OFF.value
 # The kinds of result a person chooses between (a family's `kind`), in the page's order.
 KINDS = ("restore", "faithful", "fast")
+# Denoise strength and face fidelity are taken in steps of 0.01: the value a job records, passes to the worker
+# and is cached under is then one and the same.
+SETTING_STEP = 0.01
 # What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
 UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
+
+
+def quantised(value: float) -> float:
+    """A 0..1 setting on the SETTING_STEP grid (0.3004 -> 0.3)."""
+    return round(round(value / SETTING_STEP) * SETTING_STEP, 2)
 
 
 class BadChoice(Exception):
@@ -141,7 +149,7 @@ def _strength(form: Mapping[str, str], model: InstalledModel, denoise: str, offe
                         "use denoise (off, light, strong) instead")
     if denoise != DEFAULT_DENOISE:
         raise BadChoice("bad_denoise", "denoise_strength replaces denoise for this model; send one of them")
-    return strength
+    return quantised(strength)
 
 
 def _by_kind(kind: str, scale: int | None, models: list[InstalledModel], default: InstalledModel | None) -> tuple[InstalledModel, int | None]:
@@ -178,7 +186,7 @@ def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
         raise BadChoice("faces_unavailable", "face restoration is not installed on this service; send the photo without faces=on")
     raw = (form.get("face_fidelity") or "").strip()
     try:
-        fidelity = parse_fidelity(raw) if raw else DEFAULT_FIDELITY
+        fidelity = quantised(parse_fidelity(raw)) if raw else DEFAULT_FIDELITY
     except ValueError as err:
         raise BadChoice("bad_face_fidelity", str(err)) from None
     return faces, fidelity
@@ -221,6 +229,9 @@ def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default:
                 raise BadChoice("bad_scale", f"{model.id} gives x{model.scale} and is never enlarged further; scales "
                                 f"it gives: {', '.join(f'x{s}' for s in served_scales(model))}")
             outscale = scale
+        if kind is not None and model.family.kind != kind:
+            raise BadChoice("kind_conflict", f"{model.id} is a {model.family.kind} model, not {kind}; send "
+                            f"kind={model.family.kind} with it, or leave kind out")
     offered = config is not None and strength_offered(config, model)
     return Choice(model, denoise, faces, fidelity, outscale, _strength(form, model, denoise, offered))
 

@@ -92,6 +92,17 @@ def cut_in_scan(jpeg: bytes) -> bytes:
     return jpeg[: start + (len(jpeg) - start) // 2]
 
 
+def header_over_no_pixels(width: int, height: int, kept: int = 16) -> bytes:
+    """A JPEG whose header says `width` x `height`, then `kept` bytes of compressed pixels and the end marker:
+    libjpeg stops at the marker and Pillow, which silences its warning, fills the rest with grey."""
+    data = bytearray(encode(rgb(64, 48, seed=17), "JPEG", quality=90))
+    frame = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, frame + 5, height, width)
+    scan = data.index(b"\xff\xda")
+    (length,) = struct.unpack(">H", data[scan + 2:scan + 4])
+    return bytes(data[: scan + 2 + length + kept]) + b"\xff\xd9"
+
+
 def zip_file() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -141,6 +152,8 @@ def bad_files() -> list[BadFile]:
     return [
         BadFile("zero-byte file", "empty.jpg", b"", 3, not_readable, refused=(400, "empty_file")),
         BadFile("truncated JPEG", "half.jpg", cut_in_scan(valid_jpg), 3, "damaged or incomplete"),
+        BadFile("JPEG with a whole header and almost no pixel data", "hollow.jpg", header_over_no_pixels(60, 50), 3,
+                "damaged or incomplete"),
         BadFile("JPEG cut inside its header", "stub.jpg", valid_jpg[:200], 3, not_readable, refused=unsupported),
         BadFile("truncated PNG", "half.png", valid_png[: len(valid_png) // 2], 3, "damaged or incomplete"),
         BadFile("PNG with a bad IHDR CRC", "crc.png", flip_crc(valid_png, b"IHDR"), 3, not_readable,

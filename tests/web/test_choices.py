@@ -83,6 +83,7 @@ def test_the_default_model_is_offered_from_outside_the_folder(tmp_path: Path, sh
     ({"model": "LapSRN_x4", "scale": "2"}, "bad_scale", "x4"),
     ({"denoise_strength": "0.5"}, "denoise_strength_unavailable", "off, light, strong"),
     ({"denoise_strength": "2"}, "bad_denoise_strength", "0 to 1"),
+    ({"kind": "fast", "model": "LapSRN_x4"}, "kind_conflict", "LapSRN_x4 is a faithful model"),
 ])
 def test_unknown_choices_are_400_listing_the_valid_ones(app: Flask, photos: Photos, fields: dict, code: str,
                                                         listed: str) -> None:

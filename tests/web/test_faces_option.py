@@ -78,6 +78,20 @@ def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartSer
     assert again["cached"] and again["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, again
 
 
+def test_face_fidelity_is_taken_in_hundredths(app: Flask, folder: Path, photos: Photos) -> None:
+    """The fidelity a job records, shows and is cached under is the one value on the 0.01 grid."""
+    _install_gfpgan(folder)
+    store = app.extensions["sr_web"].store
+    jobs = {}
+    for fidelity in ("0.3001", "0.3004", "0.31"):
+        reply = _upload(app, photos.small_jpg, faces="on", face_fidelity=fidelity)
+        assert reply.status_code == 202, reply.get_json()
+        jobs[fidelity] = store.get(reply.get_json()["id"])
+        assert reply.get_json()["faces"]["fidelity"] == jobs[fidelity].face_fidelity
+    assert jobs["0.3001"].face_fidelity == jobs["0.3004"].face_fidelity == 0.3 and jobs["0.31"].face_fidelity == 0.31
+    assert jobs["0.3001"].cache_key == jobs["0.3004"].cache_key != jobs["0.31"].cache_key
+
+
 def test_the_worker_command_carries_the_face_settings_only_when_on(tmp_path: Path) -> None:
     from infer.contract import WorkerCommand
 

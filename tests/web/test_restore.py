@@ -17,7 +17,8 @@ from PIL import Image
 
 from infer import REPO_ROOT
 from infer.contract import WorkerCommand
-from tests.web.conftest import Photos, StartServer
+from tests.web.conftest import Photos, StartServer, wait_until
+from tests.web.server import worker_processes
 from web import create_app, shutdown
 
 COMPACT = "realesr-animevideov3"
@@ -87,6 +88,17 @@ def test_the_output_pixel_limit_counts_the_written_scale(restore_folder: Path, t
         assert job["output"]["download_name"] == "photo_x3.png"
 
 
+def test_a_kind_that_is_not_the_models_is_refused(restore_folder: Path, tmp_path: Path, photos: Photos) -> None:
+    for app in _app(tmp_path, restore_folder):
+        refused = _upload(app, photos.small_png, kind="fast", model=COMPACT)
+        assert refused.status_code == 400, refused.get_json()
+        error = refused.get_json()["error"]
+        assert error["code"] == "kind_conflict" and f"{COMPACT} is a restore model" in error["message"], error
+        agreed = _upload(app, photos.small_png, kind="restore", model=COMPACT, scale="3")
+        assert agreed.status_code == 202, agreed.get_json()
+        assert (agreed.get_json()["model"], agreed.get_json()["scale"]) == (COMPACT, 3)
+
+
 def test_restore_3x_runs_the_x4_model_reduced(start_server: StartServer, restore_folder: Path,
                                               photos: Photos) -> None:
     server = start_server(model_path=restore_folder / "FSRCNN_x3.pb", models_dir=restore_folder)
@@ -136,3 +148,23 @@ def test_denoise_strength_reaches_the_worker(start_server: StartServer, twins_fo
         results.append(client.get(done["links"]["result"]).body)
     # 0 runs the wdn twin, 1 the model itself: their weights differ by 30 %, so must their results.
     assert results[0] != results[1]
+
+
+def test_denoise_strength_is_taken_in_hundredths(start_server: StartServer, twins_folder: Path, photos: Photos) -> None:
+    """0.3001 and 0.3004 are both 0.3: the job shows it, the worker runs it, and the second is served the first's
+    result as the same setting; 0.31 is another result."""
+    server = start_server(model_path=twins_folder / "FSRCNN_x3.pb", models_dir=twins_folder, result_cache="shared")
+    client = server.client()
+    fields = {"model": "realesr-general-x4v3"}
+    first = client.upload(photos.small_png, fields={**fields, "denoise_strength": "0.3001"}).json()
+    assert first["denoise_strength"] == 0.3, first
+    worker = wait_until(lambda: worker_processes(server.data_dir), timeout=60, what="the job's worker")[0]
+    argv = worker.cmdline()
+    assert argv[argv.index("--denoise-strength") + 1] == "0.3", argv
+    first = client.wait(first["id"], timeout=120)
+    assert first["status"] == "done" and not first["cached"], first
+    again = client.wait(client.upload(photos.small_png, fields={**fields, "denoise_strength": "0.3004"}).json()["id"])
+    assert again["cached"] and again["denoise_strength"] == 0.3, again
+    other = client.wait(client.upload(photos.small_png, fields={**fields, "denoise_strength": "0.31"}).json()["id"],
+                        timeout=120)
+    assert other["status"] == "done" and not other["cached"] and other["denoise_strength"] == 0.31, other
