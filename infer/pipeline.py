@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from infer import batch, images
-from infer.catalog import InstalledModel, choose, installed_models
+from infer.catalog import Catalog
 from infer.checkpoints import DENOISE_TWINS, denoise_twin
 from infer.contract import EXIT_OK, Denoise, EventKind
 from infer.denoise import denoise_image
@@ -23,7 +23,7 @@ from infer.engines import Engine, create_engine
 from infer.errors import ModelError, OutputError, UsageError
 from infer.events import EventSink
 from infer.faces.stage import FaceSettings, FaceStage
-from infer.models import default_model_path, models_dir
+from infer.models import default_model_path
 from infer.modelspec import ModelSpec, spec_from_path
 from infer.upscale import count_tiles, describe_run, effective_pad, upscale_image
 
@@ -109,23 +109,20 @@ def _check_output_file(output: str, fmt: str | None) -> None:
 
 
 def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
-    """The installed model for a scale and quality, from the models folder."""
-    folder = models_dir()
-    models = installed_models(folder)
-    if not models:
-        raise ModelError(
-            f"no model is installed in {folder}; fetch one with `sr-models fetch EDSR_x3` "
-            "(or FSRCNN_x3 for a fast one), or pass --model PATH"
-        )
-    default_path = default_model_path()
-    default = next((m for m in models if m.path.resolve() == default_path.resolve()), None)
-    if default is None and default_path.is_file():
-        # $SR_MODEL_PATH outside the folder still gives the scale when only --quality is asked.
-        try:
-            default = InstalledModel(default_path.stem, spec_from_path(default_path))
-        except ModelError:
-            pass
-    return choose(models, scale=scale, quality=quality, default=default).spec
+    """The installed model for a scale and quality, as the catalog picks it."""
+    return Catalog.from_env().pick(scale=scale, quality=quality).model.spec
+
+
+def _default_spec(algo: str | None) -> ModelSpec:
+    """The configured default (SR_MODEL_PATH, else EDSR_x3.pb in the models folder); where it is missing and
+    another model is installed, the catalog's stand-in, said on stderr."""
+    configured = default_model_path()
+    if not configured.is_file():
+        catalog = Catalog.from_env()
+        if catalog.default is not None and catalog.default_note:
+            print(f"sr-infer: {catalog.default_note}", file=sys.stderr)
+            return catalog.default.spec
+    return spec_from_path(configured, algo, None)
 
 
 def _with_denoise_strength(spec: ModelSpec, strength: float | None) -> ModelSpec:
@@ -146,7 +143,7 @@ def resolve_model(options: RunOptions) -> ModelSpec:
     elif options.scale is not None or quality is not None:
         spec = _installed_choice(options.scale, quality)
     else:
-        spec = spec_from_path(default_model_path(), options.algo, None)
+        spec = _default_spec(options.algo)
     path = spec.path
     if not path.is_file():
         raise ModelError(

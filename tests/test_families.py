@@ -68,8 +68,7 @@ def test_auto_engine_on_the_cpu_follows_the_family():
 def test_catalog_offers_what_is_installed(shared_models, tmp_path):
     import shutil
 
-    from infer.catalog import choose, installed_models, scales
-    from infer.errors import UsageError
+    from infer.catalog import Catalog, NoSuchChoice
     from tests.fixtures.edsr_graph import write_edsr_graph
 
     for name in ("FSRCNN_x3", "ESPCN_x3", "LapSRN_x4"):
@@ -77,35 +76,35 @@ def test_catalog_offers_what_is_installed(shared_models, tmp_path):
     write_edsr_graph(tmp_path / "EDSR_x3.pb")
     (tmp_path / "EDSR_x2.pb").write_bytes(b"")  # an interrupted download is not offered
     (tmp_path / "notes.pb").write_bytes(b"x")  # nor a file that names no family
-    models = installed_models(tmp_path)
-    assert [m.id for m in models] == ["EDSR_x3", "ESPCN_x3", "FSRCNN_x3", "LapSRN_x4"]
-    assert scales(models) == [3, 4]
-    assert choose(models, scale=3, quality="best").id == "EDSR_x3"
-    assert choose(models, scale=3, quality="fast").id == "ESPCN_x3"
-    assert choose(models, scale=4, quality="fast").id == "LapSRN_x4"
-    assert choose(models, model_id="fsrcnn_x3").id == "FSRCNN_x3"
-    assert choose(models, quality="fast", default=models[0]).id == "ESPCN_x3"
-    with pytest.raises(UsageError, match="scales available: x3, x4"):
-        choose(models, scale=2)
-    with pytest.raises(UsageError, match="installed: EDSR_x3, ESPCN_x3"):
-        choose(models, model_id="EDSR_x4")
-    with pytest.raises(UsageError, match="best, fast"):
-        choose(models, scale=3, quality="ultra")
+    catalog = Catalog.load(tmp_path)
+    assert [m.id for m in catalog.models] == ["EDSR_x3", "FSRCNN_x3", "ESPCN_x3", "LapSRN_x4"]
+    assert catalog.scales() == [3, 4]
+    assert catalog.pick(scale=3, quality="best").model.id == "EDSR_x3"
+    assert catalog.pick(scale=3, quality="fast").model.id == "FSRCNN_x3"
+    assert catalog.pick(scale=4, quality="fast").model.id == "LapSRN_x4"
+    assert catalog.pick(model_id="fsrcnn_x3").model.id == "FSRCNN_x3"
+    assert catalog.pick(quality="fast").model.id == "FSRCNN_x3"
+    with pytest.raises(NoSuchChoice, match="scales available: x3, x4"):
+        catalog.pick(scale=2)
+    with pytest.raises(NoSuchChoice, match="installed: EDSR_x3, FSRCNN_x3"):
+        catalog.pick(model_id="EDSR_x4")
+    with pytest.raises(NoSuchChoice, match="best, fast"):
+        catalog.pick(scale=3, quality="ultra")
 
 
 def test_quality_is_best_for_the_highest_rank_at_a_scale(shared_models, tmp_path):
     import shutil
 
-    from infer.catalog import installed_models, quality_of
+    from infer.catalog import Catalog
     from tests.fixtures.edsr_graph import write_edsr_graph
 
     for name in ("FSRCNN_x3", "ESPCN_x3", "LapSRN_x4", "FSRCNN_x4"):
         shutil.copy(shared_models / f"{name}.pb", tmp_path)
     write_edsr_graph(tmp_path / "EDSR_x3.pb")
-    models = installed_models(tmp_path)
-    assert {m.id: quality_of(m, models) for m in models} == {
+    catalog = Catalog.load(tmp_path)
+    assert {m.id: catalog.quality_of(m) for m in catalog.models} == {
         "EDSR_x3": "best", "ESPCN_x3": "fast", "FSRCNN_x3": "fast", "LapSRN_x4": "best", "FSRCNN_x4": "fast",
     }
     # Alone at its scale, a fast network is the best there is.
-    only = [m for m in models if m.id == "FSRCNN_x3"]
-    assert quality_of(only[0], only) == "best"
+    only = Catalog.load(tmp_path / "only", tmp_path / "FSRCNN_x3.pb")
+    assert only.quality_of(only.models[0]) == "best"

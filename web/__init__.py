@@ -10,10 +10,6 @@ from typing import Any, Mapping
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from infer.errors import ModelError
-from infer.catalog import model_at
-from infer.checkpoints import is_checkpoint
-from infer.modelspec import spec_from_path
 from web import api, auth, ops, owners, pages
 from web.cleanup import Cleaner
 from web.backends import BackendUnavailable, create_backend
@@ -36,22 +32,11 @@ log = logging.getLogger(__name__)
 
 # Room for the multipart envelope and the small form fields around the photo itself.
 FORM_OVERHEAD_BYTES = 256 * 1024
-DEFAULT_SCALE = 3
 
 _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-
-
-def _model_scale(config_model_path: Any) -> int:
-    model = model_at(config_model_path) if is_checkpoint(config_model_path) else None
-    if model is not None:
-        return model.scale
-    try:
-        return spec_from_path(config_model_path).scale
-    except ModelError:
-        return DEFAULT_SCALE
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -96,7 +81,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         metrics=metrics,
         cache=cache,
         cleaner=cleaner,
-        scale=_model_scale(config.model_path),
         event_streams=StreamSlots(config.stream_limit, config.owner_share),
         sync_waits=threading.BoundedSemaphore(config.sync_wait_limit),
         health_log=health_log,

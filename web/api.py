@@ -22,10 +22,7 @@ from web.hangup import close_unread
 from web.intake import OutOfSpace, QueueShareFull, Unavailable, Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import (
-    UNAVAILABLE_TEXT, BadChoice, availability, default_model, faces_offered, offered_models, options_json, parse_choice,
-    served_scales,
-)
+from web.options import UNAVAILABLE_TEXT, BadChoice, availability, catalog_for, faces_offered, options_json, parse_choice
 from web.runner import QueueFull
 from web.services import Services, services
 from web.shares import Refusal
@@ -133,7 +130,8 @@ def _unavailable() -> ApiError:
 
 def _accept_upload(s: Services) -> Job:
     """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
-    s.intake.check_open(owners.current_owner(), client_address())
+    catalog = catalog_for(s.config, s.runner.backend)
+    s.intake.check_open(owners.current_owner(), client_address(), catalog)
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
         raise ApiError(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
@@ -142,13 +140,10 @@ def _accept_upload(s: Services) -> Job:
     requested = request.form.get("format") or None
     if requested is not None and contract.format_named(requested) is None:
         raise ApiError(400, "bad_format", unknown_format_message(requested))
-    local = s.runner.backend.uses_local_model
-    models = offered_models(s.config, local_file=local)
-    if not models:
+    if not catalog.models:
         raise Unavailable("no model is offered")
     try:
-        choice = parse_choice(request.form, models, default_model(s.config, local_file=local), faces_offered(s.config),
-                              s.config)
+        choice = parse_choice(request.form, catalog, faces_offered(s.config), s.config)
     except BadChoice as err:
         raise ApiError(400, err.code, err.message) from None
     uploads = request.files.getlist("image")
@@ -169,7 +164,7 @@ def _accept_upload(s: Services) -> Job:
     return s.intake.accept(
         Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
                address=client_address(),
-               offered_scales=frozenset(n for m in models for n in served_scales(m)))
+               offered_scales=frozenset(n for m in catalog.models for n in catalog.served_scales(m)))
     )
 
 
@@ -272,9 +267,10 @@ def jobs_zip() -> Response:
 def options() -> Any:
     """What may be chosen for an upload, and whether uploads can run at all."""
     s = services()
-    state = availability(s.config, s.runner.backend)
+    catalog = catalog_for(s.config, s.runner.backend)
+    state = availability(s.config, s.runner.backend, catalog)
     s.health_log.note(state)
-    return options_json(s.config, s.store, s.runner.backend, state)
+    return options_json(s.config, s.store, catalog, state, faces_offered(s.config))
 
 
 @bp.get("/api/jobs/<job_id:job_id>")

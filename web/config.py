@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, get_args, get_type_hints
 
 from infer import REPO_ROOT
+from infer.catalog import parse_ranks
 from infer.models import default_model_path, models_dir
 
 DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
@@ -34,6 +35,14 @@ class Check:
 
     def message(self, env: str, value: Any) -> str | None:
         return None if self.test(value) else f"{env}={value!r} {self.problem}"
+
+
+def _ranks_parse(text: str | None) -> bool:
+    try:
+        parse_ranks(text)
+    except ValueError:
+        return False
+    return True
 
 
 POSITIVE = Check(lambda v: v > 0, "must be positive")
@@ -121,7 +130,7 @@ class Config:
     model_path: Path = setting(
         "SR_MODEL_PATH", DEFAULT_MODEL,
         "the default model (a job that names none gets it), always offered; its name gives the scale (`_x3`); "
-        "missing, uploads get 503 and `/healthz` says how to fetch it",
+        "missing, the best installed model at its scale and kind stands in, and `/healthz` says how to fetch it",
         shown_default="`models/EDSR_x3.pb`", read=lambda env: default_model_path(env).resolve(),
     )
     models_dir: Path = setting(
@@ -129,6 +138,12 @@ class Config:
         "folder `sr-models` fetches into, the models people may choose from (`GET /api/options`), and where "
         "the default `EDSR_x3.pb` is looked for when `SR_MODEL_PATH` is unset",
         shown_default="`models/`", read=lambda env: models_dir(env=env).resolve(),
+    )
+    model_ranks: str | None = setting(
+        "SR_MODEL_RANKS", None,
+        "ranks within a kind of result, `<model id>=<whole number>,…`: the highest is picked first; catalog models "
+        "rank 1 to 30 (README, Models), other checkpoints 0 unless ranked here",
+        Check(_ranks_parse, "is not a list of <model id>=<whole number>"),
     )
     max_upload_mb: float = setting(
         "SR_MAX_UPLOAD_MB", 25.0, "largest upload; bigger ones get 413 while they stream in", POSITIVE,

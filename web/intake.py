@@ -13,6 +13,7 @@ from web.finishing import Finisher
 from web.jobfiles import result_name
 from web.jobs import QUEUED, Job, JobStore
 from web.limits import check_output_pixels
+from infer.catalog import Catalog
 from web.options import Choice, HealthLog, availability, seconds_per_mp
 from web.runner import QueueFull, Runner
 from web.shares import queue_share_refusal
@@ -56,13 +57,13 @@ class Intake:
     finisher: Finisher
     health_log: HealthLog
 
-    def check_open(self, owner: str | None, address: str) -> None:
+    def check_open(self, owner: str | None, address: str, catalog: Catalog) -> None:
         """Raises OutOfSpace, Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
         space = data_space(self.config)
         if not space.ok:
             self.health_log.note(space)
             raise OutOfSpace()
-        state = availability(self.config, self.runner.backend)
+        state = availability(self.config, self.runner.backend, catalog)
         if not state.ok:
             # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
             self.health_log.note(state)

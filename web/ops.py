@@ -31,7 +31,8 @@ def healthz() -> tuple[dict, int]:
     s.health_log.note(state)
     space = data_space(s.config)
     s.health_log.note(space)
-    ok = model_present is not False and all(writable.values()) and backend_health.ok and state.ok and space.ok
+    # A missing default is a warning in `notes` (another model stands in); jobs stop only when none can run.
+    ok = all(writable.values()) and backend_health.ok and state.ok and space.ok
     reasons = [reason for reason in (state.reason, space.reason) if reason]
     body = {
         "status": "ok" if ok else "unhealthy",

@@ -1,21 +1,17 @@
-"""What people may choose (models by scale and quality, denoise, format), time estimates, and whether jobs can run."""
+"""The form's choices read against the catalog (model, kind, scale, denoise, faces), time estimates, and whether jobs can run."""
 
 from __future__ import annotations
 
 import logging
 import statistics
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
-from infer.catalog import QUALITIES, InstalledModel, checkpoint_model, choose, installed_models, quality_of, scales
 from infer import contract
-from infer.checkpoints import denoise_twin, is_checkpoint
+from infer.catalog import KINDS, QUALITIES, Catalog, InstalledModel, NoSuchChoice, parse_ranks
+from infer.checkpoints import denoise_twin
 from infer.contract import DENOISE_LEVELS
-from infer.errors import ModelError, UsageError
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
-from infer.modelspec import spec_from_path
 from infer.modelsfolder import inside
 from infer.scans import SCAN_COMMAND, read_scan, unscanned
 from web.config import Config
@@ -25,8 +21,6 @@ from web.jobs import JobStore
 log = logging.getLogger(__name__)
 
 DEFAULT_DENOISE = contract.Denoise.OFF.value
-# The kinds of result a person chooses between (a family's `kind`), in the page's order.
-KINDS = ("restore", "faithful", "fast")
 # Denoise strength and face fidelity are taken in steps of 0.01: the value a job records, passes to the worker
 # and is cached under is then one and the same.
 SETTING_STEP = 0.01
@@ -48,41 +42,17 @@ class BadChoice(Exception):
         self.message = message
 
 
-def default_model(config: Config, local_file: bool = True) -> InstalledModel | None:
-    """SR_MODEL_PATH as a choice; None when its name says no family, or (`local_file`) it is missing or empty."""
-    path = config.model_path
-    if is_checkpoint(path):
-        return checkpoint_model(path)  # from its scan record: the front end never loads a checkpoint
-    try:
-        if local_file and (not path.is_file() or path.stat().st_size == 0):
-            return None
-        return InstalledModel(path.stem, spec_from_path(path))
-    except (ModelError, OSError):
-        return None
-
-
-def offered_models(config: Config, local_file: bool = True) -> list[InstalledModel]:
-    """The models folder's models plus the default one, sorted as `installed_models` sorts them."""
-    models = installed_models(config.models_dir)
-    default = default_model(config, local_file)
-    if default is not None and all(m.id.lower() != default.id.lower() for m in models):
-        models.append(default)
-        models.sort(key=lambda m: (m.scale, -m.family.quality_rank, m.id))
-    return models
+def catalog_for(config: Config, backend: Any) -> Catalog:
+    """The catalog of one request: the models folder, its scan records and SR_MODEL_PATH (taken by its name
+    alone where the backend's nodes hold the files)."""
+    return Catalog.load(config.models_dir, config.model_path, ranks=parse_ranks(config.model_ranks),
+                        local_files=backend.uses_local_model)
 
 
 def seconds_per_mp(store: JobStore, model: InstalledModel) -> float:
     """The median of this service's recent jobs with the model, else the family's figure from the benchmarks."""
     measured = store.recent_speeds(model.path.name)
     return round(statistics.median(measured) if measured else model.family.cpu_seconds_per_mp, 3)
-
-
-def model_path_for(config: Config, model_file: str | None) -> Path:
-    """Where a job's model file (its row's `model`, `EDSR_x3.pb`) is: the default's own path when it names
-    that file, else in the models folder."""
-    if model_file is None or model_file.lower() == config.model_path.name.lower():
-        return config.model_path
-    return config.models_dir / Path(model_file).name
 
 
 def faces_offered(config: Config) -> bool:
@@ -111,21 +81,17 @@ def strength_offered(config: Config, model: InstalledModel) -> bool:
         return False
 
 
-def served_scales(model: InstalledModel) -> list[int]:
-    """The written scales a model gives: a checkpoint's output may be reduced (from 2x up); a .pb gives its own."""
-    if model.spec.checkpoint is None:
-        return [model.scale]
-    return list(range(min(2, model.scale), model.scale + 1))
-
-
 @dataclass(frozen=True)
 class Choice:
+    """What a job runs: the catalog's pick, and the settings that go with it."""
+
     model: InstalledModel
     denoise: str
     faces: str = FaceMode.OFF.value
     face_fidelity: float = DEFAULT_FIDELITY
     outscale: int | None = None  # the written scale where it is below the model's
     denoise_strength: float | None = None
+    why: str = ""  # why the catalog picked the model
 
     @property
     def scale(self) -> int:
@@ -152,32 +118,6 @@ def _strength(form: Mapping[str, str], model: InstalledModel, denoise: str, offe
     return quantised(strength)
 
 
-def _by_kind(kind: str, scale: int | None, models: list[InstalledModel], default: InstalledModel | None) -> tuple[InstalledModel, int | None]:
-    """The best model of a kind for a written scale: one of that scale, else the smallest larger one whose output
-    can be reduced; with its outscale (None when it writes its own scale)."""
-    of_kind = [m for m in models if m.family.kind == kind]
-    if not of_kind:
-        offered = [k for k in KINDS if any(m.family.kind == k for m in models)]
-        raise BadChoice("kind_unavailable", f"no {kind} model is installed here; use one of: {', '.join(offered)}")
-    if scale is None:
-        if default is not None and default in of_kind:
-            return default, None
-        scale = default.scale if default is not None else of_kind[0].scale
-    # At one scale, the highest quality rank, then the last id (as `choose` takes "best"); the page's modelFor
-    # mirrors this rule for its estimates and options.
-    rank = lambda m: (m.family.quality_rank, m.id)  # noqa: E731
-    exact = [m for m in of_kind if m.scale == scale]
-    if exact:
-        return max(exact, key=rank), None
-    larger = [m for m in of_kind if scale in served_scales(m)]
-    if larger:
-        smallest = min(m.scale for m in larger)
-        return max((m for m in larger if m.scale == smallest), key=rank), scale
-    valid = sorted({s for m in of_kind for s in served_scales(m)})
-    raise BadChoice("bad_scale", f"no {kind} model gives x{scale} here; scales available for {kind}: "
-                    f"{', '.join(f'x{s}' for s in valid)}")
-
-
 def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
     faces = (form.get("faces") or FaceMode.OFF.value).strip().lower()
     if faces not in FACE_MODES:
@@ -192,48 +132,31 @@ def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
     return faces, fidelity
 
 
-def parse_choice(form: Mapping[str, str], models: list[InstalledModel], default: InstalledModel | None,
-                 faces_offered: bool = False, config: Config | None = None) -> Choice:
+def parse_choice(form: Mapping[str, str], catalog: Catalog, faces_offered: bool = False,
+                 config: Config | None = None) -> Choice:
     """The model, denoise and face settings a form asks for (`model`, or `kind` and `scale`, or `scale` and
-    `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`)."""
+    `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`); the model is the catalog's pick."""
     faces, fidelity = _face_choice(form, faces_offered)
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
         raise BadChoice("bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
-    model_id = (form.get("model") or "").strip() or None
-    quality = (form.get("quality") or "").strip().lower() or None
     raw_scale = (form.get("scale") or "").strip().lower().removeprefix("x") or None
-    valid_scales = ", ".join(str(s) for s in scales(models))
     scale = None
     if raw_scale is not None:
         try:
             scale = int(raw_scale)
         except ValueError:
-            raise BadChoice("bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid_scales}") from None
-    if quality is not None and quality not in QUALITIES:
-        raise BadChoice("bad_quality", f"unknown quality {form.get('quality')!r}; use one of: {', '.join(QUALITIES)}")
-    kind = (form.get("kind") or "").strip().lower() or None
-    if kind is not None and kind not in KINDS:
-        raise BadChoice("bad_kind", f"unknown kind {form.get('kind')!r}; use one of: {', '.join(KINDS)}")
-    outscale = None
-    if kind is not None and not model_id:
-        model, outscale = _by_kind(kind, scale, models, default)
-    else:
-        try:
-            model = choose(models, model_id=model_id, scale=scale, quality=quality, default=default)
-        except UsageError as err:
-            code = "bad_model" if model_id else "bad_scale"
-            raise BadChoice(code, str(err)) from None
-        if model_id and scale is not None and scale != model.scale:
-            if scale not in served_scales(model):
-                raise BadChoice("bad_scale", f"{model.id} gives x{model.scale} and is never enlarged further; scales "
-                                f"it gives: {', '.join(f'x{s}' for s in served_scales(model))}")
-            outscale = scale
-        if kind is not None and model.family.kind != kind:
-            raise BadChoice("kind_conflict", f"{model.id} is a {model.family.kind} model, not {kind}; send "
-                            f"kind={model.family.kind} with it, or leave kind out")
-    offered = config is not None and strength_offered(config, model)
-    return Choice(model, denoise, faces, fidelity, outscale, _strength(form, model, denoise, offered))
+            valid = ", ".join(str(s) for s in catalog.scales())
+            raise BadChoice("bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid}") from None
+    try:
+        pick = catalog.pick(model_id=(form.get("model") or "").strip() or None,
+                            kind=(form.get("kind") or "").strip().lower() or None,
+                            quality=(form.get("quality") or "").strip().lower() or None, scale=scale)
+    except NoSuchChoice as err:
+        raise BadChoice(err.code, err.message) from None
+    offered = config is not None and strength_offered(config, pick.model)
+    return Choice(pick.model, denoise, faces, fidelity, pick.outscale,
+                  _strength(form, pick.model, denoise, offered), pick.why)
 
 
 @dataclass(frozen=True)
@@ -257,36 +180,25 @@ class Availability:
         return waiting + self.refused
 
 
-def availability(config: Config, backend: Any) -> Availability:
-    state = _availability(config, backend)
-    waiting = tuple(p.name for p in unscanned(config.models_dir)) if backend.uses_local_model else ()
-    refused = _face_refusal(config)
-    return dataclasses.replace(state, unscanned=waiting, refused=() if refused is None else (refused,))
-
-
-def _availability(config: Config, backend: Any) -> Availability:
+def availability(config: Config, backend: Any, catalog: Catalog | None = None) -> Availability:
+    """Jobs can run when the backend can and at least one model is installed; a configured default that is
+    missing is a note with its fix, not a stop."""
     health = backend.health()
     if not health.ok:
         return Availability(False, health.reason or "the backend cannot take jobs")
     if not backend.uses_local_model:
         return Availability(True)
-    if default_model(config) is None:
-        path = config.model_path
-        fetch = f"sr-models fetch {path.stem}"
-        if not path.is_file():
-            what = "is missing"
-        elif path.stat().st_size == 0:
-            what = "is empty"
-        else:
-            what, fetch = "has a name that says no model family and scale", None
-        return Availability(
-            False,
-            # Only the file name: /healthz is public even when a token is set.
-            f"the default model {path.name} (SR_MODEL_PATH) {what}; fetch it with `sr-models fetch {path.stem}` "
-            "(into SR_MODELS_DIR) or point SR_MODEL_PATH at a model file",
-            fetch,
-        )
-    return Availability(True)
+    catalog = catalog or catalog_for(config, backend)
+    waiting = tuple(p.name for p in unscanned(config.models_dir))
+    refused = (_face_refusal(config),) if _face_refusal(config) else ()
+    fix = f"sr-models fetch {config.model_path.stem}"
+    if not catalog.models:
+        # Only file names: /healthz is public even when a token is set.
+        return Availability(False, f"no model is installed in the models folder (SR_MODELS_DIR), and the default "
+                            f"model {config.model_path.name} (SR_MODEL_PATH) is missing or unusable; fetch it with "
+                            f"`{fix}` or copy a model file in", fix, waiting, refused)
+    stand_in = (catalog.default_note,) if catalog.default_note else ()
+    return Availability(True, None, fix if stand_in else None, waiting, refused + stand_in)
 
 
 class HealthLog:
@@ -306,30 +218,28 @@ class HealthLog:
                 log.warning("%s", note)
 
 
-def options_json(config: Config, store: JobStore, backend: Any, state: Availability) -> dict[str, Any]:
-    """The body of `GET /api/options`."""
-    models = offered_models(config, local_file=backend.uses_local_model)
-    default = default_model(config, local_file=backend.uses_local_model) or (models[0] if models else None)
+def options_json(config: Config, store: JobStore, catalog: Catalog, state: Availability, faces: bool) -> dict[str, Any]:
+    """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
+    picks, which the page shows and sends as they are."""
+    default = catalog.default
     return {
         "models": [
             {
                 "id": m.id,
                 "family": m.family.name,
                 "label": m.label,
-                "kind": m.family.kind,
+                "kind": m.kind,
                 "scale": m.scale,
-                "quality": quality_of(m, models),
+                "quality": catalog.quality_of(m),
                 "seconds_per_megapixel": seconds_per_mp(store, m),
-                "scales": served_scales(m),
+                "scales": catalog.served_scales(m),
                 "denoise_strength": strength_offered(config, m),
             }
-            for m in models
+            for m in catalog.models
         ],
-        "kinds": [
-            {"kind": k, "available": any(m.family.kind == k for m in models)}
-            for k in KINDS
-        ],
-        "scales": scales(models),
+        "table": {kind: {str(s): model for s, model in scales.items()} for kind, scales in catalog.table().items()},
+        "kinds": [{"kind": k, "available": k in catalog.kinds()} for k in KINDS],
+        "scales": catalog.scales(),
         "qualities": list(QUALITIES),
         "denoise": list(DENOISE_LEVELS),
         "formats": [f.name for f in contract.OUTPUT_FORMATS],
@@ -337,12 +247,12 @@ def options_json(config: Config, store: JobStore, backend: Any, state: Availabil
         "default": {
             "model": default.id if default else None,
             "scale": default.scale if default else None,
-            "quality": quality_of(default, models) if default else None,
+            "quality": catalog.quality_of(default) if default else None,
             "denoise": DEFAULT_DENOISE,
-            "kind": default.family.kind if default else None,
+            "kind": default.kind if default else None,
         },
         "faces": {
-            "available": faces_offered(config),
+            "available": faces,
             "default": FaceMode.OFF.value,
             "default_fidelity": DEFAULT_FIDELITY,
             "licence": GFPGAN_LICENCE,

@@ -16,7 +16,8 @@ from flask import Blueprint, render_template, request
 from markupsafe import Markup
 
 from infer import contract
-from web.services import services
+from web.options import catalog_for
+from web.services import Services, services
 
 bp = Blueprint("pages", __name__)
 
@@ -53,6 +54,16 @@ def choose_language() -> str:
     return FALLBACK
 
 
+# The scale the page shows where no model is installed at all.
+DEFAULT_SCALE = 3
+
+
+def _default_scale(s: Services) -> int:
+    """The scale the page shows before its options arrive: the catalog's default's, else x3."""
+    default = catalog_for(s.config, s.runner.backend).default
+    return default.scale if default is not None else DEFAULT_SCALE
+
+
 @bp.get("/")
 def index() -> Any:
     s = services()
@@ -69,7 +80,7 @@ def index() -> Any:
         "index.html",
         max_upload_mb=s.config.max_upload_mb,
         max_pixels=s.config.max_pixels,
-        scale=s.scale,
+        scale=_default_scale(s),
         formats=contract.OUTPUT_FORMATS,
         auth=bool(s.config.auth_token),
         language=language,

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from infer.catalog import model_file_path
 from infer.faces.options import GFPGAN_FILE
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
@@ -18,7 +19,6 @@ from web.disk import OUT_OF_SPACE_MESSAGE, is_out_of_space
 from web.finishing import EventRecorder, Finisher
 from web.jobs import QUEUED, RUNNING, Job, JobStore
 from web.metrics import Metrics
-from web.options import model_path_for
 from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: imported from here by callers)
     FALLBACK_MESSAGES,
     RESTART_MESSAGE,
@@ -189,20 +189,19 @@ class Runner:
             self.store.fail(job.id, "upload_missing", UPLOAD_MISSING_MESSAGE)
             return
         files.prepare()
-        model_path = model_path_for(self.config, job.model)
         spec = JobSpec(
             job_id=job.id,
             input_path=files.upload,
             output_path=files.result,
             log_path=files.log,
-            model_path=model_path,
+            model_path=model_file_path(job.model or self.config.model_path.name, self.config.models_dir,
+                                       self.config.model_path),
             denoise=job.denoise or "off",
             faces=job.faces or "off",
             face_fidelity=job.face_fidelity,
             outscale=job.outscale,
             denoise_strength=job.denoise_strength,
             face_model=self.config.models_dir / GFPGAN_FILE if job.faces == "on" else None,
-            is_default_model=model_path == self.config.model_path,
         )
         recorder = EventRecorder(self.store, job.id)
         with self._cv:

@@ -32,7 +32,6 @@ class Services:
     metrics: Metrics
     cache: ResultCache
     cleaner: Cleaner
-    scale: int
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS),
     # and how many one owner can (SR_OWNER_SHARE).
     event_streams: StreamSlots

@@ -44,7 +44,6 @@ class JobSpec:
     log_path: Path
     model_path: Path  # the chosen model; a remote backend passes only its file name to the node
     denoise: str = "off"
-    is_default_model: bool = True  # SR_MODEL_PATH's model (a node may have its own SR_MODEL_PATH for it)
     faces: str = "off"
     face_fidelity: float | None = None
     face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder

@@ -447,7 +447,6 @@ class RayBackend:
             face_fidelity=spec.face_fidelity,
             outscale=spec.outscale,
             denoise_strength=spec.denoise_strength,
-            default_model=spec.is_default_model,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,
             input_label=str(spec.input_path),

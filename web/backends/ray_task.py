@@ -12,7 +12,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 # Items the task yields besides the worker's own events (theirs are dicts with "event" set by the worker).
 PLACED = "sr_placed"  # first: where the job runs (node, task pid, worker pid)
@@ -43,22 +43,16 @@ class TaskRequest:
     face_fidelity: float | None = None
     outscale: int | None = None
     denoise_strength: float | None = None
-    # The front end's default model: a node's own SR_MODEL_PATH stands for it.
-    default_model: bool = True
 
 
-def node_model_path(
-    model_name: str, env: dict[str, str] | os._Environ[str] = os.environ, default_model: bool = True
-) -> Path:
-    """The model on this node: for the default model SR_MODEL_PATH if set here, else `model_name` in this
-    node's models folder (SR_MODELS_DIR, else the install's models/), where `sr-models fetch` puts it."""
-    explicit = env.get("SR_MODEL_PATH")
-    if explicit and default_model:
-        return Path(explicit)
-    from infer import REPO_ROOT
+def node_model_path(model_name: str, env: Mapping[str, str] = os.environ) -> Path:
+    """The model on this node, by the catalog's rule: this node's SR_MODEL_PATH when it names that file, else
+    `model_name` in this node's models folder (SR_MODELS_DIR, else the install's models/)."""
+    from infer.catalog import model_file_path
+    from infer.models import default_in, models_dir
 
-    folder = Path(env.get("SR_MODELS_DIR") or REPO_ROOT / "models")
-    return folder / model_name
+    folder = models_dir(env=env)
+    return model_file_path(model_name, folder, default_in(folder, env))
 
 
 def work_root() -> Path:
@@ -144,7 +138,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         source.write_bytes(photo)
         del photo
         target = folder / f"{request.job_id}{request.output_suffix}"
-        model = node_model_path(request.model_name, default_model=request.default_model)
+        model = node_model_path(request.model_name)
 
         def relabel(text: str) -> str:
             for path, label in ((source, request.input_label), (target, request.output_label),

@@ -55,28 +55,14 @@
     return checked ? checked.value : null;
   }
 
-  // As the service chooses (web/options.py): the best model of the kind at that scale, else the smallest
-  // larger one whose output is reduced to it.
+  // The service's own picks (GET /api/options `table`: kind -> scale -> model id), shown and sent as they are.
   function modelFor(kind, scale) {
-    const ofKind = options.models.filter((m) => m.kind === kind);
-    const exact = ofKind.filter((m) => String(m.scale) === String(scale));
-    if (exact.length) return best(exact);
-    const larger = ofKind.filter((m) => (m.scales || [m.scale]).map(String).includes(String(scale)));
-    if (!larger.length) return null;
-    const smallest = Math.min(...larger.map((m) => m.scale));
-    return best(larger.filter((m) => m.scale === smallest));
-  }
-
-  // "best" quality first, then the last id.
-  function best(models) {
-    const top = models.filter((m) => m.quality === "best");
-    return (top.length ? top : models).slice().sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))[0];
+    const id = ((options.table || {})[kind] || {})[String(scale)];
+    return id ? options.models.find((m) => m.id === id) || null : null;
   }
 
   function kindScales(kind) {
-    const scales = new Set();
-    for (const m of options.models) if (m.kind === kind) for (const s of (m.scales || [m.scale])) scales.add(Number(s));
-    return Array.from(scales).sort((a, b) => a - b);
+    return Object.keys((options.table || {})[kind] || {}).map(Number).sort((a, b) => a - b);
   }
 
   function fillScales() {
@@ -196,6 +182,8 @@
     if (!document.getElementById("scale-field").hidden) {
       choices.kind = chosenKind();
       choices.scale = selects.scale.value;
+      const model = selectedModel();
+      if (model) choices.model = model.id;
     }
     if (!document.getElementById("denoise-field").hidden) choices.denoise = selects.denoise.value;
     if (!document.getElementById("strength-field").hidden) choices.denoise_strength = strength.value;
