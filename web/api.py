@@ -8,7 +8,7 @@ import sqlite3
 import time
 from typing import Any, Callable, Iterator
 
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, g, request, send_file
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
@@ -16,17 +16,16 @@ from infer import contract
 from web import owners
 from web.archive import stream_zip, unique_names
 from web.clients import client_address
-from web.disk import OUT_OF_SPACE_MESSAGE, REMEDY, is_out_of_space
-from web.errors import ApiError, error_response
+from web.disk import REMEDY, is_out_of_space, out_of_space
+from web.errors import Refusal, error_response
 from web.hangup import close_unread
-from web.intake import OutOfSpace, QueueShareFull, Unavailable, Upload
+from web.intake import Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import UNAVAILABLE_TEXT, BadChoice, availability, catalog_for, faces_offered, options_json, parse_choice
-from web.runner import QueueFull
+from web.options import availability, catalog_for, faces_offered, options_json, parse_choice
 from web.services import Services, services
-from web.shares import Refusal
-from web.uploads import UploadRejected, download_stem, unknown_format_message
+from web.shares import StreamLimit
+from web.uploads import download_stem, unknown_format_message
 from web.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
@@ -120,44 +119,35 @@ def _get_job(s: Services, job_id: str) -> Job:
     """The job, or 404 alike for an unknown id and another owner's job (existence is not told)."""
     job = s.store.get(job_id)
     if job is None or not owners.may_see(job.owner):
-        raise ApiError(404, "not_found", NOT_FOUND)
+        raise Refusal(404, "not_found", NOT_FOUND)
     return job
 
 
-def _unavailable() -> ApiError:
-    return ApiError(503, "unavailable", UNAVAILABLE_TEXT, {"Retry-After": "60"})
-
-
 def _accept_upload(s: Services) -> Job:
-    """Reads the request into an Upload for the intake; its refusals become HTTP errors in the caller."""
+    """Reads the request into an Upload for the intake (a Refusal for what it will not take)."""
     catalog = catalog_for(s.config, s.runner.backend)
     s.intake.check_open(owners.current_owner(), client_address(), catalog)
     if request.mimetype == "multipart/form-data" and not request.mimetype_params.get("boundary"):
-        raise ApiError(
+        raise Refusal(
             400, "bad_form", "the multipart form has no boundary in its Content-Type, so it cannot be read; "
             "let the HTTP client build the form (for example curl -F image=@photo.jpg)"
         )
     requested = request.form.get("format") or None
     if requested is not None and contract.format_named(requested) is None:
-        raise ApiError(400, "bad_format", unknown_format_message(requested))
-    if not catalog.models:
-        raise Unavailable("no model is offered")
-    try:
-        choice = parse_choice(request.form, catalog, faces_offered(s.config), s.config)
-    except BadChoice as err:
-        raise ApiError(400, err.code, err.message) from None
+        raise Refusal(400, "bad_format", unknown_format_message(requested))
+    choice = parse_choice(request.form, catalog, faces_offered(s.config), s.config)
     uploads = request.files.getlist("image")
     if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
         # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
-        raise ApiError(
+        raise Refusal(
             400, "bad_form", "the multipart form could not be read: a file or field name that is not UTF-8 "
             "text, or a damaged form; rename the file with plain characters, or let the HTTP client build the "
             "form (for example curl -F image=@photo.jpg)"
         )
     if not uploads:
-        raise ApiError(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
+        raise Refusal(400, "no_file", "no photo was sent; send it in the multipart form field 'image'")
     if len(uploads) > 1:
-        raise ApiError(
+        raise Refusal(
             400, "too_many_files", f"the field 'image' holds {len(uploads)} files; send one photo per request"
         )
     upload = uploads[0]
@@ -168,59 +158,35 @@ def _accept_upload(s: Services) -> Job:
     )
 
 
-def _out_of_space() -> ApiError:
-    return ApiError(507, "out_of_space", OUT_OF_SPACE_MESSAGE, {"Retry-After": "60"})
-
-
 def _accept_or_reject(s: Services) -> Job:
+    """The upload as a job; any Refusal on the way is counted as a rejected upload by its handler."""
+    g.upload_attempt = True
     try:
-        try:
-            return _accept_upload(s)
-        except OutOfSpace:
-            raise _out_of_space() from None
-        except Unavailable:
-            raise _unavailable() from None
-        except QueueFull:
-            raise ApiError(503, "queue_full", "the queue is full; try again in a few minutes",
-                           {"Retry-After": "60"}) from None
-        except QueueShareFull as err:
-            raise ApiError(429, "queue_share_full", str(err), {"Retry-After": "60"}) from None
-    except UploadRejected as err:
-        s.metrics.upload_rejected(err.status)
-        raise ApiError(err.status, err.code, err.message) from None
-    except ApiError as err:
-        s.metrics.upload_rejected(err.status)
-        raise
+        return _accept_upload(s)
     except RequestEntityTooLarge:
-        s.metrics.upload_rejected(413)
         raise _too_large(s) from None
     except (OSError, sqlite3.Error) as err:
         if not is_out_of_space(err):
             raise
-        raise _filled_while_saving(s, err) from None
+        # What was written of it is gone already (save_upload and the job row's rollback).
+        log.error("an upload was refused, the filesystem filled up while it was saved (%s); %s", err, REMEDY)
+        raise out_of_space() from None
 
 
-def _too_large(s: Services) -> ApiError:
+def _too_large(s: Services) -> Refusal:
     """Whether the photo or one of the small fields beside it was too large: werkzeug says neither."""
     length = request.content_length
     if length is not None and length <= (request.max_content_length or length):
-        return ApiError(
+        return Refusal(
             413,
             "form_too_large",
             f"a form field other than the photo is over {(request.max_form_memory_size or 0) / 1000:g} kB, or "
             f"the form has over {request.max_form_parts} parts; send the photo in the field 'image' and only "
             "short values (format, model, scale, quality, denoise) in the others",
         )
-    return ApiError(
+    return Refusal(
         413, "too_large", f"the upload is larger than the {s.config.max_upload_mb:g} MB limit; send a smaller photo"
     )
-
-
-def _filled_while_saving(s: Services, err: Exception) -> ApiError:
-    # What was written of it is gone already (save_upload and the job row's rollback).
-    log.error("an upload was refused, the filesystem filled up while it was saved (%s); %s", err, REMEDY)
-    s.metrics.upload_rejected(507)
-    return _out_of_space()
 
 
 @bp.post("/api/jobs")
@@ -250,7 +216,7 @@ def jobs_zip() -> Response:
     results = [(job, JobFiles.of(s.config, job).result) for job in done]
     results = [(job, path) for job, path in results if path.is_file()]
     if not results:
-        raise ApiError(404, "no_results", "there are no finished photos to download yet")
+        raise Refusal(404, "no_results", "there are no finished photos to download yet")
     names = unique_names(download_name(job) for job, _ in results)
     entries = [(name, path, job.finished_at or job.created_at) for name, (job, path) in zip(names, results)]
     return Response(
@@ -288,11 +254,11 @@ def job_events(job_id: str) -> Response:
     refused = s.event_streams.take(owner, address)
     if refused:
         held = {
-            Refusal.ALL: f"{s.event_streams.total} progress streams are open already",
-            Refusal.SHARE: f"you have {s.event_streams.per_owner} progress streams open already",
-            Refusal.ADDRESS: f"{s.event_streams.per_owner} progress streams are open from your network already",
+            StreamLimit.ALL: f"{s.event_streams.total} progress streams are open already",
+            StreamLimit.SHARE: f"you have {s.event_streams.per_owner} progress streams open already",
+            StreamLimit.ADDRESS: f"{s.event_streams.per_owner} progress streams are open from your network already",
         }[refused]
-        raise ApiError(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", {"Retry-After": "5"})
+        raise Refusal(503, "too_many_streams", f"{held}; poll GET /api/jobs/{job_id} instead", retry_after=5)
     links = job_links(job_id)
     store = s.store
 
@@ -351,12 +317,12 @@ def _mimetype(extension: str) -> str:
 
 def _result_response(s: Services, job: Job) -> Response:
     if job.state == FAILED:
-        raise ApiError(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
+        raise Refusal(409, "job_failed", f"this photo could not be upscaled: {job.error_message}")
     if job.state != DONE:
-        raise ApiError(409, "not_ready", f"the photo is still {job.state}; wait until its status is done")
+        raise Refusal(409, "not_ready", f"the photo is still {job.state}; wait until its status is done")
     path = JobFiles.of(s.config, job).result
     if not path.is_file():
-        raise ApiError(404, "result_gone", "the result file is no longer there; upload the photo again")
+        raise Refusal(404, "result_gone", "the result file is no longer there; upload the photo again")
     response = send_file(
         path,
         mimetype=_mimetype(job.output_format),
@@ -385,7 +351,7 @@ def delete_job(job_id: str) -> tuple[str, int]:
     _get_job(s, job_id)
     job = s.store.delete(job_id)
     if job is None:
-        raise ApiError(404, "not_found", NOT_FOUND)
+        raise Refusal(404, "not_found", NOT_FOUND)
     s.runner.cancel(job_id)
     JobFiles.of(s.config, job).remove_all()
     return "", 204
@@ -410,7 +376,7 @@ def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
     finally:
         s.sync_waits.release()
     if waited.end is WaitEnd.DELETED or waited.job is None:
-        raise ApiError(404, "not_found", "the job was deleted before it finished")
+        raise Refusal(404, "not_found", "the job was deleted before it finished")
     job = waited.job
     if waited.end is WaitEnd.CLIENT_GONE:
         log.info("job %s: its POST /upload client went away; the job goes on", job.id)
@@ -419,6 +385,6 @@ def upload_sync() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         return job_json(job, s.store.queue_position(job), links), 202, {"Location": links["self"]}
     if job.state == FAILED:
         status = sync_status(job.error_code)
-        raise ApiError(status, job.error_code or "internal_error", job.error_message or "the job failed",
+        raise Refusal(status, job.error_code or "internal_error", job.error_message or "the job failed",
                        {"X-Job-Id": job.id})
     return _result_response(s, job)

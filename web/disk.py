@@ -9,9 +9,15 @@ import sqlite3
 from dataclasses import dataclass
 
 from web.config import Config
+from web.errors import Refusal
 
 # What the person reads; what to do about it goes to the log and /healthz.
 OUT_OF_SPACE_MESSAGE = "the server is out of space; try again later"
+
+
+def out_of_space() -> Refusal:
+    """The refusal of an upload that does not fit (the reason went to the log and /healthz)."""
+    return Refusal(507, "out_of_space", OUT_OF_SPACE_MESSAGE, retry_after=60)
 REMEDY = (
     "free space on the data folder's filesystem (SR_DATA_DIR): remove old results or give it more room; "
     "finished jobs are removed after SR_RESULT_TTL_H"

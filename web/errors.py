@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 # Machine-readable codes for the HTTP errors Flask itself raises.
@@ -27,15 +27,20 @@ _HTTP_MESSAGES = {
 }
 
 
-class ApiError(Exception):
-    """Raised by a view to answer with a JSON error."""
+class Refusal(Exception):
+    """A request the service will not do, raised where the rule lives: the HTTP status, the error code, a message
+    for the person, and (`retry_after`, seconds) when trying again may work. One handler answers it."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.headers = headers or {}
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -46,8 +51,12 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(err: ApiError) -> Response:
+    @app.errorhandler(Refusal)
+    def _refusal(err: Refusal) -> Response:
+        if g.get("upload_attempt"):
+            from web.services import services  # the services module imports every layer that raises a Refusal
+
+            services().metrics.upload_rejected(err.status)
         return error_response(err.status, err.code, err.message, err.headers)
 
     @app.errorhandler(HTTPException)

@@ -6,30 +6,19 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from infer.catalog import Catalog
 from web.cache import ResultCache
 from web.config import Config
-from web.disk import data_space
+from web.disk import data_space, out_of_space
+from web.errors import Refusal
 from web.finishing import Finisher
 from web.jobfiles import result_name
 from web.jobs import QUEUED, Job, JobStore
 from web.limits import check_output_pixels
-from infer.catalog import Catalog
-from web.options import Choice, HealthLog, availability, seconds_per_mp
-from web.runner import QueueFull, Runner
+from web.options import UNAVAILABLE_TEXT, Choice, HealthLog, availability, seconds_per_mp
+from web.runner import Runner, queue_full
 from web.shares import queue_share_refusal
 from web.uploads import clean_name, output_format_for, save_upload
-
-
-class Unavailable(Exception):
-    """Jobs cannot run now (the reason went to the log and /healthz; the person is not told it)."""
-
-
-class OutOfSpace(Exception):
-    """The data folder's filesystem is below SR_MIN_FREE_MB (the reason went to the log and /healthz)."""
-
-
-class QueueShareFull(Exception):
-    """The sender holds its share of the queue (SR_OWNER_SHARE) already; the message is for the person."""
 
 
 @dataclass(frozen=True)
@@ -58,26 +47,27 @@ class Intake:
     health_log: HealthLog
 
     def check_open(self, owner: str | None, address: str, catalog: Catalog) -> None:
-        """Raises OutOfSpace, Unavailable, QueueFull or QueueShareFull before anything of a request is read."""
+        """A Refusal (out of space, unavailable, the queue or the sender's share of it full) before anything of a
+        request is read."""
         space = data_space(self.config)
         if not space.ok:
             self.health_log.note(space)
-            raise OutOfSpace()
+            raise out_of_space()
         state = availability(self.config, self.runner.backend, catalog)
         if not state.ok:
             # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
             self.health_log.note(state)
-            raise Unavailable(state.reason)
+            raise Refusal(503, "unavailable", UNAVAILABLE_TEXT, retry_after=60)
         if self.runner.queue_length() >= self.config.queue_size:
-            raise QueueFull()
+            raise queue_full()
         over_share = queue_share_refusal(self.store, owner, address, self.config.queue_size,
                                          self.config.owner_share)
         if over_share:
-            raise QueueShareFull(over_share)
+            raise Refusal(429, "queue_share_full", over_share, retry_after=60)
 
     def accept(self, upload: Upload) -> Job:
-        """Saves and checks the photo (UploadRejected), records the job, and serves it from the cache or
-        queues it (QueueFull); on any failure neither the row nor the file is kept."""
+        """Saves and checks the photo, records the job, and serves it from the cache or queues it (a Refusal
+        where it will not); on any failure neither the row nor the file is kept."""
         config, choice = self.config, upload.choice
         saved = save_upload(upload.stream, config.uploads_dir, config.max_upload_bytes, config.max_pixels)
         try:

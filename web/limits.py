@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from web.uploads import UploadRejected
+from web.errors import Refusal
 
 
 def check_output_pixels(width: int, height: int, scale: int, limit: int, scales: Iterable[int]) -> None:
@@ -19,7 +19,7 @@ def check_output_pixels(width: int, height: int, scale: int, limit: int, scales:
         smallest = min([*scales, scale])
         remedy = (f"no scale offered here fits it; resize it to at most {limit / smallest ** 2 / 1e6:.2f} "
                   f"megapixels for x{smallest}")
-    raise UploadRejected(
+    raise Refusal(
         422,
         "too_many_output_pixels",
         f"at x{scale} the result of this {width}x{height} photo would be {width * scale}x{height * scale} "

@@ -15,6 +15,7 @@ from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGA
 from infer.modelsfolder import inside
 from infer.scans import SCAN_COMMAND, read_scan, unscanned
 from web.config import Config
+from web.errors import Refusal
 from web.disk import Space
 from web.jobs import JobStore
 
@@ -31,15 +32,6 @@ UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has 
 def quantised(value: float) -> float:
     """A 0..1 setting on the SETTING_STEP grid (0.3004 -> 0.3)."""
     return round(round(value / SETTING_STEP) * SETTING_STEP, 2)
-
-
-class BadChoice(Exception):
-    """A request names a model, scale, quality or denoise level that is not offered; `code` says which."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def catalog_for(config: Config, backend: Any) -> Catalog:
@@ -108,27 +100,27 @@ def _strength(form: Mapping[str, str], model: InstalledModel, denoise: str, offe
     except ValueError:
         strength = -1.0
     if not 0.0 <= strength <= 1.0:
-        raise BadChoice("bad_denoise_strength", f"denoise_strength must be a number from 0 to 1, not {raw!r}")
+        raise Refusal(400, "bad_denoise_strength", f"denoise_strength must be a number from 0 to 1, not {raw!r}")
     if not offered:
-        raise BadChoice("denoise_strength_unavailable",
+        raise Refusal(400, "denoise_strength_unavailable",
                         f"denoise_strength applies only to a model whose denoise twin is installed, not {model.id}; "
                         "use denoise (off, light, strong) instead")
     if denoise != DEFAULT_DENOISE:
-        raise BadChoice("bad_denoise", "denoise_strength replaces denoise for this model; send one of them")
+        raise Refusal(400, "bad_denoise", "denoise_strength replaces denoise for this model; send one of them")
     return quantised(strength)
 
 
 def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
     faces = (form.get("faces") or FaceMode.OFF.value).strip().lower()
     if faces not in FACE_MODES:
-        raise BadChoice("bad_faces", f"unknown faces setting {form.get('faces')!r}; use one of: {', '.join(FACE_MODES)}")
+        raise Refusal(400, "bad_faces", f"unknown faces setting {form.get('faces')!r}; use one of: {', '.join(FACE_MODES)}")
     if faces == FaceMode.ON.value and not offered:
-        raise BadChoice("faces_unavailable", "face restoration is not installed on this service; send the photo without faces=on")
+        raise Refusal(400, "faces_unavailable", "face restoration is not installed on this service; send the photo without faces=on")
     raw = (form.get("face_fidelity") or "").strip()
     try:
         fidelity = quantised(parse_fidelity(raw)) if raw else DEFAULT_FIDELITY
     except ValueError as err:
-        raise BadChoice("bad_face_fidelity", str(err)) from None
+        raise Refusal(400, "bad_face_fidelity", str(err)) from None
     return faces, fidelity
 
 
@@ -139,7 +131,7 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog, faces_offered: bool 
     faces, fidelity = _face_choice(form, faces_offered)
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
-        raise BadChoice("bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
+        raise Refusal(400, "bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
     raw_scale = (form.get("scale") or "").strip().lower().removeprefix("x") or None
     scale = None
     if raw_scale is not None:
@@ -147,13 +139,13 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog, faces_offered: bool 
             scale = int(raw_scale)
         except ValueError:
             valid = ", ".join(str(s) for s in catalog.scales())
-            raise BadChoice("bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid}") from None
+            raise Refusal(400, "bad_scale", f"unknown scale {form.get('scale')!r}; use one of: {valid}") from None
     try:
         pick = catalog.pick(model_id=(form.get("model") or "").strip() or None,
                             kind=(form.get("kind") or "").strip().lower() or None,
                             quality=(form.get("quality") or "").strip().lower() or None, scale=scale)
     except NoSuchChoice as err:
-        raise BadChoice(err.code, err.message) from None
+        raise Refusal(400, err.code, err.message) from None
     offered = config is not None and strength_offered(config, pick.model)
     return Choice(pick.model, denoise, faces, fidelity, pick.outscale,
                   _strength(form, pick.model, denoise, offered), pick.why)

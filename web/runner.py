@@ -16,16 +16,11 @@ from web.backends import Backend, BackendUnavailable, Execution, JobSpec
 from web.cache import ResultCache
 from web.config import Config
 from web.disk import OUT_OF_SPACE_MESSAGE, is_out_of_space
+from web.errors import Refusal
 from web.finishing import EventRecorder, Finisher
 from web.jobs import QUEUED, RUNNING, Job, JobStore
 from web.metrics import Metrics
-from web.outcomes import (  # noqa: F401  (RESTART_MESSAGE, STOP_MESSAGE: imported from here by callers)
-    FALLBACK_MESSAGES,
-    RESTART_MESSAGE,
-    STOP_MESSAGE,
-    UNAVAILABLE_MESSAGE,
-    WorkerReport,
-)
+from web.outcomes import FALLBACK_MESSAGES, RESTART_MESSAGE, UNAVAILABLE_MESSAGE, WorkerReport
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +29,9 @@ UPLOAD_MISSING_MESSAGE = "the uploaded photo is gone; upload it again"
 _RECORD_RETRY_S = 2.0
 
 
-class QueueFull(Exception):
-    """The queue holds SR_QUEUE_SIZE jobs already."""
+def queue_full() -> Refusal:
+    """The refusal of an upload while the queue holds SR_QUEUE_SIZE jobs already."""
+    return Refusal(503, "queue_full", "the queue is full; try again in a few minutes", retry_after=60)
 
 
 @dataclass
@@ -114,7 +110,7 @@ class Runner:
     def submit(self, job_id: str) -> None:
         with self._cv:
             if len(self._pending) >= self.config.queue_size:
-                raise QueueFull(job_id)
+                raise queue_full()
             self._pending.append(job_id)
             self._cv.notify()
 

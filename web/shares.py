@@ -34,7 +34,7 @@ def queue_share_refusal(store: JobStore, owner: str | None, address: str, queue_
     return None
 
 
-class Refusal(Enum):
+class StreamLimit(Enum):
     """Why a stream slot was not given: every slot is taken, or the owner's or the address's share of them."""
 
     ALL = "all"
@@ -53,15 +53,15 @@ class StreamSlots:
         self._addresses: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def take(self, owner: str | None, address: str) -> Refusal | None:
+    def take(self, owner: str | None, address: str) -> StreamLimit | None:
         """Takes a slot for `owner` (None) at `address`, or says why not."""
         with self._lock:
             if self._owners.total() >= self.total:
-                return Refusal.ALL
+                return StreamLimit.ALL
             if self._owners[owner] >= self.per_owner:
-                return Refusal.SHARE
+                return StreamLimit.SHARE
             if self._addresses[address] >= self.per_owner:
-                return Refusal.ADDRESS
+                return StreamLimit.ADDRESS
             self._owners[owner] += 1
             self._addresses[address] += 1
             return None

@@ -16,22 +16,13 @@ from PIL import Image
 from infer import contract
 from infer.errors import WorkerError
 from infer.header import probe
+from web.errors import Refusal
 from web.jobfiles import incoming_name, upload_name
 
 _ACCEPTED_TEXT = contract.formats_text()
 
 _CHUNK = 1024 * 1024
 _UNSAFE = re.compile(r"[^\w\-. ]+", re.UNICODE)
-
-
-class UploadRejected(Exception):
-    """An upload the service will not queue, with the HTTP status and a message for the person."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -67,7 +58,7 @@ def output_format_for(requested: str | None, input_ext: str) -> str:
     if requested:
         chosen = contract.format_named(requested)
         if chosen is None:
-            raise UploadRejected(400, "bad_format", unknown_format_message(requested))
+            raise Refusal(400, "bad_format", unknown_format_message(requested))
         return chosen.name
     # Keep JPEG and WebP as they are; everything else becomes PNG.
     return contract.result_format(contract.format_by_name(input_ext)).name
@@ -85,7 +76,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> 
             return total
         total += len(chunk)
         if total > max_bytes:
-            raise UploadRejected(
+            raise Refusal(
                 413,
                 "too_large",
                 f"the file is larger than the {max_bytes / 1024 / 1024:.3g} MB limit; "
@@ -95,7 +86,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> 
         digest.update(chunk)
 
 
-def _unsupported(path: Path) -> UploadRejected:
+def _unsupported(path: Path) -> Refusal:
     """Names the format when Pillow knows it (an icon, say), so that the person knows what they sent."""
     try:
         with Image.open(path) as im:
@@ -103,7 +94,7 @@ def _unsupported(path: Path) -> UploadRejected:
     except Exception:
         fmt = None
     what = f"{fmt} files are not supported" if fmt else "this file is not a photo the service can read"
-    return UploadRejected(415, "unsupported_type", f"{what}; send a {_ACCEPTED_TEXT}")
+    return Refusal(415, "unsupported_type", f"{what}; send a {_ACCEPTED_TEXT}")
 
 
 def _sniff(path: Path) -> tuple[str, int, int]:
@@ -127,15 +118,15 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
         with open(partial, "xb") as out:
             size = _copy_limited(stream, out, max_bytes, digest)
         if size == 0:
-            raise UploadRejected(400, "empty_file", "the file is empty; choose a photo and try again")
+            raise Refusal(400, "empty_file", "the file is empty; choose a photo and try again")
         fmt, width, height = _sniff(partial)
         accepted = contract.format_of_pillow(fmt)
         if accepted is None:
-            raise UploadRejected(
+            raise Refusal(
                 415, "unsupported_type", f"{fmt} files are not supported; send a {_ACCEPTED_TEXT}"
             )
         if width * height > max_pixels:
-            raise UploadRejected(
+            raise Refusal(
                 422,
                 "too_many_pixels",
                 f"the photo is {width}x{height} ({width * height / 1e6:.1f} megapixels), over the "

@@ -78,9 +78,9 @@ def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartSer
     assert again["cached"] and again["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, again
 
 
-def test_face_fidelity_is_taken_in_hundredths(app: Flask, folder: Path, photos: Photos) -> None:
+def test_face_fidelity_is_taken_in_hundredths(app: Flask, folder: Path, gfpgan_file: Path, photos: Photos) -> None:
     """The fidelity a job records, shows and is cached under is the one value on the 0.01 grid."""
-    _install_gfpgan(folder)
+    _install_gfpgan(gfpgan_file, folder)
     store = app.extensions["sr_web"].store
     jobs = {}
     for fidelity in ("0.3001", "0.3004", "0.31"):
