@@ -18,6 +18,7 @@ from typing import BinaryIO, Callable, Mapping, Sequence
 
 from infer import REPO_ROOT, scans
 from infer.checkpoints import is_checkpoint
+from infer.digests import sha256_of
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
 from infer.faces.options import GFPGAN_FILE
 from infer.modelsfolder import links_out
@@ -101,14 +102,9 @@ def find_entry(name: str, entries: Sequence[ModelEntry]) -> ModelEntry:
 
 def file_digests(path: Path) -> tuple[str, str]:
     """(git blob SHA-1, SHA-256) of a file, read once."""
-    size = path.stat().st_size
-    git = hashlib.sha1(f"blob {size}\0".encode())
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            git.update(chunk)
-            sha.update(chunk)
-    return git.hexdigest(), sha.hexdigest()
+    git = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    sha256 = sha256_of(path, also=(git,))
+    return git.hexdigest(), sha256
 
 
 def _compare(entry: ModelEntry, path: Path, size: int, git_sha1: str, sha256: str) -> Check:

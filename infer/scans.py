@@ -4,7 +4,6 @@ The front end offers checkpoints from these records alone, so it never imports P
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 from infer import REPO_ROOT
 from infer.checkpoints import SERVED_PURPOSES, CheckpointInfo, LoaderMissing, info_from_json, is_checkpoint
+from infer.digests import sha256_of
 from infer.errors import ModelError
 from infer.faces.options import FACE_ARCHITECTURE, FACE_PURPOSE, GFPGAN_FILE
 from infer.modelsfolder import files_in
@@ -89,14 +89,6 @@ def read_scan(checkpoint: Path) -> Scan | None:
 def unscanned(folder: Path) -> list[Path]:
     """Checkpoints with no up-to-date record: the front end cannot offer them until `sr-models scan` runs."""
     return [p for p in [*checkpoint_files(folder), *face_file(folder)] if read_scan(p) is None]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -189,7 +181,7 @@ def _refusal(path: Path, info: CheckpointInfo) -> str | None:
 
 
 def _write_record(path: Path, info: CheckpointInfo | None, reason: str | None, st: os.stat_result) -> Scan:
-    scan = Scan(path.name, st.st_size, st.st_mtime_ns, _sha256(path), info, reason or None)
+    scan = Scan(path.name, st.st_size, st.st_mtime_ns, sha256_of(path), info, reason or None)
     target = record_path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -234,7 +234,8 @@ def test_worker_torch_equals_worker_opencv(torch_mod, request, models: Path, pho
 
 
 def test_weight_cache_written_once_and_reused(torch_mod, edsr_model: Path, tmp_path: Path):
-    from infer.engines.weight_cache import cache_path, file_sha256, load_plan
+    from infer.digests import sha256_of as file_sha256
+    from infer.engines.weight_cache import cache_path, load_plan
 
     model = shutil.copy(edsr_model, tmp_path / "EDSR_x3.pb")
     first = load_plan(model)
@@ -269,7 +270,8 @@ def test_corrupt_cache_is_rebuilt(torch_mod, edsr_model: Path, tmp_path: Path, c
 
 def test_unwritable_cache_only_skips_caching(torch_mod, edsr_model: Path, tmp_path: Path, photo: Path):
     """When the cache cannot be written (here: a folder squats on its name) the job still runs, and says why."""
-    from infer.engines.weight_cache import cache_path, file_sha256
+    from infer.digests import sha256_of as file_sha256
+    from infer.engines.weight_cache import cache_path
 
     model = shutil.copy(edsr_model, tmp_path / "EDSR_x3.pb")
     cache_path(model, file_sha256(model)).mkdir()

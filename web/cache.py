@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from infer.digests import sha256_of
 from web.config import Config
 from web.jobfiles import JobFiles
 from web.jobs import DONE, Job, JobStore
@@ -38,13 +39,10 @@ class ModelDigests:
             known = self._known.get(path)
             if known and known[:2] == (st.st_size, st.st_mtime_ns):
                 return known[2]
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        digest = sha256_of(path)
         with self._lock:
-            self._known[path] = (st.st_size, st.st_mtime_ns, digest.hexdigest())
-        return digest.hexdigest()
+            self._known[path] = (st.st_size, st.st_mtime_ns, digest)
+        return digest
 
 
 class ResultCache:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infer.digests import sha256_of
 from infer.engines.graph_plan import GraphPlan, build_plan
 from infer.tfgraph import read_graph
 
@@ -26,14 +26,6 @@ class LoadedPlan:
     plan: GraphPlan
     source: str
     cache_path: Path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_path(model: Path, digest: str) -> Path:
@@ -87,7 +79,7 @@ def _write_cache(model: Path, path: Path, digest: str, plan: GraphPlan) -> None:
 def load_plan(model: Path, use_cache: bool = True) -> LoadedPlan:
     """The model's plan from the cache when its checksum matches; otherwise converted from the .pb and cached."""
     model = Path(model)
-    digest = file_sha256(model)
+    digest = sha256_of(model)
     path = cache_path(model, digest)
     if use_cache and path.is_file():
         plan = _read_cache(path, digest)
