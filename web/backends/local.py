@@ -14,16 +14,13 @@ import psutil
 
 from infer import REPO_ROOT
 from infer.contract import parse_event
+from infer.worker_process import keep_bounded, kill_group, start, worker_environment
 from web.backends import EventSink, Health, JobSpec
 from web.config import Config
 from web.jobs import Job
 from web.outcomes import Ending, ending_from_returncode
 
 log = logging.getLogger(__name__)
-
-STDERR_LOG_LIMIT = 256 * 1024
-# Environment variables the worker never needs.
-_PRIVATE_ENV = ("SR_AUTH_TOKEN",)
 
 
 class LocalExecution:
@@ -59,7 +56,7 @@ class LocalExecution:
 
 
 class LocalBackend:
-    """Today's behaviour: `python infer/sr_infer.py …` as a child of the service, results written in place."""
+    """`python infer/sr_infer.py …` as a child of the service, results written in place."""
 
     name = "local"
     uses_local_model = True
@@ -80,23 +77,10 @@ class LocalBackend:
         return spec.worker_command(self.config.max_pixels, self.config.worker_script).argv()
 
     def environment(self) -> dict[str, str]:
-        # The pixel limit travels in the command line only (see WorkerCommand).
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV and k != "SR_MAX_PIXELS"}
-        env["SR_MODEL_PATH"] = str(self.config.model_path)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return worker_environment({"SR_MODEL_PATH": str(self.config.model_path)})
 
     def launch(self, spec: JobSpec, on_event: EventSink) -> LocalExecution:
-        proc = subprocess.Popen(
-            self.command(spec),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.environment(),
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-        lower_priority(proc.pid, self.config.worker_nice)
+        proc = start(self.command(spec), cwd=REPO_ROOT, env=self.environment(), nice=self.config.worker_nice)
         return LocalExecution(proc, on_event, spec.log_path)
 
     def recover(self, jobs: list[Job]) -> None:
@@ -123,42 +107,15 @@ def _read_events(stream: IO[bytes], on_event: EventSink) -> None:
     stream.close()
 
 
-def kill_group(pid: int) -> None:
-    """SIGKILL to a worker's whole process group (it leads its own session)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Keeps the web threads responsive while a worker saturates the CPU. Done right after the start,
-    before the worker spawns its compute threads, which inherit the value."""
-    if nice <= 0:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except OSError:
-        pass
-
-
-def copy_bounded(stream: IO[bytes], path: Path, limit: int = STDERR_LOG_LIMIT) -> None:
-    """Copies the worker's stderr to its log file, keeping the first `limit` bytes and draining the rest;
-    when the log cannot be written (a full disk) it drains all of it, so that the worker never blocks."""
-    written = 0
-    truncated = False
+def copy_bounded(stream: IO[bytes], path: Path) -> None:
+    """Copies the worker's stderr to its log file within bounds; when the log cannot be written (a full disk)
+    the rest is drained, so that the worker never blocks."""
     try:
         with open(path, "wb") as out:
-            for line in stream:
-                if written + len(line) <= limit:
-                    out.write(line)
-                    out.flush()
-                    written += len(line)
-                elif not truncated:
-                    out.write(b"[log truncated]\n")
-                    truncated = True
+            keep_bounded(stream, lambda line: (out.write(line), out.flush()))
     except OSError as err:
         log.warning("the worker's log %s cannot be written (%s); the rest of its stderr is dropped", path.name, err)
-        for _ in stream:
-            pass
-    stream.close()
+        if not stream.closed:
+            for _ in stream:
+                pass
+            stream.close()

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from infer.worker_process import dies_with_parent
 from web.backends import BackendUnavailable, EventSink, Health, JobSpec
 from web.backends.ray_address import is_private_address
 from web.backends.ray_driver import EXIT_CLUSTER_LOST, DriverSettings
 from web.backends.ray_link import Link, LinkClosed, Op
-from web.backends.ray_task import EXITED, PLACED, TaskRequest, die_with_parent
+from web.backends.ray_task import EXITED, PLACED, TaskRequest
 from web.config import Config, ConfigError
 from web.jobs import Job
 from web.outcomes import Ending, Lost, ending_from_returncode
@@ -294,7 +295,7 @@ class RayBackend:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 pass_fds=(theirs.fileno(),),
-                preexec_fn=die_with_parent(0, os.getpid()),
+                preexec_fn=dies_with_parent(os.getpid()),
             )
         except OSError:
             ours.close()

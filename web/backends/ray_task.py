@@ -3,7 +3,6 @@ events streamed back, the result's bytes last. Imports only the standard library
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -12,15 +11,13 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 # Items the task yields besides the worker's own events (theirs are dicts with "event" set by the worker).
 PLACED = "sr_placed"  # first: where the job runs (node, task pid, worker pid)
 EXITED = "sr_exited"  # after the worker has ended: exit status and its stderr (bounded)
 
-STDERR_LIMIT = 256 * 1024
 _WORK_ROOT_NAME = "sr-ray-jobs"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -90,38 +87,12 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def die_with_parent(nice: int, parent: int) -> Any:
-    """A preexec_fn: the child is SIGKILLed when the thread of `parent` that started it ends, and niced."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def setup() -> None:
-        # Dies with the task process, even when that one is SIGKILLed (force-cancel, its node going down).
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-        if nice > 0:
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, nice)
-            except OSError:
-                pass
-
-    return setup
-
-
-def _collect_bounded(stream: IO[bytes], sink: list[bytes]) -> None:
-    size = 0
-    for line in stream:
-        if size + len(line) <= STDERR_LIMIT:
-            sink.append(line)
-            size += len(line)
-    stream.close()
-
-
 def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
     """Runs one job here; yields PLACED, each worker event as it comes, EXITED, then the result's bytes
     (only when the worker exited 0 and wrote it)."""
     import ray  # present on every node; imported here so that this module imports without it
 
+    from infer import worker_process
     from infer.contract import Denoise, WorkerCommand, parse_event
 
     root = work_root()
@@ -146,22 +117,11 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
                 text = text.replace(str(path), label)
             return text
 
-        # The pixel limit travels in the command line only (see WorkerCommand).
-        env = {k: v for k, v in os.environ.items() if k not in ("SR_AUTH_TOKEN", "SR_MAX_PIXELS")}
-        env["PYTHONUNBUFFERED"] = "1"
         command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
                                 faces=request.faces, face_fidelity=request.face_fidelity,
                                 outscale=request.outscale, denoise_strength=request.denoise_strength)
-        proc = subprocess.Popen(
-            command.argv(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=folder,
-            start_new_session=True,
-            preexec_fn=die_with_parent(request.nice, os.getpid()),
-        )
+        proc = worker_process.start(command.argv(), cwd=folder, env=worker_process.worker_environment(),
+                                    nice=request.nice, die_with_parent=True)
         context = ray.get_runtime_context()
         yield {
             "event": PLACED,
@@ -171,7 +131,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             "worker_pid": proc.pid,
         }
         stderr: list[bytes] = []
-        logger = threading.Thread(target=_collect_bounded, args=(proc.stderr, stderr), daemon=True)
+        logger = threading.Thread(target=worker_process.keep_bounded, args=(proc.stderr, stderr.append), daemon=True)
         logger.start()
         assert proc.stdout is not None
         for raw in proc.stdout:
@@ -190,10 +150,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             yield target.read_bytes()
     finally:
         if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            worker_process.kill_group(proc.pid)
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
