@@ -7,11 +7,7 @@ from infer.contract import EXIT_OK, Failure
 # The exit statuses by name, for code that compares them (sr-models, tests).
 EXIT_OTHER = Failure.OTHER.exit_code
 EXIT_USAGE = Failure.USAGE.exit_code
-EXIT_BAD_INPUT = Failure.BAD_INPUT.exit_code
-EXIT_TOO_LARGE = Failure.TOO_MANY_PIXELS.exit_code
 EXIT_MODEL = Failure.MODEL.exit_code
-EXIT_OOM = Failure.OUT_OF_MEMORY.exit_code
-EXIT_OUTPUT = Failure.OUTPUT.exit_code
 EXIT_INTERRUPTED = Failure.INTERRUPTED.exit_code
 
 

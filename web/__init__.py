@@ -79,7 +79,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         runner=runner,
         intake=Intake(config, store, runner, cache, finisher, health_log),
         metrics=metrics,
-        cache=cache,
         cleaner=cleaner,
         event_streams=StreamSlots(config.stream_limit, config.owner_share),
         sync_waits=threading.BoundedSemaphore(config.sync_wait_limit),

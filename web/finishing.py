@@ -8,7 +8,7 @@ import sqlite3
 import time
 from typing import Any, Mapping
 
-from infer.contract import Done, Error, Event, Progress, Start, Unreadable, parse_event
+from infer.contract import Done, Error, Event, Progress, Start, parse_event
 from web.config import Config
 from web.jobfiles import JobFiles
 from web.jobs import DONE, Job, JobStore
@@ -33,9 +33,7 @@ class EventRecorder:
     def __call__(self, raw: Event | Mapping[str, Any]) -> None:
         report = self.report
         event = parse_event(raw)
-        if isinstance(event, Unreadable):
-            report.bad_lines += 1
-        elif isinstance(event, Start):
+        if isinstance(event, Start):
             report.start = dict(event.record)
             report.progress_total = event.tiles
             ran = event.record.get("ran")

@@ -50,7 +50,6 @@ class WorkerReport:
     error: dict[str, Any] | None = None
     progress_done: int = 0
     progress_total: int = 0
-    bad_lines: int = 0
 
 
 @dataclass(frozen=True)

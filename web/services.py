@@ -11,7 +11,6 @@ from web.cleanup import Cleaner
 from web.config import Config
 from web.intake import Intake
 from web.jobs import JobStore
-from web.cache import ResultCache
 from web.metrics import Metrics
 from web.options import HealthLog
 from web.owner_ids import OwnerIds
@@ -30,7 +29,6 @@ class Services:
     runner: Runner
     intake: Intake
     metrics: Metrics
-    cache: ResultCache
     cleaner: Cleaner
     # Each open /events stream holds a server thread; this bounds how many can (SR_MAX_EVENT_STREAMS),
     # and how many one owner can (SR_OWNER_SHARE).

@@ -16,7 +16,6 @@ PLAN_FORMAT = 3
 
 _HINT = "use --engine opencv for this model"
 
-_ADD_OPS = {"Add", "AddV2", "BiasAdd"}
 _BINARY_OPS = {"Add": "add", "AddV2": "add", "BiasAdd": "add", "Sub": "sub", "Mul": "mul",
                "RealDiv": "div", "Maximum": "max", "Minimum": "min"}
 _UNARY_OPS = {"Relu": "relu", "Relu6": "relu6", "Abs": "abs", "Neg": "neg", "Tanh": "tanh",

@@ -113,7 +113,6 @@ class RayExecution:
         self._returncode: int | None = None
         self._lost: Lost | None = None
         self.result_temp = spec.output_path.with_name(f".{spec.job_id}.{uuid.uuid4().hex}.part")
-        self.placement: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> str:
@@ -171,7 +170,6 @@ class RayExecution:
     def item(self, item: dict[str, Any]) -> None:
         kind = item.get("event")
         if kind == PLACED:
-            self.placement = item
             self._log(
                 f"sr-web: on Ray node {item.get('node_id')} ({item.get('node_ip')}), "
                 f"task pid {item.get('task_pid')}, worker pid {item.get('worker_pid')}\n",
