@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from enum import Enum
@@ -145,11 +146,15 @@ def denoise_twin(path: Path) -> Path | None:
 
 
 def _refused_global(err: Exception) -> str:
-    """The weights-only reader's own words for what it refused (`Unsupported global: GLOBAL posix.system ...`)."""
-    for line in str(err).splitlines():
+    """What PyTorch's weights-only reader refused, in its own words (`GLOBAL posix.system ...`)."""
+    text = str(err)
+    named = re.search(r"GLOBAL ([\w.]+)", text)
+    if named:
+        return f"it names {named.group(1)}"
+    for line in text.splitlines():
         if "WeightsUnpickler error:" in line:
             return line.split("WeightsUnpickler error:", 1)[1].strip()
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return "something PyTorch's weights-only reader does not allow"
 
 
 def _read_weights(path: Path) -> Any:
@@ -173,7 +178,7 @@ def _read_weights(path: Path) -> Any:
     except pickle.UnpicklingError as err:
         raise ModelError(
             f"{path.name} was refused: it asks for more than weights while loading ({_refused_global(err)}); "
-            f"a checkpoint should hold only weights. {CHECKPOINT_HINT}"
+            f"a checkpoint should hold only weights; {CHECKPOINT_HINT}"
         ) from None
     except RuntimeError as err:
         if "TorchScript" in str(err):
