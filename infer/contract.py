@@ -191,7 +191,7 @@ class WorkerCommand:
             "--output", str(self.output),
             "--model", str(self.model),
             "--max-pixels", str(int(self.max_pixels)),
-            # Only when asked, so that older workers keep working.
+            # Optional flags only when they differ from the worker's defaults: a plain job's argv stays plain.
             *([] if denoise is Denoise.OFF else ["--denoise", denoise.value]),
             *([] if self.outscale is None else ["--outscale", str(int(self.outscale))]),
             *([] if self.denoise_strength is None else ["--denoise-strength", f"{float(self.denoise_strength):g}"]),

@@ -39,7 +39,7 @@ class Family:
     quality_rank: int = 1
     # Engines whose best CPU tile differs from `tile` (CPU seconds per input megapixel against peak RSS).
     engine_tiles: tuple[tuple[str, int], ...] = ()
-    # The kind of result, as the page will offer it: "faithful" (clean photos, no invented detail), "fast",
+    # The kind of result, as the page offers it: "faithful" (clean photos, no invented detail), "fast",
     # or "restore" (damaged photos: noise, JPEG, blur).
     kind: str = "fast"
 

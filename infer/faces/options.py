@@ -12,7 +12,7 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 # How far a restored face may replace the plain upscale (0: not at all, 1: entirely). Half by default:
 # what people most often hold against face restorers is that the face becomes somebody else's (identity,
 # eye colour and age drift, a face "too perfect"); half keeps the person's own features visible under the
-# sharpened ones. To be confirmed by looking at results with the real GFPGAN weights.
+# sharpened ones. Set by reasoning, not by looking at results: no real GFPGAN weights were at hand.
 DEFAULT_FIDELITY = 0.5
 GFPGAN_LICENCE = (
     "GFPGAN is Apache-2.0, except third-party parts under non-commercial licences "
@@ -41,7 +41,7 @@ def parse_fidelity(value: str | float) -> float:
 
 def face_flags(faces: str, fidelity: float | None, model: str | None = None) -> list[str]:
     """The worker's options for a job's face settings: `--faces on --face-fidelity F [--face-model PATH]` when
-    on, else none (so that older workers keep working)."""
+    on, else none."""
     if faces != FaceMode.ON.value:
         return []
     return ["--faces", "on", *([] if fidelity is None else ["--face-fidelity", repr(float(fidelity))]),
