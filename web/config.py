@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Check:
+class Rule:
     """A rule a setting's value must follow, and what to say when it does not."""
 
     test: Callable[[Any], bool]
@@ -45,13 +45,13 @@ def _ranks_parse(text: str | None) -> bool:
     return True
 
 
-POSITIVE = Check(lambda v: v > 0, "must be positive")
-AT_LEAST_ONE = Check(lambda v: v >= 1, "must be at least 1")
-NOT_NEGATIVE = Check(lambda v: v >= 0, "must be 0 or more")
+POSITIVE = Rule(lambda v: v > 0, "must be positive")
+AT_LEAST_ONE = Rule(lambda v: v >= 1, "must be at least 1")
+NOT_NEGATIVE = Rule(lambda v: v >= 0, "must be 0 or more")
 
 
-def one_of(*choices: str) -> Check:
-    return Check(lambda v: v in choices, f"is not one of: {', '.join(choices)}")
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, f"is not one of: {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Setting:
     kind: type  # str, int, float, bool or Path
     default: Any
     meaning: str
-    check: Check | None = None
+    check: Rule | None = None
     name: str | None = None  # the Config field
     shown_default: str | None = None  # for the README, where the value itself would mislead (a path here)
     read: Callable[[Mapping[str, str]], Any] | None = None  # where the worker's own code reads the variable
@@ -111,7 +111,7 @@ def _shown(default: Any) -> str:
     return str(default)
 
 
-def setting(env: str, default: Any, meaning: str, check: Check | None = None, **more: Any) -> Any:
+def setting(env: str, default: Any, meaning: str, check: Rule | None = None, **more: Any) -> Any:
     """A Config field that is read from `env`; the row's type is the field's annotation."""
     return field(default=default, metadata={"setting": dict(env=env, meaning=meaning, check=check, **more)})
 
@@ -143,7 +143,7 @@ class Config:
         "SR_MODEL_RANKS", None,
         "ranks within a kind of result, `<model id>=<whole number>,…`: the highest is picked first; catalog models "
         "rank 1 to 30 (README, Models), other checkpoints 0 unless ranked here",
-        Check(_ranks_parse, "is not a list of <model id>=<whole number>"),
+        Rule(_ranks_parse, "is not a list of <model id>=<whole number>"),
     )
     max_upload_mb: float = setting(
         "SR_MAX_UPLOAD_MB", 25.0, "largest upload; bigger ones get 413 while they stream in", POSITIVE,
@@ -178,7 +178,7 @@ class Config:
     max_event_streams: int | None = setting(
         "SR_MAX_EVENT_STREAMS", None,
         "`/events` streams open at once (each holds a server thread); beyond that 503, and the page polls instead",
-        Check(lambda v: v is None or v >= 0, "must be 0 or more"),
+        Rule(lambda v: v is None or v >= 0, "must be 0 or more"),
         shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     owner_share: float = setting(
@@ -186,13 +186,13 @@ class Config:
         "the part of the queue and of the `/events` streams one owner (browser), and one client address, may hold, "
         "at least one place each; beyond it 429 `queue_share_full` / 503 `too_many_streams`. Uploads without an "
         "owner cookie count as one owner",
-        Check(lambda v: 0 < v <= 1, "must be above 0 and at most 1 (a fraction, e.g. 0.5)"),
+        Rule(lambda v: 0 < v <= 1, "must be above 0 and at most 1 (a fraction, e.g. 0.5)"),
     )
     max_sync_waits: int | None = setting(
         "SR_MAX_SYNC_WAITS", None,
         "`POST /upload` requests waiting for their job at once (each holds a server thread); beyond that 503 "
         "`too_many_waits` with `Retry-After`; 0 turns synchronous uploads off. With the streams they must leave "
-        "a thread free, else the service does not start", Check(lambda v: v is None or v >= 0, "must be 0 or more"),
+        "a thread free, else the service does not start", Rule(lambda v: v is None or v >= 0, "must be 0 or more"),
         shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     sync_wait_s: float = setting(
@@ -261,7 +261,7 @@ class Config:
         "SR_RAY_ADDRESS", "auto",
         "the Ray cluster: `auto` on a machine of the cluster, else the head's GCS address `host:6379` "
         "([docs/scaling.md](docs/scaling.md))",
-        Check(lambda v: bool(v.strip()), "must not be empty (use auto or host:port, e.g. head:6379)"),
+        Rule(lambda v: bool(v.strip()), "must not be empty (use auto or host:port, e.g. head:6379)"),
     )
     ray_gpus_per_job: float = setting(
         "SR_RAY_GPUS_PER_JOB", 1.0, "GPUs a job's Ray task asks for", NOT_NEGATIVE,

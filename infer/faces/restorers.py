@@ -35,7 +35,7 @@ class Restorer(Protocol):
     def close(self) -> None: ...
 
 
-def check_file(path: Path) -> None:
+def check_face_file(path: Path) -> None:
     """The cheap checks before any work: the GFPGAN file is there, not empty, and a weights-only kind."""
     if not path.is_file():
         raise ModelError(
@@ -53,7 +53,7 @@ def _load_descriptor(path: Path) -> Any:
     are read only by PyTorch's weights-only unpickler)."""
     from infer import checkpoints
 
-    check_file(path)
+    check_face_file(path)
     broken = f"{path} is not a usable GFPGAN checkpoint"
     hint = f"fetch it again with `sr-models fetch {GFPGAN_NAME}`"
     try:

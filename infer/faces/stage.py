@@ -12,7 +12,7 @@ import numpy as np
 from infer.faces.align import blend, crop_face, face_matrix, paste_face
 from infer.faces.detect import MIN_FACE_PX, Detector, Face, open_detector
 from infer.faces.options import DEFAULT_FIDELITY
-from infer.faces.restorers import GFPGANRestorer, Restorer, check_file
+from infer.faces.restorers import GFPGANRestorer, Restorer, check_face_file
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class FaceStage:
     def check(self) -> None:
         """What can refuse the run before any photo is read: the detector's and the restorer's files."""
         if self.settings.model is not None:
-            check_file(self.settings.model)
+            check_face_file(self.settings.model)
         self.detector  # noqa: B018  (opening it is the check)
 
     @property

@@ -27,7 +27,7 @@ SETTINGS_CHECKS: dict[str, str] = {
 }
 
 # Takes each of the worker's events (a backend that receives them as JSON objects may pass those on).
-EventSink = Callable[[Event | dict[str, Any]], None]
+EventHandler = Callable[[Event | dict[str, Any]], None]
 
 
 class BackendUnavailable(Exception):
@@ -94,7 +94,7 @@ class Backend(Protocol):
 
     def health(self) -> Health: ...
 
-    def launch(self, spec: JobSpec, on_event: EventSink) -> Execution:
+    def launch(self, spec: JobSpec, on_event: EventHandler) -> Execution:
         """Starts the job; `on_event` receives each of the worker's JSON events as it happens."""
 
     def recover(self, jobs: "list[Job]") -> None:

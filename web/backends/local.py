@@ -15,7 +15,7 @@ import psutil
 from infer import REPO_ROOT
 from infer.contract import parse_event
 from infer.worker_process import keep_bounded, kill_group, start, worker_environment
-from web.backends import EventSink, Health, JobSpec
+from web.backends import EventHandler, Health, JobSpec
 from web.config import Config
 from web.jobs import Job
 from web.outcomes import Ending, ending_from_returncode
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class LocalExecution:
     """A worker process and the threads that read its stdout (events) and stderr (the job's log)."""
 
-    def __init__(self, proc: subprocess.Popen, on_event: EventSink, log_path: Path):
+    def __init__(self, proc: subprocess.Popen, on_event: EventHandler, log_path: Path):
         self._proc = proc
         self._reader = threading.Thread(target=_read_events, args=(proc.stdout, on_event), daemon=True)
         self._logger = threading.Thread(target=copy_bounded, args=(proc.stderr, log_path), daemon=True)
@@ -79,7 +79,7 @@ class LocalBackend:
     def environment(self) -> dict[str, str]:
         return worker_environment({"SR_MODEL_PATH": str(self.config.model_path)})
 
-    def launch(self, spec: JobSpec, on_event: EventSink) -> LocalExecution:
+    def launch(self, spec: JobSpec, on_event: EventHandler) -> LocalExecution:
         proc = start(self.command(spec), cwd=REPO_ROOT, env=self.environment(), nice=self.config.worker_nice)
         return LocalExecution(proc, on_event, spec.log_path)
 
@@ -101,7 +101,7 @@ class LocalBackend:
             pass
 
 
-def _read_events(stream: IO[bytes], on_event: EventSink) -> None:
+def _read_events(stream: IO[bytes], on_event: EventHandler) -> None:
     for raw in stream:
         on_event(parse_event(raw))
     stream.close()

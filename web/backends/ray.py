@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from infer.worker_process import dies_with_parent
-from web.backends import BackendUnavailable, EventSink, Health, JobSpec
+from web.backends import BackendUnavailable, EventHandler, Health, JobSpec
 from web.backends.ray_address import is_private_address
 from web.backends.ray_driver import EXIT_CLUSTER_LOST, DriverSettings
 from web.backends.ray_link import Link, LinkClosed, Op
@@ -31,7 +31,7 @@ from web.outcomes import Ending, Lost, ending_from_returncode
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "SR_BACKEND=ray needs Ray on this machine: pip install -e '.[ray]' (worker nodes: '.[worker,ray]')"
+RAY_INSTALL_HINT = "SR_BACKEND=ray needs Ray on this machine: pip install -e '.[ray]' (worker nodes: '.[worker,ray]')"
 # A cancelled task first gets KeyboardInterrupt, so that it kills its worker and removes its folder;
 # if it has not ended after this long, its process is killed.
 CANCEL_GRACE_S = 5.0
@@ -91,7 +91,7 @@ def ray_installed() -> bool:
         return False
 
 
-def probe(host: str, port: int, timeout: float = 5.0) -> None:
+def check_reachable(host: str, port: int, timeout: float = 5.0) -> None:
     """Raises OSError unless something accepts TCP connections there (ray.init would wait for minutes)."""
     with socket.create_connection((host, port), timeout=timeout):
         pass
@@ -100,7 +100,7 @@ def probe(host: str, port: int, timeout: float = 5.0) -> None:
 class RayExecution:
     """One job's task, as the driver process reports it: events, then the result, then the end of its stream."""
 
-    def __init__(self, backend: "RayBackend", spec: JobSpec, on_event: EventSink):
+    def __init__(self, backend: "RayBackend", spec: JobSpec, on_event: EventHandler):
         self._backend = backend
         self._spec = spec
         self._on_event = on_event
@@ -216,7 +216,7 @@ class RayExecution:
 
 
 @dataclass
-class _Driver:
+class DriverProcess:
     """One started driver process and its end of the link."""
 
     proc: subprocess.Popen
@@ -234,7 +234,7 @@ class RayBackend:
 
     def __init__(self, config: Config):
         if not ray_installed():
-            raise BackendUnavailable(INSTALL_HINT)
+            raise BackendUnavailable(RAY_INSTALL_HINT)
         self.config = config
         self.address = RayAddress.parse(config.ray_address)
         self._settings = DriverSettings(
@@ -245,7 +245,7 @@ class RayBackend:
         )
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._driver: _Driver | None = None
+        self._driver: DriverProcess | None = None
         self._connected = False
         self._reason: str | None = "connecting to the Ray cluster (SR_RAY_ADDRESS)"
         self._executions: dict[str, RayExecution] = {}
@@ -281,7 +281,7 @@ class RayBackend:
                 return
             delay = min(delay * 2, RESTART_MAX_S)
 
-    def _spawn(self) -> _Driver:
+    def _spawn(self) -> DriverProcess:
         ours, theirs = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if k != "SR_AUTH_TOKEN"}
         root = str(Path(__file__).resolve().parents[2])  # where `web` is importable from
@@ -301,13 +301,13 @@ class RayBackend:
         finally:
             theirs.close()
         now = time.monotonic()
-        driver = _Driver(proc, Link(ours), now, now)
+        driver = DriverProcess(proc, Link(ours), now, now)
         with self._lock:
             self._driver = driver
         log.info("started the Ray driver process (pid %d)", proc.pid)
         return driver
 
-    def _serve(self, driver: _Driver) -> None:
+    def _serve(self, driver: DriverProcess) -> None:
         """Reads the driver's messages until it ends; then whatever it was running is lost."""
         pinger = threading.Thread(target=self._ping, args=(driver,), name="sr-ray-ping", daemon=True)
         pinger.start()
@@ -336,7 +336,7 @@ class RayBackend:
                       ", ".join(e.job_id for e in lost))
 
     @staticmethod
-    def _describe_end(driver: _Driver) -> str:
+    def _describe_end(driver: DriverProcess) -> str:
         rc = driver.proc.returncode
         if rc == EXIT_CLUSTER_LOST:
             return f"the Ray driver process (pid {driver.proc.pid}) lost the cluster and exited"
@@ -349,7 +349,7 @@ class RayBackend:
         # Ray's core worker ends its process with status 1, silently, when it loses its raylet or the GCS.
         return f"the Ray driver process (pid {driver.proc.pid}) exited with status {rc}"
 
-    def _ping(self, driver: _Driver) -> None:
+    def _ping(self, driver: DriverProcess) -> None:
         while driver.proc.poll() is None and not self._closed.wait(PING_S):
             if time.monotonic() - driver.last_heard > SILENT_S:
                 log.error("the Ray driver process (pid %d) has not answered for %g s; killing it",
@@ -361,7 +361,7 @@ class RayBackend:
             except LinkClosed:
                 return
 
-    def _dispatch(self, driver: _Driver, message: dict[str, Any]) -> None:
+    def _dispatch(self, driver: DriverProcess, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == Op.HEALTH.value:
             ok = bool(message.get("ok"))
@@ -421,7 +421,7 @@ class RayBackend:
             self._thread.join(STOP_GRACE_S)
 
     @staticmethod
-    def _stop_driver(driver: _Driver) -> None:
+    def _stop_driver(driver: DriverProcess) -> None:
         try:
             driver.link.send(Op.STOP)
         except LinkClosed:
@@ -435,7 +435,7 @@ class RayBackend:
 
     # ---- jobs ------------------------------------------------------------------------------
 
-    def launch(self, spec: JobSpec, on_event: EventSink) -> RayExecution:
+    def launch(self, spec: JobSpec, on_event: EventHandler) -> RayExecution:
         request = TaskRequest(
             job_id=spec.job_id,
             input_suffix=spec.input_path.suffix,

@@ -85,7 +85,7 @@ class Driver:
             self._stopping.wait(RECONNECT_S)
 
     def _connect(self) -> None:
-        from web.backends.ray import RayAddress, probe, public_addresses
+        from web.backends.ray import RayAddress, check_reachable, public_addresses
 
         ray = self.ray
         address = RayAddress.parse(self.settings.address)
@@ -94,7 +94,7 @@ class Driver:
             if public:
                 raise _Refused(public_refusal(self.settings.address, public))
         if address.host is not None and address.port is not None:
-            probe(address.host, address.port)
+            check_reachable(address.host, address.port)
         if not ray.is_initialized():
             ray.init(address=self.settings.address, namespace=NAMESPACE, log_to_driver=False,
                      logging_level=logging.WARNING)
