@@ -53,7 +53,7 @@ class Intake:
         if not space.ok:
             self.health_log.note(space)
             raise out_of_space()
-        state = availability(self.config, self.runner.backend, catalog)
+        state = availability(self.config, self.runner.backend, catalog, notes=False)
         if not state.ok:
             # Why is for the operator (logs, /healthz); the person only needs to know it is not their photo.
             self.health_log.note(state)

@@ -172,17 +172,19 @@ class Availability:
         return waiting + self.refused
 
 
-def availability(config: Config, backend: Any, catalog: Catalog | None = None) -> Availability:
+def availability(config: Config, backend: Any, catalog: Catalog | None = None, *, notes: bool = True) -> Availability:
     """Jobs can run when the backend can and at least one model is installed; a configured default that is
-    missing is a note with its fix, not a stop."""
+    missing is a note with its fix, not a stop. `notes=False` leaves out the notes (unscanned and refused
+    files), which read every scan record: an upload needs only whether jobs can run."""
     health = backend.health()
     if not health.ok:
         return Availability(False, health.reason or "the backend cannot take jobs")
     if not backend.uses_local_model:
         return Availability(True)
     catalog = catalog or catalog_for(config, backend)
-    waiting = tuple(p.name for p in unscanned(config.models_dir))
-    refused = (_face_refusal(config),) if _face_refusal(config) else ()
+    face = _face_refusal(config) if notes else None
+    waiting = tuple(p.name for p in unscanned(config.models_dir)) if notes else ()
+    refused = (face,) if face else ()
     fix = f"sr-models fetch {config.model_path.stem}"
     if not catalog.models:
         # Only file names: /healthz is public even when a token is set.
