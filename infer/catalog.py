@@ -8,13 +8,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Mapping
 
-from infer.checkpoints import DENOISE_TWINS, is_checkpoint
+from infer.checkpoints import DENOISE_TWINS, denoise_twin, is_checkpoint
 from infer.errors import ModelError, UsageError
 from infer.families import Family
 from infer.models import DEFAULT_MODEL_FILE, default_in, models_dir as folder_from_env
-from infer.modelsfolder import files_in
+from infer.faces.options import GFPGAN_FILE
+from infer.modelsfolder import files_in, inside
 from infer.modelspec import ModelSpec, spec_from_path
-from infer.scans import checkpoint_files, read_scan
+from infer.scans import Scan, checkpoint_files, read_scan
 
 
 class NoSuchChoice(UsageError):
@@ -213,6 +214,28 @@ class Catalog:
         if model.spec.checkpoint is None:
             return [model.scale]
         return list(range(min(2, model.scale), model.scale + 1))
+
+    def strength_offered(self, model: InstalledModel) -> bool:
+        """A denoise strength applies to a checkpoint whose denoise twin (realesr-general-wdn-x4v3) lies beside it."""
+        twin = denoise_twin(model.path) if model.spec.checkpoint is not None else None
+        return twin is not None and inside(self.models_dir, self.models_dir / twin.name)
+
+    def _face_scan(self) -> Scan | None:
+        path = self.models_dir / GFPGAN_FILE
+        return read_scan(path) if inside(self.models_dir, path) else None
+
+    def faces_offered(self) -> bool:
+        """Face restoration is offered when the folder's GFPGAN file has an up-to-date scan record that found
+        GFPGAN in it: the front end never reads the file, and a file nobody has checked is never handed to a job."""
+        scan = self._face_scan()
+        return scan is not None and scan.offered
+
+    def face_refusal(self) -> str | None:
+        """Why the installed GFPGAN file is not used, when its scan refused it (for the operator)."""
+        scan = self._face_scan()
+        if scan is None or scan.offered:
+            return None
+        return f"{GFPGAN_FILE} is not used for faces: {scan.reason}"
 
     def kinds(self) -> list[str]:
         return [k for k in KINDS if any(m.kind == k for m in self.models)]

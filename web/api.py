@@ -22,7 +22,7 @@ from web.hangup import close_unread
 from web.intake import Upload
 from web.jobfiles import JobFiles
 from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import availability, catalog_for, faces_offered, options_json, parse_choice
+from web.options import availability, catalog_for, options_json, parse_choice
 from web.services import Services, services
 from web.shares import StreamLimit
 from web.uploads import download_stem, unknown_format_message
@@ -135,7 +135,7 @@ def _accept_upload(s: Services) -> Job:
     requested = request.form.get("format") or None
     if requested is not None and contract.format_named(requested) is None:
         raise Refusal(400, "bad_format", unknown_format_message(requested))
-    choice = parse_choice(request.form, catalog, faces_offered(s.config), s.config)
+    choice = parse_choice(request.form, catalog)
     uploads = request.files.getlist("image")
     if request.mimetype == "multipart/form-data" and not request.files and not request.form and request.content_length:
         # werkzeug drops a form it cannot parse (a part header that is not UTF-8, say) without a word.
@@ -236,7 +236,7 @@ def options() -> Any:
     catalog = catalog_for(s.config, s.runner.backend)
     state = availability(s.config, s.runner.backend, catalog)
     s.health_log.note(state)
-    return options_json(s.config, s.store, catalog, state, faces_offered(s.config))
+    return options_json(s.store, catalog, state)
 
 
 @bp.get("/api/jobs/<job_id:job_id>")

@@ -9,14 +9,12 @@ from typing import Any, Mapping
 
 from infer import contract
 from infer.catalog import KINDS, QUALITIES, Catalog, InstalledModel, NoSuchChoice, parse_ranks
-from infer.checkpoints import denoise_twin
 from infer.contract import DENOISE_LEVELS
-from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, GFPGAN_LICENCE, FaceMode, parse_fidelity
-from infer.modelsfolder import inside
-from infer.scans import SCAN_COMMAND, read_scan, unscanned
+from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_LICENCE, FaceMode, parse_fidelity
+from infer.scans import SCAN_COMMAND, unscanned
 from web.config import Config
-from web.errors import Refusal
 from web.disk import Space
+from web.errors import Refusal
 from web.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -45,32 +43,6 @@ def seconds_per_mp(store: JobStore, model: InstalledModel) -> float:
     """The median of this service's recent jobs with the model, else the family's figure from the benchmarks."""
     measured = store.recent_speeds(model.path.name)
     return round(statistics.median(measured) if measured else model.family.cpu_seconds_per_mp, 3)
-
-
-def faces_offered(config: Config) -> bool:
-    """Face restoration is offered when the models folder's GFPGAN file has an up-to-date scan record that found
-    GFPGAN in it: the front end never reads the file, and a file nobody has checked is never handed to a job."""
-    path = config.models_dir / GFPGAN_FILE
-    scan = read_scan(path) if inside(config.models_dir, path) else None
-    return scan is not None and scan.offered
-
-
-def _face_refusal(config: Config) -> str | None:
-    """Why the installed GFPGAN file is not used, when its scan refused it (for the operator)."""
-    path = config.models_dir / GFPGAN_FILE
-    scan = read_scan(path) if inside(config.models_dir, path) else None
-    if scan is None or scan.offered:
-        return None
-    return f"{GFPGAN_FILE} is not used for faces: {scan.reason}"
-
-
-def strength_offered(config: Config, model: InstalledModel) -> bool:
-    """A denoise strength applies to a checkpoint whose denoise twin (realesr-general-wdn-x4v3) lies beside it."""
-    twin = denoise_twin(model.path) if model.spec.checkpoint is not None else None
-    try:
-        return twin is not None and (config.models_dir / twin.name).is_file()
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -124,11 +96,10 @@ def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
     return faces, fidelity
 
 
-def parse_choice(form: Mapping[str, str], catalog: Catalog, faces_offered: bool = False,
-                 config: Config | None = None) -> Choice:
+def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
     """The model, denoise and face settings a form asks for (`model`, or `kind` and `scale`, or `scale` and
     `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`); the model is the catalog's pick."""
-    faces, fidelity = _face_choice(form, faces_offered)
+    faces, fidelity = _face_choice(form, catalog.faces_offered())
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
         raise Refusal(400, "bad_denoise", f"unknown denoise level {form.get('denoise')!r}; use one of: {', '.join(DENOISE_LEVELS)}")
@@ -146,7 +117,7 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog, faces_offered: bool 
                             quality=(form.get("quality") or "").strip().lower() or None, scale=scale)
     except NoSuchChoice as err:
         raise Refusal(400, err.code, err.message) from None
-    offered = config is not None and strength_offered(config, pick.model)
+    offered = catalog.strength_offered(pick.model)
     return Choice(pick.model, denoise, faces, fidelity, pick.outscale,
                   _strength(form, pick.model, denoise, offered), pick.why)
 
@@ -182,7 +153,7 @@ def availability(config: Config, backend: Any, catalog: Catalog | None = None, *
     if not backend.uses_local_model:
         return Availability(True)
     catalog = catalog or catalog_for(config, backend)
-    face = _face_refusal(config) if notes else None
+    face = catalog.face_refusal() if notes else None
     waiting = tuple(p.name for p in unscanned(config.models_dir)) if notes else ()
     refused = (face,) if face else ()
     fix = f"sr-models fetch {config.model_path.stem}"
@@ -212,7 +183,7 @@ class HealthLog:
                 log.warning("%s", note)
 
 
-def options_json(config: Config, store: JobStore, catalog: Catalog, state: Availability, faces: bool) -> dict[str, Any]:
+def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict[str, Any]:
     """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
     picks, which the page shows and sends as they are."""
     default = catalog.default
@@ -227,7 +198,7 @@ def options_json(config: Config, store: JobStore, catalog: Catalog, state: Avail
                 "quality": catalog.quality_of(m),
                 "seconds_per_megapixel": seconds_per_mp(store, m),
                 "scales": catalog.served_scales(m),
-                "denoise_strength": strength_offered(config, m),
+                "denoise_strength": catalog.strength_offered(m),
             }
             for m in catalog.models
         ],
@@ -246,7 +217,7 @@ def options_json(config: Config, store: JobStore, catalog: Catalog, state: Avail
             "kind": default.kind if default else None,
         },
         "faces": {
-            "available": faces,
+            "available": catalog.faces_offered(),
             "default": FaceMode.OFF.value,
             "default_fidelity": DEFAULT_FIDELITY,
             "licence": GFPGAN_LICENCE,
