@@ -318,30 +318,45 @@ def test_logout_records_only_sessions_the_service_issued(tmp_path: Path, fsrcnn_
     assert not (data / "state" / "signed-out.json").exists()
 
 
+def _session_issued(issued: int, token: str = TOKEN) -> str:
+    """A session value as the service signs it, issued at `issued` (seconds since the epoch)."""
+    session_id = secrets.token_urlsafe(16)
+    mac = hmac.new(token.encode(), f"sr-web session v2|{issued}|{session_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{session_id}.{mac}"
+
+
 def test_expired_sign_outs_are_dropped(start_server: StartServer, tmp_path: Path) -> None:
     data = tmp_path / "kept"
-    server = start_server(data_dir=data, auth_token=TOKEN, session_ttl_h=2 / 3600)
-    name, first, _ = _signed_in(server)
-    assert HttpClient(server.url, cookies={name: first}).request("POST", "/logout").status == 302
+    ttl = 3600
+    server = start_server(data_dir=data, auth_token=TOKEN, session_ttl_h=ttl / 3600)
+    name, _, _ = _signed_in(server)
+    # A session with 6 s left: its sign-out is kept until it would have expired, then dropped.
+    expires = int(time.time()) + 6
+    ending = _session_issued(expires - ttl)
+    assert HttpClient(server.url, cookies={name: ending}).request("POST", "/logout").status == 302
     assert _signed_out_rows(data) == 1
-    time.sleep(3)
+    time.sleep(max(0.0, expires - time.time()) + 0.5)
     _, second, _ = _signed_in(server)
     assert HttpClient(server.url, cookies={name: second}).request("POST", "/logout").status == 302
     assert _signed_out_rows(data) == 1, "the first, expired, is gone"
 
 
 def test_the_session_cookie_carries_its_issue_time_and_expires(start_server: StartServer) -> None:
-    server = start_server(auth_token=TOKEN, session_ttl_h=3 / 3600)
+    ttl = 3600
+    server = start_server(auth_token=TOKEN, session_ttl_h=ttl / 3600)
     name, first, header = _signed_in(server)
     _, second, _ = _signed_in(server)
     assert first != second, "every sign-in gets a value of its own"
     issued = int(first.split(".")[0])
     assert abs(issued - time.time()) < 30
-    assert re.search(r"Max-Age=3\b", header), header
+    assert re.search(rf"Max-Age={ttl}\b", header), header
     assert HttpClient(server.url, cookies={name: first}).get("/").status == 200
-    time.sleep(4)
-    assert HttpClient(server.url, cookies={name: first}).get("/").status == 302
-    assert HttpClient(server.url, cookies={name: first}).get(f"/api/jobs/{uuid.uuid4()}").status == 401
+    # Values signed as the service signs them, issued ten minutes inside and a minute past the lifetime.
+    now = int(time.time())
+    assert HttpClient(server.url, cookies={name: _session_issued(now - ttl + 600)}).get("/").status == 200
+    old = _session_issued(now - ttl - 60)
+    assert HttpClient(server.url, cookies={name: old}).get("/").status == 302
+    assert HttpClient(server.url, cookies={name: old}).get(f"/api/jobs/{uuid.uuid4()}").status == 401
 
 
 def test_the_session_cookie_stops_working_at_logout_also_after_a_restart(
