@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.helpers import dnn_superres
 from tests.reliability.conftest import Observe, WorkerRun, assert_settled, run_cases
 from tests.reliability.inputs import GoodFile, good_files
 from tests.web.server import LiveServer
@@ -40,13 +41,10 @@ def displayed(data: bytes) -> np.ndarray:
 def reference(fsrcnn_model: Path) -> Callable[[GoodFile], np.ndarray]:
     """The expected result of a photo: FSRCNN x3 run by OpenCV's dnn_superres, in this process, on the photo as
     displayed (RGB; grayscale photos as their luma)."""
-    net = cv2.dnn_superres.DnnSuperResImpl_create()
-    net.readModel(str(fsrcnn_model))
-    net.setModel("fsrcnn", SCALE)
+    upscale = dnn_superres(fsrcnn_model, "fsrcnn", SCALE)
 
     def expected(case: GoodFile) -> np.ndarray:
-        rgb = displayed(case.data)
-        upscaled = net.upsample(np.ascontiguousarray(rgb[:, :, ::-1]))[:, :, ::-1]
+        upscaled = upscale(displayed(case.data))
         return cv2.cvtColor(upscaled, cv2.COLOR_RGB2GRAY) if case.grayscale else upscaled
 
     return expected
