@@ -1,12 +1,4 @@
-"""Mutation check: plants one-line bugs, one at a time, in a copy of the checkout and runs the tests that must catch each.
-
-    python bench/mutants.py [--only NAME ...] [--list]
-
-Each mutant gets a fresh copy of the checkout (tracked and untracked files that git does not ignore; no venv),
-beside a link to the shared test data, and runs its tests there with this interpreter and SR_TEST_STRICT=1.
-The unchanged copy runs every named test first: a mutant counts as killed only when tests that pass without it
-fail with it. Not run in CI (docs/reliability.md, "Mutation check").
-"""
+"""Mutation check: one-line bugs planted one at a time in copies of the checkout, each against its tests."""
 
 from __future__ import annotations
 
@@ -140,7 +132,7 @@ def _plant(checkout: Path, mutant: Mutant) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="mutants whose name contains one of these")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per test run")
@@ -151,6 +143,7 @@ def main() -> int:
             print(f"{m.name}: {m.path}: {' '.join(m.tests)}")
         return 0
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        # The unchanged copy first: a mutant counts as killed only when tests that pass without it fail with it.
         baseline_tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
         baseline = Path(tmp) / "baseline"
         baseline.mkdir()

@@ -59,7 +59,8 @@ def check_result(case: GoodFile, result: Image.Image, expected: np.ndarray) -> N
     pixels = np.asarray(result.convert("L" if case.grayscale else "RGB")).astype(np.float64)
     difference = np.abs(pixels - expected)
     if result.format == "JPEG":
-        assert difference.mean() <= JPEG_MEAN and difference.max() <= JPEG_MAX, (difference.mean(), difference.max())
+        assert difference.mean() <= JPEG_MEAN and difference.max() <= JPEG_MAX, (case.name, difference.mean(),
+                                                                                  difference.max())
     else:
         assert difference.max() == 0, f"the result is not the model's upscale of its photo ({difference.mean():.2f} off)"
 
