@@ -67,9 +67,9 @@ MUTANTS = (
     Mutant("default fidelity 1 instead of 0.5", "web/options.py",
            "if raw else DEFAULT_FIDELITY", "if raw else 1.0",
            (f"{FACES_OPTION}::test_face_settings_reach_the_worker_and_the_cache_key",)),
-    Mutant("a kind that is not the model's accepted", "web/options.py",
-           "if kind is not None and model.family.kind != kind:", "if False:",
-           (f"{RESTORE}::test_a_kind_that_is_not_the_models_is_refused",)),
+    Mutant("an unknown denoise level accepted", "web/options.py",
+           "if denoise not in DENOISE_LEVELS:", "if False:",
+           ("tests/web/test_choices.py::test_unknown_choices_are_400_listing_the_valid_ones",)),
     # The cache key.
     Mutant("cache key without the output format", "web/cache.py",
            "scale, denoise, output_format, PRECISION_CLASS", "scale, denoise, PRECISION_CLASS",
