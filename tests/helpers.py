@@ -168,3 +168,12 @@ def install_face_model(gfpgan_file: Path, folder: Path) -> Path:
     os.link(gfpgan_file, target)
     shutil.copy(record_path(gfpgan_file), record_path(target))
     return target
+
+
+def dnn_superres(model: Path, algorithm: str, scale: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The model run by OpenCV's dnn_superres in this process, on RGB uint8 arrays: the reference a result of the
+    service or the worker is compared with."""
+    net = cv2.dnn_superres.DnnSuperResImpl_create()
+    net.readModel(str(model))
+    net.setModel(algorithm, scale)
+    return lambda rgb: net.upsample(np.ascontiguousarray(rgb[:, :, ::-1]))[:, :, ::-1]

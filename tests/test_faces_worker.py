@@ -50,8 +50,9 @@ def test_gfpgan_restores_the_astronaut_through_the_whole_worker(models: Path, sh
     start, done = _event(events, "start"), _event(events, "done")
     assert start["faces"] == {"detector": "haar", "found": 1}
     assert (done["width"], done["height"]) == (1536, 1536)
+    # On the CPU faces are restored one at a time (the memory peak of one face, docs/benchmarks.md).
     assert done["faces"] == {"detector": "haar", "found": 1, "restored": 1, "fidelity": 1.0, "restorer": GFPGAN_FILE,
-                             "device": "cpu", "precision": "fp32", "batch": done["faces"]["batch"]}
+                             "device": "cpu", "precision": "fp32", "batch": 1}
     seconds = done["seconds"]
     assert {"face_detect", "face_load", "faces"} <= set(seconds) and seconds["faces"] > 0
     assert wall < FACE_SECONDS and done["peak_rss_mb"] < PEAK_RSS_MB, (wall, done["peak_rss_mb"])

@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class SignInGuard:
     """After FREE_FAILURES wrong tokens from one address, each further one makes it wait twice as long
     (2, 4, 8 ... up to 60 s) before its next attempt is even checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -52,7 +54,7 @@ class SignInGuard:
         """The one place a presented token is compared with the access token. `way` (the sign-in form, the
         Authorization header) is only for the log. Checked under the lock, so that guesses sent at once
         are counted one after another."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             record = self._records.get(address)
             if record is not None and now - record.last_failure > FORGET_AFTER_S:

@@ -13,10 +13,12 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import psutil
 import pytest
 from PIL import Image
 
+from tests.helpers import dnn_superres
 from tests.reliability.conftest import Observe, assert_settled, run_worker
 from tests.reliability.inputs import encode, pattern, rgb
 from tests.reliability.outcomes import outcome
@@ -237,14 +239,10 @@ def test_client_hanging_up_mid_upload_leaves_nothing(server: LiveServer, photo: 
             left="nothing (no .incoming file)", answering="yes (/healthz 200)")
 
 
-def _shrunk(data: bytes) -> "Image.Image":
-    image = Image.open(io.BytesIO(data))
-    return image.convert("RGB").resize((image.width // 3, image.height // 3), Image.Resampling.BOX)
-
-
-def test_each_id_reaches_only_its_own_job(server: LiveServer, observe: Observe) -> None:
+def test_each_id_reaches_only_its_own_job(server: LiveServer, fsrcnn_model: Path, observe: Observe) -> None:
     client = server.client()
     photos = {seed: encode(Image.fromarray(pattern(24, 18, seed=seed)), "PNG") for seed in (31, 32)}
+    upscale = dnn_superres(fsrcnn_model, "fsrcnn", 3)
     ids = {seed: client.upload(data, filename=f"own-{seed}.png").json()["id"] for seed, data in photos.items()}
     jobs = {seed: client.wait(job_id) for seed, job_id in ids.items()}
     assert [job["status"] for job in jobs.values()] == ["done", "done"]
@@ -252,9 +250,9 @@ def test_each_id_reaches_only_its_own_job(server: LiveServer, observe: Observe) 
         assert client.job(job_id)["input"]["name"] == f"own-{seed}.png"
         result = client.get(f"/api/jobs/{job_id}/result")
         assert result.header("X-Job-Id") == job_id
-        own = Image.open(io.BytesIO(photos[seed])).convert("RGB")
-        difference = sum(abs(a - b) for a, b in zip(_shrunk(result.body).getpixel((10, 8)), own.getpixel((10, 8))))
-        assert difference < 30, "a result must be its own photo's"
+        # The whole result is its own photo's upscale, to the value (the other photo's differs everywhere).
+        own = upscale(np.asarray(Image.open(io.BytesIO(photos[seed])).convert("RGB")))
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.body)).convert("RGB")), own), seed
         events = client.get(f"/api/jobs/{job_id}/events", timeout=10).body.decode()
         assert job_id in events and all(other not in events for other in ids.values() if other != job_id)
 

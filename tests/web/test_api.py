@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -224,14 +225,19 @@ def test_missing_model_fails_health_check_and_jobs(start_server: StartServer, ph
     assert 'sr_uploads_rejected_total{status="503"} 1' in client.get("/metrics").body.decode()
 
 
-def test_health_and_metrics(module_server: LiveServer) -> None:
-    client = module_server.client()
+def test_health_and_metrics(start_server: StartServer) -> None:
+    # A server of its own, so that its queue is empty, and a disk floor of 1 MB, so that the host's free space
+    # does not decide the answer.
+    server = start_server(min_free_mb=1)
+    client = server.client()
     health = client.get("/healthz")
     assert health.status == 200
     body = health.json()
     assert body["status"] == "ok" and body["model"]["present"] is True
     assert body["folders_writable"] == {"uploads": True, "results": True, "state": True}
-    assert body["disk"]["ok"] is True and body["disk"]["min_free_mb"] == 500.0 and body["disk"]["free_mb"] > 500
+    free_mb = shutil.disk_usage(server.data_dir).free / 2**20
+    assert body["disk"]["ok"] is True and body["disk"]["min_free_mb"] == 1.0
+    assert abs(body["disk"]["free_mb"] - free_mb) <= 0.1 * free_mb + 50, (body["disk"], free_mb)
     assert body["queue_length"] == 0 and body["concurrency"] == 1
     metrics = client.get("/metrics")
     assert metrics.status == 200 and metrics.header("Content-Type").startswith("text/plain")

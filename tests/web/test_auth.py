@@ -29,6 +29,8 @@ from tests.web.server import start_gunicorn, start_service_process
 from web import create_app, shutdown
 
 TOKEN = "correct horse battery staple"
+# Wrong tokens an address may send before it waits: the documented number, not the constant under test.
+FREE_FAILURES = 3
 
 
 def _cookie(reply) -> tuple[str, str, str]:
@@ -203,12 +205,10 @@ def test_a_large_sign_in_body_is_refused_before_it_is_read(tmp_path: Path, fsrcn
 def test_failed_sign_ins_are_logged_and_slowed_per_address(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from web import signins
-
     server = start_server(auth_token=TOKEN)
     client = server.client()
     with caplog.at_level(logging.WARNING, logger="web.signins"):
-        for _ in range(signins.FREE_FAILURES + 1):
+        for _ in range(FREE_FAILURES + 1):
             assert _form_post(client, "token=guess").status == 401
         # The next attempt is refused unchecked, even with the right token, until the wait is over.
         held = _form_post(client, f"token={quote(TOKEN)}")
@@ -217,7 +217,7 @@ def test_failed_sign_ins_are_logged_and_slowed_per_address(
         assert 1 <= wait <= 2 and b"try again in" in held.body
         assert _form_post(client, "token=guess").status == 429
     failures = [r for r in caplog.records if "wrong access token from 127.0.0.1" in r.getMessage()]
-    assert len(failures) == signins.FREE_FAILURES + 1
+    assert len(failures) == FREE_FAILURES + 1
     assert any("refused" in r.getMessage() for r in caplog.records)
     time.sleep(wait + 0.5)
     assert _form_post(client, f"token={quote(TOKEN)}").status == 302
@@ -252,11 +252,9 @@ def token_app(tmp_path: Path, fsrcnn_model: Path) -> Iterator[Flask]:
 
 def test_bearer_guesses_go_through_the_sign_in_throttle(token_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
     """The attack: 300 wrong `Authorization: Bearer` tokens in 0.2 s, neither slowed nor logged."""
-    from web import signins
-
     client = token_app.test_client()
     with caplog.at_level(logging.WARNING, logger="web.signins"):
-        for _ in range(signins.FREE_FAILURES + 1):
+        for _ in range(FREE_FAILURES + 1):
             assert client.get("/api/jobs", headers={"Authorization": "Bearer guess"}).status_code == 401
         held = client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
         assert held.status_code == 429 and held.get_json()["error"]["code"] == "too_many_attempts"
@@ -265,7 +263,7 @@ def test_bearer_guesses_go_through_the_sign_in_throttle(token_app: Flask, caplog
         form = client.post("/login", data={"token": TOKEN})
         assert form.status_code == 429 and "sr_session" not in form.headers.get("Set-Cookie", "")
     failures = [r.getMessage() for r in caplog.records if "wrong access token from 127.0.0.1" in r.getMessage()]
-    assert len(failures) == signins.FREE_FAILURES + 1 and "Authorization header" in failures[0]
+    assert len(failures) == FREE_FAILURES + 1 and "Authorization header" in failures[0]
     assert sum("refused unchecked" in r.getMessage() for r in caplog.records) == 2
     elsewhere = token_app.test_client()
     assert elsewhere.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"},
@@ -320,30 +318,45 @@ def test_logout_records_only_sessions_the_service_issued(tmp_path: Path, fsrcnn_
     assert not (data / "state" / "signed-out.json").exists()
 
 
+def _session_issued(issued: int, token: str = TOKEN) -> str:
+    """A session value as the service signs it, issued at `issued` (seconds since the epoch)."""
+    session_id = secrets.token_urlsafe(16)
+    mac = hmac.new(token.encode(), f"sr-web session v2|{issued}|{session_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{issued}.{session_id}.{mac}"
+
+
 def test_expired_sign_outs_are_dropped(start_server: StartServer, tmp_path: Path) -> None:
     data = tmp_path / "kept"
-    server = start_server(data_dir=data, auth_token=TOKEN, session_ttl_h=2 / 3600)
-    name, first, _ = _signed_in(server)
-    assert HttpClient(server.url, cookies={name: first}).request("POST", "/logout").status == 302
+    ttl = 3600
+    server = start_server(data_dir=data, auth_token=TOKEN, session_ttl_h=ttl / 3600)
+    name, _, _ = _signed_in(server)
+    # A session with 6 s left: its sign-out is kept until it would have expired, then dropped.
+    expires = int(time.time()) + 6
+    ending = _session_issued(expires - ttl)
+    assert HttpClient(server.url, cookies={name: ending}).request("POST", "/logout").status == 302
     assert _signed_out_rows(data) == 1
-    time.sleep(3)
+    time.sleep(max(0.0, expires - time.time()) + 0.5)
     _, second, _ = _signed_in(server)
     assert HttpClient(server.url, cookies={name: second}).request("POST", "/logout").status == 302
     assert _signed_out_rows(data) == 1, "the first, expired, is gone"
 
 
 def test_the_session_cookie_carries_its_issue_time_and_expires(start_server: StartServer) -> None:
-    server = start_server(auth_token=TOKEN, session_ttl_h=3 / 3600)
+    ttl = 3600
+    server = start_server(auth_token=TOKEN, session_ttl_h=ttl / 3600)
     name, first, header = _signed_in(server)
     _, second, _ = _signed_in(server)
     assert first != second, "every sign-in gets a value of its own"
     issued = int(first.split(".")[0])
     assert abs(issued - time.time()) < 30
-    assert re.search(r"Max-Age=3\b", header), header
+    assert re.search(rf"Max-Age={ttl}\b", header), header
     assert HttpClient(server.url, cookies={name: first}).get("/").status == 200
-    time.sleep(4)
-    assert HttpClient(server.url, cookies={name: first}).get("/").status == 302
-    assert HttpClient(server.url, cookies={name: first}).get(f"/api/jobs/{uuid.uuid4()}").status == 401
+    # Values signed as the service signs them, issued ten minutes inside and a minute past the lifetime.
+    now = int(time.time())
+    assert HttpClient(server.url, cookies={name: _session_issued(now - ttl + 600)}).get("/").status == 200
+    old = _session_issued(now - ttl - 60)
+    assert HttpClient(server.url, cookies={name: old}).get("/").status == 302
+    assert HttpClient(server.url, cookies={name: old}).get(f"/api/jobs/{uuid.uuid4()}").status == 401
 
 
 def test_the_session_cookie_stops_working_at_logout_also_after_a_restart(

@@ -444,7 +444,7 @@ def test_no_model_says_so_and_disables_upload(browser, start_server: StartServer
     context.close()
 
 
-def test_faces_are_offered_only_with_the_gfpgan_file_and_say_how_many_were_restored(
+def test_faces_are_offered_only_with_the_gfpgan_file_and_a_photo_without_faces_shows_none_restored(
     browser, start_server: StartServer, shared_photos: Path, fsrcnn_model: Path, gfpgan_file: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "models"

@@ -122,6 +122,22 @@ def test_a_failed_job_is_never_reused(start_server: StartServer, photos: Photos)
     assert _logs(server) == 2
 
 
+def test_an_expired_result_is_not_reused_before_the_sweep_removes_it(start_server: StartServer,
+                                                                    photos: Photos) -> None:
+    """The sweep runs every few minutes; between two sweeps a result past its lifetime is no hit."""
+    server = start_server(result_ttl_h=1)  # the sweep: at start, then every 5 minutes
+    client = _browser(server)
+    first = client.wait(client.upload(photos.small_png).json()["id"])
+    repeat = client.wait(client.upload(photos.small_png).json()["id"])
+    assert repeat["cached"] is True and _logs(server) == 1
+    store = server.services.store
+    for job in (first, repeat):  # both finished 61 minutes ago: past the hour, not yet swept
+        assert store.update(job["id"], finished_at=time.time() - 61 * 60)
+    late = client.wait(client.upload(photos.small_png).json()["id"])
+    assert late["status"] == "done" and late["cached"] is False and _logs(server) == 2
+    assert client.get(first["links"]["result"]).status == 200, "the sweep has not run: the expired result is there"
+
+
 def test_cache_entries_survive_a_restart(start_server: StartServer, photos: Photos, tmp_path: Path) -> None:
     data = tmp_path / "kept"
     server = start_server(data_dir=data)

@@ -23,7 +23,8 @@ def test_expired_jobs_and_stray_files_are_removed(start_server: StartServer, pho
     keep.touch()
     os.utime(keep, (old, old))
 
-    server = start_server(data_dir=data, result_ttl_h=3 / 3600)  # three seconds
+    ttl = 30.0  # a sweep every 7.5 s
+    server = start_server(data_dir=data, result_ttl_h=ttl / 3600)
     client = server.client()
     job = client.wait(client.upload(photos.small_png).json()["id"])
     assert job["status"] == "done"
@@ -31,12 +32,17 @@ def test_expired_jobs_and_stray_files_are_removed(start_server: StartServer, pho
     assert result.is_file()
     assert not stray.exists(), "a file older than the TTL was left in uploads/"
 
-    wait_until(lambda: client.get(f"/api/jobs/{job['id']}").status == 404, timeout=15, what="the job to expire")
+    # The job finished a minute ago as far as the sweep can tell; the stray file is new.
+    os.utime(fresh_stray)
+    assert server.services.store.update(job["id"], finished_at=time.time() - 2 * ttl)
+    wait_until(lambda: client.get(f"/api/jobs/{job['id']}").status == 404, timeout=60, what="the job to expire")
     assert not result.exists()
     assert not (data / "state" / "logs" / f"{job['id']}.log").exists()
     assert keep.exists()
-    # Younger than the TTL when the job expired... and then old enough itself.
-    wait_until(lambda: not fresh_stray.exists(), timeout=15, what="the stray result file to expire")
+    assert fresh_stray.exists(), "a file younger than the TTL went"
+    aged = time.time() - 2 * ttl
+    os.utime(fresh_stray, (aged, aged))
+    wait_until(lambda: not fresh_stray.exists(), timeout=60, what="the stray result file to expire")
 
 
 def test_upload_is_kept_only_when_asked(start_server: StartServer, photos: Photos) -> None:

