@@ -36,20 +36,20 @@ class Settings:
     denoise: Denoise
     model_quality: str | None  # "best", "fast" or None
     output_quality: int
-    output_scale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
+    outscale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
     denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
     faces: FaceSettings = FaceSettings()
 
     def scale_for(self, spec: ModelSpec) -> int:
         """The factor the result is written at; UsageError beyond what the model itself gives."""
-        if self.output_scale is None:
+        if self.outscale is None:
             return spec.scale
-        if self.output_scale > spec.scale:
+        if self.outscale > spec.scale:
             raise UsageError(
-                f"--outscale {self.output_scale} is more than the model gives (x{spec.scale}); a model's output is "
+                f"--outscale {self.outscale} is more than the model gives (x{spec.scale}); a model's output is "
                 "never enlarged further: choose a model of that scale"
             )
-        return self.output_scale
+        return self.outscale
 
 
 @dataclass
@@ -212,10 +212,10 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     t = timer.stage("decode", t)
     height, width = image.bgr.shape[:2]
     fmt = images.output_format(job.output)
-    out_scale = settings.scale_for(spec)
-    if max(width, height) * out_scale > images.MAX_SIDE[fmt]:
+    outscale = settings.scale_for(spec)
+    if max(width, height) * outscale > images.MAX_SIDE[fmt]:
         raise OutputError(
-            f"cannot write {job.output}: the result would be {width * out_scale}x{height * out_scale}, "
+            f"cannot write {job.output}: the result would be {width * outscale}x{height * outscale}, "
             f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
         )
     if settings.denoise is not Denoise.OFF:
@@ -229,7 +229,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         EventKind.START, input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
-        scale=spec.scale, output_scale=out_scale, ran=describe_run(spec, out_scale),
+        scale=spec.scale, outscale=outscale, ran=describe_run(spec, outscale),
         engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
@@ -246,7 +246,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
             events.emit(EventKind.PROGRESS, done=done, total=total)
 
         # A reduced scale is reached tile by tile: the model's full-size output never exists at once.
-        result = upscale_image(image, engine, spec, tile, tile_pad, progress, out_scale)
+        result = upscale_image(image, engine, spec, tile, tile_pad, progress, outscale)
         t = timer.stage("infer", t)
     finally:
         if release:
@@ -260,7 +260,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     if faces is not None and report is not None:
         # After the upscaler has freed its memory: GFPGAN is loaded only for a photo with a face.
         try:
-            faces.restore(result.bgr, found, out_scale, report)
+            faces.restore(result.bgr, found, outscale, report)
         finally:
             if release:
                 faces.close()

@@ -67,20 +67,20 @@ def run_tiled(
     pad: int,
     on_progress: ProgressFn | None = None,
     out_dtype: np.dtype | type | None = None,
-    out_scale: int | None = None,
+    outscale: int | None = None,
     reduce: ReduceFn | None = None,
 ) -> np.ndarray:
     """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result.
 
     Only one window and its output exist at a time besides the input and the output arrays,
-    so memory used by `fn` is bounded by the tile size whatever the image size. With `out_scale` below
-    `scale`, `reduce` brings each core's output down to `out_scale` as it is pasted, so the full-scale
+    so memory used by `fn` is bounded by the tile size whatever the image size. With `outscale` below
+    `scale`, `reduce` brings each core's output down to `outscale` as it is pasted, so the full-scale
     image never exists: a core's edges are whole input pixels, which fall on pixel edges at both scales,
     so each reduced core is what reducing the whole image gives there.
     """
-    out_scale = out_scale or scale
-    if out_scale != scale and reduce is None:
-        raise ValueError(f"writing x{out_scale} from a x{scale} upscaler needs a reduce function")
+    outscale = outscale or scale
+    if outscale != scale and reduce is None:
+        raise ValueError(f"writing x{outscale} from a x{scale} upscaler needs a reduce function")
     if image.ndim != 3:
         raise ValueError("run_tiled expects an H x W x C array")
     height, width = image.shape[:2]
@@ -95,14 +95,14 @@ def run_tiled(
             raise ValueError(f"tile function returned {result.shape[:2]}, expected {expected}")
         oy, ox = (cy0 - wy0) * scale, (cx0 - wx0) * scale
         core = result[oy : oy + (cy1 - cy0) * scale, ox : ox + (cx1 - cx0) * scale]
-        if out_scale != scale:
+        if outscale != scale:
             assert reduce is not None
-            core = reduce(core, (cx1 - cx0) * out_scale, (cy1 - cy0) * out_scale)
+            core = reduce(core, (cx1 - cx0) * outscale, (cy1 - cy0) * outscale)
         if core.ndim == 2:
             core = core[:, :, None]
         if out is None:
-            out = np.empty((height * out_scale, width * out_scale, core.shape[2]), dtype=out_dtype or core.dtype)
-        out[cy0 * out_scale : cy1 * out_scale, cx0 * out_scale : cx1 * out_scale] = core
+            out = np.empty((height * outscale, width * outscale, core.shape[2]), dtype=out_dtype or core.dtype)
+        out[cy0 * outscale : cy1 * outscale, cx0 * outscale : cx1 * outscale] = core
         del result, core
         if on_progress is not None:
             on_progress(index + 1, len(tiles))

@@ -93,23 +93,23 @@ def upscale_bgr(
     tile: int,
     tile_pad: int,
     on_progress: ProgressFn | None = None,
-    out_scale: int | None = None,
+    outscale: int | None = None,
 ) -> np.ndarray:
     """Upscale a BGR uint8 image by the model's factor, `tile` x `tile` input pixels at a time; with
-    `out_scale` below it, each tile's output is reduced to that scale as it is pasted."""
+    `outscale` below it, each tile's output is reduced to that scale as it is pasted."""
     fn = tile_function(engine, spec)
     return run_tiled(bgr, fn, spec.scale, tile, effective_pad(spec, tile_pad), on_progress, np.uint8,
-                     out_scale, _area)
+                     outscale, _area)
 
 
-def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, out_scale: int) -> np.ndarray:
+def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, outscale: int) -> np.ndarray:
     """Alpha bicubically, over the same tiles as the colour (each window has the context bicubic reads, so the
     result is the whole-image resize's), reduced alike."""
     def cubic(window: np.ndarray) -> np.ndarray:
         size = (window.shape[1] * scale, window.shape[0] * scale)
         return cv2.resize(window, size, interpolation=cv2.INTER_CUBIC)
 
-    return run_tiled(alpha[:, :, None], cubic, scale, tile, _ALPHA_PAD, None, np.uint8, out_scale, _area)[:, :, 0]
+    return run_tiled(alpha[:, :, None], cubic, scale, tile, _ALPHA_PAD, None, np.uint8, outscale, _area)[:, :, 0]
 
 
 def upscale_image(
@@ -119,18 +119,18 @@ def upscale_image(
     tile: int,
     tile_pad: int,
     on_progress: ProgressFn | None = None,
-    out_scale: int | None = None,
+    outscale: int | None = None,
 ) -> DecodedImage:
-    """Upscale colour through the network and alpha (if any) bicubically, written at `out_scale` (default: the
+    """Upscale colour through the network and alpha (if any) bicubically, written at `outscale` (default: the
     model's own); metadata rides along."""
-    out_scale = out_scale or spec.scale
-    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress, out_scale)
-    alpha = None if image.alpha is None else _upscale_alpha(image.alpha, spec.scale, tile, out_scale)
+    outscale = outscale or spec.scale
+    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress, outscale)
+    alpha = None if image.alpha is None else _upscale_alpha(image.alpha, spec.scale, tile, outscale)
     return dataclasses.replace(image, bgr=bgr, alpha=alpha)
 
 
-def describe_run(spec: ModelSpec, output_scale: int) -> str:
+def describe_run(spec: ModelSpec, outscale: int) -> str:
     """What ran, in words for the job and the page: "RealESRGAN Compact x4, reduced to 3x"."""
     name = spec.checkpoint.architecture_name if spec.checkpoint is not None else spec.algo.upper()
     said = f"{name} x{spec.scale}"
-    return said if output_scale == spec.scale else f"{said}, reduced to {output_scale}x"
+    return said if outscale == spec.scale else f"{said}, reduced to {outscale}x"

@@ -206,11 +206,11 @@ def test_a_x4_model_serves_3x_by_reducing_its_output_and_says_so(realesrgan: dic
     model, src = realesrgan["compact"], crops["compact"]  # 96 x 80
     full = tmp_path / "x4.png"
     events = _upscale(model, src, full, "--precision", "fp32")
-    assert events[0]["ran"] == "RealESRGAN Compact x4" and events[0]["output_scale"] == 4
+    assert events[0]["ran"] == "RealESRGAN Compact x4" and events[0]["outscale"] == 4
     out = tmp_path / "x3.png"
     events = _upscale(model, src, out, "--precision", "fp32", "--outscale", "3")
     assert events[0]["ran"] == "RealESRGAN Compact x4, reduced to 3x"
-    assert events[0]["scale"] == 4 and events[0]["output_scale"] == 3
+    assert events[0]["scale"] == 4 and events[0]["outscale"] == 3
     assert events[-1]["width"] == 288 and events[-1]["height"] == 240
     expected = cv2.resize(read(full), (288, 240), interpolation=cv2.INTER_AREA)
     assert np.abs(read(out).astype(int) - expected.astype(int)).max() <= 1
@@ -237,7 +237,7 @@ def test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha(r
     full, out = tmp_path / "x4.png", tmp_path / "x3.png"
     _upscale(realesrgan["compact"], src, full, *flags)
     events = _upscale(realesrgan["compact"], src, out, *flags, "--outscale", "3")
-    assert events[0]["tiles"] == TILES["compact"][1] and events[0]["output_scale"] == 3
+    assert events[0]["tiles"] == TILES["compact"][1] and events[0]["outscale"] == 3
     result = np.asarray(Image.open(out))
     assert Image.open(out).mode == "RGBA" and result.shape == (height * 3, width * 3, 4)
     size = (width * 3, height * 3)

@@ -10,23 +10,23 @@ from typing import Any, Mapping
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from web import api, auth, ops, owners, pages
-from web.cleanup import Cleaner
+from web.http import api, auth, ops, owners, pages
+from web.jobs.cleanup import Cleaner
 from web.backends import BackendUnavailable, create_backend
 from web.config import MIN_TOKEN_LENGTH, ConfigError, config_from_env
-from web.errors import register_error_handlers
-from web.finishing import Finisher
-from web.intake import Intake
-from web.jobs import JobStore
-from web.cache import ResultCache
-from web.metrics import Metrics, Snapshot
-from web.options import HealthLog
-from web.runner import Runner
+from web.http.errors import register_error_handlers
+from web.jobs.finishing import Finisher
+from web.jobs.intake import Intake
+from web.jobs.store import JobStore
+from web.jobs.cache import ResultCache
+from web.jobs.metrics import Metrics, Snapshot
+from web.guards.health import HealthLog
+from web.jobs.runner import Runner
 from web.services import EXTENSION_KEY, Services
-from web.owner_ids import OwnerIds
-from web.sessions import SessionBook, import_signed_out_file
-from web.shares import StreamSlots
-from web.signins import SignInGuard
+from web.guards.owner_ids import OwnerIds
+from web.guards.sessions import SessionBook, import_signed_out_file
+from web.guards.shares import StreamSlots
+from web.guards.signins import SignInGuard
 
 log = logging.getLogger(__name__)
 

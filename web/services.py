@@ -7,17 +7,17 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from web.cleanup import Cleaner
+from web.jobs.cleanup import Cleaner
 from web.config import Config
-from web.intake import Intake
-from web.jobs import JobStore
-from web.metrics import Metrics
-from web.options import HealthLog
-from web.owner_ids import OwnerIds
-from web.runner import Runner
-from web.sessions import SessionBook
-from web.shares import StreamSlots
-from web.signins import SignInGuard
+from web.jobs.intake import Intake
+from web.jobs.store import JobStore
+from web.jobs.metrics import Metrics
+from web.guards.health import HealthLog
+from web.guards.owner_ids import OwnerIds
+from web.jobs.runner import Runner
+from web.guards.sessions import SessionBook
+from web.guards.shares import StreamSlots
+from web.guards.signins import SignInGuard
 
 EXTENSION_KEY = "sr_web"
 

@@ -176,7 +176,7 @@ def driver_processes(service_pid: int) -> list[psutil.Process]:
     found = []
     for child in children:
         try:
-            if "web.backends.ray_driver" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if "web.backends.ray.driver" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
                 found.append(child)
         except psutil.Error:
             continue

@@ -28,9 +28,9 @@ from tests.ray.conftest import (
 from tests.web.conftest import Photos, wait_until
 from tests.web.restart import Backend, restart_with_jobs
 from tests.web.server import LiveServer, start_live_server, worker_processes
-from web.backends.ray import SILENT_S
-from web.backends.ray_task import work_root
-from web.outcomes import CLUSTER_LOST_MESSAGE
+from web.backends.ray.backend import SILENT_S
+from web.backends.ray.task import work_root
+from web.jobs.outcomes import CLUSTER_LOST_MESSAGE
 
 pytestmark = [pytest.mark.slow, requires_ray]
 
@@ -256,7 +256,7 @@ class _RemoteJob:
 def _locate_remote_job(data: Path, job_id: str) -> _RemoteJob:
     where = wait_until(lambda: placement(data, job_id), timeout=JOB_TIMEOUT, what="the placement line")
     drivers = [p for p in psutil.process_iter(["cmdline"])
-               if "web.backends.ray_driver" in (p.info["cmdline"] or []) and _data_dir_of(p) == str(data)]
+               if "web.backends.ray.driver" in (p.info["cmdline"] or []) and _data_dir_of(p) == str(data)]
     assert len(drivers) == 1, drivers
     return _RemoteJob(where, drivers)
 

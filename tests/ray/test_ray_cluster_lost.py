@@ -13,7 +13,7 @@ import pytest
 from tests.ray.conftest import RayCluster, driver_processes, requires_ray, start_cluster
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import start_service_process
-from web.outcomes import CLUSTER_LOST_MESSAGE
+from web.jobs.outcomes import CLUSTER_LOST_MESSAGE
 
 pytestmark = [pytest.mark.slow, requires_ray]
 

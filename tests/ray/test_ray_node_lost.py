@@ -10,8 +10,8 @@ import pytest
 from tests.ray.conftest import RayCluster, gone, placement, requires_ray
 from tests.ray.test_ray_backend import JOB_TIMEOUT, _placement
 from tests.web.conftest import Photos, wait_until
-from web.backends.ray_task import work_root
-from web.outcomes import NODE_LOST_MESSAGE
+from web.backends.ray.task import work_root
+from web.jobs.outcomes import NODE_LOST_MESSAGE
 
 pytestmark = [pytest.mark.slow, requires_ray]
 

@@ -16,7 +16,7 @@ from tests.reliability.inputs import MAX_PIXELS
 from tests.reliability.outcomes import Case, render
 from tests.web.conftest import start_server  # noqa: F401  (a fixture: per-test servers, stopped and checked after)
 from tests.web.server import LiveServer, start_live_server, worker_processes
-from web.jobs import DONE, QUEUED, RUNNING, STATES, JobStore
+from web.jobs.store import DONE, QUEUED, RUNNING, STATES, JobStore
 
 # Set to a file path to have the observed outcomes written there as a Markdown table (docs/reliability.md).
 TABLE_ENV = "SR_RELIABILITY_TABLE"

@@ -22,7 +22,7 @@ from tests.reliability.inputs import encode, rgb
 from tests.reliability.outcomes import outcome
 from tests.web.conftest import StartServer, wait_until
 from tests.web.server import worker_processes
-from web.disk import OUT_OF_SPACE_MESSAGE
+from web.guards.space import OUT_OF_SPACE_MESSAGE
 
 GROUP = "Faults"
 DISK_MB = 8

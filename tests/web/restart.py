@@ -11,7 +11,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from tests.web.conftest import wait_until
 from tests.web.server import start_service_process, worker_processes
-from web.outcomes import RESTART_MESSAGE, STOP_MESSAGE
+from web.jobs.outcomes import RESTART_MESSAGE, STOP_MESSAGE
 
 Held = TypeVar("Held")
 

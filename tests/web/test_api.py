@@ -16,7 +16,7 @@ from PIL import Image
 from tests.web.client import HttpClient, multipart
 from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import LiveServer, worker_processes
-from web.uploads import clean_name, download_stem
+from web.jobs.uploads import clean_name, download_stem
 
 
 def _image(data: bytes) -> Image.Image:

@@ -207,7 +207,7 @@ def test_failed_sign_ins_are_logged_and_slowed_per_address(
 ) -> None:
     server = start_server(auth_token=TOKEN)
     client = server.client()
-    with caplog.at_level(logging.WARNING, logger="web.signins"):
+    with caplog.at_level(logging.WARNING, logger="web.guards.signins"):
         for _ in range(FREE_FAILURES + 1):
             assert _form_post(client, "token=guess").status == 401
         # The next attempt is refused unchecked, even with the right token, until the wait is over.
@@ -253,7 +253,7 @@ def token_app(tmp_path: Path, fsrcnn_model: Path) -> Iterator[Flask]:
 def test_bearer_guesses_go_through_the_sign_in_throttle(token_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
     """The attack: 300 wrong `Authorization: Bearer` tokens in 0.2 s, neither slowed nor logged."""
     client = token_app.test_client()
-    with caplog.at_level(logging.WARNING, logger="web.signins"):
+    with caplog.at_level(logging.WARNING, logger="web.guards.signins"):
         for _ in range(FREE_FAILURES + 1):
             assert client.get("/api/jobs", headers={"Authorization": "Bearer guess"}).status_code == 401
         held = client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})

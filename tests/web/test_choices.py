@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.web.conftest import Photos, StartServer
 from web import create_app, shutdown
-from web.jobs import QUEUED, Job, JobStore
+from web.jobs.store import QUEUED, Job, JobStore
 
 
 @pytest.fixture
@@ -149,6 +149,23 @@ def test_missing_default_model_says_so_before_any_upload(start_server: StartServ
     assert health.status == 503
     assert "sr-models fetch EDSR_x3" in health.json()["reason"]
     assert str(tmp_path) not in health.body.decode()
+
+
+def test_without_the_default_model_the_best_installed_one_stands_in(start_server: StartServer, models_folder: Path,
+                                                                    photos: Photos) -> None:
+    """EDSR_x3.pb missing, four other models installed: jobs run with the best at x3, and /healthz says what is
+    missing and how to fetch it, as a note, not a stop."""
+    server = start_server(model_path=models_folder / "EDSR_x3.pb", models_dir=models_folder)
+    client = server.client()
+    options = client.get("/api/options").json()
+    assert options["available"] is True and options["default"]["model"] == "FSRCNN_x3"
+    job = client.wait(client.upload(photos.small_png).json()["id"])
+    assert job["status"] == "done" and job["model"] == "FSRCNN_x3" and job["scale"] == 3, job
+    health = client.get("/healthz")
+    assert health.status == 200, health.body
+    body = health.json()
+    assert body["model"] == {"name": "EDSR_x3.pb", "present": False}
+    assert any("EDSR_x3.pb is not installed" in n and "sr-models fetch EDSR_x3" in n for n in body["notes"]), body
 
 
 def test_a_broken_model_fails_with_a_message_for_the_person(start_server: StartServer, tmp_path: Path,

@@ -19,7 +19,7 @@ from tests.web.conftest import Photos
 # one photo through the synchronous upload (the worker is a child process with its own imports).
 _APP_CHECK = """
 import json
-import web.backends.ray_task  # what the Ray backend sends to the nodes is imported by the front end too
+import web.backends.ray.task  # what the Ray backend sends to the nodes is imported by the front end too
 from web import create_app, shutdown
 app = create_app({'data_dir': DATA, 'model_path': MODEL, 'auth_token': None})
 client = app.test_client()

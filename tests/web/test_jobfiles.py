@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from web.jobfiles import JobFiles
+from web.jobs.files import JobFiles
 
 
 def _files(root: Path) -> JobFiles:

@@ -38,7 +38,7 @@ def test_request_threads_that_live_on_hold_no_connection(start_server: StartServ
 def test_the_pool_lends_one_connection_per_thread_and_nests(tmp_path: Path) -> None:
     import threading
 
-    from web.jobs import JobStore
+    from web.jobs.store import JobStore
 
     store = JobStore(tmp_path / "jobs.db", connections=2)
     inside = threading.Event()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.helpers import run_worker
 from tests.web.conftest import Photos, StartServer
-from web.jobs import QUEUED, Job, JobStore
+from web.jobs.store import QUEUED, Job, JobStore
 
 _OLD_SCHEMA = """
 CREATE TABLE jobs (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.web.conftest import Photos, StartServer
-from web.metrics import Metrics, Snapshot
+from web.jobs.metrics import Metrics, Snapshot
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

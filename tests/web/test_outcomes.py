@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from web.outcomes import (
+from web.jobs.outcomes import (
     CLUSTER_LOST_MESSAGE,
     FALLBACK_MESSAGES,
     NODE_LOST_MESSAGE,

@@ -16,7 +16,7 @@ from tests.web.client import HttpClient
 from tests.web.conftest import Photos, StartServer
 from tests.web.server import LiveServer
 from web import create_app, shutdown
-from web.archive import unique_names
+from web.http.archive import unique_names
 
 
 def _browser(server: LiveServer) -> HttpClient:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import worker_processes
-from web.outcomes import STOP_MESSAGE
+from web.jobs.outcomes import STOP_MESSAGE
 
 
 def _leftovers(folder: Path, job_id: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from web.signins import SignInGuard, Verdict
+from web.guards.signins import SignInGuard, Verdict
 
 TOKEN = "correct horse battery staple"
 ADDRESS = "192.0.2.1"

@@ -9,21 +9,21 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from infer.contract import Denoise, Event, WorkerCommand
 from web.config import ConfigError
-from web.outcomes import Ending
+from web.jobs.outcomes import Ending
 
 if TYPE_CHECKING:
     from web.config import Config
-    from web.jobs import Job
+    from web.jobs.store import Job
 
 # SR_BACKEND name -> "module:class"; imported only when chosen, so Ray is needed only by those who use it.
 BACKENDS: dict[str, str] = {
     "local": "web.backends.local:LocalBackend",
-    "ray": "web.backends.ray:RayBackend",
+    "ray": "web.backends.ray.backend:RayBackend",
 }
 # SR_BACKEND name -> "module:function" that refuses the backend's unusable settings (ConfigError) before
 # the backend is imported; these modules need nothing beyond the front end's own dependencies.
 SETTINGS_CHECKS: dict[str, str] = {
-    "ray": "web.backends.ray_address:check_settings",
+    "ray": "web.backends.ray.address:check_settings",
 }
 
 # Takes each of the worker's events (a backend that receives them as JSON objects may pass those on).

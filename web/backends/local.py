@@ -17,8 +17,8 @@ from infer.contract import parse_event
 from infer.worker_process import keep_bounded, kill_group, start, worker_environment
 from web.backends import EventHandler, Health, JobSpec
 from web.config import Config
-from web.jobs import Job
-from web.outcomes import Ending, ending_from_returncode
+from web.jobs.store import Job
+from web.jobs.outcomes import Ending, ending_from_returncode
 
 log = logging.getLogger(__name__)
 

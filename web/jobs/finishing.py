@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 from infer.contract import Done, Error, Event, Progress, Start, parse_event
 from web.config import Config
-from web.jobfiles import JobFiles
-from web.jobs import DONE, Job, JobStore
-from web.metrics import Metrics
-from web.outcomes import FALLBACK_MESSAGES, Ending, Verdict, WorkerReport, decide_outcome
+from web.jobs.files import JobFiles
+from web.jobs.store import DONE, Job, JobStore
+from web.jobs.metrics import Metrics
+from web.jobs.outcomes import FALLBACK_MESSAGES, Ending, Verdict, WorkerReport, decide_outcome
 
 log = logging.getLogger(__name__)
 

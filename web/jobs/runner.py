@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from infer.catalog import model_file_path
 from infer.faces.options import GFPGAN_FILE
 from web.backends import Backend, BackendUnavailable, Execution, JobSpec
-from web.cache import ResultCache
+from web.jobs.cache import ResultCache
 from web.config import Config
-from web.disk import OUT_OF_SPACE_MESSAGE, is_out_of_space
-from web.errors import Refusal
-from web.finishing import EventRecorder, Finisher
-from web.jobs import QUEUED, RUNNING, Job, JobStore
-from web.metrics import Metrics
-from web.outcomes import FALLBACK_MESSAGES, RESTART_MESSAGE, UNAVAILABLE_MESSAGE, WorkerReport
+from web.guards.space import OUT_OF_SPACE_MESSAGE, is_out_of_space
+from web.http.errors import Refusal
+from web.jobs.finishing import EventRecorder, Finisher
+from web.jobs.store import QUEUED, RUNNING, Job, JobStore
+from web.jobs.metrics import Metrics
+from web.jobs.outcomes import FALLBACK_MESSAGES, RESTART_MESSAGE, UNAVAILABLE_MESSAGE, WorkerReport
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from PIL import Image
 from infer import contract
 from infer.errors import WorkerError
 from infer.header import probe
-from web.errors import Refusal
-from web.jobfiles import incoming_name, upload_name
+from web.http.errors import Refusal
+from web.jobs.files import incoming_name, upload_name
 
 _ACCEPTED_TEXT = contract.formats_text()
 

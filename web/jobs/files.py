@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from web.config import Config
-    from web.jobs import Job
+    from web.jobs.store import Job
 
 # An upload being received, before its checks pass and it is renamed to its job's upload name.
 INCOMING_PREFIX = ".incoming-"

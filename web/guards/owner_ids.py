@@ -8,7 +8,7 @@ import hmac
 import re
 import secrets
 
-from web.jobs import JobStore
+from web.jobs.store import JobStore
 
 # `<id>.<mac>`: secrets.token_urlsafe(24) and the unpadded URL-safe base64 of its SHA-256 HMAC; nothing else.
 _SHAPE = re.compile(r"[A-Za-z0-9_-]{32}\.[A-Za-z0-9_-]{43}")

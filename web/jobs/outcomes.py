@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any, Callable
 
 from infer.contract import Failure
-from web.disk import OUT_OF_SPACE_MESSAGE, says_out_of_space
+from web.guards.space import OUT_OF_SPACE_MESSAGE, says_out_of_space
 
 RESTART_MESSAGE = "the service restarted while this photo was being processed; upload it again"
 STOP_MESSAGE = "the service stopped while this photo was being processed; upload it again"

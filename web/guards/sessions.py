@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from web.jobs import JobStore
+from web.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 

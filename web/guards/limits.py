@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from web.errors import Refusal
+from web.http.errors import Refusal
 
 
 def check_output_pixels(width: int, height: int, scale: int, limit: int, scales: Iterable[int]) -> None:

@@ -16,12 +16,12 @@ from flask import Blueprint, render_template, request
 from markupsafe import Markup
 
 from infer import contract
-from web.options import catalog_for
+from web.jobs.choice import catalog_for
 from web.services import Services, services
 
 bp = Blueprint("pages", __name__)
 
-CATALOGUE_DIR = Path(__file__).parent / "static" / "i18n"
+CATALOGUE_DIR = Path(__file__).resolve().parents[1] / "static" / "i18n"
 FALLBACK = "en"
 # Texts only the template shows; the script gets the rest of the catalogue.
 TEMPLATE_ONLY = ("title", "sign_out", "intro", "drop_main", "drop_hint")

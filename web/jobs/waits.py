@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Mapping
 
-from web.jobs import Job, JobStore
+from web.jobs.store import Job, JobStore
 
 POLL_S = 0.2
 

@@ -13,20 +13,22 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from infer import contract
-from web import owners
-from web.archive import stream_zip, unique_names
-from web.clients import client_address
-from web.disk import REMEDY, is_out_of_space, out_of_space
-from web.errors import Refusal, error_response
-from web.hangup import close_unread
-from web.intake import Upload
-from web.jobfiles import JobFiles
-from web.jobs import DONE, FAILED, QUEUED, RUNNING, Job
-from web.options import availability, catalog_for, options_json, parse_choice
+from web.http import owners
+from web.http.archive import stream_zip, unique_names
+from web.http.clients import client_address
+from web.guards.space import REMEDY, is_out_of_space, out_of_space
+from web.http.errors import Refusal, error_response
+from web.http.hangup import close_unread
+from web.jobs.intake import Upload
+from web.jobs.files import JobFiles
+from web.jobs.store import DONE, FAILED, QUEUED, RUNNING, Job
+from web.guards.health import availability
+from web.http.form import options_json, parse_choice
+from web.jobs.choice import catalog_for
 from web.services import Services, services
-from web.shares import StreamLimit
-from web.uploads import download_stem, unknown_format_message
-from web.waits import WaitEnd, client_gone, wait_for_job
+from web.guards.shares import StreamLimit
+from web.jobs.uploads import download_stem, unknown_format_message
+from web.jobs.waits import WaitEnd, client_gone, wait_for_job
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)

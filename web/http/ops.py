@@ -6,9 +6,9 @@ import os
 
 from flask import Blueprint, Response
 
-from web.disk import data_space
-from web.metrics import CONTENT_TYPE
-from web.options import availability
+from web.guards.space import data_space
+from web.jobs.metrics import CONTENT_TYPE
+from web.guards.health import availability
 from web.services import services
 
 bp = Blueprint("ops", __name__)

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from enum import Enum
 
-from web.jobs import QUEUED, JobStore
+from web.jobs.store import QUEUED, JobStore
 
 
 def share_of(total: int, share: float) -> int:

@@ -1,9 +1,13 @@
-"""Where the Ray backend may connect: private networks only (unless allowed), never Ray Client; standard library only."""
+"""The Ray cluster's address: SR_RAY_ADDRESS taken apart, private networks only (unless allowed), never Ray Client,
+reachability; standard library only."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from web.config import ConfigError
 
@@ -59,3 +63,43 @@ def check_settings(config: "Config") -> None:
     host = literal_host(address)
     if host is not None and not config.ray_allow_public_address and not is_private_address(ipaddress.ip_address(host)):
         raise ConfigError(public_refusal(address, [host]))
+
+
+@dataclass(frozen=True)
+class RayAddress:
+    """SR_RAY_ADDRESS taken apart: `auto` (a cluster this machine belongs to) or `host:port` (the head's GCS)."""
+
+    raw: str
+    host: str | None  # None for auto
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> "RayAddress":
+        raw = raw.strip()
+        if raw == "auto":
+            return cls(raw, None)
+        parts = urlsplit(raw if "://" in raw else f"gcs://{raw}")
+        if parts.scheme not in ("ray", "gcs") or not parts.hostname:
+            raise ConfigError(f"SR_RAY_ADDRESS={raw!r}: use auto or host:port (the head's GCS, e.g. head:6379)")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None:
+            raise ConfigError(f"SR_RAY_ADDRESS={raw!r} has no port: use host:6379")
+        return cls(raw, parts.hostname, port)
+
+
+def public_addresses(host: str) -> list[str]:
+    """The addresses `host` stands for outside loopback and private networks (OSError if unresolvable)."""
+    try:
+        found = [ipaddress.ip_address(host)]
+    except ValueError:
+        found = [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)]
+    return sorted({str(a) for a in found if not is_private_address(a)})
+
+
+def check_reachable(host: str, port: int, timeout: float = 5.0) -> None:
+    """Raises OSError unless something accepts TCP connections there (ray.init would wait for minutes)."""
+    with socket.create_connection((host, port), timeout=timeout):
+        pass

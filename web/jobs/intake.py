@@ -7,18 +7,19 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from infer.catalog import Catalog
-from web.cache import ResultCache
+from web.jobs.cache import ResultCache
 from web.config import Config
-from web.disk import data_space, out_of_space
-from web.errors import Refusal
-from web.finishing import Finisher
-from web.jobfiles import result_name
-from web.jobs import QUEUED, Job, JobStore
-from web.limits import check_output_pixels
-from web.options import UNAVAILABLE_TEXT, Choice, HealthLog, availability, seconds_per_mp
-from web.runner import Runner, queue_full
-from web.shares import queue_share_refusal
-from web.uploads import clean_name, output_format_for, save_upload
+from web.guards.space import data_space, out_of_space
+from web.http.errors import Refusal
+from web.jobs.finishing import Finisher
+from web.jobs.files import result_name
+from web.jobs.store import QUEUED, Job, JobStore
+from web.guards.limits import check_output_pixels
+from web.guards.health import UNAVAILABLE_TEXT, HealthLog, availability
+from web.jobs.choice import Choice, seconds_per_mp
+from web.jobs.runner import Runner, queue_full
+from web.guards.shares import queue_share_refusal
+from web.jobs.uploads import clean_name, output_format_for, save_upload
 
 
 @dataclass(frozen=True)

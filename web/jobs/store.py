@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from web.dbpool import ConnectionPool
+from web.jobs.dbpool import ConnectionPool
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -121,7 +121,7 @@ class Job:
     model: str | None = None
     denoise: str | None = None
     estimate_s: float | None = None  # expected running seconds, fixed when the job is queued
-    # The photo's and settings' digest (web/cache.py); None when the cache is off.
+    # The photo's and settings' digest (web/jobs/cache.py); None when the cache is off.
     cache_key: str | None = None
     cached_from: str | None = None  # the job whose result this one reuses; None when a worker made it
     cache_saved_s: float | None = None  # worker seconds the reuse saved

@@ -1,10 +1,9 @@
 """The Ray backend: each job a streaming Ray task on a (GPU) worker node; photo and result through the object store.
-The service is not the Ray driver: a child process is (web/backends/ray_driver.py), supervised and restarted here."""
+The service is not the Ray driver: a child process is (web/backends/ray/driver.py), supervised and restarted here."""
 
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import logging
 import os
 import signal
@@ -17,17 +16,16 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from infer.worker_process import dies_with_parent
 from web.backends import BackendUnavailable, EventHandler, Health, JobSpec
-from web.backends.ray_address import is_private_address
-from web.backends.ray_driver import EXIT_CLUSTER_LOST, DriverSettings
-from web.backends.ray_link import Link, LinkClosed, Op
-from web.backends.ray_task import EXITED, PLACED, TaskRequest
-from web.config import Config, ConfigError
-from web.jobs import Job
-from web.outcomes import Ending, Lost, ending_from_returncode
+from web.backends.ray.address import RayAddress
+from web.backends.ray.driver import EXIT_CLUSTER_LOST, DriverSettings
+from web.backends.ray.link import Link, LinkClosed, Op
+from web.backends.ray.task import EXITED, PLACED, TaskRequest
+from web.config import Config
+from web.jobs.store import Job
+from web.jobs.outcomes import Ending, Lost, ending_from_returncode
 
 log = logging.getLogger(__name__)
 
@@ -49,52 +47,12 @@ SUBMIT_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
 
 
-@dataclass(frozen=True)
-class RayAddress:
-    """SR_RAY_ADDRESS taken apart: `auto` (a cluster this machine belongs to) or `host:port` (the head's GCS)."""
-
-    raw: str
-    host: str | None  # None for auto
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, raw: str) -> "RayAddress":
-        raw = raw.strip()
-        if raw == "auto":
-            return cls(raw, None)
-        parts = urlsplit(raw if "://" in raw else f"gcs://{raw}")
-        if parts.scheme not in ("ray", "gcs") or not parts.hostname:
-            raise ConfigError(f"SR_RAY_ADDRESS={raw!r}: use auto or host:port (the head's GCS, e.g. head:6379)")
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if port is None:
-            raise ConfigError(f"SR_RAY_ADDRESS={raw!r} has no port: use host:6379")
-        return cls(raw, parts.hostname, port)
-
-
-def public_addresses(host: str) -> list[str]:
-    """The addresses `host` stands for outside loopback and private networks (OSError if unresolvable)."""
-    try:
-        found = [ipaddress.ip_address(host)]
-    except ValueError:
-        found = [ipaddress.ip_address(info[4][0]) for info in socket.getaddrinfo(host, None)]
-    return sorted({str(a) for a in found if not is_private_address(a)})
-
-
 def ray_installed() -> bool:
     """Whether Ray can be imported here, without importing it (the service itself never connects)."""
     try:
         return importlib.util.find_spec("ray") is not None
     except (ImportError, ValueError):  # ValueError: sys.modules["ray"] is None
         return False
-
-
-def check_reachable(host: str, port: int, timeout: float = 5.0) -> None:
-    """Raises OSError unless something accepts TCP connections there (ray.init would wait for minutes)."""
-    with socket.create_connection((host, port), timeout=timeout):
-        pass
 
 
 class RayExecution:
@@ -284,11 +242,11 @@ class RayBackend:
     def _spawn(self) -> DriverProcess:
         ours, theirs = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if k != "SR_AUTH_TOKEN"}
-        root = str(Path(__file__).resolve().parents[2])  # where `web` is importable from
+        root = str(Path(__file__).resolve().parents[3])  # where `web` is importable from
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "web.backends.ray_driver", "--fd", str(theirs.fileno()),
+                [sys.executable, "-m", "web.backends.ray.driver", "--fd", str(theirs.fileno()),
                  "--settings", self._settings.to_json()],
                 stdin=subprocess.DEVNULL,
                 env=env,

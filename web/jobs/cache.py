@@ -13,8 +13,8 @@ from pathlib import Path
 
 from infer.digests import sha256_of
 from web.config import Config
-from web.jobfiles import JobFiles
-from web.jobs import DONE, Job, JobStore
+from web.jobs.files import JobFiles
+from web.jobs.store import DONE, Job, JobStore
 
 log = logging.getLogger(__name__)
 

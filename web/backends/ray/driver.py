@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from web.backends.ray_link import Link, LinkClosed, Op
-from web.backends.ray_address import public_refusal
-from web.backends.ray_task import TaskRequest, kill_job_processes, run_job_on_node
+from web.backends.ray.link import Link, LinkClosed, Op
+from web.backends.ray.address import public_refusal
+from web.backends.ray.task import TaskRequest, kill_job_processes, run_job_on_node
 
-log = logging.getLogger("web.backends.ray_driver")  # also when run as __main__
+log = logging.getLogger("web.backends.ray.driver")  # also when run as __main__
 
 NAMESPACE = "photo-upscaler"
 RECONNECT_S = 10.0
@@ -85,7 +85,7 @@ class Driver:
             self._stopping.wait(RECONNECT_S)
 
     def _connect(self) -> None:
-        from web.backends.ray import RayAddress, check_reachable, public_addresses
+        from web.backends.ray.address import RayAddress, check_reachable, public_addresses
 
         ray = self.ray
         address = RayAddress.parse(self.settings.address)

@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from web.config import Config
-from web.errors import Refusal
+from web.http.errors import Refusal
 
 # What the person reads; what to do about it goes to the log and /healthz.
 OUT_OF_SPACE_MESSAGE = "the server is out of space; try again later"

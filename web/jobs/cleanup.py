@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from web.config import Config
-from web.jobfiles import INCOMING_PREFIX, JobFiles
-from web.jobs import JobStore
+from web.jobs.files import INCOMING_PREFIX, JobFiles
+from web.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from web.clients import client_address
-from web.errors import error_response
-from web.hangup import close_unread
+from web.http.clients import client_address
+from web.http.errors import error_response
+from web.http.hangup import close_unread
 from web.services import services
-from web.signins import Verdict
+from web.guards.signins import Verdict
 
 bp = Blueprint("auth", __name__)
 

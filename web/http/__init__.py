@@ -1,0 +1,1 @@
+"""HTTP: the views, the page, sign-in, owners, errors and the connection helpers."""
