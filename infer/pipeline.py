@@ -25,7 +25,7 @@ from infer.events import EventSink
 from infer.faces.stage import FaceSettings, FaceStage
 from infer.models import default_model_path
 from infer.modelspec import ModelSpec, spec_from_path
-from infer.upscale import count_tiles, describe_run, effective_pad, upscale_image
+from infer.upscale import TilePlan, count_tiles, describe_run, effective_pad, upscale_image
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
             events.emit(EventKind.PROGRESS, done=done, total=total)
 
         # A reduced scale is reached tile by tile: the model's full-size output never exists at once.
-        result = upscale_image(image, engine, spec, tile, tile_pad, progress, outscale)
+        result = upscale_image(image, engine, spec, TilePlan(tile, tile_pad, outscale), progress)
         t = timer.stage("infer", t)
     finally:
         if release:

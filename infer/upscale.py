@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
@@ -112,20 +113,23 @@ def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, outscale: int) -> n
     return run_tiled(alpha[:, :, None], cubic, scale, tile, _ALPHA_PAD, None, np.uint8, outscale, _area)[:, :, 0]
 
 
-def upscale_image(
-    image: DecodedImage,
-    engine: Engine,
-    spec: ModelSpec,
-    tile: int,
-    tile_pad: int,
-    on_progress: ProgressFn | None = None,
-    outscale: int | None = None,
-) -> DecodedImage:
-    """Upscale colour through the network and alpha (if any) bicubically, written at `outscale` (default: the
-    model's own); metadata rides along."""
-    outscale = outscale or spec.scale
-    bgr = upscale_bgr(image.bgr, engine, spec, tile, tile_pad, on_progress, outscale)
-    alpha = None if image.alpha is None else _upscale_alpha(image.alpha, spec.scale, tile, outscale)
+@dataclass(frozen=True)
+class TilePlan:
+    """How a photo goes through the network: the input tile edge, its context, and the scale it is written at
+    (None: the model's own)."""
+
+    tile: int
+    pad: int
+    outscale: int | None = None
+
+
+def upscale_image(image: DecodedImage, engine: Engine, spec: ModelSpec, plan: TilePlan,
+                  on_progress: ProgressFn | None = None) -> DecodedImage:
+    """Upscale colour through the network and alpha (if any) bicubically, written at the plan's scale;
+    metadata rides along."""
+    outscale = plan.outscale or spec.scale
+    bgr = upscale_bgr(image.bgr, engine, spec, plan.tile, plan.pad, on_progress, outscale)
+    alpha = None if image.alpha is None else _upscale_alpha(image.alpha, spec.scale, plan.tile, outscale)
     return dataclasses.replace(image, bgr=bgr, alpha=alpha)
 
 
