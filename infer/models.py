@@ -370,16 +370,65 @@ def _scan_after_fetch(fetched: list[ModelEntry], directory: Path) -> None:
               f"`{scans.SCAN_COMMAND}` has run where the worker is installed", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A model `fetch` could not bring in: the URL it tried and why."""
+
+    entry: ModelEntry
+    url: str
+    message: str
+
+
+def _fetch_summary(fetched: list[ModelEntry], present: list[ModelEntry], failed: list[Failed], directory: Path,
+                   base_url: str | None) -> str:
+    """What `fetch` did, and where anything failed, the two other ways to bring the files in."""
+    def names(entries: list[ModelEntry]) -> str:
+        return ", ".join(e.name for e in entries) if entries else "none"
+
+    lines = [f"fetched: {names(fetched)}", f"already present: {names(present)}",
+             f"failed: {names([f.entry for f in failed])}"]
+    if not failed:
+        return "\n".join(lines)
+    lines += [f"  {f.entry.name}: {f.url}" for f in failed]
+    retry = " ".join(f.entry.name for f in failed)
+    mirror = "another mirror" if base_url else "a mirror"
+    lines += [
+        f"to bring in what failed, either use {mirror}: a folder holding the files under their own names, served "
+        f"over HTTP or as file:///path/to/folder, with `sr-models fetch {retry} --base-url URL` (or "
+        "SR_MODELS_BASE_URL=URL);",
+        f"or download each URL above on another machine and copy the files into {directory}, then check them with "
+        f"`sr-models verify {retry}`",
+    ]
+    return "\n".join(lines)
+
+
 def _cmd_fetch(names: list[str], entries: list[ModelEntry], directory: Path, base_url: str | None) -> int:
+    """Tries every named model, whatever failed before it, then says what came in and what did not."""
     wanted = [find_entry(n, entries) for n in names]
+    fetched: list[ModelEntry] = []
+    present: list[ModelEntry] = []
+    failed: list[Failed] = []
     for entry in wanted:
         if check_file(entry, directory).ok:
             print(f"{entry.name}: already present and verified at {directory / entry.file}", file=sys.stderr)
+            present.append(entry)
             continue
-        print(f"{entry.name}: downloading {entry.url_from(base_url)} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
-        result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
+        url = entry.url_from(base_url)
+        print(f"{entry.name}: downloading {url} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
+        try:
+            result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
+        except ModelError as err:
+            print(f"{entry.name}: failed: {err.message}", file=sys.stderr)
+            failed.append(Failed(entry, url, err.message))
+            continue
         print(f"{entry.name}: verified and saved to {result.path}", file=sys.stderr)
-    _scan_after_fetch(wanted, directory)
+        fetched.append(entry)
+    _scan_after_fetch(fetched, directory)
+    if len(wanted) > 1 or failed:
+        print(_fetch_summary(fetched, present, failed, directory, base_url), file=sys.stderr)
+    if failed:
+        raise ModelError(f"{len(failed)} of {len(wanted)} models could not be fetched: "
+                         f"{', '.join(f.entry.name for f in failed)}")
     return EXIT_OK
 
 
@@ -428,7 +477,8 @@ def _parser() -> argparse.ArgumentParser:
     p_fetch = sub.add_parser("fetch", help="download models and verify their size and checksums")
     p_fetch.add_argument("names", nargs="+", metavar="NAME", help="e.g. EDSR_x3 (see `sr-models list`)")
     p_fetch.add_argument(
-        "--base-url", help="download from this folder instead of each model's source (default: $SR_MODELS_BASE_URL)"
+        "--base-url", help="download from this folder instead of each model's source, e.g. a mirror holding the files "
+        "under their own names (http://host/models or file:///path/to/folder; default: $SR_MODELS_BASE_URL)"
     )
     p_verify = sub.add_parser("verify", help="check present model files against the manifest")
     p_verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every present one)")
