@@ -299,16 +299,18 @@ class Catalog:
         if scale is None and quality is None:
             assert self.default is not None
             return Pick(self.default, None, "the default")
+        at = f"x{scale}"
         if scale is None:
             scale = self.default.scale if self.default is not None else self.models[0].scale
+            at = f"x{scale}, the default model's scale"
         at_scale = [m for m in self.models if m.scale == scale]
         if not at_scale:
             raise NoSuchChoice("bad_scale", f"no model for x{scale} is installed; scales available: "
                              f"{', '.join(f'x{s}' for s in self.scales())}")
         if quality == Quality.FAST.value:
             lowest = min(m.family.quality_rank for m in at_scale)
-            return Pick(self.best([m for m in at_scale if m.family.quality_rank == lowest]), None, f"the fastest at x{scale}")
-        return Pick(self.best(at_scale), None, f"the best at x{scale}")
+            return Pick(self.best([m for m in at_scale if m.family.quality_rank == lowest]), None, f"the fastest at {at}")
+        return Pick(self.best(at_scale), None, f"the best at {at}")
 
     def table(self) -> dict[str, dict[int, str]]:
         """kind -> written scale -> the model id `pick(kind=, scale=)` gives: what the page shows and sends."""

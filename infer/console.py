@@ -22,6 +22,7 @@ class Console:
         self._err = err if err is not None else sys.stderr
         self._batch: tqdm | None = None
         self._photo: tqdm | None = None
+        self._said_why = False  # a batch's photos share one model: why it was chosen is said once
         # A terminal that reports no size (some pseudo-terminals) would otherwise get invisible bars.
         self._columns, self._rows = shutil.get_terminal_size((100, 24))
 
@@ -61,6 +62,9 @@ class Console:
             f"{_name(f['input'])}: {f['width']}x{f['height']} -> {f['width'] * scale}x{f['height'] * scale} "
             f"with {f['algo']} x{scale} ({f['engine']}, {f['device']}, {f['precision']}){cleaned}"
         )
+        if f.get("why") and not self._said_why:
+            self._said_why = True
+            self._write(f"  model {_name(f['model'])}: {f['why']} (--model names another)")
         self._close_photo()
         self._photo = tqdm(total=f["tiles"], desc=_name(f["input"]), unit="tile", file=self._out,
                            position=1 if self._batch is not None else 0, leave=False, ncols=self._columns, nrows=self._rows)

@@ -283,46 +283,80 @@ def _fetch_hint(path: Path, entries: list[ModelEntry]) -> str:
     return "copy the model file there or point SR_MODEL_PATH at one you have"
 
 
+CUSTOM = "custom checkpoint"
+
+
+def _custom_scan(check: Check) -> scans.Scan | None:
+    """The scan record of a checkpoint under a catalog entry's file name that is another file (a conversion, a
+    fine-tune, another release) which the scan offers; None for the catalog's file, a missing one, or one that
+    does not read as a checkpoint (a damaged download)."""
+    if check.ok or check.status == "missing" or not is_checkpoint(check.path):
+        return None
+    scan = scans.read_scan(check.path)
+    return scan if scan is not None and scan.offered else None
+
+
+def _custom_meaning(entry: ModelEntry, scan: scans.Scan) -> str:
+    """What a custom checkpoint under the catalog's name means, for `list` and `verify`."""
+    return (f"{entry.file} is not the catalog's {entry.name} (its checksum differs): another checkpoint under that "
+            f"name, used as its weights say ({scan.label}); `sr-models fetch {entry.name}` would replace it with "
+            "the catalog's file")
+
+
 def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     checks = [check_file(e, directory, hashes=False) for e in entries]
+    customs = {c.entry.name: _custom_scan(c) for c in checks}
     default = default_in(directory)
     if as_json:
         rows = [
             {"name": c.entry.name, "file": str(c.path), "algo": c.entry.algo, "scale": c.entry.scale,
-             "bytes": c.entry.bytes, "status": "present" if c.ok else c.status, "installed": c.ok,
-             "default": _same_file(c.path, default), "purpose": c.entry.purpose,
+             "bytes": c.entry.bytes, "url": c.entry.url, "source": c.entry.source,
+             "status": "present" if c.ok else (CUSTOM if customs[c.entry.name] else c.status),
+             "installed": c.ok, "default": _same_file(c.path, default), "purpose": c.entry.purpose,
              **({"licence": c.entry.licence} if c.entry.licence else {})}
             for c in checks
         ]
         print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
-                          "models": rows, "checkpoints": _checkpoint_rows(directory)}, indent=2))
+                          "models": rows, "checkpoints": _checkpoint_rows(directory, entries)}, indent=2))
         return EXIT_OK
     print(f"models folder: {directory}")
+    kinds = {c.entry.name: f"x{c.entry.scale}" if c.entry.purpose == "upscaling" else f"({c.entry.purpose})"
+             for c in checks}
+    name_w = max((len(c.entry.name) for c in checks), default=0)
+    algo_w = max((len(c.entry.algo) for c in checks), default=0)
+    kind_w = max((len(k) for k in kinds.values()), default=0)
     for c in checks:
-        state = "installed" if c.ok else ("not installed" if c.status == "missing" else c.status)
+        custom = customs[c.entry.name]
+        state = "installed" if c.ok else ("not installed" if c.status == "missing" else CUSTOM if custom else c.status)
         mark = "  (default)" if _same_file(c.path, default) else ""
-        kind = f"x{c.entry.scale}" if c.entry.purpose == "upscaling" else f"({c.entry.purpose})"
-        print(f"  {c.entry.name:<16} {c.entry.algo:<7} {kind:<4}  {c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        print(f"  {c.entry.name:<{name_w}} {c.entry.algo:<{algo_w}} {kinds[c.entry.name]:<{kind_w}}  "
+              f"{c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+        if custom:
+            print(f"  {'':<{name_w}} {_custom_meaning(c.entry, custom)}")
         if c.entry.licence:
-            print(f"  {'':<16} licence: {c.entry.licence}")
+            print(f"  {'':<{name_w}} licence: {c.entry.licence}")
     if default.is_file():
         print(f"default model: {default}")
     else:
         print(f"default model: {default} is not installed; {_fetch_hint(default, entries)}")
-    _list_checkpoints(directory)
+    _list_checkpoints(directory, entries)
     return EXIT_OK
 
 
-def _checkpoint_rows(directory: Path) -> list[dict]:
-    """Every checkpoint in the folder with its scan state: offered, not offered (and why), or not scanned."""
+def _checkpoint_rows(directory: Path, entries: list[ModelEntry]) -> list[dict]:
+    """Every checkpoint in the folder with its scan state (offered, not offered and why, or not scanned) and
+    whether it is the catalog's file (`catalog`: its SHA-256 is the entry's) or a custom checkpoint."""
+    by_file = {e.file.lower(): e for e in entries}
     rows = []
     for path in [*scans.checkpoint_files(directory), *scans.face_file(directory)]:
         scan = scans.read_scan(path)
         if scan is None:
             rows.append({"file": path.name, "status": "not scanned", "reason": f"run `{scans.SCAN_COMMAND}`"})
         else:
+            entry = by_file.get(path.name.lower())
             rows.append({"file": path.name, "status": _scan_status(scan),
                          "label": scan.label, "reason": scan.reason, "sha256": scan.sha256,
+                         "catalog": entry is not None and scan.sha256 == entry.sha256,
                          **({"architecture": scan.info.architecture, "scale": scan.info.scale,
                              "purpose": scan.info.purpose} if scan.info else {})})
     return rows
@@ -334,15 +368,16 @@ def _scan_status(scan: scans.Scan) -> str:
     return "offered" if scan.offered else "not offered"
 
 
-def _list_checkpoints(directory: Path) -> None:
-    rows = _checkpoint_rows(directory)
+def _list_checkpoints(directory: Path, entries: list[ModelEntry]) -> None:
+    rows = _checkpoint_rows(directory, entries)
     if not rows:
         return
     print("checkpoints in the folder:")
     for row in rows:
         what = row.get("label", row["file"]) if row["status"] in ("offered", "used for faces") else row["file"]
         reason = f": {row['reason']}" if row.get("reason") else ""
-        print(f"  {what}  {row['status']}{reason}")
+        custom = f" ({CUSTOM})" if row.get("catalog") is False and not row.get("reason") else ""
+        print(f"  {what}  {row['status']}{custom}{reason}")
 
 
 def _cmd_scan(directory: Path) -> int:
@@ -370,16 +405,65 @@ def _scan_after_fetch(fetched: list[ModelEntry], directory: Path) -> None:
               f"`{scans.SCAN_COMMAND}` has run where the worker is installed", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A model `fetch` could not bring in: the URL it tried and why."""
+
+    entry: ModelEntry
+    url: str
+    message: str
+
+
+def _fetch_summary(fetched: list[ModelEntry], present: list[ModelEntry], failed: list[Failed], directory: Path,
+                   base_url: str | None) -> str:
+    """What `fetch` did, and where anything failed, the two other ways to bring the files in."""
+    def names(entries: list[ModelEntry]) -> str:
+        return ", ".join(e.name for e in entries) if entries else "none"
+
+    lines = [f"fetched: {names(fetched)}", f"already present: {names(present)}",
+             f"failed: {names([f.entry for f in failed])}"]
+    if not failed:
+        return "\n".join(lines)
+    lines += [f"  {f.entry.name}: {f.url}" for f in failed]
+    retry = " ".join(f.entry.name for f in failed)
+    mirror = "another mirror" if base_url else "a mirror"
+    lines += [
+        f"to bring in what failed, either use {mirror}: a folder holding the files under their own names, served "
+        f"over HTTP or as file:///path/to/folder, with `sr-models fetch {retry} --base-url URL` (or "
+        "SR_MODELS_BASE_URL=URL);",
+        f"or download each URL above on another machine and copy the files into {directory}, then check them with "
+        f"`sr-models verify {retry}`",
+    ]
+    return "\n".join(lines)
+
+
 def _cmd_fetch(names: list[str], entries: list[ModelEntry], directory: Path, base_url: str | None) -> int:
+    """Tries every named model, whatever failed before it, then says what came in and what did not."""
     wanted = [find_entry(n, entries) for n in names]
+    fetched: list[ModelEntry] = []
+    present: list[ModelEntry] = []
+    failed: list[Failed] = []
     for entry in wanted:
         if check_file(entry, directory).ok:
             print(f"{entry.name}: already present and verified at {directory / entry.file}", file=sys.stderr)
+            present.append(entry)
             continue
-        print(f"{entry.name}: downloading {entry.url_from(base_url)} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
-        result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
+        url = entry.url_from(base_url)
+        print(f"{entry.name}: downloading {url} ({entry.bytes / 1e6:.1f} MB)", file=sys.stderr)
+        try:
+            result = fetch(entry, directory, base_url=base_url, progress=_progress_printer(entry.name))
+        except ModelError as err:
+            print(f"{entry.name}: failed: {err.message}", file=sys.stderr)
+            failed.append(Failed(entry, url, err.message))
+            continue
         print(f"{entry.name}: verified and saved to {result.path}", file=sys.stderr)
-    _scan_after_fetch(wanted, directory)
+        fetched.append(entry)
+    _scan_after_fetch(fetched, directory)
+    if len(wanted) > 1 or failed:
+        print(_fetch_summary(fetched, present, failed, directory, base_url), file=sys.stderr)
+    if failed:
+        raise ModelError(f"{len(failed)} of {len(wanted)} models could not be fetched: "
+                         f"{', '.join(f.entry.name for f in failed)}")
     return EXIT_OK
 
 
@@ -392,8 +476,11 @@ def _cmd_verify(names: list[str], entries: list[ModelEntry], directory: Path) ->
         if check.status == "missing" and not names:
             continue
         present += 1
+        custom = None if check.ok else _custom_scan(check)
         if check.ok:
             print(f"{entry.name}: ok ({check.path})")
+        elif custom is not None:
+            print(f"{entry.name}: {CUSTOM}: {_custom_meaning(entry, custom)}")
         else:
             detail = f" ({check.detail})" if check.detail else ""
             print(f"{entry.name}: {check.status}{detail} at {check.path}")
@@ -428,7 +515,8 @@ def _parser() -> argparse.ArgumentParser:
     p_fetch = sub.add_parser("fetch", help="download models and verify their size and checksums")
     p_fetch.add_argument("names", nargs="+", metavar="NAME", help="e.g. EDSR_x3 (see `sr-models list`)")
     p_fetch.add_argument(
-        "--base-url", help="download from this folder instead of each model's source (default: $SR_MODELS_BASE_URL)"
+        "--base-url", help="download from this folder instead of each model's source, e.g. a mirror holding the files "
+        "under their own names (http://host/models or file:///path/to/folder; default: $SR_MODELS_BASE_URL)"
     )
     p_verify = sub.add_parser("verify", help="check present model files against the manifest")
     p_verify.add_argument("names", nargs="*", metavar="NAME", help="models to check (default: every present one)")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infer.checkpoints import CheckpointInfo, family_of, inspect, is_checkpoint
-from infer.errors import ModelError
+from infer.errors import ModelError, UsageError
 from infer.families import FAMILIES, Colour, Family, family_from_stem
 
 
@@ -51,6 +51,8 @@ def spec_from_path(path: str | Path, algo: str | None = None, scale: int | None 
     if is_checkpoint(path):
         return _checkpoint_spec(path, algo, scale)
     named = family_from_stem(path.stem)
+    if named and scale and scale != named[1]:
+        _refuse_scale(path, named[1], scale, "read from its name")
     algo = (algo or (named[0].name if named else "")).lower()
     scale = scale or (named[1] if named else None)
     if not algo or not scale:
@@ -67,6 +69,15 @@ def spec_from_path(path: str | Path, algo: str | None = None, scale: int | None 
     return ModelSpec(path=path, algo=algo, scale=int(scale))
 
 
+def _refuse_scale(path: Path, own: int, asked: int, how: str) -> None:
+    """UsageError for a --scale the named model does not have: --outscale reaches a smaller one from it."""
+    if asked < own:
+        fix = f"use --outscale {asked} for a {asked}x result from this x{own} model"
+    else:
+        fix = f"drop --scale, or choose a x{asked} model (a model's output is never enlarged further)"
+    raise UsageError(f"{path.name} upscales x{own} ({how}), not x{asked}; {fix}")
+
+
 def _checkpoint_spec(path: Path, algo: str | None, scale: int | None) -> ModelSpec:
     if not path.is_file():
         raise ModelError(f"model file {path} not found; download it with `sr-models fetch {path.stem}` or check the path")
@@ -74,5 +85,5 @@ def _checkpoint_spec(path: Path, algo: str | None, scale: int | None) -> ModelSp
     if algo and algo.lower() != info.architecture.lower():
         raise ModelError(f"{path.name} is a {info.architecture_name} checkpoint; --algo applies to .pb models only, drop it")
     if scale and scale != info.scale:
-        raise ModelError(f"{path.name} upscales x{info.scale} (read from its weights), not x{scale}; drop --scale")
+        _refuse_scale(path, info.scale, scale, "read from its weights")
     return ModelSpec(path=path, algo=info.architecture.lower(), scale=info.scale, checkpoint=info)

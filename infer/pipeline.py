@@ -108,12 +108,21 @@ def _check_output_file(output: str, fmt: str | None) -> None:
         raise OutputError(f"cannot write {output}: folder {out_dir} is not writable")
 
 
-def _installed_choice(scale: int | None, quality: str | None) -> ModelSpec:
+@dataclass(frozen=True)
+class ModelChoice:
+    """The run's model and, where the worker chose it rather than --model naming it, why."""
+
+    spec: ModelSpec
+    why: str | None = None
+
+
+def _installed_choice(scale: int | None, quality: str | None) -> ModelChoice:
     """The installed model for a scale and quality, as the catalog picks it."""
-    return Catalog.from_env().pick(scale=scale, quality=quality).model.spec
+    pick = Catalog.from_env().pick(scale=scale, quality=quality)
+    return ModelChoice(pick.model.spec, pick.why)
 
 
-def _default_spec(algo: str | None) -> ModelSpec:
+def _default_spec(algo: str | None) -> ModelChoice:
     """The configured default (SR_MODEL_PATH, else EDSR_x3.pb in the models folder); where it is missing and
     another model is installed, the catalog's stand-in, said on stderr."""
     configured = default_model_path()
@@ -121,8 +130,8 @@ def _default_spec(algo: str | None) -> ModelSpec:
         catalog = Catalog.from_env()
         if catalog.default is not None and catalog.default_note:
             print(f"sr-infer: {catalog.default_note}", file=sys.stderr)
-            return catalog.default.spec
-    return spec_from_path(configured, algo, None)
+            return ModelChoice(catalog.default.spec, f"standing in for the default {configured.name}, which is not installed")
+    return ModelChoice(spec_from_path(configured, algo, None), "the default")
 
 
 def _with_denoise_strength(spec: ModelSpec, strength: float | None) -> ModelSpec:
@@ -135,16 +144,16 @@ def _with_denoise_strength(spec: ModelSpec, strength: float | None) -> ModelSpec
     return dataclasses.replace(spec, denoise_strength=strength)
 
 
-def resolve_model(options: RunOptions) -> ModelSpec:
+def resolve_model(options: RunOptions) -> ModelChoice:
     """The model file the options name or choose, checked to be there and not empty."""
     quality = options.settings.model_quality
     if options.model:
-        spec = spec_from_path(Path(options.model), options.algo, options.scale)
+        choice = ModelChoice(spec_from_path(Path(options.model), options.algo, options.scale))
     elif options.scale is not None or quality is not None:
-        spec = _installed_choice(options.scale, quality)
+        choice = _installed_choice(options.scale, quality)
     else:
-        spec = _default_spec(options.algo)
-    path = spec.path
+        choice = _default_spec(options.algo)
+    path = choice.spec.path
     if not path.is_file():
         raise ModelError(
             f"model file {path} not found; download it with `sr-models fetch {path.stem}` "
@@ -152,7 +161,7 @@ def resolve_model(options: RunOptions) -> ModelSpec:
         )
     if path.stat().st_size == 0:
         raise ModelError(f"model file {path} is empty; download it again with `sr-models fetch {path.stem}`")
-    return _with_denoise_strength(spec, options.settings.denoise_strength)
+    return dataclasses.replace(choice, spec=_with_denoise_strength(choice.spec, options.settings.denoise_strength))
 
 
 def _peak_rss_mb() -> float:
@@ -162,8 +171,9 @@ def _peak_rss_mb() -> float:
 class LoadedModel:
     """The model of a run: its engine is created for the first photo and loaded once for every photo."""
 
-    def __init__(self, spec: ModelSpec, options: RunOptions):
-        self.spec = spec
+    def __init__(self, choice: ModelChoice, options: RunOptions):
+        self.spec = choice.spec
+        self.why = choice.why
         self._options = options
         self._engine: Engine | None = None
         self._loaded = False
@@ -233,6 +243,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
         denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        **({"why": model.why} if model.why is not None else {}),
         **({"denoise_strength": spec.denoise_strength} if spec.denoise_strength is not None else {}),
         **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
     )
@@ -305,10 +316,10 @@ def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
     """One input file, one output file: the service's contract."""
     timer, process_started = startup_timer(start)
     _check_output_file(options.output, options.format)
-    spec = resolve_model(options)
+    choice = resolve_model(options)
     faces = _face_stage(options.settings)
     job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
-    run_photo(job, LoadedModel(spec, options), options.settings, events, timer, release=True, since=process_started,
+    run_photo(job, LoadedModel(choice, options), options.settings, events, timer, release=True, since=process_started,
               faces=faces)
     return EXIT_OK
 
@@ -325,12 +336,12 @@ def _face_stage(settings: Settings) -> FaceStage | None:
 def run_folder(options: RunOptions, events: EventSink) -> int:
     """Several photos (files and folders) into one output folder, with one model load for all of them."""
     photos = batch.find_photos(list(options.inputs))
-    spec = resolve_model(options)
+    choice = resolve_model(options)
     out_dir = Path(options.output)
-    jobs = batch.plan(photos, out_dir, options.settings.scale_for(spec), options.format)
+    jobs = batch.plan(photos, out_dir, options.settings.scale_for(choice.spec), options.format)
     faces = _face_stage(options.settings)
     batch.prepare_output_folder(out_dir)
-    model = LoadedModel(spec, options)
+    model = LoadedModel(choice, options)
 
     def one(job: batch.PhotoJob) -> None:
         run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces)

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=list(FAMILIES), help="override the algorithm read from the file name")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--engine", default="auto", choices=ENGINE_CHOICES,
-                   help="auto: PyTorch (on CUDA when a GPU is usable, else the CPU), OpenCV where PyTorch is missing")
+                   help="auto: PyTorch (on CUDA when a GPU is usable, else the CPU), OpenCV where PyTorch is missing; "
+                        "torch and opencv run .pb models, spandrel runs PyTorch checkpoints (.pth, .safetensors)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the CPU or GPU runs it natively, else fp32 (CPU) or fp16 (GPU)")
     p.add_argument("--tile", type=int, help="input tile edge in pixels; 0 = whole image at once")

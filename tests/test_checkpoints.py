@@ -216,6 +216,10 @@ def test_a_x4_model_serves_3x_by_reducing_its_output_and_says_so(realesrgan: dic
     assert np.abs(read(out).astype(int) - expected.astype(int)).max() <= 1
     code, events, _ = run_worker("--input", src, "--output", tmp_path / "x5.png", "--model", model, "--outscale", "5")
     assert code == 2 and "never enlarged" in events[-1]["message"]
+    # --scale names the model's own scale; a smaller one is what --outscale is for.
+    code, events, _ = run_worker("--input", src, "--output", tmp_path / "s2.png", "--model", model, "--scale", "2")
+    assert code == 2 and [e["event"] for e in events] == ["error"], events
+    assert "use --outscale 2 for a 2x result from this x4 model" in events[0]["message"]
     # Folder mode names results by the scale written.
     (tmp_path / "folder").mkdir()
     code, _, err = run_worker("--input", src, "--output", tmp_path / "folder", "--model", model, "--outscale", "2")

@@ -143,10 +143,10 @@ def test_one_file_and_one_output_name_behave_as_before(shared_models: Path, phot
 # --- terminal or JSON ------------------------------------------------------------------------------
 
 
-def _run_on_terminal(*args: str | Path, timeout: float = 120) -> tuple[int, str]:
+def _run_on_terminal(*args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Runs the worker with stdout and stderr on a pseudo-terminal; returns its exit code and everything it drew."""
     master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SR_")}, **(env or {})}
     proc = subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], stdin=subprocess.DEVNULL,
                             stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
@@ -215,25 +215,62 @@ def _model_used(models_folder: Path, src: Path, out: Path, *flags: str) -> tuple
     return code, events
 
 
-def test_scale_and_quality_pick_an_installed_model(models_folder: Path, photo: Path, tmp_path: Path):
+def test_scale_and_quality_pick_an_installed_model_and_say_why(models_folder: Path, photo: Path, tmp_path: Path):
     cases = {
-        ("--scale", "3", "--quality", "fast"): "ESPCN_x3.pb",
-        ("--scale", "3", "--quality", "best"): "EDSR_x3.pb",
-        ("--scale", "2"): "FSRCNN_x2.pb",
-        ("--quality", "fast"): "ESPCN_x3.pb",  # the default's scale (EDSR_x3)
+        ("--scale", "3", "--quality", "fast"): ("FSRCNN_x3.pb", "the fastest at x3"),  # of the fastest tier, the best ranked
+        ("--scale", "3", "--quality", "best"): ("EDSR_x3.pb", "the best at x3"),
+        ("--scale", "2"): ("FSRCNN_x2.pb", "the best at x2"),
+        ("--quality", "fast"): ("FSRCNN_x3.pb", "the fastest at x3, the default model's scale"),
+        (): ("EDSR_x3.pb", "the default"),
     }
-    for flags, expected in cases.items():
+    for flags, (expected, why) in cases.items():
         code, events = _model_used(models_folder, photo, tmp_path / "out.png", *flags)
         assert code == 0, (flags, events[-1])
         assert Path(events[0]["model"]).name == expected, flags
         assert events[0]["scale"] == int(expected[-4])
+        assert events[0]["why"] == why, flags
+
+
+def test_a_stand_in_for_a_missing_default_says_so(models_folder: Path, photo: Path, tmp_path: Path):
+    (models_folder / "EDSR_x3.pb").unlink()
+    code, events = _model_used(models_folder, photo, tmp_path / "out.png")
+    assert code == 0, events[-1]
+    assert events[0]["why"] == "standing in for the default EDSR_x3.pb, which is not installed", events[0]
+
+
+def test_a_terminal_is_told_once_which_model_was_chosen_and_why(models_folder: Path, photo_folder: Path, tmp_path: Path):
+    (photo_folder / "broken.jpg").unlink()
+    code, screen = _run_on_terminal("--input", photo_folder, "--output", tmp_path / "out", "--quality", "fast",
+                                    env={"SR_MODELS_DIR": str(models_folder)})
+    assert code == 0, screen
+    said = "model FSRCNN_x3.pb: the fastest at x3, the default model's scale (--model names another)"
+    assert screen.count(said) == 1, screen
+    # A named model needs no reason.
+    code, screen = _run_on_terminal("--input", photo_folder / "cat.png", "--output", tmp_path / "named.png",
+                                    "--model", models_folder / "FSRCNN_x3.pb")
+    assert code == 0 and "model FSRCNN_x3.pb:" not in screen, screen
+
+
+@pytest.mark.parametrize("scale,words", [("2", "use --outscale 2 for a 2x result from this x3 model"),
+                                         ("4", "drop --scale, or choose a x4 model")])
+def test_a_scale_a_pb_model_does_not_have_is_refused_before_anything_is_said(
+        models_folder: Path, photo_folder: Path, tmp_path: Path, scale: str, words: str):
+    args = ("--input", photo_folder / "cat.png", "--output", tmp_path / "out.png", "--model",
+            models_folder / "FSRCNN_x3.pb", "--scale", scale)
+    code, events, _ = run_worker(*args)
+    assert code == 2 and [e["event"] for e in events] == ["error"], events
+    assert "FSRCNN_x3.pb upscales x3 (read from its name), not x" in events[0]["message"]
+    assert words in events[0]["message"]
+    code, screen = _run_on_terminal(*args)
+    assert code == 2 and "->" not in screen and words in screen, screen
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_model_path_wins_over_scale_and_quality(models_folder: Path, shared_models: Path, photo: Path, tmp_path: Path):
     code, events = _model_used(models_folder, photo, tmp_path / "out.png", "--model", shared_models / "FSRCNN_x3.pb",
                                "--quality", "best")
     assert code == 0
-    assert events[0]["model"] == str(shared_models / "FSRCNN_x3.pb")
+    assert events[0]["model"] == str(shared_models / "FSRCNN_x3.pb") and "why" not in events[0]
 
 
 def test_unknown_scale_or_quality_is_exit_2_listing_the_valid_ones(models_folder: Path, photo: Path, tmp_path: Path):

@@ -155,3 +155,41 @@ def test_a_front_end_without_pytorch_offers_and_runs_scanned_checkpoints(folder:
     job = after["job"]
     assert job["status"] == "done", job
     assert not after["torch_imported"]
+
+
+def test_a_checkpoint_under_the_catalogs_name_is_custom_not_damaged(realesrgan: dict[str, Path], shared_models: Path,
+                                                                    tmp_path: Path):
+    """A converted checkpoint saved as RealESRGAN_x4plus.pth (another size than the catalog's) is a custom
+    checkpoint in `list`, `list --json` and `verify`, which say its checksum differs and what that means; a
+    truncated .pb is still a damaged download, and a checkpoint of its own name is custom."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(realesrgan["compact"], folder / "RealESRGAN_x4plus.pth")
+    shutil.copy(realesrgan["compact"], folder / "my-anime-x4.pth")
+    (folder / "ESPCN_x3.pb").write_bytes((shared_models / "ESPCN_x3.pb").read_bytes()[:5000])
+    assert _sr_models("--dir", str(folder), "scan").returncode == 0
+
+    listed = json.loads(_sr_models("--dir", str(folder), "list", "--json").stdout)
+    models = {r["name"]: r for r in listed["models"]}
+    assert models["RealESRGAN_x4plus"]["status"] == "custom checkpoint" and not models["RealESRGAN_x4plus"]["installed"]
+    assert models["ESPCN_x3"]["status"] == "wrong size"
+    assert all(r["url"].startswith("https://") for r in listed["models"])
+    assert models["RealESRGAN_x4plus"]["url"].endswith("/RealESRGAN_x4plus.pth")
+    checkpoints = {r["file"]: r for r in listed["checkpoints"]}
+    assert checkpoints["RealESRGAN_x4plus.pth"]["catalog"] is False and checkpoints["my-anime-x4.pth"]["catalog"] is False
+
+    text = _sr_models("--dir", str(folder), "list").stdout.splitlines()
+    row = next(line for line in text if line.startswith("  RealESRGAN_x4plus "))
+    assert row.endswith("custom checkpoint") and "wrong size" not in row, row
+    assert any("is not the catalog's RealESRGAN_x4plus (its checksum differs)" in line
+               and "RealESRGAN_x4plus (RealESRGAN Compact x4)" in line for line in text), text
+    assert any("my-anime-x4 (RealESRGAN Compact x4)  offered (custom checkpoint)" in line for line in text), text
+    # Long names (realesr-general-wdn-x4v3) keep the columns aligned: every row's size ends in the same place.
+    rows = [line for line in text if line.endswith(("installed", "custom checkpoint", "wrong size", "(default)"))]
+    assert len(rows) == len(listed["models"]) and len({line.index(" MB ") for line in rows}) == 1, rows
+
+    verified = _sr_models("--dir", str(folder), "verify", "RealESRGAN_x4plus", "ESPCN_x3")
+    assert "RealESRGAN_x4plus: custom checkpoint:" in verified.stdout and "its checksum differs" in verified.stdout
+    assert "ESPCN_x3: wrong size" in verified.stdout
+    assert verified.returncode == 5 and "`sr-models fetch ESPCN_x3`" in verified.stderr
+    assert "fetch RealESRGAN_x4plus" not in verified.stderr, verified.stderr

@@ -343,3 +343,36 @@ def test_a_face_file_is_checked_by_its_sha256(mirror, tmp_path: Path) -> None:
     result = _run("--dir", str(dest), "fetch", "yunet", "--base-url", base_url)
     assert result.returncode == EXIT_MODEL and "SHA-256" in result.stderr, result.stderr
     assert _leftovers(dest) == []
+
+
+def test_fetch_tries_every_model_and_sums_up_what_failed(mirror, tmp_path: Path, shared_models: Path) -> None:
+    """LapSRN_x8 is not on the mirror and comes first; the two that are still come in, and the summary says how
+    to bring in the missing one."""
+    base_url, _, server = mirror
+    dest = tmp_path / "models"
+    dest.mkdir()
+    shutil.copy(shared_models / "ESPCN_x3.pb", dest)
+    result = _run("--dir", str(dest), "fetch", "LapSRN_x8", "ESPCN_x2", "ESPCN_x3", "FSRCNN_x3", "--base-url", base_url)
+    assert result.returncode == EXIT_MODEL, result.stderr
+    assert _leftovers(dest) == ["ESPCN_x2.pb", "ESPCN_x3.pb", "FSRCNN_x3.pb"]
+    assert sorted(server.requests) == ["/models/ESPCN_x2.pb", "/models/FSRCNN_x3.pb", "/models/LapSRN_x8.pb"]
+    err = result.stderr
+    assert "HTTP 404" in err
+    assert "fetched: ESPCN_x2, FSRCNN_x3" in err and "already present: ESPCN_x3" in err and "failed: LapSRN_x8" in err
+    assert f"  LapSRN_x8: {base_url}/LapSRN_x8.pb" in err
+    assert "--base-url URL" in err and "SR_MODELS_BASE_URL" in err and f"copy the files into {dest}" in err
+    assert "sr-models verify LapSRN_x8" in err
+    assert err.rstrip().endswith("1 of 4 models could not be fetched: LapSRN_x8"), err
+
+
+def test_a_mirror_folder_can_be_read_without_a_server(tmp_path: Path, shared_models: Path) -> None:
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    shutil.copy(shared_models / "ESPCN_x2.pb", folder)
+    dest = tmp_path / "models"
+    result = _run("--dir", str(dest), "fetch", "ESPCN_x2", "FSRCNN_x2", "--base-url", folder.as_uri())
+    assert result.returncode == EXIT_MODEL, result.stderr
+    assert _leftovers(dest) == ["ESPCN_x2.pb"]
+    assert "fetched: ESPCN_x2" in result.stderr and f"  FSRCNN_x2: {folder.as_uri()}/FSRCNN_x2.pb" in result.stderr
+    again = _run("--dir", str(dest), "fetch", "ESPCN_x2", "--base-url", folder.as_uri())
+    assert again.returncode == 0 and "failed" not in again.stderr, again.stderr

@@ -114,3 +114,14 @@ def test_the_exit_code_table_is_the_contracts() -> None:
     rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (\d{3}) \|", text, re.M)
     assert rows, "README has no exit-code table"
     assert [(int(e), c, int(s)) for e, c, s in rows] == [(f.exit_code, f.code, f.http_status) for f in Failure]
+
+
+def test_the_readme_and_help_list_the_same_engines() -> None:
+    from infer.engines import ENGINE_CHOICES
+
+    shown = subprocess.run([sys.executable, str(REPO_ROOT / "infer" / "sr_infer.py"), "--help"], capture_output=True,
+                           text=True, check=True).stdout
+    in_help = re.search(r"--engine \{([^}]+)\}", shown).group(1).split(",")
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    in_readme = re.search(r"^\| `--engine ([^`]+)` \|", text, re.M).group(1).split("\\|")
+    assert in_help == in_readme == list(ENGINE_CHOICES), (in_help, in_readme)

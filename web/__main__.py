@@ -11,7 +11,8 @@ from types import FrameType
 from werkzeug.serving import make_server
 
 from web import create_app, shutdown
-from web.config import ConfigError
+from web.config import ConfigError, setting_value
+from web.requestlog import RequestLogHandler
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -27,14 +28,16 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # Each request is logged at debug level, failures and slow answers at info (web/requestlog.py).
+        level = setting_value("SR_LOG_LEVEL").upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         app = create_app()
     except ConfigError as err:
         print(f"sr-web: {err}", file=sys.stderr)
         return 2
     try:
-        server = make_server(args.host, args.port, app, threaded=True)
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=RequestLogHandler)
     except OSError as err:
         shutdown(app)
         print(f"sr-web: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)

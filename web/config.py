@@ -370,10 +370,10 @@ def _config_rows() -> tuple[Setting, ...]:
     )
 
 
-# Read by deploy/gunicorn.conf.py, not by the app.
+# Read by deploy/gunicorn.conf.py and web/__main__.py, not by the app.
 GUNICORN_SETTINGS = (
     Setting("SR_BIND", str, "127.0.0.1:8080", "gunicorn only (`deploy/gunicorn.conf.py`): the address and port it listens on"),
-    Setting("SR_LOG_LEVEL", str, "info", "gunicorn only (`deploy/gunicorn.conf.py`): `debug`, `info`, `warning`, `error` or `critical`", lower=True,
+    Setting("SR_LOG_LEVEL", str, "info", "`debug`, `info`, `warning`, `error` or `critical`; `python -m web` (`make run`) logs each request at `debug`, and failed (5xx) and slow (over 2 s) ones at `info`", lower=True,
             check=one_of("debug", "info", "warning", "error", "critical")),
     Setting("SR_ACCESS_LOG", str, "off",
             "gunicorn only (`deploy/gunicorn.conf.py`): a file for the access log, or `-` for standard output (a line for every request)"),
