@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from web import create_app, shutdown
 from web.config import ConfigError, setting_value
-from web.requestlog import RequestLogHandler
+from web.http.requestlog import RequestLogHandler
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -29,7 +29,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        # Each request is logged at debug level, failures and slow answers at info (web/requestlog.py).
+        # Each request is logged at debug level, failures and slow answers at info (web/http/requestlog.py).
         level = setting_value("SR_LOG_LEVEL").upper()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         app = create_app()

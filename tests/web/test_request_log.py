@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 
 from tests.web.conftest import wait_until
 from tests.web.server import start_service_process
-from web.requestlog import SLOW_SECONDS, RequestLogHandler
+from web.http.requestlog import SLOW_SECONDS, RequestLogHandler
 
 
 def _app(environ, start_response):
