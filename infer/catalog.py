@@ -132,6 +132,12 @@ def _rank_key(model: InstalledModel, ranks: Mapping[str, int]) -> tuple[int, int
     return model.family.quality_rank, declared, model.id.casefold()
 
 
+def served_scales(scale: int) -> list[int]:
+    """The one rule for the scales a model of `scale` writes, for the page, the API and the worker: its own, or
+    any from 2 up to it, its output area-reduced tile by tile; never enlarged further."""
+    return list(range(min(2, scale), scale + 1))
+
+
 def _order_key(model: InstalledModel, ranks: Mapping[str, int]) -> tuple[int, int, int, str]:
     """How lists show models: by scale, then best first."""
     tier, declared, name = _rank_key(model, ranks)
@@ -209,11 +215,7 @@ class Catalog:
         return sorted({m.scale for m in self.models})
 
     def served_scales(self, model: InstalledModel) -> list[int]:
-        """The scales a model writes: its own, or (a checkpoint, whose output is area-reduced tile by tile) any
-        from 2 up to its own; a .pb gives its own only."""
-        if model.spec.checkpoint is None:
-            return [model.scale]
-        return list(range(min(2, model.scale), model.scale + 1))
+        return served_scales(model.scale)
 
     def strength_offered(self, model: InstalledModel) -> bool:
         """A denoise strength applies to a checkpoint whose denoise twin (realesr-general-wdn-x4v3) lies beside it."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from infer import batch, images
-from infer.catalog import Catalog
+from infer.catalog import Catalog, served_scales
 from infer.checkpoints import DENOISE_TWINS, denoise_twin
 from infer.contract import EXIT_OK, Denoise, EventKind
 from infer.denoise import denoise_image
@@ -41,7 +41,7 @@ class Settings:
     faces: FaceSettings = FaceSettings()
 
     def scale_for(self, spec: ModelSpec) -> int:
-        """The factor the result is written at; UsageError beyond what the model itself gives."""
+        """The factor the result is written at, by the catalog's rule (`served_scales`); UsageError otherwise."""
         if self.outscale is None:
             return spec.scale
         if self.outscale > spec.scale:
@@ -49,6 +49,9 @@ class Settings:
                 f"--outscale {self.outscale} is more than the model gives (x{spec.scale}); a model's output is "
                 "never enlarged further: choose a model of that scale"
             )
+        if self.outscale not in served_scales(spec.scale):
+            raise UsageError(f"--outscale {self.outscale}: this x{spec.scale} model writes "
+                             f"{', '.join(f'x{s}' for s in served_scales(spec.scale))}")
         return self.outscale
 
 

@@ -64,7 +64,10 @@ CASES = {
     "only .pb: fast at x3": Case(("FSRCNN_x3.pb", "ESPCN_x3.pb", "LapSRN_x4.pb"), {"quality": "fast", "scale": 3}, "FSRCNN_x3"),
     "only .pb: best at x4": Case(("FSRCNN_x3.pb", "ESPCN_x3.pb", "LapSRN_x4.pb"), {"quality": "best", "scale": 4}, "LapSRN_x4"),
     "only .pb: fast at x4 is not there": Case(("FSRCNN_x3.pb", "LapSRN_x4.pb"), {"kind": "fast", "scale": 4}, "!bad_scale"),
-    "only .pb: a .pb is never reduced": Case(("LapSRN_x4.pb",), {"model": "LapSRN_x4", "scale": 2}, "!bad_scale"),
+    "only .pb: a .pb serves a smaller scale": Case(("LapSRN_x4.pb",), {"model": "LapSRN_x4", "scale": 2}, "LapSRN_x4@2"),
+    "only .pb: never enlarged": Case(("LapSRN_x4.pb",), {"model": "LapSRN_x4", "scale": 8}, "!bad_scale"),
+    "only .pb: faithful at 2x from EDSR x3": Case(("EDSR_x3.pb", "LapSRN_x4.pb", "FSRCNN_x2.pb"), {"kind": "faithful", "scale": 2},
+                                                   "EDSR_x3@2"),
     "the configured default when installed": Case(("EDSR_x3.pb", "FSRCNN_x3.pb", "RealESRGAN_x4plus.safetensors"), {}, "EDSR_x3"),
     "EDSR above LapSRN": Case(("EDSR_x4.pb", "LapSRN_x4.pb"), {"kind": "faithful", "scale": 4}, "EDSR_x4"),
     "EDSR above a checkpoint for best": Case(("EDSR_x4.pb", "RealESRGAN_x4plus.safetensors"), {"quality": "best", "scale": 4}, "EDSR_x4"),
@@ -129,7 +132,7 @@ def test_the_table_is_what_pick_gives(scanned: Path, pb_models: Path, tmp_path: 
     catalog = Catalog.load(tmp_path)
     assert catalog.table() == {
         "restore": {2: "RealESRGAN_x4plus", 3: "RealESRGAN_x4plus", 4: "RealESRGAN_x4plus"},
-        "faithful": {3: "EDSR_x3", 4: "LapSRN_x4"},
+        "faithful": {2: "EDSR_x3", 3: "EDSR_x3", 4: "LapSRN_x4"},
         "fast": {2: "FSRCNN_x2", 3: "FSRCNN_x3"},
     }
     for kind, scales in catalog.table().items():

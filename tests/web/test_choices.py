@@ -52,7 +52,8 @@ def test_options_offer_the_installed_subset(app: Flask) -> None:
         ("FSRCNN_x2", 2, "best"), ("FSRCNN_x3", 3, "best"), ("ESPCN_x3", 3, "best"), ("LapSRN_x4", 4, "best"),
     ]
     # The catalog's picks, which the page shows and sends as they are.
-    assert body["table"] == {"faithful": {"4": "LapSRN_x4"}, "fast": {"2": "FSRCNN_x2", "3": "FSRCNN_x3"}}
+    assert body["table"] == {"faithful": {"2": "LapSRN_x4", "3": "LapSRN_x4", "4": "LapSRN_x4"},
+                             "fast": {"2": "FSRCNN_x2", "3": "FSRCNN_x3"}}
     assert body["scales"] == [2, 3, 4]
     assert body["qualities"] == ["best", "fast"] and body["denoise"] == ["off", "light", "strong"]
     assert body["formats"] == ["png", "jpg", "webp"]
@@ -60,7 +61,8 @@ def test_options_offer_the_installed_subset(app: Flask) -> None:
     # LapSRN is faithful, the others fast; no restoration model is installed here, and the page says so.
     assert body["kinds"] == [{"kind": "restore", "available": False}, {"kind": "faithful", "available": True},
                              {"kind": "fast", "available": True}]
-    assert all(m["scales"] == [m["scale"]] and m["denoise_strength"] is False for m in body["models"])
+    # One rule for every model: its own scale, or any from 2 up, its output reduced.
+    assert all(m["scales"] == list(range(2, m["scale"] + 1)) and m["denoise_strength"] is False for m in body["models"])
     assert body["available"] is True and body["message"] is None and body["fix_command"] is None
     lapsrn = next(m for m in body["models"] if m["id"] == "LapSRN_x4")
     assert lapsrn["family"] == "lapsrn" and lapsrn["label"] and lapsrn["seconds_per_megapixel"] == 60.0
@@ -81,8 +83,8 @@ def test_the_default_model_is_offered_from_outside_the_folder(tmp_path: Path, sh
     ({"denoise": "max"}, "bad_denoise", "off, light, strong"),
     ({"kind": "pretty"}, "bad_kind", "restore, faithful, fast"),
     ({"kind": "restore"}, "kind_unavailable", "faithful, fast"),
-    ({"kind": "faithful", "scale": "3"}, "bad_scale", "x4"),
-    ({"model": "LapSRN_x4", "scale": "2"}, "bad_scale", "x4"),
+    ({"kind": "faithful", "scale": "8"}, "bad_scale", "x2, x3, x4"),
+    ({"model": "LapSRN_x4", "scale": "8"}, "bad_scale", "x2, x3, x4"),
     ({"denoise_strength": "0.5"}, "denoise_strength_unavailable", "off, light, strong"),
     ({"denoise_strength": "2"}, "bad_denoise_strength", "0 to 1"),
     ({"kind": "fast", "model": "LapSRN_x4"}, "kind_conflict", "LapSRN_x4 is a faithful model"),
