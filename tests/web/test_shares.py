@@ -171,4 +171,7 @@ def test_the_output_pixel_limit_is_input_pixels_times_scale_squared(
     over = start_server(max_output_pixels=exact - 1).client()
     reply = over.upload(photos.small_png)
     assert reply.status == 422 and reply.json()["error"]["code"] == "too_many_output_pixels"
-    assert "no scale offered here fits it" in reply.json()["error"]["message"]
+    # FSRCNN x3 also writes x2 (reduced), which fits; below that, no offered scale does.
+    assert "the largest scale this photo allows is x2" in reply.json()["error"]["message"]
+    below_x2 = start_server(max_output_pixels=64 * 48 * 4 - 1).client().upload(photos.small_png)
+    assert below_x2.status == 422 and "no scale offered here fits it" in below_x2.json()["error"]["message"]
