@@ -48,6 +48,7 @@ def _ranks_parse(text: str | None) -> bool:
 POSITIVE = Rule(lambda v: v > 0, "must be positive")
 AT_LEAST_ONE = Rule(lambda v: v >= 1, "must be at least 1")
 NOT_NEGATIVE = Rule(lambda v: v >= 0, "must be 0 or more")
+UNSET_OR_NOT_NEGATIVE = Rule(lambda v: v is None or v >= 0, "must be 0 or more")
 
 
 def one_of(*choices: str) -> Rule:
@@ -178,7 +179,7 @@ class Config:
     max_event_streams: int | None = setting(
         "SR_MAX_EVENT_STREAMS", None,
         "`/events` streams open at once (each holds a server thread); beyond that 503, and the page polls instead",
-        Rule(lambda v: v is None or v >= 0, "must be 0 or more"),
+        UNSET_OR_NOT_NEGATIVE,
         shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     owner_share: float = setting(
@@ -192,7 +193,7 @@ class Config:
         "SR_MAX_SYNC_WAITS", None,
         "`POST /upload` requests waiting for their job at once (each holds a server thread); beyond that 503 "
         "`too_many_waits` with `Retry-After`; 0 turns synchronous uploads off. With the streams they must leave "
-        "a thread free, else the service does not start", Rule(lambda v: v is None or v >= 0, "must be 0 or more"),
+        "a thread free, else the service does not start", UNSET_OR_NOT_NEGATIVE,
         shown_default="a quarter of `SR_WEB_THREADS` (8)",
     )
     sync_wait_s: float = setting(
