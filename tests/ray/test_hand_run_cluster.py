@@ -1,0 +1,89 @@
+"""docs/scaling.md's single-machine trial, command by command: a Ray head that takes no jobs, a GPU node and a
+CPU-only node started with `ray start` on separate loopback addresses, with Ray's token authentication; the
+front end sends GPU jobs to the GPU node and, with SR_RAY_GPUS_PER_JOB=0, CPU jobs to the CPU node, never
+to the head."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.deploy.deployfiles import free_port
+from tests.ray.conftest import placement, requires_ray
+from tests.ray.handrun import FrontEnd, HandRunCluster
+from tests.web.conftest import Photos, wait_until
+
+pytestmark = [requires_ray, pytest.mark.slow]
+
+HEAD_IP, GPU_IP, CPU_IP = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+JOB_TIMEOUT = 120.0
+
+
+@pytest.fixture
+def node_models(tmp_path: Path, shared_models: Path) -> Path:
+    """Each node's own models folder (SR_MODELS_DIR in the environment of its `ray start`)."""
+    folder = tmp_path / "node-models"
+    folder.mkdir()
+    (folder / "FSRCNN_x3.pb").symlink_to(shared_models / "FSRCNN_x3.pb")
+    return folder
+
+
+@pytest.fixture
+def hand_run(tmp_path: Path) -> Iterator[HandRunCluster]:
+    cluster = HandRunCluster.create(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _run_job(front_end: FrontEnd, photo: bytes) -> str:
+    job_id = front_end.client.upload(photo, filename="a.png").json()["id"]
+    job = front_end.client.wait(job_id, timeout=JOB_TIMEOUT)
+    assert job["status"] == "done", job
+    return job_id
+
+
+def test_head_cpu_node_then_gpu_node_by_hand_with_token_auth(
+    tmp_path: Path, hand_run: HandRunCluster, node_models: Path, photos: Photos
+) -> None:
+    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
+    started = time.monotonic()
+    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
+    assert "Ray runtime started." in hand_run.log[-1]
+    assert hand_run.join(head, CPU_IP, gpus=0, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
+
+    # Without the token nothing talks to the cluster.
+    wrong = hand_run.run("status", f"--address={head}", env={"RAY_AUTH_TOKEN": "0" * 64, "RAY_AUTH_TOKEN_PATH": ""},
+                         timeout=60)
+    assert wrong.returncode != 0
+
+    settings = {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head, "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")}
+    cpu_jobs = FrontEnd.start(tmp_path / "cpu-front-end", {**settings, "SR_RAY_GPUS_PER_JOB": "0", "SR_RAY_CPUS_PER_JOB": "1"})
+    gpu_jobs = FrontEnd.start(tmp_path / "gpu-front-end", settings)
+    try:
+        for front_end in (cpu_jobs, gpu_jobs):
+            wait_until(lambda: front_end.client.get("/healthz").status == 200, timeout=60, interval=0.5,
+                       what="the front end to connect with the token")
+        # A CPU-only cluster: the jobs run on the CPU node, never on the head (--num-cpus=0).
+        cpu_nodes = {placement(cpu_jobs.data_dir, _run_job(cpu_jobs, photos.small_png)).node_ip for _ in range(2)}
+        assert cpu_nodes == {CPU_IP}
+        first_job_s = time.monotonic() - started
+
+        assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
+
+        # `ray status`, as the docs show it: three nodes; the head's CPUs and GPUs are not offered to tasks.
+        def three_nodes() -> str | None:
+            status = hand_run.status(head)
+            return status.stdout if status.returncode == 0 and status.stdout.count(" node_") == 3 else None
+
+        text = wait_until(three_nodes, timeout=60, interval=1, what="ray status to list three nodes")
+        assert "0.0/2.0 CPU" in text and "0.0/1.0 GPU" in text, text
+        assert placement(gpu_jobs.data_dir, _run_job(gpu_jobs, photos.small_png)).node_ip == GPU_IP
+    finally:
+        gpu_jobs.stop()
+        cpu_jobs.stop()
+    print(f"\nhand-run cluster: first job done {first_job_s:.1f} s after the first `ray start`")
