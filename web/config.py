@@ -268,10 +268,10 @@ class Config:
         "SR_RAY_GPUS_PER_JOB", 1.0, "GPUs a job's Ray task asks for", NOT_NEGATIVE,
     )
     ray_cpus_per_job: float = setting("SR_RAY_CPUS_PER_JOB", 1.0, "CPUs a job's Ray task asks for", POSITIVE)
-    # Ray has no authentication: an address outside loopback/private ranges needs this set on purpose.
+    # Ray's ports are not for the internet, token or not: an address outside loopback/private ranges needs this.
     ray_allow_public_address: bool = setting(
         "SR_RAY_ALLOW_PUBLIC_ADDRESS", False,
-        "1 lets `SR_RAY_ADDRESS` be a public address (a Ray cluster has no authentication)",
+        "1 lets `SR_RAY_ADDRESS` be a public address (a Ray cluster's ports belong on a private network, even with its token)",
     )
     worker_script: Path = field(default=WORKER_SCRIPT)  # not a setting: tests point it at other workers
 

@@ -45,8 +45,8 @@ def literal_host(address: str) -> str | None:
 
 def public_refusal(address: str, public: list[str]) -> str:
     return (
-        f"SR_RAY_ADDRESS={address!r} is a public address ({', '.join(public)}); a Ray cluster has no "
-        "authentication, keep it on a private network (or set SR_RAY_ALLOW_PUBLIC_ADDRESS=1 on purpose)"
+        f"SR_RAY_ADDRESS={address!r} is a public address ({', '.join(public)}); keep a Ray cluster on a "
+        "private network, even with its token (or set SR_RAY_ALLOW_PUBLIC_ADDRESS=1 on purpose)"
     )
 
 
