@@ -71,7 +71,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     finisher = Finisher(config, store, metrics)
     runner = Runner(config, store, metrics, backend, finisher, cache)
     health_log = HealthLog()
-    metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts()))
+    metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts(),
+                                                store.waiting_for_node()))
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
         config=config,

@@ -13,13 +13,12 @@ import time
 import urllib.request
 import venv
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.deploy.deployfiles import BUILD_SCRIPT, CLUSTER_YAML, cluster_config, containers, free_port, manifests
 from tests.helpers import copy_checkout
-from tests.ray.handrun import HandRunCluster, operator_env
+from tests.ray.handrun import HandRunCluster, hand_run, operator_env  # noqa: F401 (a fixture)
 from tests.web.conftest import wait_until
 
 pytestmark = [pytest.mark.slow]
@@ -46,17 +45,8 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
-@pytest.fixture
-def head_pod(tmp_path: Path) -> Iterator[HandRunCluster]:
-    cluster = HandRunCluster.create(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def test_container_steps_build_both_images_and_the_kuberay_head_pod_runs_as_written(
-    tmp_path: Path, head_pod: HandRunCluster
+def test_container_steps_build_both_images_and_the_kuberay_hand_run_runs_as_written(
+    tmp_path: Path, hand_run: HandRunCluster
 ) -> None:
     env = operator_env()
     source = copy_checkout(tmp_path / "src")
@@ -75,12 +65,12 @@ def test_container_steps_build_both_images_and_the_kuberay_head_pod_runs_as_writ
     token = secrets.token_hex(32)
     pod_env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     gcs_port, dashboard_port, agent_port = free_port(POD_IP), free_port(), free_port(POD_IP)
-    head_pod.ray, head_pod.env = image / "bin" / "ray", pod_env
-    head_pod.run("start", "--head", f"--node-ip-address={POD_IP}", f"--port={gcs_port}",
+    hand_run.ray, hand_run.env = image / "bin" / "ray", pod_env
+    hand_run.run("start", "--head", f"--node-ip-address={POD_IP}", f"--port={gcs_port}",
                  *(f"--{key}={value}" for key, value in params.items()),
                  f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
-                 f"--temp-dir={head_pod.temp_dir}", "--disable-usage-stats")
-    assert "Ray runtime started." in head_pod.log[-1], head_pod.log[-1]
+                 f"--temp-dir={hand_run.temp_dir}", "--disable-usage-stats")
+    assert "Ray runtime started." in hand_run.log[-1], hand_run.log[-1]
     # KubeRay's probes for Ray 2.53 and later: the node's dashboard agent, on the pod's address; before
     # that, also the dashboard's GCS check on 8265 (here another port), inside the pod.
     wait_until(lambda: _get(f"http://{POD_IP}:{agent_port}/api/healthz")[0] == 200, timeout=60, interval=0.5,

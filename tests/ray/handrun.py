@@ -13,8 +13,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psutil
+import pytest
 
 from infer import REPO_ROOT
 from tests.web.client import HttpClient
@@ -95,6 +97,16 @@ class HandRunCluster:
                 pass
         psutil.wait_procs(alive, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def hand_run(tmp_path: Path) -> Iterator[HandRunCluster]:
+    """A HandRunCluster whose processes are ended after the test."""
+    cluster = HandRunCluster.create(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @dataclass

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests.deploy.deployfiles import free_port
 from tests.ray.conftest import placement, requires_ray
-from tests.ray.handrun import FrontEnd, HandRunCluster
+from tests.ray.handrun import FrontEnd, HandRunCluster, hand_run  # noqa: F401 (a fixture)
 from tests.web.conftest import Photos, wait_until
 
 pytestmark = [requires_ray, pytest.mark.slow]
@@ -29,15 +28,6 @@ def node_models(tmp_path: Path, shared_models: Path) -> Path:
     folder.mkdir()
     (folder / "FSRCNN_x3.pb").symlink_to(shared_models / "FSRCNN_x3.pb")
     return folder
-
-
-@pytest.fixture
-def hand_run(tmp_path: Path) -> Iterator[HandRunCluster]:
-    cluster = HandRunCluster.create(tmp_path)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _run_job(front_end: FrontEnd, photo: bytes) -> str:
@@ -87,3 +77,32 @@ def test_head_cpu_node_then_gpu_node_by_hand_with_token_auth(
         gpu_jobs.stop()
         cpu_jobs.stop()
     print(f"\nhand-run cluster: first job done {first_job_s:.1f} s after the first `ray start`")
+
+
+def test_a_job_without_a_node_shows_waiting_for_node_until_one_joins(
+    tmp_path: Path, hand_run: HandRunCluster, node_models: Path, photos: Photos
+) -> None:
+    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
+    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
+    front_end = FrontEnd.start(tmp_path / "front-end", {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head,
+                                                        "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")})
+    try:
+        client = front_end.client
+        wait_until(lambda: client.get("/healthz").status == 200, timeout=60, interval=0.5, what="a connection")
+        job_id = client.upload(photos.small_png, filename="a.png").json()["id"]
+        # Only the head, which takes no jobs: the task waits, and everything says so.
+        job = wait_until(lambda: (j := client.job(job_id))["status"] == "waiting_for_node" and j, timeout=60,
+                         what="the job to wait for a node")
+        assert job["estimate_seconds"] is None
+        assert "sr_jobs_waiting_for_node 1.0" in client.get("/metrics").body.decode()
+        health = client.get("/healthz")
+        assert health.status == 200 and health.json()["jobs_waiting_for_node"] == 1
+        assert any("wait for a node" in note for note in health.json()["notes"])
+
+        assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
+        assert client.wait(job_id, timeout=JOB_TIMEOUT)["status"] == "done"
+        assert placement(front_end.data_dir, job_id).node_ip == GPU_IP
+        assert "sr_jobs_waiting_for_node 0.0" in client.get("/metrics").body.decode()
+        assert client.get("/healthz").json()["jobs_waiting_for_node"] == 0
+    finally:
+        front_end.stop()

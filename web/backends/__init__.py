@@ -28,6 +28,9 @@ SETTINGS_CHECKS: dict[str, str] = {
 
 # Takes each of the worker's events (a backend that receives them as JSON objects may pass those on).
 EventHandler = Callable[[Event | dict[str, Any]], None]
+# A remote backend's own events through the same handler: the job's task waits for a node, or has one.
+WAITING_FOR_NODE_EVENT = "sr_waiting_for_node"
+ON_NODE_EVENT = "sr_on_node"
 
 
 class BackendUnavailable(Exception):

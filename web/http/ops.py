@@ -34,6 +34,13 @@ def healthz() -> tuple[dict, int]:
     # A missing default is a warning in `notes` (another model stands in); jobs stop only when none can run.
     ok = all(writable.values()) and backend_health.ok and state.ok and space.ok
     reasons = [reason for reason in (state.reason, space.reason) if reason]
+    waiting = s.store.waiting_for_node()
+    notes = list(state.notes)
+    if waiting:
+        # Not unhealthy: a node may be booting. The operator's next step if it lasts is `ray status`.
+        notes.append(f"{waiting} job(s) wait for a node that can run them: no node has room now; a cluster with an "
+                     "autoscaler starts one (`ray status` on the head shows the demand and pending nodes), a "
+                     "cluster without one needs a node added")
     body = {
         "status": "ok" if ok else "unhealthy",
         # Only the file name: this answer is public even when a token is set.
@@ -45,8 +52,9 @@ def healthz() -> tuple[dict, int]:
         "reason": "; ".join(reasons) or None,
         # Checkpoints dropped into the models folder and not yet scanned (not offered), with the command to run.
         "models_unscanned": list(state.unscanned),
-        "notes": list(state.notes),
+        "notes": notes,
         "queue_length": s.runner.queue_length(),
+        "jobs_waiting_for_node": waiting,
         "workers_running": s.runner.workers_running(),
         "concurrency": s.config.concurrency,
     }

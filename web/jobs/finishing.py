@@ -9,6 +9,7 @@ import time
 from typing import Any, Mapping
 
 from infer.contract import Done, Error, Event, Progress, Start, parse_event
+from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT
 from web.config import Config
 from web.jobs.files import JobFiles
 from web.jobs.store import DONE, Job, JobStore
@@ -31,6 +32,9 @@ class EventRecorder:
         self._write_failed = False
 
     def __call__(self, raw: Event | Mapping[str, Any]) -> None:
+        if isinstance(raw, Mapping) and raw.get("event") in (WAITING_FOR_NODE_EVENT, ON_NODE_EVENT):
+            self._write(waiting_since=time.time() if raw["event"] == WAITING_FOR_NODE_EVENT else None)
+            return
         report = self.report
         event = parse_event(raw)
         if isinstance(event, Start):

@@ -23,6 +23,7 @@ class Snapshot:
     queue_length: int
     workers_running: int
     jobs_by_state: dict[str, int]
+    waiting_for_node: int = 0
 
 
 class _Gauges(Collector):
@@ -34,6 +35,9 @@ class _Gauges(Collector):
         yield GaugeMetricFamily("sr_queue_length", "Jobs waiting for a worker.", value=snap.queue_length)
         yield GaugeMetricFamily("sr_workers_running", "Worker processes (or remote tasks) alive now.",
                                 value=snap.workers_running)
+        yield GaugeMetricFamily("sr_jobs_waiting_for_node", "Running jobs whose task waits for a node to run on "
+                                "(Ray: until the autoscaler has started one or a node has room).",
+                                value=snap.waiting_for_node)
         jobs = GaugeMetricFamily("sr_jobs", "Jobs in the store by state.", labels=["state"])
         for state, count in sorted(snap.jobs_by_state.items()):
             jobs.add_metric([state], count)

@@ -18,6 +18,9 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
+# A running job's status while its task waits for a machine to run on (Ray: no node has room yet, or one is
+# being started); its row stays running, so that timeouts, restarts and counts treat it as one.
+WAITING_FOR_NODE = "waiting_for_node"
 FINISHED = (DONE, FAILED)
 
 _SCHEMA = """
@@ -76,6 +79,7 @@ _ADDED_COLUMNS = (
     ("denoise_strength", "REAL"),
     ("ran", "TEXT"),
     ("client_address", "TEXT"),
+    ("waiting_since", "REAL"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -133,11 +137,19 @@ class Job:
     denoise_strength: float | None = None  # a blend with the model's denoise twin (0..1); None: not asked
     ran: str | None = None  # what ran, from the worker's start event: "RealESRGAN Compact x4, reduced to 3x"
     client_address: str | None = None  # the sender's address, for its share of the queue
+    waiting_since: float | None = None  # when its task began to wait for a node; None once on one (or local)
 
     @property
     def model_id(self) -> str | None:
         """The model as people choose it: its file name without the format (`EDSR_x3`)."""
         return Path(self.model).stem if self.model else None
+
+    @property
+    def status(self) -> str:
+        """The state as the API and the page show it: a running job may be waiting for a node."""
+        if self.state == RUNNING and self.waiting_since is not None:
+            return WAITING_FOR_NODE
+        return self.state
 
     @property
     def cached(self) -> bool:
@@ -318,6 +330,11 @@ class JobStore:
         for state, n in self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
             counts[state] = int(n)
         return counts
+
+    def waiting_for_node(self) -> int:
+        """Running jobs whose task waits for a node."""
+        ((n,),) = self._rows("SELECT COUNT(*) FROM jobs WHERE state = ? AND waiting_since IS NOT NULL", (RUNNING,))
+        return int(n)
 
     def file_names(self) -> Iterator[tuple[str, str, str]]:
         """(id, input_file, output_file) of every job, for telling stray files from live ones."""

@@ -367,6 +367,10 @@
       card.setStatus(ahead === 0 ? t("queue_next") : tn("queue_ahead", ahead));
       card.setDetail(job.estimate_seconds ? t("time_expected", { time: duration(job.estimate_seconds) }) : "");
       animate();
+    } else if (job.status === "waiting_for_node") {
+      card.setStatus(t("waiting_for_node"));
+      card.setDetail("");
+      animate();
     } else if (job.status === "running") {
       card.setStatus(job.progress > 0 ? t("upscaling", { pct: Math.round(100 * job.progress) }) : t("starting"));
       animate();
@@ -584,7 +588,7 @@
       card.el.classList.add("from-history");
       list.append(card.el);
       show(card, job);
-      if (job.status === "queued" || job.status === "running") follow(card);
+      if (job.status === "queued" || job.status === "waiting_for_node" || job.status === "running") follow(card);
     }
   }
 

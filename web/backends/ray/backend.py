@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from infer.worker_process import dies_with_parent
-from web.backends import BackendUnavailable, EventHandler, Health, JobSpec
+from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT, BackendUnavailable, EventHandler, Health, JobSpec
 from web.backends.ray.address import RayAddress
 from web.backends.ray.driver import EXIT_CLUSTER_LOST, DriverSettings
 from web.backends.ray.link import Link, LinkClosed, Op
@@ -116,6 +116,10 @@ class RayExecution:
     # ---- what the driver reports (from the backend's reader thread) ---------------------------
 
     def answered(self, refusal: str | None) -> None:
+        if refusal is None:
+            # Submitted: until the task reports where it runs, it waits for a node (one with room, or one
+            # the autoscaler starts).
+            self._on_event({"event": WAITING_FOR_NODE_EVENT})
         self._refusal = refusal
         self._answered.set()
 
@@ -128,6 +132,7 @@ class RayExecution:
     def item(self, item: dict[str, Any]) -> None:
         kind = item.get("event")
         if kind == PLACED:
+            self._on_event({"event": ON_NODE_EVENT})
             self._log(
                 f"sr-web: on Ray node {item.get('node_id')} ({item.get('node_ip')}), "
                 f"task pid {item.get('task_pid')}, worker pid {item.get('worker_pid')}\n",
