@@ -71,8 +71,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     finisher = Finisher(config, store, metrics)
     runner = Runner(config, store, metrics, backend, finisher, cache)
     health_log = HealthLog()
-    metrics.read_gauges_from(lambda: Snapshot(runner.queue_length(), runner.workers_running(), store.counts(),
-                                                store.waiting_for_node()))
+    metrics.read_gauges_from(lambda: _snapshot(runner, store))
     cleaner = Cleaner(config, store)
     app.extensions[EXTENSION_KEY] = Services(
         config=config,
@@ -105,6 +104,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     cleaner.start()
     atexit.register(shutdown, app)
     return app
+
+
+def _snapshot(runner: Runner, store: JobStore) -> Snapshot:
+    """What /metrics reads at scrape time; node counts only where the backend has a cluster (Ray)."""
+    usage = getattr(runner.backend, "node_usage", None)
+    nodes = usage() if usage is not None else None
+    return Snapshot(runner.queue_length(), runner.workers_running(), store.counts(), store.waiting_for_node(),
+                    node_seconds=dict(nodes.seconds) if nodes else {}, nodes_alive=dict(nodes.alive) if nodes else {})
 
 
 def shutdown(app: Flask) -> None:

@@ -5,6 +5,7 @@ to the head."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -104,5 +105,15 @@ def test_a_job_without_a_node_shows_waiting_for_node_until_one_joins(
         assert placement(front_end.data_dir, job_id).node_ip == GPU_IP
         assert "sr_jobs_waiting_for_node 0.0" in client.get("/metrics").body.decode()
         assert client.get("/healthz").json()["jobs_waiting_for_node"] == 0
+        # What the cloud bills: the worker node's alive time, counted by the driver; the head is not a worker.
+        node_seconds = re.compile(r'^sr_node_seconds_total\{kind="gpu"\} ([0-9.e+]+)$', re.M)
+
+        def counted() -> float | None:
+            text = client.get("/metrics").body.decode()
+            found = node_seconds.search(text)
+            return float(found[1]) if found and float(found[1]) > 0 and 'sr_nodes{kind="gpu"} 1.0' in text else None
+
+        assert wait_until(counted, timeout=60, interval=1, what="the GPU node's seconds to be counted")
+        assert 'kind="cpu"' not in client.get("/metrics").body.decode()
     finally:
         front_end.stop()

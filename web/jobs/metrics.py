@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Upper bounds (seconds) of the job duration histogram: small photos take seconds, big EDSR jobs minutes.
@@ -24,6 +24,9 @@ class Snapshot:
     workers_running: int
     jobs_by_state: dict[str, int]
     waiting_for_node: int = 0
+    # A cluster's worker nodes (Ray backend): seconds alive since the start, and alive now, by kind.
+    node_seconds: dict[str, float] = field(default_factory=dict)
+    nodes_alive: dict[str, int] = field(default_factory=dict)
 
 
 class _Gauges(Collector):
@@ -38,6 +41,17 @@ class _Gauges(Collector):
         yield GaugeMetricFamily("sr_jobs_waiting_for_node", "Running jobs whose task waits for a node to run on "
                                 "(Ray: until the autoscaler has started one or a node has room).",
                                 value=snap.waiting_for_node)
+        seconds = CounterMetricFamily("sr_node_seconds", "Seconds the cluster's worker nodes were alive (Ray "
+                                      "backend, counted every 10 s) by kind (gpu, cpu), idle time included: what "
+                                      "the cloud bills, less each node's boot.", labels=["kind"])
+        for kind, value in sorted(snap.node_seconds.items()):
+            seconds.add_metric([kind], value)
+        yield seconds
+        alive = GaugeMetricFamily("sr_nodes", "The cluster's worker nodes alive now (Ray backend), by kind.",
+                                  labels=["kind"])
+        for kind, count in sorted(snap.nodes_alive.items()):
+            alive.add_metric([kind], count)
+        yield alive
         jobs = GaugeMetricFamily("sr_jobs", "Jobs in the store by state.", labels=["state"])
         for state, count in sorted(snap.jobs_by_state.items()):
             jobs.add_metric([state], count)

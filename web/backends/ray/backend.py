@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,21 @@ class RayExecution:
             pass
 
 
+@dataclass(frozen=True)
+class NodeUsage:
+    """The cluster's worker nodes as the driver counts them: seconds alive since the service started, and
+    how many are alive now, by kind (`gpu`, `cpu`)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    alive: dict[str, int] = field(default_factory=dict)
+
+    def counted(self, seconds: dict[str, float], alive: dict[str, int]) -> "NodeUsage":
+        total = dict(self.seconds)
+        for kind, value in seconds.items():
+            total[str(kind)] = total.get(str(kind), 0.0) + float(value)
+        return NodeUsage(total, {str(k): int(v) for k, v in alive.items()})
+
+
 @dataclass
 class DriverProcess:
     """One started driver process and its end of the link."""
@@ -214,6 +229,7 @@ class RayBackend:
         self._executions: dict[str, RayExecution] = {}
         self._to_recover: list[str] = []
         self._thread: threading.Thread | None = None
+        self._usage = NodeUsage()
 
     # ---- the driver process ------------------------------------------------------------------
 
@@ -290,6 +306,7 @@ class RayBackend:
             self._driver = None
             self._connected = False
             lost, self._executions = list(self._executions.values()), {}
+            self._usage = self._usage.counted({}, {})  # unknown until a new driver counts them
             if not self._closed.is_set():
                 self._reason = f"lost contact with the Ray cluster: {self._describe_end(driver)}; restarting it"
         for execution in lost:
@@ -341,6 +358,10 @@ class RayBackend:
             return
         if op == Op.PONG.value:
             return
+        if op == Op.NODES.value:
+            with self._lock:
+                self._usage = self._usage.counted(message.get("seconds") or {}, message.get("alive") or {})
+            return
         job_id = str(message.get("job"))
         with self._lock:
             execution = self._executions.get(job_id)
@@ -372,6 +393,10 @@ class RayBackend:
     def health(self) -> Health:
         with self._lock:
             return Health(ok=self._connected, reason=self._reason)
+
+    def node_usage(self) -> "NodeUsage":
+        with self._lock:
+            return self._usage
 
     def close(self) -> None:
         """Stops the driver process: asked first, killed after STOP_GRACE_S."""

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,24 @@ RECOVER_TIMEOUT_S = 30.0
 # with status 1, when it loses its raylet or the GCS): the service then starts a fresh driver.
 EXIT_CLUSTER_LOST = 3
 STOP_GRACE_S = 5.0
+# How often the worker nodes alive are counted (node-seconds, what a cloud bills); a longer gap between two
+# counts (the driver was busy or the cluster away) is counted as at most NODE_GAP_S.
+NODE_SAMPLE_S = 10.0
+NODE_GAP_S = 60.0
+# A resource only the head has.
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def node_kinds(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Worker nodes alive by kind (`gpu` with a GPU, else `cpu`), from `ray.nodes()`; the head is not one."""
+    kinds: dict[str, int] = {}
+    for node in nodes:
+        resources = node.get("Resources") or {}
+        if not node.get("Alive") or HEAD_RESOURCE in resources:
+            continue
+        kind = "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,23 @@ class Driver:
             self._remote, self._killer = remote, killer
         log.info("connected to the Ray cluster at %s (driver pid %d)", self.settings.address, os.getpid())
         self._health(True, None)
+        threading.Thread(target=self._count_nodes, name="sr-driver-nodes", daemon=True).start()
+
+    def _count_nodes(self) -> None:
+        """Sends, every NODE_SAMPLE_S, the worker nodes alive and their seconds since the last count."""
+        last: float | None = None
+        alive: dict[str, int] = {}
+        while not self._stopping.wait(0 if last is None else NODE_SAMPLE_S):
+            now = time.monotonic()
+            gap = 0.0 if last is None else min(now - last, NODE_GAP_S)
+            # Nodes alive through the interval are counted with what was alive at its start.
+            seconds = {kind: n * gap for kind, n in alive.items()}
+            try:
+                alive = node_kinds(self.ray.nodes())
+            except Exception as err:
+                log.warning("cannot count the Ray nodes: %r", err)
+            last = now
+            self._send(Op.NODES, seconds=seconds, alive=alive)
 
     def _health(self, ok: bool, reason: str | None) -> None:
         self._send(Op.HEALTH, ok=ok, reason=reason)
