@@ -67,7 +67,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     backend.start()
     store = JobStore(config.db_path)
     metrics = Metrics()
-    cache = ResultCache(config, store, backend.name)
+    # With the model on remote nodes, the cache keys a job by the model content the nodes report running.
+    cache = ResultCache(config, store, backend.name,
+                        None if backend.uses_local_model else getattr(backend, "node_model_digest", lambda _: None))
     finisher = Finisher(config, store, metrics)
     runner = Runner(config, store, metrics, backend, finisher, cache)
     health_log = HealthLog()

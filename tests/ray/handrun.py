@@ -69,11 +69,16 @@ class HandRunCluster:
     def status(self, head: str) -> subprocess.CompletedProcess:
         return self.run("status", f"--address={head}", timeout=60)
 
-    def processes(self) -> list[psutil.Process]:
+    def stop_node(self, ip: str) -> None:
+        """Ends one node of this cluster: its raylet and what it started (a machine switched off)."""
+        self._end(self.processes(also=f"--node_ip_address={ip}"))
+
+    def processes(self, also: str = "") -> list[psutil.Process]:
         found: set[psutil.Process] = set()
         marker = str(self.temp_dir)
         for proc in psutil.process_iter(["cmdline"]):
-            if any(marker in arg for arg in proc.info["cmdline"] or ()):
+            args = proc.info["cmdline"] or ()
+            if any(marker in arg for arg in args) and (not also or also in args):
                 found.add(proc)
                 try:
                     found.update(proc.children(recursive=True))
@@ -83,7 +88,11 @@ class HandRunCluster:
 
     def stop(self) -> None:
         """Ends this cluster's processes only (never `ray stop`, which ends every Ray on the machine)."""
-        procs = self.processes()
+        self._end(self.processes())
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    @staticmethod
+    def _end(procs: list[psutil.Process]) -> None:
         for proc in procs:
             try:
                 proc.terminate()
@@ -96,7 +105,6 @@ class HandRunCluster:
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=10)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture

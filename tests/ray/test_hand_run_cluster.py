@@ -15,6 +15,7 @@ from tests.deploy.deployfiles import free_port
 from tests.ray.conftest import placement, requires_ray
 from tests.ray.handrun import FrontEnd, HandRunCluster, hand_run  # noqa: F401 (a fixture)
 from tests.web.conftest import Photos, wait_until
+from web.backends.ray.driver import NODE_SAMPLE_S
 
 pytestmark = [requires_ray, pytest.mark.slow]
 
@@ -115,5 +116,50 @@ def test_a_job_without_a_node_shows_waiting_for_node_until_one_joins(
 
         assert wait_until(counted, timeout=60, interval=1, what="the GPU node's seconds to be counted")
         assert 'kind="cpu"' not in client.get("/metrics").body.decode()
+    finally:
+        front_end.stop()
+
+
+def test_results_are_cached_by_the_model_the_node_ran_and_a_rollout_is_not_served_old_results(
+    tmp_path: Path, hand_run: HandRunCluster, shared_models: Path, photos: Photos
+) -> None:
+    # The front end has no model file: only the nodes do, under the name it asks for.
+    old_models, new_models = tmp_path / "old-models", tmp_path / "new-models"
+    for folder, source in ((old_models, "FSRCNN_x3.pb"), (new_models, "ESPCN_x3.pb")):
+        folder.mkdir()
+        (folder / "FSRCNN_x3.pb").symlink_to(shared_models / source)
+    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
+    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
+    assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=old_models).returncode == 0, hand_run.log[-1]
+    front_end = FrontEnd.start(tmp_path / "front-end", {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head,
+                                                        "SR_RESULT_CACHE": "shared",
+                                                        "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")})
+    try:
+        client = front_end.client
+        wait_until(lambda: client.get("/healthz").status == 200, timeout=60, interval=0.5, what="a connection")
+
+        def upscale() -> tuple[dict, bytes]:
+            job_id = client.upload(photos.small_png, filename="a.png").json()["id"]
+            job = client.wait(job_id, timeout=JOB_TIMEOUT)
+            assert job["status"] == "done", job
+            return job, client.get(f"/api/jobs/{job_id}/result").body
+
+        first, old_result = upscale()
+        assert not first["cached"]
+        again, result = upscale()
+        assert again["cached"] and result == old_result  # keyed by the SHA-256 the node reported
+
+        # The rollout: the node replaced by one with another file under the same name.
+        hand_run.stop_node(GPU_IP)
+        assert hand_run.join(head, CPU_IP, gpus=1, cpus=1, models_dir=new_models).returncode == 0, hand_run.log[-1]
+        wait_until(lambda: (s := hand_run.status(head)).returncode == 0 and s.stdout.count(" node_") == 2,
+                   timeout=90, interval=1, what="Ray to know the old node gone and the new one there")
+        time.sleep(NODE_SAMPLE_S + 2)  # the driver's next count of the nodes alive drops the old node's report
+
+        rolled, new_result = upscale()
+        assert not rolled["cached"] and new_result != old_result
+        assert placement(front_end.data_dir, rolled["id"]).node_ip == CPU_IP
+        cached_new, result = upscale()
+        assert cached_new["cached"] and result == new_result
     finally:
         front_end.stop()

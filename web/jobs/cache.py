@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from infer.digests import sha256_of
 from web.config import Config
@@ -45,14 +46,29 @@ class ModelDigests:
         return digest
 
 
+def with_model(base: str, model: str) -> str:
+    """The key: the base's parts with the model's token in its place, hashed."""
+    parts = json.loads(base)
+    parts[1] = model
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def keyed_by_node(base: str, sha256: str) -> str:
+    """The key of a job whose model a worker node ran, by the SHA-256 it reported."""
+    return with_model(base, sha256)
+
+
 class ResultCache:
     """Keys jobs by what decides their output, finds a finished result for a key, and serves it."""
 
-    def __init__(self, config: Config, store: JobStore, backend_name: str):
+    def __init__(self, config: Config, store: JobStore, backend_name: str,
+                 node_digest: Callable[[str], str | None] | None = None):
         self.config = config
         self.store = store
         self.backend_name = backend_name
         self.digests = ModelDigests()
+        # Remote backends: model file name -> the SHA-256 the nodes last reported running under it.
+        self.node_digest = node_digest
 
     @property
     def enabled(self) -> bool:
@@ -60,20 +76,32 @@ class ResultCache:
 
     def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str,
             faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
-        """None when the cache is off. The model counts by its checksum; where the model lives only on the
-        worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there. `faces` (mode and
-        fidelity) counts only when faces are restored, so that keys made before the face stage still match; `scale`
-        is the written one (a x4 model's output reduced to 3x is another result); `denoise_strength` counts when given.
-        Fidelity and strength count as given: the intake quantises them once, and the job records and runs that value."""
+        """None when the cache is off, or when the model's content is not known yet. The model counts by its
+        checksum: the file's here (local backend); with Ray, the one the worker nodes last reported running
+        under that file name (none before a node has run it: such a job runs, and its node's report keys
+        it, `keyed_by_node`). `faces` (mode and fidelity) counts only when faces are restored, so that keys made
+        before the face stage still match; `scale` is the written one (a x4 model's output reduced to 3x is another
+        result); `denoise_strength` counts when given. Fidelity and strength count as given: the intake quantises
+        them once, and the job records and runs that value."""
+        base = self.base(photo_sha256, scale, denoise, output_format, faces, denoise_strength)
+        if base is None:
+            return None
+        if self.node_digest is not None:
+            digest = self.node_digest(model_path.name)
+            return keyed_by_node(base, digest) if digest else None
+        return with_model(base, self.digests.of(model_path) or f"name:{model_id}")
+
+    def base(self, photo_sha256: str, scale: int, denoise: str, output_format: str,
+             faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
+        """The key's parts with the model's place left open (JSON), kept with the job; None when the cache is off."""
         if not self.enabled:
             return None
-        model = self.digests.of(model_path) or f"name:{model_id}"
-        parts = [photo_sha256, model, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
+        parts: list = [photo_sha256, None, scale, denoise, output_format, PRECISION_CLASS, self.backend_name]
         if faces is not None and faces[0] != "off":
             parts.append(["faces", faces[0], float(faces[1])])
         if denoise_strength is not None:
             parts.append(["denoise_strength", float(denoise_strength)])
-        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+        return json.dumps(parts)
 
     def _same_scope(self, job: Job, other: Job) -> bool:
         if other.id == job.id:

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from infer.contract import Done, Error, Event, Progress, Start, parse_event
 from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT
 from web.config import Config
+from web.jobs.cache import keyed_by_node
 from web.jobs.files import JobFiles
 from web.jobs.store import DONE, Job, JobStore
 from web.jobs.metrics import Metrics
@@ -34,6 +35,8 @@ class EventRecorder:
     def __call__(self, raw: Event | Mapping[str, Any]) -> None:
         if isinstance(raw, Mapping) and raw.get("event") in (WAITING_FOR_NODE_EVENT, ON_NODE_EVENT):
             self._write(waiting_since=time.time() if raw["event"] == WAITING_FOR_NODE_EVENT else None)
+            if isinstance(raw.get("model_sha256"), str):
+                self._key_by_node_model(raw["model_sha256"])
             return
         report = self.report
         event = parse_event(raw)
@@ -54,6 +57,12 @@ class EventRecorder:
             report.done = dict(event.record)
         elif isinstance(event, Error):
             report.error = dict(event.record)
+
+    def _key_by_node_model(self, sha256: str) -> None:
+        """The node ran the model with this SHA-256: the job's result is cached under it (web/jobs/cache.py)."""
+        job = self.store.get(self.job_id)
+        if job is not None and job.cache_base:
+            self._write(cache_key=keyed_by_node(job.cache_base, sha256))
 
     def _write(self, **fields: Any) -> None:
         """Progress is shown, not needed: a row that cannot be written (a full disk) must not stop the

@@ -104,6 +104,8 @@ class Intake:
             cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.scale,
                                      choice.denoise, out_format, (choice.faces, choice.face_fidelity),
                                      choice.denoise_strength),
+            cache_base=self.cache.base(saved.sha256, choice.scale, choice.denoise, out_format,
+                                       (choice.faces, choice.face_fidelity), choice.denoise_strength),
         )
         source = self.cache.find_done(job)
         try:

@@ -80,6 +80,7 @@ _ADDED_COLUMNS = (
     ("ran", "TEXT"),
     ("client_address", "TEXT"),
     ("waiting_since", "REAL"),
+    ("cache_base", "TEXT"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -138,6 +139,9 @@ class Job:
     ran: str | None = None  # what ran, from the worker's start event: "RealESRGAN Compact x4, reduced to 3x"
     client_address: str | None = None  # the sender's address, for its share of the queue
     waiting_since: float | None = None  # when its task began to wait for a node; None once on one (or local)
+    # The cache key's parts with the model left open (web/jobs/cache.py): a Ray job is keyed again by the
+    # model its node ran.
+    cache_base: str | None = None
 
     @property
     def model_id(self) -> str | None:

@@ -132,7 +132,10 @@ class RayExecution:
     def item(self, item: dict[str, Any]) -> None:
         kind = item.get("event")
         if kind == PLACED:
-            self._on_event({"event": ON_NODE_EVENT})
+            digest = item.get("model_sha256")
+            if isinstance(digest, str):
+                self._backend.model_reported(self._spec.model_path.name, str(item.get("node_id")), digest)
+            self._on_event({"event": ON_NODE_EVENT, "model_sha256": digest})
             self._log(
                 f"sr-web: on Ray node {item.get('node_id')} ({item.get('node_ip')}), "
                 f"task pid {item.get('task_pid')}, worker pid {item.get('worker_pid')}\n",
@@ -230,6 +233,8 @@ class RayBackend:
         self._to_recover: list[str] = []
         self._thread: threading.Thread | None = None
         self._usage = NodeUsage()
+        # (model file name, node id) -> the SHA-256 that node reported running, for its live nodes only.
+        self._model_digests: dict[tuple[str, str], str] = {}
 
     # ---- the driver process ------------------------------------------------------------------
 
@@ -307,6 +312,7 @@ class RayBackend:
             self._connected = False
             lost, self._executions = list(self._executions.values()), {}
             self._usage = self._usage.counted({}, {})  # unknown until a new driver counts them
+            self._model_digests = {}
             if not self._closed.is_set():
                 self._reason = f"lost contact with the Ray cluster: {self._describe_end(driver)}; restarting it"
         for execution in lost:
@@ -359,8 +365,11 @@ class RayBackend:
         if op == Op.PONG.value:
             return
         if op == Op.NODES.value:
+            alive = {str(node) for node in message.get("ids") or []}
             with self._lock:
                 self._usage = self._usage.counted(message.get("seconds") or {}, message.get("alive") or {})
+                # A node that has gone takes its report along: a replacement may have another file.
+                self._model_digests = {key: d for key, d in self._model_digests.items() if key[1] in alive}
             return
         job_id = str(message.get("job"))
         with self._lock:
@@ -393,6 +402,21 @@ class RayBackend:
     def health(self) -> Health:
         with self._lock:
             return Health(ok=self._connected, reason=self._reason)
+
+    def model_reported(self, name: str, node_id: str, sha256: str) -> None:
+        with self._lock:
+            others = {d for (n, node), d in self._model_digests.items() if n == name and node != node_id}
+            self._model_digests[(name, node_id)] = sha256
+        if others - {sha256}:
+            log.warning("the Ray nodes run different files as the model %s; its results are not cached until "
+                        "they agree (docs/scaling.md, \"Models on the nodes\")", name)
+
+    def node_model_digest(self, name: str) -> str | None:
+        """The SHA-256 of the model file of this name on the live nodes that ran it, when they agree; None
+        before one has, or when they differ."""
+        with self._lock:
+            found = {d for (n, _), d in self._model_digests.items() if n == name}
+        return found.pop() if len(found) == 1 else None
 
     def node_usage(self) -> "NodeUsage":
         with self._lock:

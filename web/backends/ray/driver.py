@@ -36,14 +36,20 @@ NODE_GAP_S = 60.0
 HEAD_RESOURCE = "node:__internal_head__"
 
 
-def node_kinds(nodes: list[dict[str, Any]]) -> dict[str, int]:
-    """Worker nodes alive by kind (`gpu` with a GPU, else `cpu`), from `ray.nodes()`; the head is not one."""
-    kinds: dict[str, int] = {}
+def worker_nodes(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """Worker nodes alive, node id -> kind (`gpu` with a GPU, else `cpu`), from `ray.nodes()`; the head is not one."""
+    found: dict[str, str] = {}
     for node in nodes:
         resources = node.get("Resources") or {}
-        if not node.get("Alive") or HEAD_RESOURCE in resources:
-            continue
-        kind = "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+        if node.get("Alive") and HEAD_RESOURCE not in resources:
+            found[str(node.get("NodeID"))] = "gpu" if resources.get("GPU", 0) > 0 else "cpu"
+    return found
+
+
+def node_kinds(nodes: dict[str, str]) -> dict[str, int]:
+    """How many of these worker nodes are of each kind."""
+    kinds: dict[str, int] = {}
+    for kind in nodes.values():
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 
@@ -136,18 +142,18 @@ class Driver:
     def _count_nodes(self) -> None:
         """Sends, every NODE_SAMPLE_S, the worker nodes alive and their seconds since the last count."""
         last: float | None = None
-        alive: dict[str, int] = {}
+        alive: dict[str, str] = {}
         while not self._stopping.wait(0 if last is None else NODE_SAMPLE_S):
             now = time.monotonic()
             gap = 0.0 if last is None else min(now - last, NODE_GAP_S)
             # Nodes alive through the interval are counted with what was alive at its start.
-            seconds = {kind: n * gap for kind, n in alive.items()}
+            seconds = {kind: n * gap for kind, n in node_kinds(alive).items()}
             try:
-                alive = node_kinds(self.ray.nodes())
+                alive = worker_nodes(self.ray.nodes())
             except Exception as err:
                 log.warning("cannot count the Ray nodes: %r", err)
             last = now
-            self._send(Op.NODES, seconds=seconds, alive=alive)
+            self._send(Op.NODES, seconds=seconds, alive=node_kinds(alive), ids=sorted(alive))
 
     def _health(self, ok: bool, reason: str | None) -> None:
         self._send(Op.HEALTH, ok=ok, reason=reason)

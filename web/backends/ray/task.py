@@ -93,6 +93,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
     import ray  # present on every node; imported here so that this module imports without it
 
     from infer import worker_process
+    from infer.digests import sha256_of
     from infer.contract import Denoise, WorkerCommand, parse_event
 
     root = work_root()
@@ -129,6 +130,8 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
             "node_ip": ray.util.get_node_ip_address(),
             "task_pid": os.getpid(),
             "worker_pid": proc.pid,
+            # What this node runs under the model's name: the front end keys cached results by it.
+            "model_sha256": sha256_of(model) if model.is_file() else None,
         }
         stderr: list[bytes] = []
         logger = threading.Thread(target=worker_process.keep_bounded, args=(proc.stderr, stderr.append), daemon=True)
