@@ -6,7 +6,6 @@ says what is left."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import time

@@ -32,6 +32,21 @@ def node_models(tmp_path: Path, shared_models: Path) -> Path:
     return folder
 
 
+def _start_head(hand_run: HandRunCluster) -> str:
+    """The head, as the docs start it; its GCS address."""
+    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
+    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
+    assert "Ray runtime started." in hand_run.log[-1]
+    return head
+
+
+def _front_end(tmp_path: Path, hand_run: HandRunCluster, head: str, name: str = "front-end",
+               **settings: str) -> FrontEnd:
+    """sr-web with the Ray backend on this cluster, with its token; the front end has no model file."""
+    return FrontEnd.start(tmp_path / name, {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head,
+                                            "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb"), **settings})
+
+
 def _run_job(front_end: FrontEnd, photo: bytes) -> str:
     job_id = front_end.client.upload(photo, filename="a.png").json()["id"]
     job = front_end.client.wait(job_id, timeout=JOB_TIMEOUT)
@@ -42,10 +57,8 @@ def _run_job(front_end: FrontEnd, photo: bytes) -> str:
 def test_head_cpu_node_then_gpu_node_by_hand_with_token_auth(
     tmp_path: Path, hand_run: HandRunCluster, node_models: Path, photos: Photos
 ) -> None:
-    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
     started = time.monotonic()
-    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
-    assert "Ray runtime started." in hand_run.log[-1]
+    head = _start_head(hand_run)
     assert hand_run.join(head, CPU_IP, gpus=0, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
 
     # Without the token nothing talks to the cluster.
@@ -53,9 +66,8 @@ def test_head_cpu_node_then_gpu_node_by_hand_with_token_auth(
                          timeout=60)
     assert wrong.returncode != 0
 
-    settings = {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head, "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")}
-    cpu_jobs = FrontEnd.start(tmp_path / "cpu-front-end", {**settings, "SR_RAY_GPUS_PER_JOB": "0", "SR_RAY_CPUS_PER_JOB": "1"})
-    gpu_jobs = FrontEnd.start(tmp_path / "gpu-front-end", settings)
+    cpu_jobs = _front_end(tmp_path, hand_run, head, "cpu-front-end", SR_RAY_GPUS_PER_JOB="0", SR_RAY_CPUS_PER_JOB="1")
+    gpu_jobs = _front_end(tmp_path, hand_run, head, "gpu-front-end")
     try:
         for front_end in (cpu_jobs, gpu_jobs):
             wait_until(lambda: front_end.client.get("/healthz").status == 200, timeout=60, interval=0.5,
@@ -84,10 +96,8 @@ def test_head_cpu_node_then_gpu_node_by_hand_with_token_auth(
 def test_a_job_without_a_node_shows_waiting_for_node_until_one_joins(
     tmp_path: Path, hand_run: HandRunCluster, node_models: Path, photos: Photos
 ) -> None:
-    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
-    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
-    front_end = FrontEnd.start(tmp_path / "front-end", {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head,
-                                                        "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")})
+    head = _start_head(hand_run)
+    front_end = _front_end(tmp_path, hand_run, head)
     try:
         client = front_end.client
         wait_until(lambda: client.get("/healthz").status == 200, timeout=60, interval=0.5, what="a connection")
@@ -128,12 +138,9 @@ def test_results_are_cached_by_the_model_the_node_ran_and_a_rollout_is_not_serve
     for folder, source in ((old_models, "FSRCNN_x3.pb"), (new_models, "ESPCN_x3.pb")):
         folder.mkdir()
         (folder / "FSRCNN_x3.pb").symlink_to(shared_models / source)
-    head = f"{HEAD_IP}:{free_port(HEAD_IP)}"
-    assert hand_run.start_head(HEAD_IP, int(head.rsplit(":", 1)[1])).returncode == 0, hand_run.log[-1]
+    head = _start_head(hand_run)
     assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=old_models).returncode == 0, hand_run.log[-1]
-    front_end = FrontEnd.start(tmp_path / "front-end", {**hand_run.env, "SR_BACKEND": "ray", "SR_RAY_ADDRESS": head,
-                                                        "SR_RESULT_CACHE": "shared",
-                                                        "SR_MODEL_PATH": str(tmp_path / "FSRCNN_x3.pb")})
+    front_end = _front_end(tmp_path, hand_run, head, SR_RESULT_CACHE="shared")
     try:
         client = front_end.client
         wait_until(lambda: client.get("/healthz").status == 200, timeout=60, interval=0.5, what="a connection")
@@ -161,5 +168,36 @@ def test_results_are_cached_by_the_model_the_node_ran_and_a_rollout_is_not_serve
         assert placement(front_end.data_dir, rolled["id"]).node_ip == CPU_IP
         cached_new, result = upscale()
         assert cached_new["cached"] and result == new_result
+    finally:
+        front_end.stop()
+
+
+def test_healthz_says_when_the_live_nodes_lack_the_model(
+    tmp_path: Path, hand_run: HandRunCluster, node_models: Path, photos: Photos
+) -> None:
+    empty = tmp_path / "empty-models"
+    empty.mkdir()
+    head = _start_head(hand_run)
+    front_end = _front_end(tmp_path, hand_run, head)
+    try:
+        client = front_end.client
+        # No worker node yet: nothing to ask, and /healthz says so without failing.
+        health = wait_until(lambda: (h := client.get("/healthz")).status == 200 and h.json(), timeout=60,
+                            interval=0.5, what="a connection")
+        assert any("no Ray worker node is alive" in note for note in health["notes"]), health
+
+        # A node that forgot the model (SR_MODELS_DIR pointing at an empty folder).
+        assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=empty).returncode == 0, hand_run.log[-1]
+        reply = wait_until(lambda: (h := client.get("/healthz")).status == 503 and h.json(), timeout=60, interval=1,
+                           what="/healthz to see that no node has the model")
+        assert "no live Ray worker node has the model FSRCNN_x3.pb" in reply["reason"]
+        assert str(empty) not in str(reply)  # the folder is in the log, not in this public answer
+        wait_until(lambda: str(empty) in (front_end.data_dir.parent / "sr-web.log").read_text(), timeout=10,
+                   what="the log to name the node's folder")
+
+        assert hand_run.join(head, CPU_IP, gpus=1, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
+        health = wait_until(lambda: (h := client.get("/healthz")).status == 200 and h.json(), timeout=60,
+                            interval=1, what="/healthz once a node has the model")
+        assert any("lack the model FSRCNN_x3.pb" in note for note in health["notes"]), health
     finally:
         front_end.stop()

@@ -31,11 +31,17 @@ def healthz() -> tuple[dict, int]:
     s.health_log.note(state)
     space = data_space(s.config)
     s.health_log.note(space)
+    # A remote backend: whether its live nodes have the default model (they, not this machine, run it).
+    check = getattr(backend, "model_check", None)
+    node_models = check(s.config.model_path.name) if check is not None else None
     # A missing default is a warning in `notes` (another model stands in); jobs stop only when none can run.
     ok = all(writable.values()) and backend_health.ok and state.ok and space.ok
     reasons = [reason for reason in (state.reason, space.reason) if reason]
-    waiting = s.store.waiting_for_node()
     notes = list(state.notes)
+    if node_models is not None and node_models.reason:
+        (notes if node_models.ok else reasons).append(node_models.reason)
+        ok = ok and node_models.ok
+    waiting = s.store.waiting_for_node()
     if waiting:
         # Not unhealthy: a node may be booting. The operator's next step if it lasts is `ray status`.
         notes.append(f"{waiting} job(s) wait for a node that can run them: no node has room now; a cluster with an "

@@ -182,6 +182,14 @@ class RayExecution:
 
 
 @dataclass(frozen=True)
+class NodeModels:
+    """A worker node's models folder and the file names in it, as the node listed them when it joined."""
+
+    folder: str
+    names: frozenset[str]
+
+
+@dataclass(frozen=True)
 class NodeUsage:
     """The cluster's worker nodes as the driver counts them: seconds alive since the service started, and
     how many are alive now, by kind (`gpu`, `cpu`)."""
@@ -235,6 +243,7 @@ class RayBackend:
         self._usage = NodeUsage()
         # (model file name, node id) -> the SHA-256 that node reported running, for its live nodes only.
         self._model_digests: dict[tuple[str, str], str] = {}
+        self._node_models: dict[str, NodeModels] = {}  # live worker node id -> the model files it has
 
     # ---- the driver process ------------------------------------------------------------------
 
@@ -313,6 +322,7 @@ class RayBackend:
             lost, self._executions = list(self._executions.values()), {}
             self._usage = self._usage.counted({}, {})  # unknown until a new driver counts them
             self._model_digests = {}
+            self._node_models = {}
             if not self._closed.is_set():
                 self._reason = f"lost contact with the Ray cluster: {self._describe_end(driver)}; restarting it"
         for execution in lost:
@@ -368,8 +378,17 @@ class RayBackend:
             alive = {str(node) for node in message.get("ids") or []}
             with self._lock:
                 self._usage = self._usage.counted(message.get("seconds") or {}, message.get("alive") or {})
-                # A node that has gone takes its report along: a replacement may have another file.
+                # A node that has gone takes its reports along: a replacement may have other files.
                 self._model_digests = {key: d for key, d in self._model_digests.items() if key[1] in alive}
+                self._node_models = {n: m for n, m in self._node_models.items() if n in alive}
+            return
+        if op == Op.MODELS.value:
+            node = NodeModels(str(message.get("folder")), frozenset(str(n) for n in message.get("names") or []))
+            with self._lock:
+                self._node_models[str(message.get("node"))] = node
+            if self.config.model_path.name not in node.names:
+                log.warning("Ray node %s has no %s in its models folder %s (it has: %s)", message.get("node"),
+                            self.config.model_path.name, node.folder, ", ".join(sorted(node.names)) or "nothing")
             return
         job_id = str(message.get("job"))
         with self._lock:
@@ -417,6 +436,26 @@ class RayBackend:
         with self._lock:
             found = {d for (n, _), d in self._model_digests.items() if n == name}
         return found.pop() if len(found) == 1 else None
+
+    def model_check(self, name: str) -> Health:
+        """Whether the live worker nodes have the model file `name` (for /healthz): not ok when nodes are
+        alive and none has it; a reason also when some lack it, or when no node is alive to ask."""
+        with self._lock:
+            nodes = dict(self._node_models)
+            alive = sum(self._usage.alive.values())
+        if not nodes:
+            if alive:
+                return Health(True, None)  # just joined: its list is on the way
+            return Health(True, f"no Ray worker node is alive: whether the nodes have {name} is checked when one joins")
+        lacking = sorted(n[:12] for n, m in nodes.items() if name not in m.names)
+        if len(lacking) == len(nodes):
+            # The nodes' folders are in the log, not in this public answer.
+            return Health(False, f"no live Ray worker node has the model {name} in its models folder: run "
+                                 "`sr-models fetch` there, or set SR_MODELS_DIR in the environment of its `ray start` "
+                                 "(the log names each node's folder)")
+        if lacking:
+            return Health(True, f"Ray node(s) {', '.join(lacking)} lack the model {name}; jobs placed there fail")
+        return Health(True, None)
 
     def node_usage(self) -> "NodeUsage":
         with self._lock:

@@ -17,6 +17,7 @@ from typing import Any
 
 from web.backends.ray.link import Link, LinkClosed, Op
 from web.backends.ray.address import public_refusal
+from web.backends.ray.inventory import list_node_models
 from web.backends.ray.task import TaskRequest, kill_job_processes, run_job_on_node
 
 log = logging.getLogger("web.backends.ray.driver")  # also when run as __main__
@@ -85,6 +86,7 @@ class Driver:
         self._lock = threading.Lock()
         self._remote: Any = None
         self._killer: Any = None
+        self._lister: Any = None
         self._generators: dict[str, Any] = {}
         self._stopping = threading.Event()
 
@@ -133,6 +135,7 @@ class Driver:
             num_returns="streaming",
         )(run_job_on_node)
         killer = ray.remote(num_cpus=0, max_retries=0)(kill_job_processes)
+        self._lister = ray.remote(num_cpus=0, max_retries=0)(list_node_models)
         with self._lock:
             self._remote, self._killer = remote, killer
         log.info("connected to the Ray cluster at %s (driver pid %d)", self.settings.address, os.getpid())
@@ -149,11 +152,27 @@ class Driver:
             # Nodes alive through the interval are counted with what was alive at its start.
             seconds = {kind: n * gap for kind, n in node_kinds(alive).items()}
             try:
-                alive = worker_nodes(self.ray.nodes())
+                before, alive = alive, worker_nodes(self.ray.nodes())
             except Exception as err:
                 log.warning("cannot count the Ray nodes: %r", err)
+            else:
+                for node_id in sorted(set(alive) - set(before)):
+                    threading.Thread(target=self._list_models, args=(node_id,), name="sr-driver-models",
+                                     daemon=True).start()
             last = now
             self._send(Op.NODES, seconds=seconds, alive=node_kinds(alive), ids=sorted(alive))
+
+    def _list_models(self, node_id: str) -> None:
+        """Asks a node that has joined which model files it has (the front end's /healthz tells the operator)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        try:
+            ref = self._lister.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+            folder, names = self.ray.get(ref, timeout=RECOVER_TIMEOUT_S)
+        except Exception as err:
+            log.warning("cannot list the models of Ray node %s: %r", node_id, err)
+            return
+        self._send(Op.MODELS, node=node_id, folder=folder, names=names)
 
     def _health(self, ok: bool, reason: str | None) -> None:
         self._send(Op.HEALTH, ok=ok, reason=reason)

@@ -26,6 +26,7 @@ class Op(str, Enum):
     RESULT = "result"  # job, path: the result's bytes are in result_temp, written and fsynced
     END = "end"  # job, lost (None, "node_lost", "cluster_lost"), detail: the task's stream has ended
     RECOVERED = "recovered"  # jobs
+    MODELS = "models"  # node: a worker node's id, folder: its models folder, names: the files in it
     NODES = "nodes"  # seconds: {kind: node-seconds since the last}, alive: {kind: count}, ids: worker nodes alive
     PONG = "pong"
 
