@@ -121,13 +121,19 @@ def _start_job(raw: bytes, fds: list[int], control: socket.socket, selector: sel
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
+    # The pid is answered once the child leads its session: from then on the service can kill its whole group.
+    led_r, led_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(led_r)
         inherited = [control.fileno(), channel.fileno(), *(fd for fd, _ in jobs.values()),
                      *(c.fileno() for _, c in jobs.values())]
-        _become_job(request, out_w, err_w, parent, inherited, selector)
+        _become_job(request, out_w, err_w, parent, inherited, selector, led_w)
+    os.close(led_w)
     os.close(out_w)
     os.close(err_w)
+    with os.fdopen(led_r, "rb") as led:
+        led.read(1)  # a byte, or the end when the child died before it
     pidfd = os.pidfd_open(pid)
     jobs[pid] = (pidfd, channel)
     selector.register(pidfd, selectors.EVENT_READ, pid)
@@ -155,7 +161,7 @@ def _refuse(channel: socket.socket, why: str, *fds: int) -> None:
 
 
 def _become_job(request: Request, out_w: int, err_w: int, parent: int, inherited: list[int],
-                selector: selectors.BaseSelector) -> NoReturn:
+                selector: selectors.BaseSelector, led_w: int) -> NoReturn:
     """In the forked child: become the job's process and run its script; never returns."""
     global _forked
     code = EXIT_OTHER
@@ -165,6 +171,14 @@ def _become_job(request: Request, out_w: int, err_w: int, parent: int, inherited
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(EXIT_OTHER)
+        if request.nice > 0:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, request.nice)
+            except OSError:
+                pass
+        _show_command(request.argv)  # before the environment changes: setproctitle finds argv beside it
+        os.write(led_w, b"1")
+        os.close(led_w)
         for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -183,16 +197,10 @@ def _become_job(request: Request, out_w: int, err_w: int, parent: int, inherited
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace")
-        _show_command(request.argv)  # before the environment changes: setproctitle finds argv beside it
         before = dict(os.environ)
         os.environ.clear()
         os.environ.update(request.env)
         os.chdir(request.cwd)
-        if request.nice > 0:
-            try:
-                os.setpriority(os.PRIO_PROCESS, 0, request.nice)
-            except OSError:
-                pass
         _set_threads(before, request.env)
         script, args = request.argv[1], request.argv[2:]
         sys.argv = [script, *args]
