@@ -5,8 +5,6 @@ infer/sr_infer.py."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
 import resource
 import sys
@@ -369,10 +367,9 @@ def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
 
 
 def import_libraries(options: RunOptions) -> None:
-    """Imports the engine's libraries the run needs (PyTorch; spandrel for a checkpoint), so that their time is
-    the `imports` stage rather than part of the first stage that uses them. Free in a forked job."""
-    if options.engine != "opencv" and importlib.util.find_spec("torch") is not None:
-        importlib.import_module("torch")
+    """Imports spandrel (and with it PyTorch) for a checkpoint, whose reading needs it, so that this time is the
+    `imports` stage rather than part of `prepare`. Free in a forked job. A `.pb` model's engine imports its own
+    library, PyTorch or none beyond OpenCV (the small families), in the `engine` stage."""
     if options.model and is_checkpoint(Path(options.model)):
         try:
             require_loader()

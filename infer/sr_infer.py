@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from infer.pipeline import RunOptions, Settings
 
 # The `imports` stage of the done event runs from here to main()'s start: the worker's own modules and the
-# libraries they load (OpenCV, numpy), imported at main()'s start (below); the engine's (PyTorch, spandrel) are
-# the `engine` stage. The standard library's few modules above come before it, with the interpreter's own
+# libraries they load (OpenCV, numpy), imported at main()'s start (below); spandrel and PyTorch for a checkpoint
+# are imported in the run (also `imports`), a `.pb` model's engine library in its `engine` stage. The standard library's few modules above come before it, with the interpreter's own
 # start (the `startup` stage), or the launcher's fork (the `fork` stage, infer/zygote.py).
 _T_IMPORT = time.perf_counter()
 _T_IMPORT_WALL = time.time()

@@ -126,8 +126,9 @@ def _start_job(raw: bytes, fds: list[int], control: socket.socket, selector: sel
     pid = os.fork()
     if pid == 0:
         os.close(led_r)
-        inherited = [control.fileno(), channel.fileno(), *(fd for fd, _ in jobs.values()),
-                     *(c.fileno() for _, c in jobs.values())]
+        # Detached, so that no socket object left in this copy of the launcher can close a reused descriptor.
+        inherited = [control.detach(), channel.detach(), *(fd for fd, _ in jobs.values()),
+                     *(c.detach() for _, c in jobs.values())]
         _become_job(request, out_w, err_w, parent, inherited, selector, led_w)
     os.close(led_w)
     os.close(out_w)
