@@ -245,8 +245,9 @@ class Config:
     worker_start: str = setting(
         "SR_WORKER_START", "preloaded",
         "`preloaded`: each job's process is forked from a launcher that has imported the worker's libraries "
-        "(a small job takes about 1 s instead of 5-8 s; the launcher holds about 700 MB); `plain`: each job starts a "
-        "fresh interpreter. Jobs start plain while the launcher is (re)starting", one_of(*START_KINDS), lower=True,
+        "(a small job takes about 1 s instead of 5-8 s; the launcher holds about 700 MB; on Ray nodes, one in each "
+        "Ray worker process, which is then kept for the next job); `plain`: each job starts a fresh interpreter. "
+        "Jobs start plain while the launcher is (re)starting", one_of(*START_KINDS), lower=True,
     )
     worker_memory_mb: int = setting(
         "SR_WORKER_MEMORY_MB", 0,
