@@ -56,7 +56,7 @@ def test_job_runs_and_result_streams_back(module_server: LiveServer, photos: Pho
     result = client.get(done["links"]["result"])
     assert result.status == 200
     assert result.header("Content-Type") == "image/png"
-    assert _download_name(result) == "Summer holiday_x3.png"
+    assert _download_name(result) == "Summer holiday_x3_FSRCNN_x3.png"
     assert _image(result.body).size == (192, 144)
     assert len(result.body) == done["output"]["bytes"]
 
@@ -74,7 +74,7 @@ def test_job_runs_and_result_streams_back(module_server: LiveServer, photos: Pho
 def test_output_format_follows_request_or_input(module_server: LiveServer, photos: Photos) -> None:
     client = module_server.client()
     as_jpeg = client.upload(photos.small_jpg, filename="coffee.jpeg").json()
-    assert as_jpeg["output"]["format"] == "jpg" and as_jpeg["output"]["download_name"] == "coffee_x3.jpg"
+    assert as_jpeg["output"]["format"] == "jpg" and as_jpeg["output"]["download_name"] == "coffee_x3_FSRCNN_x3.jpg"
     as_png = client.upload(photos.small_jpg, filename="coffee.jpeg", fields={"format": "PNG"}).json()
     assert as_png["output"]["format"] == "png"
     for job in (as_jpeg, as_png):
@@ -84,7 +84,7 @@ def test_output_format_follows_request_or_input(module_server: LiveServer, photo
     reply = client.upload(photos.small_jpg, filename="coffee.jpeg", fields={"format": "webp"}, path="/upload")
     assert reply.status == 200, reply.body
     assert reply.header("Content-Type") == "image/webp"
-    assert _download_name(reply) == "coffee_x3.webp"
+    assert _download_name(reply) == "coffee_x3_FSRCNN_x3.webp"
     assert _image(reply.body).size == (180, 120)
     assert client.job(reply.header("X-Job-Id"))["status"] == "done"
 

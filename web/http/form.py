@@ -73,6 +73,13 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
                   _strength(form, pick.model, denoise, offered), pick.why)
 
 
+def family_name(model: InstalledModel) -> str:
+    """The family as the page names it: "LapSRN", "EDSR", "RealESRGAN Compact"."""
+    if model.spec.checkpoint is not None:
+        return model.spec.checkpoint.architecture_name
+    return model.family.display_name
+
+
 def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict[str, Any]:
     """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
     picks, which the page shows and sends as they are."""
@@ -82,6 +89,7 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict
             {
                 "id": m.id,
                 "family": m.family.name,
+                "family_name": family_name(m),
                 "label": m.label,
                 "kind": m.kind,
                 "scale": m.scale,
@@ -92,6 +100,9 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict
             }
             for m in catalog.models
         ],
+        # Seconds every job spends before its first tile (start-up, model load), added to megapixels x
+        # seconds_per_megapixel in the page's estimates.
+        "start_seconds": 0.0,
         "table": {kind: {str(s): model for s, model in scales.items()} for kind, scales in catalog.table().items()},
         "kinds": [{"kind": k, "available": k in catalog.kinds()} for k in KINDS],
         "scales": catalog.scales(),
