@@ -16,6 +16,8 @@ from PIL import Image
 from tests.web.client import HttpClient, multipart
 from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import LiveServer, worker_processes
+from web.http.api import download_name
+from web.jobs.store import Job
 from web.jobs.uploads import clean_name, download_stem
 
 
@@ -327,3 +329,18 @@ def test_the_two_misleading_refusals_say_what_was_wrong(module_server: LiveServe
     assert reply.status == 413 and reply.json()["error"]["code"] == "form_too_large", reply.body
     assert "MB" not in reply.json()["error"]["message"] and "other than the photo" in reply.json()["error"]["message"]
     assert list((module_server.data_dir / "uploads").glob(".incoming-*")) == []
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({}, "Summer holiday_x3_FSRCNN_x3.png"),
+    ({"denoise": "light"}, "Summer holiday_x3_FSRCNN_x3_denoise-light.png"),
+    ({"model": "realesr-general-x4v3.pth", "scale": 4, "denoise_strength": 0.3}, "Summer holiday_x4_realesr-general-x4v3_strength-0.3.png"),
+    ({"faces": "on", "face_fidelity": 0.7}, "Summer holiday_x3_FSRCNN_x3_faces-0.7.png"),
+    ({"model": None}, "Summer holiday_x3.png"),  # a row from before models could be chosen
+])
+def test_the_download_name_says_the_model_and_the_settings_that_change_the_pixels(settings: dict, expected: str) -> None:
+    settings = dict(settings)
+    job = Job(id="j", state="done", original_name="Summer holiday.jpg", input_file="j.jpg", input_format="jpg",
+              input_width=4, input_height=3, input_bytes=10, output_file="j.png", output_format="png",
+              scale=settings.pop("scale", 3), created_at=0.0, model=settings.pop("model", "FSRCNN_x3.pb"), **settings)
+    assert download_name(job) == expected

@@ -131,6 +131,12 @@ def job_json(context, server_url: str, job_id: str) -> dict:
     return response.json()
 
 
+def job_options(context, server_url: str) -> dict:
+    response = context.request.get(f"{server_url}/api/options")
+    assert response.ok, response.status
+    return response.json()
+
+
 @pytest.fixture
 def models_server(start_server: StartServer, shared_models: Path, fsrcnn_model: Path):
     """A server offering every model in the shared folder (FSRCNN x3 the default)."""
@@ -649,5 +655,49 @@ def test_photos_wait_with_estimates_then_run_with_the_chosen_model_and_say_which
             break
         page.wait_for_timeout(100)
     assert context.request.get(server.url + "/api/jobs").json()["jobs"] == []
+    assert errors == []
+    context.close()
+
+
+def test_estimates_add_the_start_cost_and_nothing_counts_down_before_the_first_tile(
+    browser, start_server: StartServer, edsr_model_slow: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    """The card's estimate is `start_seconds` plus megapixels times the model's rate; while the worker starts,
+    the card shows the whole expected time and an open-ended bar, never a countdown or a filling bar."""
+    server = start_server(model_path=edsr_model_slow, result_cache="off")
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+
+    def with_start_cost(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "start_seconds": 120.0})
+
+    page.route("**/api/options", with_start_cost)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    per_mp = next(m for m in job_options(context, server.url)["models"] if m["id"] == "EDSR_x3")["seconds_per_megapixel"]
+    page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "slow.png", (0, 0, 600, 400))))
+    card = card_named(page, "slow.png")
+    card.locator(".start").wait_for(state="visible", timeout=LONG)
+    minutes = round((120 + 0.24 * per_mp) / 60)
+    assert f"about {minutes} min" in card.locator(".detail").inner_text(), (per_mp, card.locator(".detail").inner_text())
+
+    card.evaluate("""el => {
+        window.seen = [];
+        const bar = el.querySelector(".bar");
+        const note = () => window.seen.push({state: el.dataset.state, status: el.querySelector(".status").textContent,
+            detail: el.querySelector(".detail").textContent, bar: bar.hasAttribute("value") ? bar.value : null});
+        new MutationObserver(note).observe(el, {subtree: true, childList: true, characterData: true, attributes: true});
+        setInterval(note, 50);
+    }""")
+    upscale(card)
+    wait_done(card)
+    seen = page.evaluate("window.seen")
+    starting = [s for s in seen if s["state"] == "running" and s["status"] == "Starting…"]
+    assert starting, seen[-5:]
+    assert all("left" not in s["detail"] and not s["bar"] for s in starting), [s for s in starting if s["bar"] or "left" in s["detail"]][:3]
+    assert any("takes about" in s["detail"] for s in starting)
     assert errors == []
     context.close()
