@@ -555,6 +555,9 @@ def test_denoise_strength_replaces_the_noise_levels_for_the_general_model(
     page.check("#kind-restore")
     page.select_option("#scale", "4")
     assert page.locator("#strength-field").is_visible() and page.locator("#denoise-field").is_hidden()
+    # The slider's ends say what they mean.
+    assert page.locator("#strength-low").inner_text() == "0: keeps grain and fine detail"
+    assert page.locator("#strength-high").inner_text() == "1: removes the most noise"
     page.locator("#denoise-strength").fill("0.3")
     page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "dot.png", (150, 100, 182, 124))))
     upscale(card_named(page, "dot.png"))
@@ -699,5 +702,29 @@ def test_estimates_add_the_start_cost_and_nothing_counts_down_before_the_first_t
     assert starting, seen[-5:]
     assert all("left" not in s["detail"] and not s["bar"] for s in starting), [s for s in starting if s["bar"] or "left" in s["detail"]][:3]
     assert any("takes about" in s["detail"] for s in starting)
+    assert errors == []
+    context.close()
+
+
+def test_a_refused_photo_offers_try_again_with_the_choices_as_they_are_then(
+    browser, start_server: StartServer, shared_models: Path, fsrcnn_model: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    # 160x120 at 3x is 172,800 pixels, over the limit; at 2x 76,800.
+    server = start_server(model_path=fsrcnn_model, models_dir=shared_models, max_output_pixels=100_000)
+    context, page, errors = open_page(browser, server.url)
+    page.check("#kind-fast")
+    page.select_option("#scale", "3")
+    page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "wide.png", (150, 100, 310, 220))))
+    card = card_named(page, "wide.png")
+    upscale(card)
+    card.locator(".error").wait_for(state="visible", timeout=LONG)
+    assert card.get_attribute("data-state") == "failed" and card.locator(".retry").is_visible()
+    assert page.locator("#clear-finished").is_visible()
+    page.select_option("#scale", "2")
+    card.locator(".retry").click()
+    card, job = finished(page, context, server.url, "wide.png")
+    assert (job["scale"], job["output"]["width"]) == (2, 320)
+    assert card.locator(".error").is_hidden() and card.locator(".retry").is_hidden()
+    assert len(context.request.get(server.url + "/api/jobs").json()["jobs"]) == 1
     assert errors == []
     context.close()
