@@ -214,6 +214,19 @@ class EventKind(_Name):
     BATCH_DONE = "batch_done"
 
 
+# The done event's `seconds`: one entry a stage, which together make up `total` (the process's wall time up to
+# the event). These grow with the photo's pixels; the others (startup or fork, imports, prepare, engine, load,
+# release) are a job's fixed cost. Estimates learn a model's speed from these alone.
+WORK_STAGES = ("decode", "denoise", "face_detect", "infer", "faces", "encode")
+
+
+def work_seconds(seconds: Mapping[str, float]) -> float | None:
+    """The work stages' sum in a done event's `seconds`; None where it has no `infer` (not a worker's run)."""
+    if "infer" not in seconds:
+        return None
+    return sum(float(seconds.get(stage, 0.0)) for stage in WORK_STAGES)
+
+
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)

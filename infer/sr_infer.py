@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from infer.pipeline import RunOptions, Settings
 
 # The `imports` stage of the done event runs from here to main()'s start: the worker's own modules and the
-# libraries they load (OpenCV, PyTorch...), imported at main()'s start (below). The standard library's
-# few modules above come before it, with the interpreter's own start (the `startup` stage).
+# libraries they load (OpenCV, numpy), imported at main()'s start (below); the engine's (PyTorch, spandrel) are
+# the `engine` stage. The standard library's few modules above come before it, with the interpreter's own
+# start (the `startup` stage), or the launcher's fork (the `fork` stage, infer/zygote.py).
 _T_IMPORT = time.perf_counter()
 _T_IMPORT_WALL = time.time()
 
@@ -138,8 +139,11 @@ def _settings(args: argparse.Namespace) -> "Settings":
             raise UsageError("--denoise-strength must be between 0 and 1")
         if parse_level(args.denoise) is not Denoise.OFF:
             raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
+    memory_mb = _env_int("SR_WORKER_MEMORY_MB", 0)
+    if memory_mb < 0:
+        raise UsageError("$SR_WORKER_MEMORY_MB must be 0 (no limit) or more")
     return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength,
-                    _face_settings(args))
+                    _face_settings(args), memory_mb)
 
 
 def _face_settings(args: argparse.Namespace) -> "FaceSettings":
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     from infer.contract import EventKind
     from infer.events import EventSink, EventStream
 
-    start = pipeline.ProcessStart(_T_IMPORT, _T_IMPORT_WALL, time.perf_counter())
+    start = pipeline.ProcessStart.of_this_process(_T_IMPORT, _T_IMPORT_WALL)
     argv = sys.argv[1:] if argv is None else list(argv)
     console = None
     if _wants_console(argv):

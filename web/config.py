@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, get_args, get_type_hints
 
 from infer import REPO_ROOT, data_home
 from infer.catalog import parse_ranks
+from infer.launcher import START_KINDS
 from infer.models import default_model_path, models_dir
 
 DEFAULT_MODEL = data_home() / "models" / "EDSR_x3.pb"
@@ -242,6 +243,18 @@ class Config:
         "SR_WORKER_NICE", 10,
         "CPU niceness of the worker processes, so that the service's threads win the CPU when both want it; "
         "0 to disable",
+    )
+    worker_start: str = setting(
+        "SR_WORKER_START", "preloaded",
+        "`preloaded`: each job's process is forked from a launcher that has imported the worker's libraries "
+        "(a small job takes about 1 s instead of 5-8 s; the launcher holds about 700 MB); `plain`: each job starts a "
+        "fresh interpreter. Jobs start plain while the launcher is (re)starting", one_of(*START_KINDS), lower=True,
+    )
+    worker_memory_mb: int = setting(
+        "SR_WORKER_MEMORY_MB", 0,
+        "the address space, in MB, each job's process may add once its libraries are loaded (`RLIMIT_AS`); a job "
+        "over it fails with `out_of_memory`. 0: no limit. CPU jobs only: a GPU's driver reserves address space "
+        "beyond any such limit", NOT_NEGATIVE,
     )
     behind_proxy: bool = setting(
         "SR_BEHIND_PROXY", False,

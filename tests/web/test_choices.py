@@ -224,4 +224,4 @@ def test_the_row_names_the_model_by_file_and_rows_of_older_versions_still_run(
     rows = server.services.store
     assert (rows.get(old_id).model, rows.get(new["id"]).model) == ("LapSRN_x4.pb", "ESPCN_x3.pb")
     # Done jobs count for their model's speed, under the file's name.
-    assert rows.recent_speeds("LapSRN_x4.pb") and rows.recent_speeds("ESPCN_x3.pb")
+    assert rows.recent_work("LapSRN_x4.pb") and rows.recent_work("ESPCN_x3.pb")

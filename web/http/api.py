@@ -249,7 +249,7 @@ def options() -> Any:
     catalog = catalog_for(s.config, s.runner.backend)
     state = availability(s.config, s.runner.backend, catalog)
     s.health_log.note(state)
-    return options_json(s.store, catalog, state)
+    return options_json(s.store, catalog, state, s.config)
 
 
 @bp.get("/api/jobs/<job_id:job_id>")

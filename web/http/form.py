@@ -8,9 +8,10 @@ from infer import contract
 from infer.catalog import KINDS, QUALITIES, Catalog, InstalledModel, NoSuchChoice
 from infer.contract import DENOISE_LEVELS
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_LICENCE, FaceMode, parse_fidelity
+from web.config import Config
 from web.guards.health import UNAVAILABLE_TEXT, Availability
 from web.http.errors import Refusal
-from web.jobs.choice import DEFAULT_DENOISE, Choice, quantised, seconds_per_mp
+from web.jobs.choice import DEFAULT_DENOISE, Choice, quantised, seconds_per_mp, start_seconds
 from web.jobs.store import JobStore
 
 
@@ -80,11 +81,13 @@ def family_name(model: InstalledModel) -> str:
     return model.family.display_name
 
 
-def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict[str, Any]:
+def options_json(store: JobStore, catalog: Catalog, state: Availability, config: Config) -> dict[str, Any]:
     """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
-    picks, which the page shows and sends as they are."""
+    picks, which the page shows and sends as they are. A job's expected time is `start_seconds` plus its input
+    megapixels times its model's `seconds_per_megapixel`."""
     default = catalog.default
     return {
+        "start_seconds": start_seconds(store, config),
         "models": [
             {
                 "id": m.id,
@@ -100,9 +103,6 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict
             }
             for m in catalog.models
         ],
-        # Seconds every job spends before its first tile (start-up, model load), added to megapixels x
-        # seconds_per_megapixel in the page's estimates.
-        "start_seconds": 0.0,
         "table": {kind: {str(s): model for s, model in scales.items()} for kind, scales in catalog.table().items()},
         "kinds": [{"kind": k, "available": k in catalog.kinds()} for k in KINDS],
         "scales": catalog.scales(),
