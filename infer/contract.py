@@ -133,9 +133,9 @@ class Failure(Enum):
     BAD_INPUT = (3, "bad_input", 422,
                  "this file could not be read as a photo; try another file or save it again as PNG or JPEG")
     TOO_MANY_PIXELS = (4, "too_many_pixels", 422, "the photo has too many pixels; resize it first")
-    MODEL = (5, "model_error", 503, "the upscaling model could not be used; the administrator has been told")
+    MODEL = (5, "model_error", 503, "the upscaling model could not be used; whoever runs this server can see why in its log")
     OUT_OF_MEMORY = (6, "out_of_memory", 503, "there was not enough memory to upscale this photo; try a smaller one")
-    OUTPUT = (7, "output_error", 503, "the result could not be saved; the administrator has been told")
+    OUTPUT = (7, "output_error", 503, "the result could not be saved; whoever runs this server can see why in its log")
     INTERRUPTED = (130, "internal_error", 500, "the upscaling was stopped; upload the photo again")  # Ctrl-C
 
     def __init__(self, exit_code: int, code: str, http_status: int, fallback_message: str):
@@ -212,6 +212,19 @@ class EventKind(_Name):
     BATCH_START = "batch_start"
     SKIPPED = "skipped"  # a batch's photo whose result is already there
     BATCH_DONE = "batch_done"
+
+
+# The done event's `seconds`: one entry a stage, which together make up `total` (the process's wall time up to
+# the event). These grow with the photo's pixels; the others (startup or fork, imports, prepare, engine, load,
+# release) are a job's fixed cost. Estimates learn a model's speed from these alone.
+WORK_STAGES = ("decode", "denoise", "face_detect", "infer", "faces", "encode")
+
+
+def work_seconds(seconds: Mapping[str, float]) -> float | None:
+    """The work stages' sum in a done event's `seconds`; None where it has no `infer` (not a worker's run)."""
+    if "infer" not in seconds:
+        return None
+    return sum(float(seconds.get(stage, 0.0)) for stage in WORK_STAGES)
 
 
 def _int(value: Any, default: int = 0) -> int:

@@ -16,7 +16,7 @@ import psutil
 
 from infer import batch, images
 from infer.catalog import Catalog, served_scales
-from infer.checkpoints import DENOISE_TWINS, denoise_twin
+from infer.checkpoints import DENOISE_TWINS, LoaderMissing, denoise_twin, is_checkpoint, require_loader
 from infer.contract import EXIT_OK, Denoise, EventKind
 from infer.denoise import denoise_image
 from infer.engines import Engine, create_engine
@@ -39,6 +39,7 @@ class Settings:
     outscale: int | None = None  # --outscale: below the model's scale, its output is reduced to this
     denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
     faces: FaceSettings = FaceSettings()
+    memory_mb: int = 0  # SR_WORKER_MEMORY_MB: the address space the run may add to its libraries'; 0: no limit
 
     def scale_for(self, spec: ModelSpec) -> int:
         """The factor the result is written at, by the catalog's rule (`served_scales`); UsageError otherwise."""
@@ -57,14 +58,25 @@ class Settings:
 
 @dataclass
 class Timer:
-    """Wall time of each stage, in seconds."""
+    """Wall time of each stage, in seconds. Stages are laps: each runs from the end of the one before, so that
+    together they account for the whole run."""
 
+    mark: float = field(default_factory=time.perf_counter)  # perf_counter at the end of the last lap
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def stage(self, name: str, started: float) -> float:
+    def lap(self, name: str, parts: dict[str, float] | None = None) -> None:
+        """Records the time since the last lap as `name`; `parts` (seconds measured within it) are taken out of
+        it and recorded under their own names."""
         now = time.perf_counter()
-        self.seconds[name] = round(now - started, 4)
-        return now
+        spent = now - self.mark
+        for part, seconds in (parts or {}).items():
+            self.add(part, seconds)
+            spent -= seconds
+        self.add(name, max(0.0, spent))
+        self.mark = now
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 4)
 
 
 @dataclass(frozen=True)
@@ -92,11 +104,29 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class ProcessStart:
-    """When the worker's process started and its own modules began and finished loading."""
+    """When the worker's process began (what the done event's `total` counts from) and the stages it spent
+    before main() began."""
 
-    imports_began: float  # perf_counter
-    imports_began_wall: float  # time.time()
-    imports_ended: float  # perf_counter, as main() began
+    began: float  # wall clock: the process's creation, or the service's request to the launcher that forked it
+    stages: dict[str, float]  # {"startup", "imports"} for a plain start; {"fork", "imports"} for a forked one
+    main_began: float  # perf_counter
+
+    @classmethod
+    def of_this_process(cls, script_began: float, script_began_wall: float) -> "ProcessStart":
+        """This process's start; `script_began` is when the worker's script began (perf counter, wall clock)."""
+        now = time.perf_counter()
+        imports = round(now - script_began, 4)
+        zygote = sys.modules.get("infer.zygote")
+        forked = zygote.forked_start() if zygote is not None else None
+        if forked is not None:
+            # The service's request, the fork and the child's setup; the libraries were imported in the launcher.
+            return cls(forked.requested_at, {"fork": round(max(0.0, script_began_wall - forked.requested_at), 4),
+                                             "imports": imports}, now)
+        try:
+            began = psutil.Process().create_time()
+        except psutil.Error:
+            began = script_began_wall
+        return cls(began, {"startup": round(max(0.0, script_began_wall - began), 4), "imports": imports}, now)
 
 
 def _check_output_file(output: str, fmt: str | None) -> None:
@@ -167,6 +197,20 @@ def resolve_model(options: RunOptions) -> ModelChoice:
     return dataclasses.replace(choice, spec=_with_denoise_strength(choice.spec, options.settings.denoise_strength))
 
 
+def cap_address_space(extra_mb: int) -> None:
+    """Limits the process's address space to what it maps now plus `extra_mb` (RLIMIT_AS); 0 leaves it be.
+    Allocations past it fail, and the run ends with `out_of_memory` instead of the machine swapping."""
+    if extra_mb <= 0:
+        return
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    limit = mapped + extra_mb * 2**20
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
 
@@ -187,6 +231,8 @@ class LoadedModel:
             options = self._options
             self._engine = create_engine(options.engine, options.device, options.precision, self.spec.family,
                                          self.spec.format)
+            # From here on: the libraries are loaded and the device opened, so the limit is the run's own memory.
+            cap_address_space(options.settings.memory_mb)
             if self._engine.note:
                 print(f"sr-infer: {self._engine.note}", file=sys.stderr)
         return self._engine
@@ -220,9 +266,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     time the `total` in the done event counts from."""
     spec = model.spec
     # Everything that can refuse the photo happens before any device is touched.
-    t = time.perf_counter()
     image = images.decode(job.input, settings.max_pixels)
-    t = timer.stage("decode", t)
+    timer.lap("decode")
     height, width = image.bgr.shape[:2]
     fmt = images.output_format(job.output)
     outscale = settings.scale_for(spec)
@@ -233,12 +278,16 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         )
     if settings.denoise is not Denoise.OFF:
         image = denoise_image(image, settings.denoise)
-        t = timer.stage("denoise", t)
+        timer.lap("denoise")
     # Faces are found in the photo as the model sees it; a photo without any costs only this.
     found, report = faces.detect(image.bgr) if faces is not None else ([], None)
+    if report is not None:
+        timer.lap("face_detect")
 
+    # The engine's libraries are imported here where the worker started plain, and its device opened.
     engine = model.engine
     tile, tile_pad = model.tiling()
+    timer.lap("engine")
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(
         EventKind.START, input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
@@ -251,23 +300,22 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
     )
 
-    t = time.perf_counter()
     try:
         if model.load():
-            t = timer.stage("load", t)
+            timer.lap("load")
 
         def progress(done: int, total: int) -> None:
             events.emit(EventKind.PROGRESS, done=done, total=total)
 
         # A reduced scale is reached tile by tile: the model's full-size output never exists at once.
         result = upscale_image(image, engine, spec, TilePlan(tile, tile_pad, outscale), progress)
-        t = timer.stage("infer", t)
+        timer.lap("infer")
     finally:
         if release:
             # Release the model (and any device memory) before the slow encode.
             model.close()
     if release:
-        t = timer.stage("release", t)
+        timer.lap("release")
     # Read after close(): GPU time runs until device memory is released.
     extra = engine.stats()
     del image
@@ -278,11 +326,10 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         finally:
             if release:
                 faces.close()
-        timer.seconds.update(report.seconds)
-        t = time.perf_counter()
+        timer.lap("faces", {k: v for k, v in report.seconds.items() if k == "face_load"})
 
     images.encode(result, job.output, quality=settings.output_quality)
-    timer.stage("encode", t)
+    timer.lap("encode")
     timer.seconds["total"] = round(time.time() - since, 4)
 
     events.emit(
@@ -303,28 +350,31 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     )
 
 
-def startup_timer(start: ProcessStart) -> tuple[Timer, float]:
-    """The stages before the run began, and the wall-clock time the process started."""
-    timer = Timer()
-    try:
-        process_started = psutil.Process().create_time()
-    except psutil.Error:
-        process_started = start.imports_began_wall
-    timer.seconds["startup"] = round(max(0.0, start.imports_began_wall - process_started), 4)
-    timer.seconds["imports"] = round(start.imports_ended - start.imports_began, 4)
-    return timer, process_started
-
-
 def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
     """One input file, one output file: the service's contract."""
-    timer, process_started = startup_timer(start)
+    timer = Timer(start.main_began, dict(start.stages))
     _check_output_file(options.output, options.format)
+    timer.lap("prepare")
+    import_libraries(options)
+    timer.lap("imports")
     choice = resolve_model(options)
     faces = _face_stage(options.settings)
+    timer.lap("prepare")
     job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
-    run_photo(job, LoadedModel(choice, options), options.settings, events, timer, release=True, since=process_started,
+    run_photo(job, LoadedModel(choice, options), options.settings, events, timer, release=True, since=start.began,
               faces=faces)
     return EXIT_OK
+
+
+def import_libraries(options: RunOptions) -> None:
+    """Imports spandrel (and with it PyTorch) for a checkpoint, whose reading needs it, so that this time is the
+    `imports` stage rather than part of `prepare`. Free in a forked job. A `.pb` model's engine imports its own
+    library, PyTorch or none beyond OpenCV (the small families), in the `engine` stage."""
+    if options.model and is_checkpoint(Path(options.model)):
+        try:
+            require_loader()
+        except LoaderMissing:
+            pass  # said when the checkpoint is read
 
 
 def _face_stage(settings: Settings) -> FaceStage | None:

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from infer.pipeline import RunOptions, Settings
 
 # The `imports` stage of the done event runs from here to main()'s start: the worker's own modules and the
-# libraries they load (OpenCV, PyTorch...), imported at main()'s start (below). The standard library's
-# few modules above come before it, with the interpreter's own start (the `startup` stage).
+# libraries they load (OpenCV, numpy), imported at main()'s start (below); spandrel and PyTorch for a checkpoint
+# are imported in the run (also `imports`), a `.pb` model's engine library in its `engine` stage. The standard library's few modules above come before it, with the interpreter's own
+# start (the `startup` stage), or the launcher's fork (the `fork` stage, infer/zygote.py).
 _T_IMPORT = time.perf_counter()
 _T_IMPORT_WALL = time.time()
 
@@ -138,8 +139,11 @@ def _settings(args: argparse.Namespace) -> "Settings":
             raise UsageError("--denoise-strength must be between 0 and 1")
         if parse_level(args.denoise) is not Denoise.OFF:
             raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
+    memory_mb = _env_int("SR_WORKER_MEMORY_MB", 0)
+    if memory_mb < 0:
+        raise UsageError("$SR_WORKER_MEMORY_MB must be 0 (no limit) or more")
     return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength,
-                    _face_settings(args))
+                    _face_settings(args), memory_mb)
 
 
 def _face_settings(args: argparse.Namespace) -> "FaceSettings":
@@ -181,15 +185,33 @@ def _wants_console(argv: list[str]) -> bool:
     return sys.stdout.isatty() and "--json" not in argv
 
 
+def _without_libraries(err: ModuleNotFoundError) -> int:
+    """sr-infer installed without the worker's libraries (the front end's own `pip install .`): what to install,
+    on stderr and, for a program reading the events, as the `error` event; exit 5 like any missing engine."""
+    from infer.contract import EventKind, Failure
+    from infer.events import EventStream
+
+    message = (f"sr-infer needs the worker's libraries (numpy, OpenCV, PyTorch), and {err.name or 'one of them'} "
+               "is not installed: run pip install '.[worker]' in the project folder (or pip install "
+               "'photo-upscaler[worker]'), or make setup")
+    print(f"sr-infer: error: {message}", file=sys.stderr)
+    if not sys.stdout.isatty():
+        EventStream().emit(EventKind.ERROR, code=Failure.MODEL.code, message=message, exit_code=Failure.MODEL.exit_code)
+    return Failure.MODEL.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     # Imported here, not at the top: after _T_IMPORT (so that `imports` times them) and after the
     # repository was made importable.
-    from infer import pipeline
+    try:
+        from infer import pipeline
+    except ModuleNotFoundError as err:
+        return _without_libraries(err)
     from infer.errors import EXIT_INTERRUPTED, EXIT_OTHER, InputError, OutOfMemoryError, WorkerError
     from infer.contract import EventKind
     from infer.events import EventSink, EventStream
 
-    start = pipeline.ProcessStart(_T_IMPORT, _T_IMPORT_WALL, time.perf_counter())
+    start = pipeline.ProcessStart.of_this_process(_T_IMPORT, _T_IMPORT_WALL)
     argv = sys.argv[1:] if argv is None else list(argv)
     console = None
     if _wants_console(argv):

@@ -12,6 +12,11 @@ from infer import REPO_ROOT
 from tests.fixtures.edsr_graph import write_edsr_graph
 
 SHARED_DIR = REPO_ROOT.parent / "shared"
+# Services built in this process start their workers the plain way unless a test asks for the preloaded
+# launcher: each of the suite's many short-lived services would otherwise spend 5-8 s of CPU importing the
+# worker's libraries into a launcher it mostly never uses. The launcher's own tests (tests/web/test_launcher.py),
+# the shared API server and every service run as a process (`python -m web`, gunicorn) use the default.
+os.environ.setdefault("SR_WORKER_START", "plain")
 FP16_OVERFLOW_GAIN = 600.0  # see edsr_model_fp16_overflow
 
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, get_args, get_type_hints
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, data_home
 from infer.catalog import parse_ranks
+from infer.launcher import START_KINDS
 from infer.models import default_model_path, models_dir
 
-DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
+DEFAULT_MODEL = data_home() / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
 README = REPO_ROOT / "README.md"
 TABLE_HEADER = "| variable | default | meaning |"
@@ -123,10 +124,11 @@ class Config:
     the settings table (README, "Configuration")."""
 
     data_dir: Path = setting(
-        "SR_DATA_DIR", REPO_ROOT,
+        "SR_DATA_DIR", data_home(),
         "holds `uploads/`, `results/` and `state/` (the job database `state/jobs.db` and one worker log per job "
         "in `state/logs/`)",
-        shown_default="the repository",
+        shown_default="the repository (installed with `pip install .`: the current folder)",
+        read=lambda env: Path(env.get("SR_DATA_DIR", "").strip() or data_home()).resolve(),
     )
     model_path: Path = setting(
         "SR_MODEL_PATH", DEFAULT_MODEL,
@@ -135,10 +137,11 @@ class Config:
         shown_default="`models/EDSR_x3.pb`", read=lambda env: default_model_path(env).resolve(),
     )
     models_dir: Path = setting(
-        "SR_MODELS_DIR", REPO_ROOT / "models",
+        "SR_MODELS_DIR", data_home() / "models",
         "folder `sr-models` fetches into, the models people may choose from (`GET /api/options`), and where "
         "the default `EDSR_x3.pb` is looked for when `SR_MODEL_PATH` is unset",
-        shown_default="`models/`", read=lambda env: models_dir(env=env).resolve(),
+        shown_default="`models/` (in the repository; installed with `pip install .`: in the current folder)",
+        read=lambda env: models_dir(env=env).resolve(),
     )
     model_ranks: str | None = setting(
         "SR_MODEL_RANKS", None,
@@ -240,6 +243,19 @@ class Config:
         "SR_WORKER_NICE", 10,
         "CPU niceness of the worker processes, so that the service's threads win the CPU when both want it; "
         "0 to disable",
+    )
+    worker_start: str = setting(
+        "SR_WORKER_START", "preloaded",
+        "`preloaded`: each job's process is forked from a launcher that has imported the worker's libraries "
+        "(a small job takes about 1 s instead of 5-8 s; the launcher holds about 700 MB; on Ray nodes, one in each "
+        "Ray worker process, which is then kept for the next job); `plain`: each job starts a fresh interpreter. "
+        "Jobs start plain while the launcher is (re)starting", one_of(*START_KINDS), lower=True,
+    )
+    worker_memory_mb: int = setting(
+        "SR_WORKER_MEMORY_MB", 0,
+        "the address space, in MB, each job's process may add once its libraries are loaded (`RLIMIT_AS`); a job "
+        "over it fails with `out_of_memory`. 0: no limit. CPU jobs only: a GPU's driver reserves address space "
+        "beyond any such limit", NOT_NEGATIVE,
     )
     behind_proxy: bool = setting(
         "SR_BEHIND_PROXY", False,

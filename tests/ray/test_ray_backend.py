@@ -314,3 +314,27 @@ def test_a_driver_that_stops_answering_is_killed_and_replaced(ray_server, photos
     after = client.upload(photos.small_png, filename="after.png").json()["id"]
     assert client.wait(after, timeout=JOB_TIMEOUT)["status"] == "done"
 
+
+
+def test_preloaded_jobs_are_forked_from_a_launcher_the_ray_worker_process_keeps(
+    ray_server, ray_cluster: RayCluster, photos: Photos
+) -> None:
+    """Last in this module: the Ray worker processes it leaves keep their launchers until the cluster stops."""
+    server = ray_server(worker_start="preloaded", result_cache="off")
+    client = server.client()
+    first = client.wait(client.upload(photos.small_png, filename="first.png").json()["id"], timeout=JOB_TIMEOUT)
+    assert first["status"] == "done" and "startup" in first["timings"], first  # plain while the launcher imports
+    expected = client.get(f"/api/jobs/{first['id']}/result").body
+    deadline = time.monotonic() + 240
+    while True:
+        job = client.wait(client.upload(photos.small_png, filename="next.png").json()["id"], timeout=JOB_TIMEOUT)
+        assert job["status"] == "done", job
+        if "fork" in job["timings"]:
+            break
+        assert time.monotonic() < deadline, "no job was forked from the node's launcher in 240 s"
+        time.sleep(1.0)
+    assert client.get(f"/api/jobs/{job['id']}/result").body == expected
+    where = placement(server, job["id"])
+    assert where is not None and where.node_id in ray_cluster.gpu_node_ids()
+    # The job's process was the launcher's child, not the task's, and it has ended with its job.
+    assert gone(where.worker_pid) and not gone(where.task_pid)

@@ -82,6 +82,6 @@ def start_server(tmp_path: Path, fsrcnn_model: Path) -> Iterator[StartServer]:
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory, fsrcnn_model: Path) -> Iterator[LiveServer]:
     """One server shared by the read-mostly API tests of a module."""
-    server = start_live_server(tmp_path_factory.mktemp("web-data"), model_path=fsrcnn_model)
+    server = start_live_server(tmp_path_factory.mktemp("web-data"), model_path=fsrcnn_model, worker_start="preloaded")
     yield server
     server.stop()

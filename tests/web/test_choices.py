@@ -115,7 +115,7 @@ def test_jobs_run_the_chosen_model(start_server: StartServer, models_folder: Pat
         result = client.get(done["links"]["result"])
         with Image.open(io.BytesIO(result.body)) as image:
             assert image.size == (64 * scale, 48 * scale), (fields, image.size)
-        assert done["output"]["download_name"] == f"photo_x{scale}.png"
+        assert done["output"]["download_name"] == f"photo_x{scale}_{model}.png"
     # Done jobs now give the measured speed.
     options = client.get("/api/options").json()
     assert all(m["seconds_per_megapixel"] > 0 for m in options["models"])
@@ -224,4 +224,4 @@ def test_the_row_names_the_model_by_file_and_rows_of_older_versions_still_run(
     rows = server.services.store
     assert (rows.get(old_id).model, rows.get(new["id"]).model) == ("LapSRN_x4.pb", "ESPCN_x3.pb")
     # Done jobs count for their model's speed, under the file's name.
-    assert rows.recent_speeds("LapSRN_x4.pb") and rows.recent_speeds("ESPCN_x3.pb")
+    assert rows.recent_work("LapSRN_x4.pb") and rows.recent_work("ESPCN_x3.pb")

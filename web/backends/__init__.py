@@ -67,6 +67,7 @@ class Health:
 
     ok: bool
     reason: str | None = None
+    details: dict[str, Any] | None = None  # the backend's own figures for /healthz (the launcher's state)
 
 
 class Execution(Protocol):

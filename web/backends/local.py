@@ -1,4 +1,5 @@
-"""The local backend: one worker subprocess per job on this machine, in its own process group, niced."""
+"""The local backend: one worker process per job on this machine, in its own process group, niced; forked from the
+preloaded launcher (infer/launcher.py) unless SR_WORKER_START=plain."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import psutil
 
 from infer import REPO_ROOT
 from infer.contract import parse_event
-from infer.worker_process import keep_bounded, kill_group, start, worker_environment
+from infer.launcher import ForkedProcess, Launcher, StartKind
+from infer.worker_process import keep_bounded, kill_group, worker_environment
 from web.backends import EventHandler, Health, JobSpec
 from web.config import Config
 from web.jobs.store import Job
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 class LocalExecution:
     """A worker process and the threads that read its stdout (events) and stderr (the job's log)."""
 
-    def __init__(self, proc: subprocess.Popen, on_event: EventHandler, log_path: Path):
+    def __init__(self, proc: subprocess.Popen | ForkedProcess, on_event: EventHandler, log_path: Path):
         self._proc = proc
         self._reader = threading.Thread(target=_read_events, args=(proc.stdout, on_event), daemon=True)
         self._logger = threading.Thread(target=copy_bounded, args=(proc.stderr, log_path), daemon=True)
@@ -56,31 +58,37 @@ class LocalExecution:
 
 
 class LocalBackend:
-    """`python infer/sr_infer.py …` as a child of the service, results written in place."""
+    """`python infer/sr_infer.py …` on this machine, results written in place."""
 
     name = "local"
     uses_local_model = True
 
     def __init__(self, config: Config):
         self.config = config
+        self.launcher = Launcher(StartKind(config.worker_start), self.environment(), REPO_ROOT)
 
     def start(self) -> None:
-        pass
+        self.launcher.start()
 
     def health(self) -> Health:
-        return Health(ok=True)
+        # Jobs start the plain way while the launcher is down: slower, never refused; the state is for /healthz.
+        return Health(ok=True, details={"launcher": self.launcher.state().as_json()})
 
     def close(self) -> None:
-        pass
+        self.launcher.close()
 
     def command(self, spec: JobSpec) -> list[str]:
         return spec.worker_command(self.config.max_pixels, self.config.worker_script).argv()
 
     def environment(self) -> dict[str, str]:
-        return worker_environment({"SR_MODEL_PATH": str(self.config.model_path)})
+        extra = {"SR_MODEL_PATH": str(self.config.model_path)}
+        if self.config.worker_memory_mb:
+            extra["SR_WORKER_MEMORY_MB"] = str(self.config.worker_memory_mb)
+        return worker_environment(extra)
 
     def launch(self, spec: JobSpec, on_event: EventHandler) -> LocalExecution:
-        proc = start(self.command(spec), cwd=REPO_ROOT, env=self.environment(), nice=self.config.worker_nice)
+        proc = self.launcher.popen(self.command(spec), cwd=REPO_ROOT, env=self.environment(),
+                                   nice=self.config.worker_nice)
         return LocalExecution(proc, on_event, spec.log_path)
 
     def recover(self, jobs: list[Job]) -> None:

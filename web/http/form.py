@@ -8,9 +8,10 @@ from infer import contract
 from infer.catalog import KINDS, QUALITIES, Catalog, InstalledModel, NoSuchChoice
 from infer.contract import DENOISE_LEVELS
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_LICENCE, FaceMode, parse_fidelity
+from web.config import Config
 from web.guards.health import UNAVAILABLE_TEXT, Availability
 from web.http.errors import Refusal
-from web.jobs.choice import DEFAULT_DENOISE, Choice, quantised, seconds_per_mp
+from web.jobs.choice import DEFAULT_DENOISE, Choice, quantised, seconds_per_mp, start_seconds
 from web.jobs.store import JobStore
 
 
@@ -73,15 +74,25 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
                   _strength(form, pick.model, denoise, offered), pick.why)
 
 
-def options_json(store: JobStore, catalog: Catalog, state: Availability) -> dict[str, Any]:
+def family_name(model: InstalledModel) -> str:
+    """The family as the page names it: "LapSRN", "EDSR", "RealESRGAN Compact"."""
+    if model.spec.checkpoint is not None:
+        return model.spec.checkpoint.architecture_name
+    return model.family.display_name
+
+
+def options_json(store: JobStore, catalog: Catalog, state: Availability, config: Config) -> dict[str, Any]:
     """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
-    picks, which the page shows and sends as they are."""
+    picks, which the page shows and sends as they are. A job's expected time is `start_seconds` plus its input
+    megapixels times its model's `seconds_per_megapixel`."""
     default = catalog.default
     return {
+        "start_seconds": start_seconds(store, config),
         "models": [
             {
                 "id": m.id,
                 "family": m.family.name,
+                "family_name": family_name(m),
                 "label": m.label,
                 "kind": m.kind,
                 "scale": m.scale,

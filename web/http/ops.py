@@ -53,7 +53,8 @@ def healthz() -> tuple[dict, int]:
         "model": {"name": s.config.model_path.name, "present": model_present},
         "folders_writable": writable,
         "disk": space.as_json(),
-        "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason},
+        "backend": {"name": backend.name, "ok": backend_health.ok, "reason": backend_health.reason,
+                    **(backend_health.details or {})},
         # The operator's reason and remedy when jobs cannot run (the page only says that they cannot).
         "reason": "; ".join(reasons) or None,
         # Checkpoints dropped into the models folder and not yet scanned (not offered), with the command to run.

@@ -9,6 +9,7 @@ from typing import Any
 from infer import contract
 from infer.catalog import Catalog, InstalledModel, parse_ranks
 from infer.faces.options import DEFAULT_FIDELITY, FaceMode
+from infer.launcher import StartKind
 from web.config import Config
 from web.jobs.store import JobStore
 
@@ -30,10 +31,37 @@ def catalog_for(config: Config, backend: Any) -> Catalog:
                         local_files=backend.uses_local_model)
 
 
+# A job's fixed cost (the worker's start, model load and release, the service's own handling) before this
+# service has run any: docs/benchmarks.md, "Small jobs" (a 160x120 photo upload to done, minus its work).
+START_PRIOR_S = {StartKind.PRELOADED.value: 1.0, StartKind.PLAIN.value: 6.0}
+# How many megapixels of evidence the family's benchmark figure counts for. A model's speed is its recent jobs'
+# work seconds over their megapixels, pixel-weighted with this prior: a tiny job, whose work is mostly per-call
+# overhead, barely moves it, and a few large photos outweigh the benchmark machine.
+PRIOR_MEGAPIXELS = 0.5
+
+
 def seconds_per_mp(store: JobStore, model: InstalledModel) -> float:
-    """The median of this service's recent jobs with the model, else the family's figure from the benchmarks."""
-    measured = store.recent_speeds(model.path.name)
-    return round(statistics.median(measured) if measured else model.family.cpu_seconds_per_mp, 3)
+    """Seconds of work per input megapixel with this model: this service's recent jobs, weighed by their pixels
+    with the family's benchmark figure (counted as PRIOR_MEGAPIXELS)."""
+    samples = store.recent_work(model.path.name)
+    seconds = PRIOR_MEGAPIXELS * model.family.cpu_seconds_per_mp + sum(work for work, _ in samples)
+    megapixels = PRIOR_MEGAPIXELS + sum(mp for _, mp in samples)
+    return round(seconds / megapixels, 3)
+
+
+def start_seconds(store: JobStore, config: Config) -> float:
+    """A job's fixed cost on this service: the median over its recent jobs, else the benchmark figure for how
+    its workers start."""
+    measured = store.recent_overheads()
+    if measured:
+        return round(statistics.median(measured), 2)
+    kind = config.worker_start if config.backend == "local" else StartKind.PLAIN.value
+    return START_PRIOR_S[kind]
+
+
+def estimate_seconds(store: JobStore, config: Config, model: InstalledModel, megapixels: float) -> float:
+    """How long a job of this many input megapixels is expected to take once its worker starts."""
+    return start_seconds(store, config) + megapixels * seconds_per_mp(store, model)
 
 
 @dataclass(frozen=True)

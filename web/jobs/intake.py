@@ -16,7 +16,7 @@ from web.jobs.files import result_name
 from web.jobs.store import QUEUED, Job, JobStore
 from web.guards.limits import check_output_pixels
 from web.guards.health import UNAVAILABLE_TEXT, HealthLog, availability
-from web.jobs.choice import Choice, seconds_per_mp
+from web.jobs.choice import Choice, estimate_seconds
 from web.jobs.runner import Runner, queue_full
 from web.guards.shares import queue_share_refusal
 from web.jobs.uploads import clean_name, output_format_for, save_upload
@@ -100,7 +100,7 @@ class Intake:
             denoise=choice.denoise,
             faces=choice.faces,
             face_fidelity=choice.face_fidelity,
-            estimate_s=saved.width * saved.height / 1e6 * seconds_per_mp(self.store, choice.model),
+            estimate_s=estimate_seconds(self.store, config, choice.model, saved.width * saved.height / 1e6),
             cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.scale,
                                      choice.denoise, out_format, (choice.faces, choice.face_fidelity),
                                      choice.denoise_strength),

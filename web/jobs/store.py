@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
+from infer.contract import work_seconds
 from web.jobs.dbpool import ConnectionPool
 
 QUEUED = "queued"
@@ -305,14 +306,36 @@ class JobStore:
         """The owner's jobs in upload order."""
         return [_row_to_job(r) for r in self._rows("SELECT * FROM jobs WHERE owner = ? ORDER BY seq", (owner,))]
 
-    def recent_speeds(self, model: str, limit: int = 20) -> list[float]:
-        """Running seconds per input megapixel of the latest done jobs with this model file (`EDSR_x3.pb`)."""
+    def recent_work(self, model: str, limit: int = 20) -> list[tuple[float, float]]:
+        """(work seconds, input megapixels) of the latest done jobs a worker ran with this model file
+        (`EDSR_x3.pb`): the work stages of their done events (contract.WORK_STAGES)."""
         rows = self._rows(
-            "SELECT finished_at - started_at, input_width * input_height FROM jobs WHERE state = ? AND model = ? "
-            "AND started_at IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            "SELECT timings, input_width * input_height FROM jobs WHERE state = ? AND model = ? "
+            "AND cached_from IS NULL AND timings IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
             (DONE, model, limit),
         )
-        return [seconds / (pixels / 1e6) for seconds, pixels in rows if pixels and seconds is not None]
+        out = []
+        for timings, pixels in rows:
+            work = work_seconds(json.loads(timings)) if timings else None
+            if work is not None and pixels:
+                out.append((work, pixels / 1e6))
+        return out
+
+    def recent_overheads(self, limit: int = 20) -> list[float]:
+        """Seconds each of the latest done jobs a worker ran spent outside its work stages, from the service's
+        start of its worker to its end: the fixed cost of a job on this service, whatever its model."""
+        rows = self._rows(
+            "SELECT finished_at - started_at, timings FROM jobs WHERE state = ? AND cached_from IS NULL "
+            "AND started_at IS NOT NULL AND finished_at IS NOT NULL AND timings IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT ?",
+            (DONE, limit),
+        )
+        out = []
+        for wall, timings in rows:
+            work = work_seconds(json.loads(timings)) if timings else None
+            if work is not None and wall is not None:
+                out.append(max(0.0, wall - work))
+        return out
 
     def with_cache_key(self, key: str, states: tuple[str, ...]) -> list[Job]:
         """Jobs with this cache key in these states, oldest first."""

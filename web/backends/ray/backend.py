@@ -231,6 +231,7 @@ class RayBackend:
             allow_public_address=config.ray_allow_public_address,
             gpus_per_job=config.ray_gpus_per_job,
             cpus_per_job=config.ray_cpus_per_job,
+            worker_start=config.worker_start,
         )
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -499,6 +500,7 @@ class RayBackend:
             denoise_strength=spec.denoise_strength,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,
+            start=self.config.worker_start,
             input_label=str(spec.input_path),
             output_label=str(spec.output_path),
             model_label=str(spec.model_path),

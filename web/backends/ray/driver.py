@@ -17,6 +17,7 @@ from typing import Any
 
 from web.backends.ray.link import Link, LinkClosed, Op
 from web.backends.ray.address import public_refusal
+from infer.launcher import StartKind
 from web.backends.ray.inventory import list_node_models
 from web.backends.ray.task import TaskRequest, kill_job_processes, run_job_on_node
 
@@ -63,6 +64,7 @@ class DriverSettings:
     allow_public_address: bool
     gpus_per_job: float
     cpus_per_job: float
+    worker_start: str = "plain"  # SR_WORKER_START: how each node starts a job's process
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -126,11 +128,13 @@ class Driver:
             ray.init(address=self.settings.address, namespace=NAMESPACE, log_to_driver=False,
                      logging_level=logging.WARNING)
         # The resources go into the declaration itself: Ray fixes max_calls there (`.options()` cannot
-        # change it), so every job gets a fresh worker process that exits after it, GPU or not.
+        # change it). Plain starts: every job gets a fresh Ray worker process that exits after it. Preloaded:
+        # the Ray worker process is kept for the next job, with the launcher it started (task.py); the job is
+        # still a process of its own either way, which holds the GPU only while it runs.
         remote = ray.remote(
             num_gpus=self.settings.gpus_per_job,
             num_cpus=self.settings.cpus_per_job,
-            max_calls=1,
+            max_calls=0 if self.settings.worker_start == StartKind.PRELOADED.value else 1,
             max_retries=0,  # a job is never run twice behind the uploader's back (docs/scaling.md)
             num_returns="streaming",
         )(run_job_on_node)

@@ -1,8 +1,10 @@
-"""The body of the Ray task, run on a worker node: the worker CLI as a subprocess in a temporary folder, its
+"""The body of the Ray task, run on a worker node: the worker CLI as a process of its own (forked from this Ray worker
+process's preloaded launcher, or started plain) in a temporary folder, its
 events streamed back, the result's bytes last. Imports only the standard library and `infer` paths."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -11,7 +13,10 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from infer.launcher import ForkedProcess, Launcher
 
 # Items the task yields besides the worker's own events (theirs are dicts with "event" set by the worker).
 PLACED = "sr_placed"  # first: where the job runs (node, task pid, worker pid)
@@ -40,6 +45,20 @@ class TaskRequest:
     face_fidelity: float | None = None
     outscale: int | None = None
     denoise_strength: float | None = None
+    start: str = "plain"  # SR_WORKER_START: "preloaded" forks the job from this Ray worker process's launcher
+
+
+@functools.cache
+def node_launcher() -> "Launcher":
+    """This Ray worker process's preloaded launcher, started by its first job (which itself starts plain while
+    the launcher imports) and kept while the process lives; it dies with it, and its jobs with it."""
+    from infer import REPO_ROOT
+    from infer.launcher import Launcher, StartKind
+    from infer.worker_process import worker_environment
+
+    launcher = Launcher(StartKind.PRELOADED, worker_environment(), REPO_ROOT)
+    launcher.start()
+    return launcher
 
 
 def node_model_path(model_name: str, env: Mapping[str, str] = os.environ) -> Path:
@@ -104,7 +123,7 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
     owned = folder.with_name(f"{folder.name}-{os.getpid()}")
     folder.rename(owned)
     folder = owned
-    proc: subprocess.Popen | None = None
+    proc: "subprocess.Popen | ForkedProcess | None" = None
     try:
         source = folder / f"input{request.input_suffix}"
         source.write_bytes(photo)
@@ -121,8 +140,12 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
                                 faces=request.faces, face_fidelity=request.face_fidelity,
                                 outscale=request.outscale, denoise_strength=request.denoise_strength)
-        proc = worker_process.start(command.argv(), cwd=folder, env=worker_process.worker_environment(),
-                                    nice=request.nice, die_with_parent=True)
+        # The job's environment is read now: Ray sets this task's CUDA_VISIBLE_DEVICES in this process.
+        env = worker_process.worker_environment()
+        if request.start == "preloaded":
+            proc = node_launcher().popen(command.argv(), cwd=folder, env=env, nice=request.nice, die_with_parent=True)
+        else:
+            proc = worker_process.start(command.argv(), cwd=folder, env=env, nice=request.nice, die_with_parent=True)
         context = ray.get_runtime_context()
         yield {
             "event": PLACED,
