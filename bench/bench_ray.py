@@ -1,7 +1,8 @@
 """The Ray backend against the local one on this machine: per-job overhead for the same small job (median of
 interleaved runs) and jobs per minute with one GPU-declaring node against two, on a loopback cluster.
 With --driver-baseline REV instead: the cost per job of the Ray driver's own process, the same small job
-through two `sr-web` processes, this tree's (the driver a child process) and REV's (the service the driver)."""
+through two `sr-web` processes, this tree's (the driver a child process) and REV's (the service the driver).
+With --starts instead: Ray jobs whose processes are forked from the preloaded launcher against plain starts."""
 
 from __future__ import annotations
 
@@ -122,6 +123,47 @@ def _driver_overhead(baseline: str, runs: int, photo: bytes, model: Path, work: 
     }
 
 
+def _ray_starts(runs: int, photo: bytes, model: Path, work: Path) -> dict:
+    """Two Ray services on one cluster, one per SR_WORKER_START, each running its jobs in a block after the
+    preloaded one's Ray worker process has its launcher ready (its jobs' timings have `fork`). Not alternated:
+    on a node with one CPU, Ray ends an idle worker process beyond one when another function's task needs a
+    process, and the preloaded one's launcher would go with it each time."""
+    cluster = _cluster_with_one_gpu_node()
+    servers: dict[str, LiveServer] = {}
+    try:
+        for kind in ("preloaded", "plain"):
+            servers[kind] = start_live_server(work / kind, model_path=model, auth_token=None, backend="ray",
+                                              ray_address=cluster.address, worker_start=kind, result_cache="off")
+        deadline = time.monotonic() + 60
+        while any(server.client().get("/healthz").status != 200 for server in servers.values()):
+            if time.monotonic() > deadline:
+                raise SystemExit("the services did not connect to the cluster")
+            time.sleep(0.1)
+        client = servers["preloaded"].client()
+        deadline = time.monotonic() + 300
+        while "fork" not in client.wait(client.upload(photo).json()["id"], timeout=300)["timings"]:
+            if time.monotonic() > deadline:
+                raise SystemExit("no preloaded job was forked in 300 s")
+            time.sleep(1.0)
+        seconds: dict[str, list[float]] = {"preloaded": [], "plain": []}
+        forked = 0
+        for _ in range(runs):
+            job = client.wait(client.upload(photo).json()["id"], timeout=300)
+            seconds["preloaded"].append(job["finished_at"] - job["created_at"])
+            forked += "fork" in job["timings"]
+        _job_seconds(servers["plain"], photo)  # warm-up
+        for _ in range(runs):
+            seconds["plain"].append(_job_seconds(servers["plain"], photo))
+    finally:
+        for server in servers.values():
+            server.stop()
+        cluster.shutdown()
+    pre, plain = statistics.median(seconds["preloaded"]), statistics.median(seconds["plain"])
+    return {"runs": runs, "preloaded_jobs_forked": forked, "preloaded_median_s": round(pre, 3), "plain_median_s": round(plain, 3),
+            "preloaded_over_plain": round(pre / plain, 2),
+            **{f"{kind}_s": [round(v, 3) for v in values] for kind, values in seconds.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="interleaved local/ray pairs for the overhead")
@@ -130,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=str(SHARED / "models" / "FSRCNN_x3.pb"))
     parser.add_argument("--driver-baseline", metavar="REV",
                         help="measure the driver process's cost against commit REV (its service the driver)")
+    parser.add_argument("--starts", action="store_true",
+                        help="Ray jobs with SR_WORKER_START=preloaded against plain, on one GPU-declaring node")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))
     photo = _photo((width, height))
@@ -144,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver_baseline:
         try:
             report = _driver_overhead(args.driver_baseline, args.runs, photo, model, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({"photo": f"chelsea crop {width}x{height}", "model": model.name, **report,
+                          "cpus": os.cpu_count()}, indent=2))
+        return 0
+    if args.starts:
+        try:
+            report = _ray_starts(args.runs, photo, model, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(json.dumps({"photo": f"chelsea crop {width}x{height}", "model": model.name, **report,
