@@ -62,11 +62,14 @@ def preload() -> float:
     """Imports PRELOAD; the seconds it took."""
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # a CUDA check here must not open the driver
     began = time.perf_counter()
+    missing = []
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except Exception as err:  # noqa: BLE001  (the job says it again, as a plain start would)
-            print(f"sr-launcher: {name} not preloaded: {type(err).__name__}: {err}", file=sys.stderr)
+            missing.append(f"{name} ({type(err).__name__}: {err})")
+    if missing:
+        print(f"sr-launcher: not preloaded, each job imports them itself: {'; '.join(missing)}", file=sys.stderr)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("CUDA was initialised while preloading; forking would break the jobs")
