@@ -39,7 +39,7 @@ ANGLES = 24
 class Limits:
     """The thresholds and shape limits of the detection (defaults measured with bench/bench_repair.py)."""
 
-    min_contrast: float = 40.0  # grey levels a pixel stands out from its surroundings
+    min_contrast: float = 60.0  # grey levels a pixel stands out from its surroundings
     texture_ratio: float = 6.0  # times the median top-hat around it
     line_length: int = 31
     max_speck_area: int = 40
