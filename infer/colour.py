@@ -13,11 +13,12 @@ from infer.images import DecodedImage
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
 # The sign of fading looked for is lost blacks: the darkest part of an aged print turns grey or coloured in every
-# channel. Below FADED_FROM grey levels (the darkest channel's black point) a photo is left exactly as it is;
+# channel. Below FADED_FROM grey levels (the channels' black points on average) a photo is left exactly as it is;
 # from FULLY_FADED up it is restored fully; between, the restored and the original are blended. A photo with deep
-# shadows is thus visibly unchanged, even a dim one without whites (chelsea: black points 6, 17, 25).
-FADED_FROM = 12.0
-FULLY_FADED = 30.0
+# shadows is thus visibly unchanged, even a dim one without whites (chelsea: black points 6, 17, 25); the average,
+# not the darkest, so that a strong cast that kept one channel's blacks still counts.
+FADED_FROM = 18.0
+FULLY_FADED = 32.0
 MAX_GAIN = 3.0  # a channel is never stretched more than this (a photo of one colour keeps it)
 # Channels closer than this on average (grey levels) are a black-and-white photo scanned in colour.
 GREY_SPREAD = 2.0
@@ -56,8 +57,8 @@ def restore_bgr(bgr: np.ndarray, grayscale: bool = False) -> np.ndarray:
         points = [_levels(sample.mean(axis=1))] * 3
     else:
         points = [_levels(sample[:, c]) for c in range(3)]
-    darkest = min(low for low, _ in points)
-    strength = float(np.clip((darkest - FADED_FROM) / (FULLY_FADED - FADED_FROM), 0.0, 1.0))
+    lifted = sum(low for low, _ in points) / 3
+    strength = float(np.clip((lifted - FADED_FROM) / (FULLY_FADED - FADED_FROM), 0.0, 1.0))
     if strength == 0.0:
         return bgr
     table = np.empty((3, 256), np.uint8)
