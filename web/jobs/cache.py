@@ -59,12 +59,15 @@ class ResultCache:
         return self.config.result_cache != "off"
 
     def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str,
-            faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
+            faces: tuple[str, float] | None = None, denoise_strength: float | None = None,
+            repair_mask_sha256: str | None = None, repair: str = "off", colour: str = "off") -> str | None:
         """None when the cache is off. The model counts by its checksum; where the model lives only on the
         worker nodes (Ray), by its name, which `sr-models fetch` ties to a checksum there. `faces` (mode and
         fidelity) counts only when faces are restored, so that keys made before the face stage still match; `scale`
         is the written one (a x4 model's output reduced to 3x is another result); `denoise_strength` counts when given.
-        Fidelity and strength count as given: the intake quantises them once, and the job records and runs that value."""
+        Fidelity and strength count as given: the intake quantises them once, and the job records and runs that value.
+        The repair mask counts by its SHA-256, and automatic repair and colour restoration when asked: a job
+        without them keeps the key it had before they existed."""
         if not self.enabled:
             return None
         model = self.digests.of(model_path) or f"name:{model_id}"
@@ -73,6 +76,12 @@ class ResultCache:
             parts.append(["faces", faces[0], float(faces[1])])
         if denoise_strength is not None:
             parts.append(["denoise_strength", float(denoise_strength)])
+        if repair_mask_sha256 is not None:
+            parts.append(["repair_mask", repair_mask_sha256])
+        if repair != "off":
+            parts.append(["repair", repair])
+        if colour != "off":
+            parts.append(["colour", colour])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def _same_scope(self, job: Job, other: Job) -> bool:

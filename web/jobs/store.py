@@ -77,6 +77,9 @@ _ADDED_COLUMNS = (
     ("denoise_strength", "REAL"),
     ("ran", "TEXT"),
     ("client_address", "TEXT"),
+    ("repair_mask_sha256", "TEXT"),
+    ("repair", "TEXT"),
+    ("colour", "TEXT"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -134,6 +137,9 @@ class Job:
     denoise_strength: float | None = None  # a blend with the model's denoise twin (0..1); None: not asked
     ran: str | None = None  # what ran, from the worker's start event: "RealESRGAN Compact x4, reduced to 3x"
     client_address: str | None = None  # the sender's address, for its share of the queue
+    repair_mask_sha256: str | None = None  # the repair mask's digest where one was sent (JobFiles.mask holds it)
+    repair: str | None = None  # "auto": the worker finds scratches and dust; "off" or None: it does not
+    colour: str | None = None  # "restore" or "off" (None: made before colour could be restored)
 
     @property
     def model_id(self) -> str | None:
