@@ -10,6 +10,9 @@ Every choice comes from one `numpy.random.Generator`, so a seed gives the same d
 - Fading: each channel's contrast lowered to 55-75% around a mid level and shifted towards a warm cast (cyan dye
   fades first in aged prints, leaving them orange or magenta).
 
+Scratches and dust are grey, as on real prints (paper base showing, dirt, dust); the detector relies on that
+(infer/scratches.py, step 2), so coloured damage is outside what this benchmark measures.
+
 The damage mask (`Damage.mask`) holds every pixel the generator changed by more than `VISIBLE` grey levels in any
 channel: a scratch drawn over pixels of its own colour changed nothing a detector could see, and is not counted.
 """

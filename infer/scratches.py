@@ -6,14 +6,19 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    darker (black top-hat: its closing minus the photo) than its surroundings and narrower than the disc: lines up
    to about 7 px wide and specks up to about 8 px across. Edges between wide areas, and wider things (an eye, a
    letter's bowl), give nothing.
-2. A pixel stands out where its top-hat is above `min_contrast` and above `texture_ratio` times the median top-hat
+2. Damage is neutral: a scratch that took the emulsion off shows the white paper base, dirt in it and dust are
+   grey or black. A pixel more colourful than `max_chroma` (CIELAB chroma) belongs to the picture: this is what
+   keeps most of a colour photo's own thin lines (a coloured rim, a badge's outline, a suit's seam) unmarked.
+   Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. In a
+   black-and-white photo every pixel is neutral and only the steps below decide.
+3. A pixel stands out where its top-hat is above `min_contrast` and above `texture_ratio` times the median top-hat
    in a 31 px window around it. Hair, fur, grass, fabric and text are thin and contrasted too, but they come many
    together, which raises their window's median (a scratch fills too little of it to); a scratch or a speck
    lies alone on smoother picture.
-3. Line filter: a scratch is a long, nearly straight run of such pixels. An opening with a line `line_length` px
+4. Line filter: a scratch is a long, nearly straight run of such pixels. An opening with a line `line_length` px
    long at 24 angles (every 7.5 degrees) keeps the pixels that lie on such a run; a curved scratch bends little
    over that length. Short strokes (letters, single hairs, a fabric's weave) are shorter and go.
-4. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
+5. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
    `max_speck_side`, with nothing else standing out within `speck_clearance` px (dust lies alone; fine detail
    does not).
 
@@ -47,6 +52,7 @@ class Limits:
     speck_clearance: int = 4
     side_offset: int = 5  # px across a line to either side
     side_agreement: float = 0.5  # the sides may differ by this part of the line's top-hat
+    max_chroma: float = 8.0  # CIELAB chroma: a pixel more colourful than this is picture, not damage
 
 
 LIMITS = Limits()
@@ -122,9 +128,11 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DISC, DISC))
     smooth = cv2.blur(gray, (3, 3))
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.float32)
+    neutral = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) <= limits.max_chroma
     found = np.zeros(gray.shape, bool)
     for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
         tophat = cv2.morphologyEx(gray, op, disc)
-        standing = _standing_out(tophat, limits)
+        standing = _standing_out(tophat, limits) & neutral
         found |= _lines(standing, tophat, smooth, limits) | _specks(standing, limits)
     return found
