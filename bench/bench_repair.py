@@ -14,7 +14,7 @@
 - Cost: seconds and peak RSS per megapixel of detection + repair and of the colour restoration, on a 4 MP photo
   (coffee enlarged), each in a fresh process.
 
-    .venv/bin/python bench/bench_repair.py --photos ../shared/photos --seeds 3 --figure docs/repair_example.png
+    .venv/bin/python bench/bench_repair.py --photos ../shared/photos --seeds 3 --figure docs/repair_example.jpg
 """
 
 from __future__ import annotations
