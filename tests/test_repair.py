@@ -105,7 +105,7 @@ def _mask_file(folder: Path, mask: np.ndarray, name: str = "mask.png") -> Path:
     return path
 
 
-def _upscale(model: Path, src: Path, out: Path, *flags: str | Path):
+def _upscale(model: Path, src: Path, out: Path | str, *flags: str | Path):
     return run_worker("--input", src, "--output", out, "--model", model, *flags)
 
 
@@ -215,3 +215,20 @@ def test_the_command_carries_the_repair_flags_only_when_asked():
     asked = WorkerCommand(Path("in.png"), Path("out.png"), Path("m.pb"), 100, repair_mask=Path("in.mask.png"),
                           repair=Repair.AUTO, colour=Colour.RESTORE).argv()
     assert asked[-6:] == ["--repair-mask", "in.mask.png", "--repair", "auto", "--colour", "restore"]
+
+
+def test_a_grey_photo_is_filled_grey(shared_photos: Path):
+    grey = cv2.imread(str(shared_photos / "camera.png"))
+    mask = _stroke(*grey.shape[:2]) > 0
+    scratched = grey.copy()
+    scratched[mask] = 255
+    repaired = fill(scratched, mask, grayscale=True)
+    assert np.array_equal(repaired[..., 0], repaired[..., 1]) and np.array_equal(repaired[..., 1], repaired[..., 2])
+    assert np.array_equal(repaired[~mask], scratched[~mask])
+    assert psnr(repaired[mask], grey[mask]) > psnr(scratched[mask], grey[mask]) + 10
+
+
+def test_a_mask_is_for_one_photo_not_a_batch(fsrcnn_model: Path, photo_with_metadata: Path, tmp_path: Path):
+    mask = _mask_file(tmp_path, np.zeros((48, 64), np.uint8))
+    code, events, _ = _upscale(fsrcnn_model, photo_with_metadata, f"{tmp_path / 'out'}/", "--repair-mask", mask)
+    assert code == 2 and events[-1]["code"] == "usage" and "--repair auto" in events[-1]["message"]

@@ -129,9 +129,9 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability, config:
             "modes": list(REPAIR_MODES),
             "default": Repair.OFF.value,
             # An optional file field beside `image`: non-zero pixels (its alpha where it has transparency,
-            # else its grey level) are repaired; the photo's size as shown, at most SR_MAX_UPLOAD_MB.
+            # else its grey level) are repaired; the photo's size as shown, within its own limit.
             "mask": {"field": "repair_mask", "formats": [f.lower() for f in MASK_FORMATS],
-                     "max_mb": config.max_upload_mb},
+                     "max_mb": round(config.max_mask_bytes / 2**20, 3)},
         },
         "colour": {"modes": list(COLOUR_MODES), "default": Colour.OFF.value},
         "available": state.ok,

@@ -77,7 +77,7 @@ class Intake:
             check_output_pixels(saved.width, saved.height, choice.scale, config.max_output_pixels,
                                 upload.offered_scales or {choice.scale})
             if upload.mask is not None:
-                mask = save_mask(upload.mask, config.uploads_dir, saved.job_id, config.max_upload_bytes,
+                mask = save_mask(upload.mask, config.uploads_dir, saved.job_id, config.max_mask_bytes,
                                  saved.width, saved.height)
         except BaseException:
             saved.path.unlink(missing_ok=True)
