@@ -48,9 +48,9 @@ def restore_bgr(bgr: np.ndarray, grayscale: bool = False) -> np.ndarray:
     """The photo with its faded colour restored, or the same array where it shows no fading.
 
     Each channel's black and white points are stretched to 0 and 255: an aged print's colour cast (a dye faded
-    more than the others) and its lowered contrast both undo so. A faded photo that was dim to begin with comes back
-    brighter than it was: nothing in it tells how bright its whites were. A grey photo (or a colour scan of one) gets one
-    stretch for all three channels and stays grey."""
+    more than the others) and its lowered contrast both undo so. A faded photo that was dim to begin with comes
+    back brighter than it was: nothing in it tells how bright its whites were. A grey photo (or a colour scan of
+    one) gets one stretch for all three channels and stays grey."""
     sample = _sample(bgr)
     grey = grayscale or is_grey(bgr)
     if grey:

@@ -57,7 +57,8 @@ class RepairReport:
     filled: int  # pixels filled
 
     def to_json(self) -> dict[str, object]:
-        return {"ran": self.ran, "method": INPAINT_METHOD_NAME, "marked": self.marked, "found": self.found, "filled": self.filled}
+        return {"ran": self.ran, "method": INPAINT_METHOD_NAME, "marked": self.marked, "found": self.found,
+                "filled": self.filled}
 
 
 def read_mask(path: Path, width: int, height: int) -> np.ndarray:
@@ -81,7 +82,8 @@ def read_mask(path: Path, width: int, height: int) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(f"the repair mask {path} was not found") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InputError(f"the repair mask {path.name} could not be read as an image ({exc}); save it as a PNG") from None
+        raise InputError(f"the repair mask {path.name} could not be read as an image ({exc}); "
+                         "save it as a PNG") from None
 
 
 def fill(bgr: np.ndarray, mask: np.ndarray, grayscale: bool = False) -> np.ndarray:

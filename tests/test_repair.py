@@ -3,7 +3,6 @@ real worker (flags, events, refusals, what the output keeps)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import cv2
