@@ -1,4 +1,6 @@
 # Two entry points for a fresh machine: `make run` (set up, fetch the model, serve) and `make test`.
+# `make run` installs what serving needs (`.[worker]`); `make test` adds Ray and the test tools on top of it
+# (a second stamp, so that a later `make run` does not install them again, nor `make test` the first part).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +19,7 @@ TORCHVISION ?= torchvision==0.29.1
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PAIR_CHECK := import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
 
-.PHONY: setup run test bench clean
+.PHONY: setup setup-test run test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,17 +34,23 @@ $(VENV)/.installed: pyproject.toml
 		fi; \
 	fi
 	@$(PY) -c "$(TORCH_PAIR_CHECK)" || { echo "torch and torchvision do not work together; remove $(VENV) and run make setup again"; exit 1; }
+	$(PY) -m pip install --quiet -e '.[worker]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[worker,ray,test]'
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.installed-test
 
 run: setup
 	@$(VENV)/bin/sr-models fetch $(MODELS) || echo "warning: not every model in '$(MODELS)' could be fetched; the page offers the ones that are there, and says so when the default is missing (see README: Models)"
 	@$(VENV)/bin/sr-models scan >/dev/null || echo "warning: the checkpoints in the models folder could not be scanned; the page offers them once \`sr-models scan\` has run"
 	$(VENV)/bin/sr-web --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest
 
 clean:

@@ -20,6 +20,7 @@ FACES_OPTION = "tests/web/test_faces_option.py"
 RESTORE = "tests/web/test_restore.py"
 FACES = "tests/test_faces.py"
 TILING = "tests/test_tiling.py"
+LAUNCHER = "tests/web/test_launcher.py"
 REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
 
 
@@ -98,6 +99,18 @@ MUTANTS = (
            (f"{FACES}::test_fidelity_mixes_the_restorer_into_the_face_area",)),
     Mutant("paste blur only for tiny faces", "infer/faces/align.py", "if shrink < 0.9:", "if shrink < 0.1:",
            (f"{FACES}::test_a_small_pasted_face_gets_its_average_grey_not_moire",)),
+    # The preloaded launcher and the estimates (issue 25).
+    Mutant("pid answered before the forked job leads its session", "infer/zygote.py",
+           "        led.read(1)  # a byte, or the end when the child died before it", "        pass",
+           (f"{LAUNCHER}::test_forked_job_writes_the_same_bytes_as_a_plain_one_and_accounts_for_its_time",)),
+    Mutant("forked job keeps the launcher's environment", "infer/zygote.py",
+           "        os.environ.update(request.env)\n", "        os.environ.update(before)\n",
+           (f"{LAUNCHER}::test_forked_job_keeps_to_the_memory_limit_in_its_own_environment",)),
+    Mutant("speed learned from the whole job", "web/jobs/choice.py",
+           "    seconds = PRIOR_MEGAPIXELS * model.family.cpu_seconds_per_mp + sum(work for work, _ in samples)",
+           "    seconds = PRIOR_MEGAPIXELS * model.family.cpu_seconds_per_mp + sum(work for work, _ in samples)"
+           " + len(samples) * statistics.median(store.recent_overheads() or [0.0])",
+           (f"{LAUNCHER}::test_a_tiny_job_hardly_moves_the_estimate",)),
 )
 
 

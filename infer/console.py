@@ -76,7 +76,7 @@ class Console:
     def _on_done(self, f: dict[str, Any]) -> None:
         self._close_photo()
         seconds = f.get("seconds", {})
-        took = sum(v for k, v in seconds.items() if k not in ("total", "startup", "imports"))
+        took = sum(v for k, v in seconds.items() if k not in ("total", "startup", "fork", "imports"))
         self._write(f"  saved {f['output']} ({f['width']}x{f['height']}) in {took:.1f} s")
         faces = f.get("faces")
         if faces:

@@ -161,9 +161,9 @@ class Failure(Enum):
     BAD_INPUT = (3, "bad_input", 422,
                  "this file could not be read as a photo; try another file or save it again as PNG or JPEG")
     TOO_MANY_PIXELS = (4, "too_many_pixels", 422, "the photo has too many pixels; resize it first")
-    MODEL = (5, "model_error", 503, "the upscaling model could not be used; the administrator has been told")
+    MODEL = (5, "model_error", 503, "the upscaling model could not be used; whoever runs this server can see why in its log")
     OUT_OF_MEMORY = (6, "out_of_memory", 503, "there was not enough memory to upscale this photo; try a smaller one")
-    OUTPUT = (7, "output_error", 503, "the result could not be saved; the administrator has been told")
+    OUTPUT = (7, "output_error", 503, "the result could not be saved; whoever runs this server can see why in its log")
     INTERRUPTED = (130, "internal_error", 500, "the upscaling was stopped; upload the photo again")  # Ctrl-C
 
     def __init__(self, exit_code: int, code: str, http_status: int, fallback_message: str):

@@ -43,6 +43,11 @@ class Family:
     # or "restore" (damaged photos: noise, JPEG, blur).
     kind: str = "fast"
 
+    @property
+    def display_name(self) -> str:
+        """The family as people write it ("LapSRN", "EDSR"): the label up to its note."""
+        return self.label.split(" (", 1)[0] if self.label else self.name.upper()
+
     def tile_for(self, engine: str) -> int:
         return dict(self.engine_tiles).get(engine, self.tile)
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Mapping, Sequence
 
-from infer import REPO_ROOT, scans
+from infer import data_home, scans
 from infer.checkpoints import is_checkpoint
 from infer.digests import sha256_of
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
 from infer.faces.options import GFPGAN_FILE
 from infer.modelsfolder import links_out
 
-MANIFEST_PATH = REPO_ROOT / "models" / "manifest.json"
+# The catalog: every model's file name, sources, size and checksums; package data, so an installed copy has it.
+MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 DEFAULT_MODEL_FILE = "EDSR_x3.pb"
 CHUNK_BYTES = 1 << 20
 NETWORK_TIMEOUT_S = 60.0
@@ -71,10 +72,10 @@ class Check:
 
 
 def models_dir(override: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
-    """--dir, else $SR_MODELS_DIR, else the repository's models/ folder."""
+    """--dir, else $SR_MODELS_DIR, else models/ in the checkout or, for an installed copy, the current folder."""
     env = os.environ if env is None else env
     chosen = override or env.get("SR_MODELS_DIR")
-    return Path(chosen) if chosen else REPO_ROOT / "models"
+    return Path(chosen) if chosen else data_home() / "models"
 
 
 def default_model_path(env: Mapping[str, str] | None = None) -> Path:

@@ -213,10 +213,28 @@ def _wants_console(argv: list[str]) -> bool:
     return sys.stdout.isatty() and "--json" not in argv
 
 
+def _without_libraries(err: ModuleNotFoundError) -> int:
+    """sr-infer installed without the worker's libraries (the front end's own `pip install .`): what to install,
+    on stderr and, for a program reading the events, as the `error` event; exit 5 like any missing engine."""
+    from infer.contract import EventKind, Failure
+    from infer.events import EventStream
+
+    message = (f"sr-infer needs the worker's libraries (numpy, OpenCV, PyTorch), and {err.name or 'one of them'} "
+               "is not installed: run pip install '.[worker]' in the project folder (or pip install "
+               "'photo-upscaler[worker]'), or make setup")
+    print(f"sr-infer: error: {message}", file=sys.stderr)
+    if not sys.stdout.isatty():
+        EventStream().emit(EventKind.ERROR, code=Failure.MODEL.code, message=message, exit_code=Failure.MODEL.exit_code)
+    return Failure.MODEL.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     # Imported here, not at the top: after _T_IMPORT (so that `imports` times them) and after the
     # repository was made importable.
-    from infer import pipeline
+    try:
+        from infer import pipeline
+    except ModuleNotFoundError as err:
+        return _without_libraries(err)
     from infer.errors import EXIT_INTERRUPTED, EXIT_OTHER, InputError, OutOfMemoryError, WorkerError
     from infer.contract import EventKind
     from infer.events import EventSink, EventStream

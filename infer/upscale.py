@@ -135,6 +135,6 @@ def upscale_image(image: DecodedImage, engine: Engine, spec: ModelSpec, plan: Ti
 
 def describe_run(spec: ModelSpec, outscale: int) -> str:
     """What ran, in words for the job and the page: "RealESRGAN Compact x4, reduced to 3x"."""
-    name = spec.checkpoint.architecture_name if spec.checkpoint is not None else spec.algo.upper()
+    name = spec.checkpoint.architecture_name if spec.checkpoint is not None else spec.family.display_name
     said = f"{name} x{spec.scale}"
     return said if outscale == spec.scale else f"{said}, reduced to {outscale}x"

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, get_args, get_type_hints
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, data_home
 from infer.catalog import parse_ranks
 from infer.launcher import START_KINDS
 from infer.models import default_model_path, models_dir
 
-DEFAULT_MODEL = REPO_ROOT / "models" / "EDSR_x3.pb"
+DEFAULT_MODEL = data_home() / "models" / "EDSR_x3.pb"
 WORKER_SCRIPT = REPO_ROOT / "infer" / "sr_infer.py"
 README = REPO_ROOT / "README.md"
 TABLE_HEADER = "| variable | default | meaning |"
@@ -129,10 +129,11 @@ class Config:
     the settings table (README, "Configuration")."""
 
     data_dir: Path = setting(
-        "SR_DATA_DIR", REPO_ROOT,
+        "SR_DATA_DIR", data_home(),
         "holds `uploads/`, `results/` and `state/` (the job database `state/jobs.db` and one worker log per job "
         "in `state/logs/`)",
-        shown_default="the repository",
+        shown_default="the repository (installed with `pip install .`: the current folder)",
+        read=lambda env: Path(env.get("SR_DATA_DIR", "").strip() or data_home()).resolve(),
     )
     model_path: Path = setting(
         "SR_MODEL_PATH", DEFAULT_MODEL,
@@ -141,10 +142,11 @@ class Config:
         shown_default="`models/EDSR_x3.pb`", read=lambda env: default_model_path(env).resolve(),
     )
     models_dir: Path = setting(
-        "SR_MODELS_DIR", REPO_ROOT / "models",
+        "SR_MODELS_DIR", data_home() / "models",
         "folder `sr-models` fetches into, the models people may choose from (`GET /api/options`), and where "
         "the default `EDSR_x3.pb` is looked for when `SR_MODEL_PATH` is unset",
-        shown_default="`models/`", read=lambda env: models_dir(env=env).resolve(),
+        shown_default="`models/` (in the repository; installed with `pip install .`: in the current folder)",
+        read=lambda env: models_dir(env=env).resolve(),
     )
     model_ranks: str | None = setting(
         "SR_MODEL_RANKS", None,

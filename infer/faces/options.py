@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 GFPGAN_FILE = "GFPGANv1.4.pth"
-GFPGAN_NAME = "GFPGANv1.4"  # its name in models/manifest.json, for `sr-models fetch`
+GFPGAN_NAME = "GFPGANv1.4"  # its name in infer/manifest.json, for `sr-models fetch`
 FACE_ARCHITECTURE = "GFPGAN"  # spandrel's id for the one face restorer the stage runs
 FACE_PURPOSE = "FaceSR"  # spandrel's purpose for face restorers: what the face stage loads, never an upscaler
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"

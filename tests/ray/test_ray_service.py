@@ -15,6 +15,7 @@ from tests.ray.conftest import requires_ray
 from tests.web.conftest import Photos, wait_until
 from tests.web.server import start_service_process
 from web import create_app
+from web.guards.health import UNAVAILABLE_TEXT
 from web.backends import check_backend_settings
 from web.config import Config, ConfigError
 
@@ -87,7 +88,7 @@ def test_cluster_unreachable_at_start_service_answers_healthz_503_and_uploads_50
         assert reply.status == 503
         error = reply.json()["error"]
         assert error["code"] == "unavailable"
-        assert error["message"] == "Upscaling is not available right now; the administrator has been told."
+        assert error["message"] == UNAVAILABLE_TEXT
         assert reply.header("Retry-After") == "60"
         assert [p.name for p in (data / "uploads").iterdir() if p.name != ".gitkeep"] == []
         # Once the first attempt has failed, the reason says so, and the log tells the operator where it tried.

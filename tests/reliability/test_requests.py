@@ -125,7 +125,7 @@ def test_client_file_names_never_reach_the_disk(server: LiveServer, photo: bytes
     names = re.findall(r"filename\*=UTF-8''([^;]+)|filename=\"?([^\";]+)", disposition)
     for encoded, plain in names:
         name = unquote(encoded) if encoded else plain
-        assert name.endswith("_x3.png") and len(name) <= 100, name
+        assert name.endswith("_x3_FSRCNN_x3.png") and len(name) <= 100, name
     assert_settled(server)
     observe("Client file names", label, http=f"HTTP 202, job done; shown as {_cell_name(shown)}; download name "
             f"{_cell_name(name)}", left="only <job id>.png in results/", answering="yes (/healthz 200)")

@@ -16,6 +16,8 @@ from PIL import Image
 from tests.web.client import HttpClient, multipart
 from tests.web.conftest import Photos, StartServer, wait_until
 from tests.web.server import LiveServer, worker_processes
+from web.http.api import download_name
+from web.jobs.store import Job
 from web.jobs.uploads import clean_name, download_stem
 
 
@@ -56,7 +58,7 @@ def test_job_runs_and_result_streams_back(module_server: LiveServer, photos: Pho
     result = client.get(done["links"]["result"])
     assert result.status == 200
     assert result.header("Content-Type") == "image/png"
-    assert _download_name(result) == "Summer holiday_x3.png"
+    assert _download_name(result) == "Summer holiday_x3_FSRCNN_x3.png"
     assert _image(result.body).size == (192, 144)
     assert len(result.body) == done["output"]["bytes"]
 
@@ -74,7 +76,7 @@ def test_job_runs_and_result_streams_back(module_server: LiveServer, photos: Pho
 def test_output_format_follows_request_or_input(module_server: LiveServer, photos: Photos) -> None:
     client = module_server.client()
     as_jpeg = client.upload(photos.small_jpg, filename="coffee.jpeg").json()
-    assert as_jpeg["output"]["format"] == "jpg" and as_jpeg["output"]["download_name"] == "coffee_x3.jpg"
+    assert as_jpeg["output"]["format"] == "jpg" and as_jpeg["output"]["download_name"] == "coffee_x3_FSRCNN_x3.jpg"
     as_png = client.upload(photos.small_jpg, filename="coffee.jpeg", fields={"format": "PNG"}).json()
     assert as_png["output"]["format"] == "png"
     for job in (as_jpeg, as_png):
@@ -84,7 +86,7 @@ def test_output_format_follows_request_or_input(module_server: LiveServer, photo
     reply = client.upload(photos.small_jpg, filename="coffee.jpeg", fields={"format": "webp"}, path="/upload")
     assert reply.status == 200, reply.body
     assert reply.header("Content-Type") == "image/webp"
-    assert _download_name(reply) == "coffee_x3.webp"
+    assert _download_name(reply) == "coffee_x3_FSRCNN_x3.webp"
     assert _image(reply.body).size == (180, 120)
     assert client.job(reply.header("X-Job-Id"))["status"] == "done"
 
@@ -327,3 +329,18 @@ def test_the_two_misleading_refusals_say_what_was_wrong(module_server: LiveServe
     assert reply.status == 413 and reply.json()["error"]["code"] == "form_too_large", reply.body
     assert "MB" not in reply.json()["error"]["message"] and "other than the photo" in reply.json()["error"]["message"]
     assert list((module_server.data_dir / "uploads").glob(".incoming-*")) == []
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({}, "Summer holiday_x3_FSRCNN_x3.png"),
+    ({"denoise": "light"}, "Summer holiday_x3_FSRCNN_x3_denoise-light.png"),
+    ({"model": "realesr-general-x4v3.pth", "scale": 4, "denoise_strength": 0.3}, "Summer holiday_x4_realesr-general-x4v3_strength-0.3.png"),
+    ({"faces": "on", "face_fidelity": 0.7}, "Summer holiday_x3_FSRCNN_x3_faces-0.7.png"),
+    ({"model": None}, "Summer holiday_x3.png"),  # a row from before models could be chosen
+])
+def test_the_download_name_says_the_model_and_the_settings_that_change_the_pixels(settings: dict, expected: str) -> None:
+    settings = dict(settings)
+    job = Job(id="j", state="done", original_name="Summer holiday.jpg", input_file="j.jpg", input_format="jpg",
+              input_width=4, input_height=3, input_bytes=10, output_file="j.png", output_format="png",
+              scale=settings.pop("scale", 3), created_at=0.0, model=settings.pop("model", "FSRCNN_x3.pb"), **settings)
+    assert download_name(job) == expected

@@ -1,5 +1,6 @@
-"""The page in headless Chromium against a real server and worker: pick and drop photos, choices, the
-zoomable comparison, history after a reload, download all, dark mode, German, keyboard only, no model.
+"""The page in headless Chromium against a real server and worker: pick and drop photos, which wait with
+their estimates until "Upscale", choices, the zoomable comparison, history after a reload, download all,
+clearing, dark mode, German, keyboard only, no model.
 
 Screenshots of each state go to tests/web/artifacts/ (gitignored) to be looked at by eye."""
 
@@ -100,6 +101,18 @@ def finished(page, context, server_url: str, name: str):
     return card, job_json(context, server_url, card.get_attribute("data-job-id"))
 
 
+def upscale_all(page, count: int) -> None:
+    """Presses "Upscale all" once `count` photos wait as cards."""
+    page.wait_for_function("n => document.querySelectorAll('li.job[data-state=waiting]').length === n", arg=count, timeout=LONG)
+    page.locator("#start-all").click()
+
+
+def upscale(card) -> None:
+    """Presses the card's own "Upscale" once the photo waits."""
+    card.locator(".start").wait_for(state="visible", timeout=LONG)
+    card.locator(".start").click()
+
+
 def open_viewer(card) -> None:
     toggle = card.locator(".toggle")
     if toggle.get_attribute("aria-expanded") != "true":
@@ -114,6 +127,12 @@ def open_viewer(card) -> None:
 
 def job_json(context, server_url: str, job_id: str) -> dict:
     response = context.request.get(f"{server_url}/api/jobs/{job_id}")
+    assert response.ok, response.status
+    return response.json()
+
+
+def job_options(context, server_url: str) -> dict:
+    response = context.request.get(f"{server_url}/api/options")
     assert response.ok, response.status
     return response.json()
 
@@ -160,15 +179,18 @@ def test_upload_follow_compare_and_download_on_a_phone(
     bad = page.locator("li.job", has=page.locator(".name", has_text="notes.png"))
     drop_card = page.locator("li.job", has=page.locator(".name", has_text="dropped.jpg"))
 
-    # Cards stay in the order the photos came, and a batch stays compact until a card is opened.
+    # The newest photos go on top, each batch in the order it came; a file that is no photo is refused with
+    # its name and the reason; the others wait until "Upscale all".
     page.wait_for_function("() => document.querySelectorAll('li.job').length === 3")
-    assert [n.strip() for n in page.locator("li.job .name").all_inner_texts()] == ["coffee.png", "notes.png", "dropped.jpg"]
+    assert [n.strip() for n in page.locator("li.job .name").all_inner_texts()] == ["dropped.jpg", "coffee.png", "notes.png"]
+    upscale_all(page, 2)
     card.locator(".result").wait_for(state="visible", timeout=LONG)
     drop_card.locator(".result").wait_for(state="visible", timeout=LONG)
     assert card.locator(".viewer").is_hidden()
     open_viewer(card)
     bad.locator(".error").wait_for(state="visible", timeout=10_000)
-    assert "not a photo" in bad.locator(".error").inner_text()
+    assert "notes.png is not a photo" in bad.locator(".error").inner_text()
+    assert bad.locator(".thumb-file").inner_text().lower() == "png" and bad.locator("img.thumb").is_hidden()
     assert bad.get_attribute("class").split().count("failed") == 1
     assert "Done" in card.locator(".status").inner_text()
 
@@ -190,7 +212,7 @@ def test_upload_follow_compare_and_download_on_a_phone(
     with page.expect_download() as download_info:
         card.locator("a.download").click()
     download = download_info.value
-    assert download.suggested_filename == "coffee_x3.png"
+    assert download.suggested_filename == "coffee_x3_FSRCNN_x3.png"
     saved = tmp_path / "downloaded.png"
     download.save_as(saved)
     with Image.open(saved) as result:
@@ -224,6 +246,7 @@ def test_choices_run_and_the_comparison_zooms_and_pans_aligned(
     page.wait_for_function("() => document.getElementById('estimate').textContent.includes('cup.png')")
 
     card = card_named(page, "cup.png")
+    upscale(card)
     wait_done(card)
     job = job_json(context, server.url, card.get_attribute("data-job-id"))
     assert (job["scale"], job["denoise"], job["output"]["format"]) == (2, "light", "webp")
@@ -231,7 +254,7 @@ def test_choices_run_and_the_comparison_zooms_and_pans_aligned(
     assert (job["output"]["width"], job["output"]["height"]) == (320, 240)
     assert "2×" in card.locator(".detail").inner_text() and "Light" in card.locator(".detail").inner_text()
 
-    # A single photo opens its comparison by itself, fitted into the box.
+    # A single photo just enlarged opens its comparison by itself, fitted into the box.
     open_viewer(card)
     compare = card.locator(".compare")
     after, before = card.locator("img.after"), card.locator("img.before")
@@ -284,6 +307,7 @@ def test_history_after_reload_download_all_and_undo(
     second = crop_photo(shared_photos, tmp_path, "second.png", (200, 100, 290, 160))
     context, page, errors = open_page(browser, server.url)
     page.set_input_files("#picker", [str(first), str(second)])
+    upscale_all(page, 2)
     for name in ("first.png", "second.png"):
         wait_done(card_named(page, name))
 
@@ -293,7 +317,8 @@ def test_history_after_reload_download_all_and_undo(
     for name in ("first.png", "second.png"):
         card = card_named(page, name)
         assert card.get_attribute("data-state") == "done"
-        assert card.locator(".thumb").get_attribute("src").endswith("/result")
+        assert card.locator("img.thumb").get_attribute("src").endswith("/result")
+        assert card.locator(".viewer").is_hidden()
     open_viewer(card_named(page, "second.png"))
     assert card_named(page, "second.png").locator(".before-missing").is_visible()
     screenshot(page, "history")
@@ -396,6 +421,9 @@ def test_keyboard_only(browser, start_server: StartServer, shared_photos: Path, 
     chooser = _choose_with_key(page, "Enter")
     chooser.set_files(str(photo))
     card = card_named(page, "keys.png")
+    card.locator(".start").wait_for(state="visible", timeout=LONG)
+    card.locator(".start").focus()
+    page.keyboard.press("Enter")
     wait_done(card)
 
     # Remove the finished card with the keyboard: focus goes back to the drop zone.
@@ -467,6 +495,7 @@ def test_faces_are_offered_only_with_the_gfpgan_file_and_a_photo_without_faces_s
     photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))
     page.set_input_files("#picker", str(photo))
     card = card_named(page, "cup.png")
+    upscale(card)
     wait_done(card)
     job = job_json(context, server.url, card.get_attribute("data-job-id"))
     assert job["faces"] == {"mode": "on", "fidelity": 0.7, "restored": 0}, job
@@ -503,6 +532,7 @@ def test_restore_is_chosen_on_the_page_and_a_x4_model_serves_3x(
     page.select_option("#scale", "3")
     photo = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))  # 160x120: 0.02 MP
     page.set_input_files("#picker", str(photo))
+    upscale(card_named(page, "cup.png"))
     card, job = finished(page, context, server.url, "cup.png")
     assert (job["model"], job["scale"], job["ran"]) == ("realesr-animevideov3", 3, "RealESRGAN Compact x4, reduced to 3x")
     assert (job["output"]["width"], job["output"]["height"]) == (480, 360)
@@ -525,9 +555,176 @@ def test_denoise_strength_replaces_the_noise_levels_for_the_general_model(
     page.check("#kind-restore")
     page.select_option("#scale", "4")
     assert page.locator("#strength-field").is_visible() and page.locator("#denoise-field").is_hidden()
+    # The slider's ends say what they mean.
+    assert page.locator("#strength-low").inner_text() == "0: keeps grain and fine detail"
+    assert page.locator("#strength-high").inner_text() == "1: removes the most noise"
     page.locator("#denoise-strength").fill("0.3")
     page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "dot.png", (150, 100, 182, 124))))
+    upscale(card_named(page, "dot.png"))
     _, job = finished(page, context, server.url, "dot.png")
     assert (job["model"], job["denoise_strength"], job["scale"]) == ("realesr-general-x4v3", 0.3, 4), job
+    assert errors == []
+    context.close()
+
+
+def test_photos_wait_with_estimates_then_run_with_the_chosen_model_and_say_which(
+    browser, models_server, shared_photos: Path, tmp_path: Path
+) -> None:
+    """The photo-first flow: two photos wait with their sizes and estimates, the kind and model change, both
+    run, each card and download name says which model ran, and a reload opens nothing by itself."""
+    server = models_server
+    cup = crop_photo(shared_photos, tmp_path, "cup.png", (150, 100, 310, 220))  # 160x120
+    mug = crop_photo(shared_photos, tmp_path, "mug.png", (0, 0, 120, 80))  # 120x80
+    context, page, errors = open_page(browser, server.url)
+    assert page.locator("#kind-fast").is_checked() and page.locator("#scale").input_value() == "3"
+    # Each kind names the family that would run here; LapSRN is written one way.
+    assert "Faithful (LapSRN)" in page.locator("#kind-faithful-label").inner_text()
+    assert "LAPSRN" not in page.content()
+
+    page.set_input_files("#picker", [str(cup), str(mug)])
+    cup_card, mug_card = card_named(page, "cup.png"), card_named(page, "mug.png")
+    page.wait_for_function("() => document.querySelectorAll('li.job[data-state=waiting]').length === 2", timeout=LONG)
+    assert "160×120" in cup_card.locator(".status").inner_text()
+    assert "120×80" in mug_card.locator(".status").inner_text()
+    detail = cup_card.locator(".detail").inner_text()
+    assert "3× with FSRCNN_x3" in detail and "about" in detail and "result 480×360" in detail, detail
+    assert page.locator("#start-all").inner_text() == "Upscale all (2)"
+    assert context.request.get(server.url + "/api/jobs").json()["jobs"] == []  # nothing sent yet
+    screenshot(page, "waiting")
+
+    # A removed waiting photo is gone without a trace; it comes back when chosen again.
+    mug_card.locator(".remove").click()
+    assert mug_card.count() == 0
+    page.set_input_files("#picker", str(mug))
+    page.wait_for_function("() => document.querySelectorAll('li.job[data-state=waiting]').length === 2", timeout=LONG)
+
+    # 8x is faithful only; back on fast the page says which scale replaced it; faithful keeps 3x.
+    page.check("#kind-faithful")
+    assert page.locator("#choice-note").is_hidden() and page.locator("#scale").input_value() == "3"
+    page.select_option("#scale", "8")
+    page.check("#kind-fast")
+    assert page.locator("#scale").input_value() == "4"
+    assert page.locator("#choice-note").inner_text() == "Fast cannot enlarge 8×; 4× is chosen instead."
+    page.check("#kind-faithful")
+    page.select_option("#scale", "2")
+    assert "result 320×240" in cup_card.locator(".detail").inner_text()
+
+    # The model picker: automatic by default, or one model of the kind that serves the scale.
+    models = page.locator("#model option").evaluate_all("os => os.map(o => o.value)")
+    assert models[0] == "" and page.locator("#model option").first.inner_text().startswith("Automatic (best installed")
+    assert {"LapSRN_x2", "LapSRN_x4", "LapSRN_x8"} <= set(models[1:]), models
+    auto = page.locator("#model option").first.inner_text()
+    page.select_option("#model", "LapSRN_x4")
+    assert "2× with LapSRN_x4" in cup_card.locator(".detail").inner_text()
+    upscale(cup_card)
+    page.select_option("#model", "")
+    upscale_all(page, 1)
+
+    cup_card, cup_job = finished(page, context, server.url, "cup.png")
+    mug_card, mug_job = finished(page, context, server.url, "mug.png")
+    assert (cup_job["model"], cup_job["scale"]) == ("LapSRN_x4", 2)
+    automatic = mug_job["model"]
+    assert automatic in auto and automatic.startswith("LapSRN_x"), (automatic, auto)
+    assert "model LapSRN_x4" in cup_card.locator(".detail").inner_text()
+    assert f"model {automatic}" in mug_card.locator(".detail").inner_text()
+    with page.expect_download() as info:
+        cup_card.locator("a.download").click()
+    assert info.value.suggested_filename == "cup_x2_LapSRN_x4.png"
+    assert mug_card.locator("a.download").get_attribute("download") == f"mug_x2_{automatic}.png"
+    assert cup_card.locator(".viewer").is_hidden() and mug_card.locator(".viewer").is_hidden()
+
+    # A second result of the same photo is told apart by its name, not by " (2)".
+    page.check("#kind-fast")
+    page.set_input_files("#picker", str(cup))
+    upscale_all(page, 1)
+    page.wait_for_function("() => document.querySelectorAll('li.job.done').length === 3", timeout=LONG)
+    names = sorted(j["output"]["download_name"] for j in context.request.get(server.url + "/api/jobs").json()["jobs"])
+    assert names == sorted(["cup_x2_LapSRN_x4.png", f"mug_x2_{automatic}.png", "cup_x2_FSRCNN_x2.png"]), names
+
+    # After a reload the history is there, with the model, and nothing opens by itself.
+    page.reload()
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    page.wait_for_function("() => document.querySelectorAll('li.job.done').length === 3", timeout=LONG)
+    assert page.locator(".viewer:visible").count() == 0
+    assert "model LapSRN_x4" in page.locator("li.job", has=page.locator("a[download='cup_x2_LapSRN_x4.png']")).locator(".detail").inner_text()
+    screenshot(page, "history-models")
+
+    # "Clear finished" removes every finished card, with one undo, then deletes their jobs.
+    page.locator("#clear-finished").click()
+    assert page.locator("li.job:visible").count() == 0
+    assert page.locator(".toast .undo").is_visible()
+    for _ in range(150):
+        if not context.request.get(server.url + "/api/jobs").json()["jobs"]:
+            break
+        page.wait_for_timeout(100)
+    assert context.request.get(server.url + "/api/jobs").json()["jobs"] == []
+    assert errors == []
+    context.close()
+
+
+def test_estimates_add_the_start_cost_and_nothing_counts_down_before_the_first_tile(
+    browser, start_server: StartServer, edsr_model_slow: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    """The card's estimate is `start_seconds` plus megapixels times the model's rate; while the worker starts,
+    the card shows the whole expected time and an open-ended bar, never a countdown or a filling bar."""
+    server = start_server(model_path=edsr_model_slow, result_cache="off")
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+
+    def with_start_cost(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "start_seconds": 120.0})
+
+    page.route("**/api/options", with_start_cost)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#app[data-ready=yes]", timeout=LONG)
+    per_mp = next(m for m in job_options(context, server.url)["models"] if m["id"] == "EDSR_x3")["seconds_per_megapixel"]
+    page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "slow.png", (0, 0, 600, 400))))
+    card = card_named(page, "slow.png")
+    card.locator(".start").wait_for(state="visible", timeout=LONG)
+    minutes = round((120 + 0.24 * per_mp) / 60)
+    assert f"about {minutes} min" in card.locator(".detail").inner_text(), (per_mp, card.locator(".detail").inner_text())
+
+    card.evaluate("""el => {
+        window.seen = [];
+        const bar = el.querySelector(".bar");
+        const note = () => window.seen.push({state: el.dataset.state, status: el.querySelector(".status").textContent,
+            detail: el.querySelector(".detail").textContent, bar: bar.hasAttribute("value") ? bar.value : null});
+        new MutationObserver(note).observe(el, {subtree: true, childList: true, characterData: true, attributes: true});
+        setInterval(note, 50);
+    }""")
+    upscale(card)
+    wait_done(card)
+    seen = page.evaluate("window.seen")
+    starting = [s for s in seen if s["state"] == "running" and s["status"] == "Starting…"]
+    assert starting, seen[-5:]
+    assert all("left" not in s["detail"] and not s["bar"] for s in starting), [s for s in starting if s["bar"] or "left" in s["detail"]][:3]
+    assert any("takes about" in s["detail"] for s in starting)
+    assert errors == []
+    context.close()
+
+
+def test_a_refused_photo_offers_try_again_with_the_choices_as_they_are_then(
+    browser, start_server: StartServer, shared_models: Path, fsrcnn_model: Path, shared_photos: Path, tmp_path: Path
+) -> None:
+    # 160x120 at 3x is 172,800 pixels, over the limit; at 2x 76,800.
+    server = start_server(model_path=fsrcnn_model, models_dir=shared_models, max_output_pixels=100_000)
+    context, page, errors = open_page(browser, server.url)
+    page.check("#kind-fast")
+    page.select_option("#scale", "3")
+    page.set_input_files("#picker", str(crop_photo(shared_photos, tmp_path, "wide.png", (150, 100, 310, 220))))
+    card = card_named(page, "wide.png")
+    upscale(card)
+    card.locator(".error").wait_for(state="visible", timeout=LONG)
+    assert card.get_attribute("data-state") == "failed" and card.locator(".retry").is_visible()
+    assert page.locator("#clear-finished").is_visible()
+    page.select_option("#scale", "2")
+    card.locator(".retry").click()
+    card, job = finished(page, context, server.url, "wide.png")
+    assert (job["scale"], job["output"]["width"]) == (2, 320)
+    assert card.locator(".error").is_hidden() and card.locator(".retry").is_hidden()
+    assert len(context.request.get(server.url + "/api/jobs").json()["jobs"]) == 1
     assert errors == []
     context.close()

@@ -115,7 +115,7 @@ def test_jobs_run_the_chosen_model(start_server: StartServer, models_folder: Pat
         result = client.get(done["links"]["result"])
         with Image.open(io.BytesIO(result.body)) as image:
             assert image.size == (64 * scale, 48 * scale), (fields, image.size)
-        assert done["output"]["download_name"] == f"photo_x{scale}.png"
+        assert done["output"]["download_name"] == f"photo_x{scale}_{model}.png"
     # Done jobs now give the measured speed.
     options = client.get("/api/options").json()
     assert all(m["seconds_per_megapixel"] > 0 for m in options["models"])

@@ -129,11 +129,12 @@ def test_the_zip_holds_the_owners_done_results(start_server: StartServer, photos
     with zipfile.ZipFile(io.BytesIO(reply.body)) as archive:
         assert archive.testzip() is None
         names = archive.namelist()
-        assert names == ["holiday_x3.jpg", "holiday_x3 (2).jpg", "holiday_x3 (3).jpg", "cat_x3.webp"]
+        assert names == ["holiday_x3_FSRCNN_x3.jpg", "holiday_x3_FSRCNN_x3 (2).jpg", "holiday_x3_FSRCNN_x3 (3).jpg",
+                         "cat_x3_FSRCNN_x3.webp"]
         for name, job_id in zip(names, ids):
             assert archive.read(name) == ann.get(f"/api/jobs/{job_id}/result").body
     with zipfile.ZipFile(io.BytesIO(bob.get("/api/jobs.zip").body)) as archive:
-        assert archive.namelist() == ["bob_x3.png"]
+        assert archive.namelist() == ["bob_x3_FSRCNN_x3.png"]
 
 
 def test_unique_names() -> None:

@@ -86,7 +86,7 @@ def test_the_output_pixel_limit_counts_the_written_scale(restore_folder: Path, t
         assert reply.status_code == 202, reply.get_json()
         job = reply.get_json()
         assert (job["model"], job["scale"]) == (COMPACT, 3)
-        assert job["output"]["download_name"] == "photo_x3.png"
+        assert job["output"]["download_name"] == f"photo_x3_{COMPACT}.png"
 
 
 def test_a_kind_that_is_not_the_models_is_refused(restore_folder: Path, tmp_path: Path, photos: Photos) -> None:
@@ -109,7 +109,7 @@ def test_restore_3x_runs_the_x4_model_reduced(start_server: StartServer, restore
     done = client.wait(reply.json()["id"], timeout=120)
     assert done["status"] == "done", done
     assert done["ran"] == "RealESRGAN Compact x4, reduced to 3x"
-    assert (done["scale"], done["model"], done["output"]["download_name"]) == (3, COMPACT, "photo_x3.png")
+    assert (done["scale"], done["model"], done["output"]["download_name"]) == (3, COMPACT, f"photo_x3_{COMPACT}.png")
     with Image.open(io.BytesIO(client.get(done["links"]["result"]).body)) as image:
         assert image.size == (64 * 3, 48 * 3)
 

@@ -15,7 +15,7 @@ from web.jobs.choice import catalog_for
 log = logging.getLogger(__name__)
 
 # What the person reads when the service cannot run jobs; the operator's reason goes to the log and /healthz.
-UNAVAILABLE_TEXT = "Upscaling is not available right now; the administrator has been told."
+UNAVAILABLE_TEXT = "Upscaling is not available right now; try again later, or ask whoever runs this server (its log says why)."
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,18 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
 
 
 def download_name(job: Job) -> str:
-    return f"{download_stem(job.original_name)}_x{job.scale}.{job.output_format}"
+    """`coffee_x4_RealESRGAN_x4plus.png`: the photo, the scale and the model, then the settings that change the
+    pixels (`_denoise-light`, `_strength-0.3`, `_faces-0.7`), so that two results of one photo differ by name."""
+    parts = [download_stem(job.original_name), f"x{job.scale}"]
+    if job.model_id:
+        parts.append(download_stem(job.model_id)[:40])
+    if job.denoise_strength is not None:
+        parts.append(f"strength-{job.denoise_strength:g}")
+    elif job.denoise and job.denoise != "off":
+        parts.append(f"denoise-{job.denoise}")
+    if job.faces == "on":
+        parts.append("faces" if job.face_fidelity is None else f"faces-{job.face_fidelity:g}")
+    return f"{'_'.join(parts)}.{job.output_format}"
 
 
 NOT_FOUND = "no such job; it may have been deleted or expired"

@@ -84,6 +84,13 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
                   _mode(form, "colour", COLOUR_MODES, Colour.OFF.value))
 
 
+def family_name(model: InstalledModel) -> str:
+    """The family as the page names it: "LapSRN", "EDSR", "RealESRGAN Compact"."""
+    if model.spec.checkpoint is not None:
+        return model.spec.checkpoint.architecture_name
+    return model.family.display_name
+
+
 def options_json(store: JobStore, catalog: Catalog, state: Availability, config: Config) -> dict[str, Any]:
     """The body of `GET /api/options`: the models, and `table` (kind -> scale -> model id), the catalog's own
     picks, which the page shows and sends as they are. A job's expected time is `start_seconds` plus its input
@@ -95,6 +102,7 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability, config:
             {
                 "id": m.id,
                 "family": m.family.name,
+                "family_name": family_name(m),
                 "label": m.label,
                 "kind": m.kind,
                 "scale": m.scale,

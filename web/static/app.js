@@ -1,5 +1,6 @@
-// Photo upscaler page: the choices, the upload of each photo, its job card (queue, progress, time left,
-// result), the history of this browser's jobs, "download all", and removing with undo.
+// Photo upscaler page: photos wait as cards with their estimate until "Upscale", then each card follows its
+// job (queue, progress, time left, result); the choices, this browser's history, "download all", clearing and
+// removing with undo.
 "use strict";
 
 (function () {
@@ -9,6 +10,7 @@
   const api = jobsUrl.replace(/\/jobs$/, "");
   const maxBytes = Number(app.dataset.maxUploadBytes);
   const maxMb = app.dataset.maxUploadMb;
+  const maxPixels = Number(app.dataset.maxPixels) || Infinity;
   const drop = document.getElementById("drop");
   const picker = document.getElementById("picker");
   const health = document.getElementById("health");
@@ -19,19 +21,26 @@
     faces: document.getElementById("faces"),
     fidelity: document.getElementById("face-fidelity"),
     format: document.getElementById("format"),
+    model: document.getElementById("model"),
   };
   const estimate = document.getElementById("estimate");
   const list = document.getElementById("jobs");
   const downloadAll = document.getElementById("download-all");
+  const startAll = document.getElementById("start-all");
+  const clearFinished = document.getElementById("clear-finished");
+  const choiceNote = document.getElementById("choice-note");
   const toast = document.getElementById("toast");
   const template = document.getElementById("job-template");
 
   const UNDO_MS = 5000;
   const cards = new Set();
   const pendingDeletes = new Map(); // job id -> timer, while an undo is still offered
-  let options = { models: [], denoise: [], available: true, message: null };
+  let options = { models: [], denoise: [], available: true, message: null, start_seconds: 0 };
   let lastPhoto = null; // {name, megapixels} of the photo chosen last, for the time estimate
   let available = true;
+  // Browsers show these types; a file of one of them that does not decode is not a photo.
+  const SHOWN_TYPES = /\.(jpe?g|png|webp|gif|bmp)$/i;
+  const ACCEPTED = /\.(jpe?g|png|webp|gif|bmp|tiff?)$/i;
   // Uploads go one at a time so the first photo starts processing as early as possible.
   const uploadQueue = [];
   let uploading = false;
@@ -65,13 +74,39 @@
     return Object.keys((options.table || {})[kind] || {}).map(Number).sort((a, b) => a - b);
   }
 
-  function fillScales() {
+  // A new kind keeps the chosen scale where it serves it; otherwise the nearest it does, and the page says so.
+  function fillScales(event) {
     const previous = selects.scale.value || String((options.default || {}).scale || "");
     selects.scale.replaceChildren();
-    const scales = kindScales(chosenKind());
+    const kind = chosenKind();
+    const scales = kindScales(kind);
     for (const scale of scales) selects.scale.append(option(String(scale), t("scale_option", { n: scale })));
-    if (scales.map(String).includes(previous)) selects.scale.value = previous;
+    choiceNote.hidden = true;
+    if (scales.map(String).includes(previous)) {
+      selects.scale.value = previous;
+    } else if (scales.length && previous) {
+      const wanted = Number(previous);
+      const chosen = scales.find((s) => s >= wanted) || scales[scales.length - 1];
+      selects.scale.value = String(chosen);
+      if (event) {
+        choiceNote.textContent = t("scale_changed", { kind: t(`kind_${kind}`), from: wanted, to: chosen });
+        choiceNote.hidden = false;
+      }
+    }
     chooseModel();
+  }
+
+  // "Automatic" is the service's own pick (`table`); the others are every model of the kind serving the scale.
+  function fillModels() {
+    const kind = chosenKind();
+    const scale = Number(selects.scale.value);
+    const previous = selects.model.value;
+    const auto = modelFor(kind, scale);
+    const served = options.models.filter((m) => m.kind === kind && (m.scales || [m.scale]).includes(scale));
+    selects.model.replaceChildren(option("", t("model_auto", { name: auto ? auto.id : "–" })));
+    for (const m of served) selects.model.append(option(m.id, m.id));
+    selects.model.value = served.some((m) => m.id === previous) ? previous : "";
+    document.getElementById("model-field").hidden = served.length < 2;
   }
 
   // "FSRCNN-small_x3" -> "FSRCNN-small": the name people find in comparisons of upscalers.
@@ -80,13 +115,26 @@
   }
 
   function selectedModel() {
-    return modelFor(chosenKind(), selects.scale.value);
+    const kind = chosenKind();
+    const scale = Number(selects.scale.value);
+    const picked = selects.model.value && options.models.find((m) => m.id === selects.model.value);
+    if (picked && picked.kind === kind && (picked.scales || [picked.scale]).includes(scale)) return picked;
+    return modelFor(kind, scale);
   }
 
-  function timeFor(perMp) {
+  // The same figure the service estimates with: what every job spends before its first tile, then the
+  // model's measured rate per megapixel.
+  function secondsFor(model, megapixels) {
+    const perMp = model && model.seconds_per_megapixel;
+    return perMp ? (Number(options.start_seconds) || 0) + perMp * megapixels : null;
+  }
+
+  const megapixelFormat = () => new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 });
+
+  function timeFor(model) {
     return lastPhoto
-      ? t("estimate_photo", { time: duration(perMp * lastPhoto.megapixels), name: lastPhoto.name, mp: new Intl.NumberFormat(I18n.lang, { maximumSignificantDigits: 2 }).format(lastPhoto.megapixels) })
-      : t("estimate_per_mp", { time: duration(perMp) });
+      ? t("estimate_photo", { time: duration(secondsFor(model, lastPhoto.megapixels)), name: lastPhoto.name, mp: megapixelFormat().format(lastPhoto.megapixels) })
+      : t("estimate_per_mp", { time: duration(model.seconds_per_megapixel) });
   }
 
   function updateEstimate() {
@@ -98,15 +146,19 @@
       const model = modelFor(kind, selects.scale.value) || modelFor(kind, scales[0]);
       input.disabled = !scales.length;
       el.textContent = !scales.length ? t("kind_not_installed")
-        : model && model.seconds_per_megapixel ? timeFor(model.seconds_per_megapixel) : "";
+        : model && model.seconds_per_megapixel ? timeFor(model) : "";
+      // The family that would run: "Faithful (LapSRN)" where LapSRN is what is installed.
+      const shown = kind === chosenKind() ? selectedModel() || model : model;
+      document.getElementById(`kind-${kind}-family`).textContent = shown ? t("kind_family", { family: shown.family_name || familyName(shown) }) : "";
     }
     const model = selectedModel();
-    const perMp = model && model.seconds_per_megapixel;
-    estimate.textContent = perMp ? timeFor(perMp) : "";
+    estimate.textContent = model && model.seconds_per_megapixel ? timeFor(model) : "";
+    for (const card of cards) if (card.el.dataset.state === "waiting") describeWaiting(card);
   }
 
   // The slider replaces the noise levels for a model blended with its denoise twin (realesr-general-x4v3).
   function chooseModel() {
+    fillModels();
     const model = selectedModel();
     const blended = Boolean(model && model.denoise_strength);
     document.getElementById("strength-field").hidden = !blended;
@@ -158,6 +210,7 @@
     drop.setAttribute("aria-disabled", "true");
     drop.classList.add("disabled");
     picker.disabled = true;
+    updateButtons();
   }
 
   async function loadOptions() {
@@ -171,7 +224,8 @@
   const fidelityValue = document.getElementById("face-fidelity-value");
   const showFidelity = () => { fidelityValue.textContent = I18n.number(1).format(Number(selects.fidelity.value)); };
   selects.fidelity.addEventListener("input", showFidelity);
-  selects.scale.addEventListener("change", chooseModel);
+  selects.scale.addEventListener("change", () => { choiceNote.hidden = true; chooseModel(); });
+  selects.model.addEventListener("change", chooseModel);
   kindField.addEventListener("change", fillScales);
   const showStrength = () => { strengthValue.textContent = I18n.number(1).format(Number(strength.value)); };
   strength.addEventListener("input", showStrength);
@@ -194,36 +248,119 @@
     return choices;
   }
 
-  // ---- adding photos ----
+  // ---- adding photos: each waits as a card until "Upscale" ----
 
   function addFiles(files) {
     if (!available) return;
+    // New photos go at the top, above earlier ones and the history, in the order they came.
+    const anchor = list.firstElementChild;
     for (const file of files) {
       const card = makeCard(file.name || "photo");
       card.file = file;
+      list.insertBefore(card.el, anchor);
+      if (file.size > maxBytes) { card.refuse(t("err_too_big", { size: (file.size / 1048576).toFixed(1), mb: maxMb })); continue; }
+      if (file.size === 0) { card.refuse(t("err_empty")); continue; }
+      if (!ACCEPTED.test(card.name) && !/^image\//.test(file.type)) { card.refuse(t("err_not_image", { name: card.name })); continue; }
       card.localUrl = URL.createObjectURL(file);
-      card.thumb.src = card.localUrl;
-      list.append(card.el);
+      card.el.dataset.state = "measuring";
       measure(card);
-      if (file.size > maxBytes) {
-        card.fail(t("err_too_big", { size: (file.size / 1048576).toFixed(1), mb: maxMb }));
-        continue;
-      }
-      if (file.size === 0) { card.fail(t("err_empty")); continue; }
-      card.setStatus(t("waiting_upload"));
-      uploadQueue.push({ file, card, choices: currentChoices() });
     }
-    pumpUploads();
+    updateButtons();
   }
 
   function measure(card) {
     const img = new Image();
     img.onload = () => {
-      lastPhoto = { name: card.name, megapixels: (img.naturalWidth * img.naturalHeight) / 1e6 };
+      if (card.removed) return;
+      card.size = { width: img.naturalWidth, height: img.naturalHeight };
+      const megapixels = (img.naturalWidth * img.naturalHeight) / 1e6;
+      if (img.naturalWidth * img.naturalHeight > maxPixels) {
+        card.refuse(t("err_too_many_pixels", { name: card.name, mp: megapixelFormat().format(megapixels), max: megapixelFormat().format(maxPixels / 1e6) }));
+        return;
+      }
+      card.thumb.src = card.localUrl;
+      lastPhoto = { name: card.name, megapixels };
+      wait(card);
       updateEstimate();
+    };
+    img.onerror = () => {
+      if (card.removed) return;
+      // TIFF is read by the service but not shown by browsers: it waits without a size.
+      if (SHOWN_TYPES.test(card.name) || !ACCEPTED.test(card.name)) { card.refuse(t("err_not_image", { name: card.name })); return; }
+      showFileBadge(card);
+      wait(card);
     };
     img.src = card.localUrl;
   }
+
+  function wait(card) {
+    card.el.dataset.state = "waiting";
+    card.el.querySelector(".waiting-actions").hidden = false;
+    describeWaiting(card);
+    updateButtons();
+  }
+
+  // The photo's size and, for the current choices, the model, the time and the result's size.
+  function describeWaiting(card) {
+    const size = card.size;
+    if (!size) {
+      card.setStatus(t("photo_size_unknown"));
+    } else {
+      const megapixels = (size.width * size.height) / 1e6;
+      card.setStatus(t("photo_size", { size: `${size.width}×${size.height}`, mp: megapixelFormat().format(megapixels) }));
+    }
+    const model = selectedModel();
+    if (!model) { card.setDetail(options.models.length ? t("no_choice") : t("ready")); return; }
+    const scale = Number(selects.scale.value) || model.scale;
+    const to = size ? `${size.width * scale}×${size.height * scale}` : "?";
+    const seconds = size ? secondsFor(model, (size.width * size.height) / 1e6) : null;
+    card.setDetail(seconds != null
+      ? t("card_estimate", { scale, model: model.id, time: duration(seconds), to })
+      : t("card_estimate_no_time", { scale, model: model.id, to }));
+  }
+
+  function start(card) {
+    if (!available || card.el.dataset.state !== "waiting") return;
+    card.el.querySelector(".waiting-actions").hidden = true;
+    card.el.dataset.state = "pending";
+    card.setStatus(t("waiting_upload"));
+    card.setDetail("");
+    uploadQueue.push({ file: card.file, card, choices: currentChoices() });
+    updateButtons();
+    pumpUploads();
+  }
+
+  // A failed photo still in this browser goes again, with the choices as they are now.
+  function retry(card) {
+    if (card.jobId) { deleteJob(card.jobId); card.jobId = null; card.job = null; delete card.el.dataset.jobId; }
+    card.el.classList.remove("failed", "finished");
+    card.error.hidden = true;
+    card.el.querySelector(".retry").hidden = true;
+    card.bar.value = 0;
+    card.shown = 0;
+    card.el.dataset.state = "waiting";
+    start(card);
+  }
+
+  function updateButtons() {
+    let waiting = 0;
+    let finished = 0;
+    for (const card of cards) {
+      if (card.removed) continue;
+      if (card.el.dataset.state === "waiting") waiting += 1;
+      if (card.el.classList.contains("finished")) finished += 1;
+    }
+    startAll.hidden = waiting === 0 || !available;
+    startAll.textContent = t("start_all", { n: waiting });
+    clearFinished.hidden = finished === 0;
+  }
+
+  startAll.addEventListener("click", () => {
+    for (const el of Array.from(list.children)) {
+      const card = Array.from(cards).find((c) => c.el === el);
+      if (card && !card.removed) start(card);
+    }
+  });
 
   function pumpUploads() {
     if (uploading || uploadQueue.length === 0) return;
@@ -294,20 +431,30 @@
     const card = {
       el, name, file: null, localUrl: null, jobId: null, job: null, removed: false, source: null, pollTimer: null,
       status: q(".status"), detail: q(".detail"), bar: q(".bar"), error: q(".error"), thumb: q(".thumb"),
-      shown: 0, viewer: null,
+      shown: 0, viewer: null, size: null,
       setStatus(text) { if (this.status.textContent !== text) this.status.textContent = text; },
       setDetail(text) { if (this.detail.textContent !== text) this.detail.textContent = text; },
-      fail(message) {
+      end(state, status, message) {
         el.classList.add("failed", "finished");
-        el.dataset.state = "failed";
-        this.setStatus(t("failed"));
+        el.dataset.state = state;
+        this.setStatus(status);
         this.setDetail("");
         this.error.textContent = message;
         this.error.hidden = false;
+        updateButtons();
+      },
+      fail(message) {
         stopFollowing(this);
+        q(".retry").hidden = !this.file;
+        this.end("failed", t("failed"), message);
+      },
+      // Refused before any upload: the file's name stays, with the reason, in place of a thumbnail.
+      refuse(message) {
+        showFileBadge(this);
+        this.end("refused", t("refused"), message);
       },
     };
-    card.thumb.addEventListener("error", () => card.thumb.classList.add("unreadable"));
+    card.thumb.addEventListener("error", () => { if (card.thumb.getAttribute("src")) showFileBadge(card); });
     q(".name").textContent = name;
     q(".name").title = name;
     const remove = q(".remove");
@@ -315,9 +462,19 @@
     remove.setAttribute("aria-label", t("remove_named", { name }));
     remove.addEventListener("click", () => removeCard(card));
     q(".toggle").addEventListener("click", () => toggleViewer(card));
+    q(".start").addEventListener("click", () => start(card));
+    q(".retry").addEventListener("click", () => retry(card));
     el.dataset.state = "pending";
     cards.add(card);
     return card;
+  }
+
+  function showFileBadge(card) {
+    const badge = card.el.querySelector(".thumb-file");
+    const ext = /\.([^.]{1,5})$/.exec(card.name);
+    badge.textContent = ext ? ext[1] : "?";
+    badge.hidden = false;
+    card.thumb.classList.add("unreadable");
   }
 
   function attach(card, job) {
@@ -369,6 +526,11 @@
       animate();
     } else if (job.status === "running") {
       card.setStatus(job.progress > 0 ? t("upscaling", { pct: Math.round(100 * job.progress) }) : t("starting"));
+      if (!(job.tiles && job.tiles.done > 0)) {
+        // Nothing has run yet: an open-ended bar and the whole expected time, never a countdown.
+        card.bar.removeAttribute("value");
+        card.setDetail(job.estimate_seconds ? t("time_expected", { time: duration(job.estimate_seconds) }) : "");
+      }
       animate();
     } else if (job.status === "done") {
       stopFollowing(card);
@@ -392,22 +554,17 @@
     return server >= 0 && server < 86400 ? server : local;
   }
 
-  // Where the bar should be now and how long is left, from tiles done and time spent (or the estimate).
+  // Where the bar should be now and how long is left, from the tiles done and the time they took; null
+  // before the first tile, since start-up (loading the model) says nothing about the tiles' pace.
   function forecast(card) {
     const job = card.job;
     const tiles = job.tiles || {};
+    if (!(tiles.total && tiles.done > 0)) return null;
     const spent = elapsed(card);
-    if (tiles.total && tiles.done > 0) {
-      const total = (spent - (performance.now() - card.seenAt) / 1000) / tiles.done * tiles.total;
-      const left = Math.max(1, total - spent);
-      const ceiling = Math.min(1, (tiles.done + 1) / tiles.total);
-      return { fraction: Math.min(ceiling * 0.98, spent / total), left };
-    }
-    if (job.estimate_seconds) {
-      const ceiling = tiles.total ? 1 / tiles.total : 0.9;
-      return { fraction: Math.min(ceiling * 0.9, spent / job.estimate_seconds), left: Math.max(1, job.estimate_seconds - spent) };
-    }
-    return { fraction: job.progress || 0, left: null };
+    const total = (spent - (performance.now() - card.seenAt) / 1000) / tiles.done * tiles.total;
+    const ceiling = Math.min(1, (tiles.done + 1) / tiles.total);
+    // Past the projection the job is still finishing (writing the file): say so instead of "1 s left".
+    return { fraction: Math.min(ceiling * 0.98, spent / total), left: total - spent >= 1.5 ? total - spent : 0 };
   }
 
   let animating = false;
@@ -422,11 +579,12 @@
     for (const card of cards) {
       if (!card.job || card.job.status !== "running" || card.removed) continue;
       active += 1;
-      const { fraction, left } = forecast(card);
-      const target = Math.max(fraction, card.job.progress || 0);
+      const ahead = forecast(card);
+      if (!ahead) continue;
+      const target = Math.max(ahead.fraction, card.job.progress || 0);
       card.shown = Math.max(card.shown, card.shown + (target - card.shown) * 0.08);
       card.bar.value = card.shown;
-      card.setDetail(left ? t("time_left", { time: duration(left) }) : "");
+      card.setDetail(ahead.left ? t("time_left", { time: duration(ahead.left) }) : t("finishing"));
     }
     if (active) requestAnimationFrame(step);
     else animating = false;
@@ -450,8 +608,11 @@
     const model = findModel(job);
     const parts = [];
     if (job.scale || model) {
-      parts.push(t("ran_with", {
+      // The model's id says enough unless the worker did more than run it (a x4 model reduced to 3x).
+      const plain = !job.ran || !job.ran.includes(",");
+      parts.push(t(plain && (model || job.model) ? "ran_with_model" : "ran_with", {
         scale: job.scale || model.scale,
+        model: (model && model.id) || job.model || "",
         // What ran, in the worker's words ("RealESRGAN Compact x4, reduced to 3x"), else the model's family.
         quality: job.ran || (model ? familyName(model) : ""),
         denoise: job.denoise_strength != null ? t("denoise_strength_value", { n: I18n.number(1).format(job.denoise_strength) }) : t(`denoise_${job.denoise || "off"}`),
@@ -468,8 +629,9 @@
     link.textContent = t("download", { format: (options.format_labels || {})[format] || String(format).toUpperCase(), size: sizes.to });
     el.querySelector(".toggle").textContent = t("compare_open");
     el.querySelector(".result").hidden = false;
-    // One photo on its own opens straight away; a batch stays compact until a card is opened.
-    if (list.children.length === 1) toggleViewer(card);
+    updateButtons();
+    // One photo just enlarged opens straight away; a batch, or the history after a reload, stays compact.
+    if (list.children.length === 1 && !el.classList.contains("from-history")) toggleViewer(card);
   }
 
   function toggleViewer(card) {
@@ -526,32 +688,38 @@
       return;
     }
     // A finished result is deleted only after a few seconds, while the person can still undo.
-    card.el.hidden = true;
+    hideWithUndo([card], t("removed", { name: card.name }), () => card.el.querySelector(".remove").focus());
+  }
+
+  // Hides the cards at once and deletes their jobs after UNDO_MS, unless the toast's Undo is pressed first.
+  function hideWithUndo(gone, text, afterUndo) {
+    for (const card of gone) { card.removed = true; card.el.hidden = true; stopFollowing(card); }
     updateDownloadAll();
+    updateButtons();
     const note = document.createElement("p");
     note.className = "toast-item";
-    note.append(document.createTextNode(t("removed", { name: card.name }) + " "));
+    note.append(document.createTextNode(text + " "));
     const undo = document.createElement("button");
     undo.type = "button";
     undo.className = "link undo";
     undo.textContent = t("undo");
     note.append(undo);
     toast.append(note);
+    const ids = gone.map((c) => c.jobId).filter(Boolean);
     const timer = setTimeout(() => {
-      pendingDeletes.delete(card.jobId);
+      for (const id of ids) pendingDeletes.delete(id);
       note.remove();
-      deleteJob(card.jobId);
-      forget(card);
+      for (const card of gone) { if (card.jobId) deleteJob(card.jobId); forget(card); }
     }, UNDO_MS);
-    pendingDeletes.set(card.jobId, timer);
+    for (const id of ids) pendingDeletes.set(id, timer);
     undo.addEventListener("click", () => {
       clearTimeout(timer);
-      pendingDeletes.delete(card.jobId);
+      for (const id of ids) pendingDeletes.delete(id);
       note.remove();
-      card.removed = false;
-      card.el.hidden = false;
+      for (const card of gone) { card.removed = false; card.el.hidden = false; }
       updateDownloadAll();
-      card.el.querySelector(".remove").focus();
+      updateButtons();
+      if (afterUndo) afterUndo();
     });
   }
 
@@ -560,7 +728,16 @@
     cards.delete(card);
     card.el.remove();
     updateDownloadAll();
+    updateButtons();
   }
+
+  // Every finished card (done, failed or refused) at once, with one undo.
+  clearFinished.addEventListener("click", () => {
+    const gone = Array.from(cards).filter((c) => !c.removed && c.el.classList.contains("finished"));
+    if (!gone.length) return;
+    drop.focus();
+    hideWithUndo(gone, tn("cleared", gone.length));
+  });
 
   // Leaving the page does not cancel a removal the person asked for.
   window.addEventListener("pagehide", () => {
