@@ -51,6 +51,7 @@ def test_a_mask_travels_with_the_job_and_is_removed_with_its_upload(start_server
     job = client.wait(created.json()["id"])
     assert job["status"] == "done", job
     assert job["repair"] == {"mode": "auto", "mask": True} and job["colour"] == "restore"
+    assert job["output"]["download_name"] == "photo_x3_FSRCNN_x3_repaired_colour.png"
     assert job["timings"]["repair"] > 0
     assert _uploads(server) == []  # the photo and its mask went when the job was done
     plain = client.wait(client.upload(photos.small_png).json()["id"])

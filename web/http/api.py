@@ -114,10 +114,15 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
 
 def download_name(job: Job) -> str:
     """`coffee_x4_RealESRGAN_x4plus.png`: the photo, the scale and the model, then the settings that change the
-    pixels (`_denoise-light`, `_strength-0.3`, `_faces-0.7`), so that two results of one photo differ by name."""
+    pixels (`_repaired`, `_colour`, `_denoise-light`, `_strength-0.3`, `_faces-0.7`), so that two results of one
+    photo differ by name."""
     parts = [download_stem(job.original_name), f"x{job.scale}"]
     if job.model_id:
         parts.append(download_stem(job.model_id)[:40])
+    if job.repair_mask_sha256 is not None or job.repair == "auto":
+        parts.append("repaired")
+    if job.colour == "restore":
+        parts.append("colour")
     if job.denoise_strength is not None:
         parts.append(f"strength-{job.denoise_strength:g}")
     elif job.denoise and job.denoise != "off":
