@@ -53,7 +53,7 @@ class RepairReport:
 
     ran: str
     marked: int  # pixels from the mask file
-    found: int  # pixels the detection found (before widening)
+    found: int  # pixels the detection found
     filled: int  # pixels filled
 
     def to_json(self) -> dict[str, object]:
@@ -100,9 +100,10 @@ def fill(bgr: np.ndarray, mask: np.ndarray, grayscale: bool = False) -> np.ndarr
 
 
 def auto_mask(bgr: np.ndarray) -> tuple[np.ndarray, int]:
-    """The detected damage widened by a pixel (a scratch's soft edge), and how many pixels were found."""
+    """The detected damage, filled as found (no widening: what is marked by mistake costs more the wider it is
+    filled; the damage's own edge is step 6 of `infer.scratches`), and how many pixels that is."""
     found = detect_damage(bgr)
-    return cv2.dilate(found.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0, int(found.sum())
+    return found, int(found.sum())
 
 
 def repair_image(image: DecodedImage, settings: RepairSettings) -> tuple[DecodedImage, RepairReport]:

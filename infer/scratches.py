@@ -22,7 +22,11 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    `max_speck_side`, with nothing else standing out within `speck_clearance` px (dust lies alone; fine detail
    does not).
 
-The mask it gives is what stood out; the repair widens it by a pixel to take the damage's soft edge. It never
+6. Edge: a found pixel's neutral neighbours whose top-hat is over `grow_ratio` times `min_contrast` (90 grey
+   levels) join it: the pieces of a scratch that its line or speck filter dropped where it crossed busier
+   picture. This is not a widening: a neighbour that does not stand out that much stays picture.
+
+The repair fills exactly this mask (see `infer.repair.auto_mask`). It never
 marks a torn corner or a large stain: paint those into a repair mask. Measured with bench/bench_repair.py
 (docs/benchmarks.md, "Repairing old photos").
 """
@@ -53,6 +57,7 @@ class Limits:
     side_offset: int = 5  # px across a line to either side
     side_agreement: float = 0.5  # the sides may differ by this part of the line's top-hat
     max_chroma: float = 8.0  # CIELAB chroma: a pixel more colourful than this is picture, not damage
+    grow_ratio: float = 1.5  # a found pixel's neutral neighbour joins where its top-hat is this many times min_contrast
 
 
 LIMITS = Limits()
@@ -134,5 +139,8 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
         tophat = cv2.morphologyEx(gray, op, disc)
         standing = _standing_out(tophat, limits) & neutral
-        found |= _lines(standing, tophat, smooth, limits) | _specks(standing, limits)
+        seen = _lines(standing, tophat, smooth, limits) | _specks(standing, limits)
+        # The damage's own edge (step 6).
+        edge = (tophat > limits.grow_ratio * limits.min_contrast) & neutral & ~seen
+        found |= seen | (cv2.dilate(seen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & edge
     return found
