@@ -27,6 +27,7 @@ from infer.faces.stage import FaceSettings, FaceStage
 from infer.models import default_model_path
 from infer.modelspec import ModelSpec, spec_from_path
 from infer.repair import RepairSettings, repair_image
+from infer.repair_network import NetworkFill
 from infer.upscale import TilePlan, count_tiles, describe_run, effective_pad, upscale_image
 
 
@@ -263,7 +264,8 @@ class LoadedModel:
 
 
 def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
-              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
+              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None,
+              repair_network: NetworkFill | None = None) -> None:
     """Upscale one photo: decode, check, repair, restore colour, denoise, find faces, upscale, restore the faces,
     encode.
 
@@ -284,7 +286,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     # Repair at the photo's own resolution, before anything that would spread or sharpen the damage.
     repaired = None
     if settings.repair.enabled:
-        image, repaired = repair_image(image, settings.repair)
+        image, repaired = repair_image(image, settings.repair, repair_network)
         timer.lap("repair")
     if settings.colour is Colour.RESTORE:
         image = restore_image(image)
@@ -377,9 +379,12 @@ def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
     choice = resolve_model(options)
     faces = _face_stage(options.settings)
     timer.lap("prepare")
+    network = _repair_network(options)
+    if network is not None:
+        timer.lap("repair_load")
     job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
     run_photo(job, LoadedModel(choice, options), options.settings, events, timer, release=True, since=start.began,
-              faces=faces)
+              faces=faces, repair_network=network)
     return EXIT_OK
 
 
@@ -392,6 +397,16 @@ def import_libraries(options: RunOptions) -> None:
             require_loader()
         except LoaderMissing:
             pass  # said when the checkpoint is read
+
+
+def _repair_network(options: RunOptions) -> NetworkFill | None:
+    """The run's inpainting network, loaded (exit 5 before any photo is read), or None: OpenCV fills."""
+    model = options.settings.repair.model
+    if model is None:
+        return None
+    network = NetworkFill(model, options.device)
+    network.load()
+    return network
 
 
 def _face_stage(settings: Settings) -> FaceStage | None:
@@ -410,11 +425,13 @@ def run_folder(options: RunOptions, events: EventSink) -> int:
     out_dir = Path(options.output)
     jobs = batch.plan(photos, out_dir, options.settings.scale_for(choice.spec), options.format)
     faces = _face_stage(options.settings)
+    network = _repair_network(options)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(choice, options)
 
     def one(job: batch.PhotoJob) -> None:
-        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces)
+        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces,
+                  repair_network=network)
 
     try:
         result = batch.run_batch(jobs, one, events, out_dir=out_dir, overwrite=options.overwrite)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -23,6 +24,9 @@ from infer.errors import InputError, UsageError
 from infer.header import our_pixel_limit_only
 from infer.images import DecodedImage
 from infer.scratches import detect_damage
+
+if TYPE_CHECKING:
+    from infer.repair_network import NetworkFill
 
 INPAINT_METHOD = cv2.INPAINT_NS
 INPAINT_METHOD_NAME = "navier-stokes"
@@ -36,6 +40,7 @@ class RepairSettings:
 
     mask: Path | None = None
     mode: Repair = Repair.OFF
+    model: Path | None = None  # --repair-model: an inpainting checkpoint instead of OpenCV (infer/repair_network.py)
 
     @property
     def enabled(self) -> bool:
@@ -55,9 +60,10 @@ class RepairReport:
     marked: int  # pixels from the mask file
     found: int  # pixels the detection found
     filled: int  # pixels filled
+    method: str = INPAINT_METHOD_NAME  # or the network's architecture ("LaMa")
 
     def to_json(self) -> dict[str, object]:
-        return {"ran": self.ran, "method": INPAINT_METHOD_NAME, "marked": self.marked, "found": self.found,
+        return {"ran": self.ran, "method": self.method, "marked": self.marked, "found": self.found,
                 "filled": self.filled}
 
 
@@ -106,9 +112,11 @@ def auto_mask(bgr: np.ndarray) -> tuple[np.ndarray, int]:
     return found, int(found.sum())
 
 
-def repair_image(image: DecodedImage, settings: RepairSettings) -> tuple[DecodedImage, RepairReport]:
-    """The photo with its marked and/or detected damage filled; alpha, profile and metadata untouched.
-    A mask with nothing marked changes nothing; one marking every pixel is refused (InputError, exit 3)."""
+def repair_image(image: DecodedImage, settings: RepairSettings,
+                 network: "NetworkFill | None" = None) -> tuple[DecodedImage, RepairReport]:
+    """The photo with its marked and/or detected damage filled (by `network` where given, else OpenCV); alpha,
+    profile and metadata untouched. A mask with nothing marked changes nothing; one marking every pixel is refused
+    (InputError, exit 3)."""
     mask = np.zeros((image.height, image.width), bool)
     marked = found = 0
     if settings.mask is not None:
@@ -120,7 +128,9 @@ def repair_image(image: DecodedImage, settings: RepairSettings) -> tuple[Decoded
         detected, found = auto_mask(image.bgr)
         mask |= detected
     filled = int(mask.sum())
-    report = RepairReport(settings.describe(), marked, found, filled)
+    report = RepairReport(settings.describe(), marked, found, filled,
+                          network.name if network is not None else INPAINT_METHOD_NAME)
     if filled == 0:
         return image, report
-    return dataclasses.replace(image, bgr=fill(image.bgr, mask, image.grayscale)), report
+    filler = network.fill if network is not None else fill
+    return dataclasses.replace(image, bgr=filler(image.bgr, mask, image.grayscale)), report

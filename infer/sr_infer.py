@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", default=Repair.OFF.value, choices=REPAIR_MODES,
                    help="auto: find scratches and dust and repair them before upscaling (with --repair-mask: both); "
                    "default off")
+    p.add_argument("--repair-model", metavar="PATH",
+                   help="fill what is repaired with this inpainting network (a LaMa checkpoint as safetensors or a "
+                   "weights-only pickle, read through spandrel) instead of OpenCV")
     p.add_argument("--colour", default=Colour.OFF.value, choices=COLOUR_MODES,
                    help="restore: bring back faded colour (white balance and levels) before upscaling; a photo that "
                    "shows no fading is left as it is (default off)")
@@ -165,7 +168,12 @@ def _repair_settings(args: argparse.Namespace) -> "RepairSettings":
     mask = Path(args.repair_mask) if args.repair_mask else None
     if mask is not None and _is_batch(args):
         raise UsageError("--repair-mask is for one photo; a batch can use --repair auto")
-    return RepairSettings(mask, Repair(args.repair))
+    model = Path(args.repair_model) if args.repair_model else None
+    if model is not None and not model.is_file():
+        from infer.errors import ModelError
+
+        raise ModelError(f"the repair model {model} was not found")
+    return RepairSettings(mask, Repair(args.repair), model)
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
