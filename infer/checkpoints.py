@@ -20,6 +20,7 @@ TORCHSCRIPT_SUFFIX = ".pt"
 _CACHE_SUFFIX = ".torch.pt"
 # Purposes the worker serves: one photo in, a larger or cleaner photo out.
 SERVED_PURPOSES = ("SR", "Restoration")
+INPAINT_PURPOSE = "Inpainting"  # spandrel's purpose for inpainting networks (LaMa): what `--repair-model` loads
 # Models whose denoising can be dialled (Real-ESRGAN's `dni`): the weights blend with the twin's, `strength`
 # of this model's and the rest of the twin's (1: this model as it is, 0: the twin, which keeps the noise).
 DENOISE_TWINS = {"realesr-general-x4v3": "realesr-general-wdn-x4v3"}
@@ -68,6 +69,9 @@ class CheckpointInfo:
         """Why the worker does not serve this checkpoint for one of `purposes`, or None when it does."""
         if self.purpose not in purposes:
             return f"it is a {self.purpose} model ({self.architecture_name}), not single-image super-resolution or restoration"
+        if self.purpose == INPAINT_PURPOSE:
+            # Its input is the photo and the mask together; what counts is that it gives colour back.
+            return None if self.output_channels == 3 else f"it gives {self.output_channels} channels, not colour"
         if self.input_channels != 3 or self.output_channels != 3:
             return f"it takes {self.input_channels} and gives {self.output_channels} channels; only 3-channel colour models are served"
         return None

@@ -45,6 +45,34 @@ class Denoise(_Name):
 DENOISE_LEVELS = tuple(level.value for level in Denoise)
 
 
+# --------------------------------------------------------------------------- repair and colour
+
+
+class Repair(_Name):
+    """`--repair`: whether the worker finds scratches and dust itself (added to any `--repair-mask`)."""
+
+    OFF = "off"
+    AUTO = "auto"
+
+
+REPAIR_MODES = tuple(mode.value for mode in Repair)
+
+
+class Colour(_Name):
+    """`--colour`: whether faded colour is restored (white balance and levels) before enlarging."""
+
+    OFF = "off"
+    RESTORE = "restore"
+
+
+COLOUR_MODES = tuple(mode.value for mode in Colour)
+
+# A repair mask (`--repair-mask`, the API's `repair_mask`): an image of the photo's size as it is shown
+# (upright); its alpha channel where it has one, else its grey level; non-zero pixels are repaired. PNG only:
+# lossless, so that a mask's edge is where it was painted.
+MASK_FORMATS = ("PNG",)
+
+
 # --------------------------------------------------------------------------- formats
 
 
@@ -181,6 +209,9 @@ class WorkerCommand:
     face_model: Path | None = None  # the GFPGAN file; None: the worker's models folder
     outscale: int | None = None  # below the model's scale: its output is reduced to this factor
     denoise_strength: float | None = None  # 0..1, for a checkpoint with a denoise twin (replaces `denoise`)
+    repair_mask: Path | None = None  # the job's repair mask (MASK_FORMATS)
+    repair: Repair = Repair.OFF
+    colour: Colour = Colour.OFF
 
     def argv(self) -> list[str]:
         denoise = Denoise(self.denoise)
@@ -196,6 +227,9 @@ class WorkerCommand:
             *([] if self.outscale is None else ["--outscale", str(int(self.outscale))]),
             *([] if self.denoise_strength is None else ["--denoise-strength", f"{float(self.denoise_strength):g}"]),
             *face_flags(self.faces, self.face_fidelity, None if self.face_model is None else str(self.face_model)),
+            *([] if self.repair_mask is None else ["--repair-mask", str(self.repair_mask)]),
+            *([] if Repair(self.repair) is Repair.OFF else ["--repair", Repair(self.repair).value]),
+            *([] if Colour(self.colour) is Colour.OFF else ["--colour", Colour(self.colour).value]),
         ]
 
 
@@ -217,7 +251,7 @@ class EventKind(_Name):
 # The done event's `seconds`: one entry a stage, which together make up `total` (the process's wall time up to
 # the event). These grow with the photo's pixels; the others (startup or fork, imports, prepare, engine, load,
 # release) are a job's fixed cost. Estimates learn a model's speed from these alone.
-WORK_STAGES = ("decode", "denoise", "face_detect", "infer", "faces", "encode")
+WORK_STAGES = ("decode", "repair", "colour", "denoise", "face_detect", "infer", "faces", "encode")
 
 
 def work_seconds(seconds: Mapping[str, float]) -> float | None:

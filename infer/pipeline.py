@@ -17,7 +17,8 @@ import psutil
 from infer import batch, images
 from infer.catalog import Catalog, served_scales
 from infer.checkpoints import DENOISE_TWINS, LoaderMissing, denoise_twin, is_checkpoint, require_loader
-from infer.contract import EXIT_OK, Denoise, EventKind
+from infer.colour import restore_image
+from infer.contract import EXIT_OK, Colour, Denoise, EventKind
 from infer.denoise import denoise_image
 from infer.engines import Engine, create_engine
 from infer.errors import ModelError, OutputError, UsageError
@@ -25,6 +26,8 @@ from infer.events import EventSink
 from infer.faces.stage import FaceSettings, FaceStage
 from infer.models import default_model_path
 from infer.modelspec import ModelSpec, spec_from_path
+from infer.repair import RepairSettings, repair_image
+from infer.repair_network import NetworkFill
 from infer.upscale import TilePlan, count_tiles, describe_run, effective_pad, upscale_image
 
 
@@ -40,6 +43,8 @@ class Settings:
     denoise_strength: float | None = None  # --denoise-strength: a blend with the model's denoise twin
     faces: FaceSettings = FaceSettings()
     memory_mb: int = 0  # SR_WORKER_MEMORY_MB: the address space the run may add to its libraries'; 0: no limit
+    repair: RepairSettings = RepairSettings()
+    colour: Colour = Colour.OFF
 
     def scale_for(self, spec: ModelSpec) -> int:
         """The factor the result is written at, by the catalog's rule (`served_scales`); UsageError otherwise."""
@@ -259,8 +264,10 @@ class LoadedModel:
 
 
 def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, events: EventSink,
-              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None) -> None:
-    """Upscale one photo: decode, check, denoise, find faces, upscale, restore the faces, encode.
+              timer: Timer, *, release: bool, since: float, faces: FaceStage | None = None,
+              repair_network: NetworkFill | None = None) -> None:
+    """Upscale one photo: decode, check, repair, restore colour, denoise, find faces, upscale, restore the faces,
+    encode.
 
     `release` frees the engine before encoding (the last photo of a run); `since` is the wall-clock
     time the `total` in the done event counts from."""
@@ -276,6 +283,14 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
             f"cannot write {job.output}: the result would be {width * outscale}x{height * outscale}, "
             f"larger than {fmt} allows ({images.MAX_SIDE[fmt]} pixels a side); write .png instead"
         )
+    # Repair at the photo's own resolution, before anything that would spread or sharpen the damage.
+    repaired = None
+    if settings.repair.enabled:
+        image, repaired = repair_image(image, settings.repair, repair_network)
+        timer.lap("repair")
+    if settings.colour is Colour.RESTORE:
+        image = restore_image(image)
+        timer.lap("colour")
     if settings.denoise is not Denoise.OFF:
         image = denoise_image(image, settings.denoise)
         timer.lap("denoise")
@@ -294,7 +309,9 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         scale=spec.scale, outscale=outscale, ran=describe_run(spec, outscale),
         engine=engine.name, device=engine.device, precision=engine.precision,
         width=width, height=height, format=image.source_format, tile=tile, tile_pad=tile_pad, tiles=total,
-        denoise=settings.denoise.value, **({"note": engine.note} if engine.note else {}),
+        denoise=settings.denoise.value, colour=settings.colour.value,
+        repair=repaired.to_json() if repaired is not None else {"ran": "off"},
+        **({"note": engine.note} if engine.note else {}),
         **({"why": model.why} if model.why is not None else {}),
         **({"denoise_strength": spec.denoise_strength} if spec.denoise_strength is not None else {}),
         **({"faces": {"detector": report.detector, "found": report.found}} if report is not None else {}),
@@ -343,6 +360,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         tile=tile,
         tile_pad=tile_pad,
         denoise=settings.denoise.value,
+        colour=settings.colour.value,
+        **({"repair": repaired.to_json()} if repaired is not None else {}),
         seconds=timer.seconds,
         peak_rss_mb=_peak_rss_mb(),
         **({"faces": report.to_json()} if report is not None else {}),
@@ -360,9 +379,12 @@ def run_job(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
     choice = resolve_model(options)
     faces = _face_stage(options.settings)
     timer.lap("prepare")
+    network = _repair_network(options)
+    if network is not None:
+        timer.lap("repair_load")
     job = batch.PhotoJob(Path(options.inputs[0]), Path(options.output))
     run_photo(job, LoadedModel(choice, options), options.settings, events, timer, release=True, since=start.began,
-              faces=faces)
+              faces=faces, repair_network=network)
     return EXIT_OK
 
 
@@ -375,6 +397,16 @@ def import_libraries(options: RunOptions) -> None:
             require_loader()
         except LoaderMissing:
             pass  # said when the checkpoint is read
+
+
+def _repair_network(options: RunOptions) -> NetworkFill | None:
+    """The run's inpainting network, loaded (exit 5 before any photo is read), or None: OpenCV fills."""
+    model = options.settings.repair.model
+    if model is None:
+        return None
+    network = NetworkFill(model, options.device)
+    network.load()
+    return network
 
 
 def _face_stage(settings: Settings) -> FaceStage | None:
@@ -393,11 +425,13 @@ def run_folder(options: RunOptions, events: EventSink) -> int:
     out_dir = Path(options.output)
     jobs = batch.plan(photos, out_dir, options.settings.scale_for(choice.spec), options.format)
     faces = _face_stage(options.settings)
+    network = _repair_network(options)
     batch.prepare_output_folder(out_dir)
     model = LoadedModel(choice, options)
 
     def one(job: batch.PhotoJob) -> None:
-        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces)
+        run_photo(job, model, options.settings, events, Timer(), release=False, since=time.time(), faces=faces,
+                  repair_network=network)
 
     try:
         result = batch.run_batch(jobs, one, events, out_dir=out_dir, overwrite=options.overwrite)

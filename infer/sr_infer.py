@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from infer.faces.stage import FaceSettings
     from infer.pipeline import RunOptions, Settings
+    from infer.repair import RepairSettings
 
 # The `imports` stage of the done event runs from here to main()'s start: the worker's own modules and the
 # libraries they load (OpenCV, numpy), imported at main()'s start (below); spandrel and PyTorch for a checkpoint
@@ -37,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from infer.contract import DEFAULT_MAX_PIXELS, DENOISE_LEVELS, OUTPUT_FORMATS, Denoise, Failure
+    from infer.contract import (COLOUR_MODES, DEFAULT_MAX_PIXELS, DENOISE_LEVELS, OUTPUT_FORMATS, REPAIR_MODES, Colour,
+                                Denoise, Failure, Repair)
     from infer.engines import DEVICES, ENGINE_CHOICES
     from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_FILE, FaceMode
     from infer.families import FAMILIES
@@ -70,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "the model removes, by blending the two models' weights; replaces --denoise for it")
     p.add_argument("--denoise", default=Denoise.OFF.value, metavar="|".join(DENOISE_LEVELS),
                    help="reduce noise and JPEG artifacts before upscaling (default off)")
+    p.add_argument("--repair-mask", metavar="PATH",
+                   help="repair the pixels this mask marks before upscaling: a PNG of the photo's size as shown, "
+                   "its alpha where it has transparency, else its grey level; non-zero = repair")
+    p.add_argument("--repair", default=Repair.OFF.value, choices=REPAIR_MODES,
+                   help="auto: find scratches and dust and repair them before upscaling (with --repair-mask: both); "
+                   "default off")
+    p.add_argument("--repair-model", metavar="PATH",
+                   help="fill what is repaired with this inpainting network (a LaMa checkpoint as safetensors or a "
+                   "weights-only pickle, read through spandrel) instead of OpenCV")
+    p.add_argument("--colour", default=Colour.OFF.value, choices=COLOUR_MODES,
+                   help="restore: bring back faded colour (white balance and levels) before upscaling; a photo that "
+                   "shows no fading is left as it is (default off)")
     p.add_argument("--faces", default=FaceMode.OFF.value, choices=FACE_MODES,
                    help=f"restore faces with GFPGAN after upscaling (default off; needs {GFPGAN_FILE} in the models folder)")
     p.add_argument("--face-fidelity", default=str(DEFAULT_FIDELITY), metavar="0..1",
@@ -107,7 +121,7 @@ def _env_int(name: str, default: int) -> int:
 def _settings(args: argparse.Namespace) -> "Settings":
     """Validate numbers and choices before any real work."""
     from infer.catalog import QUALITIES
-    from infer.contract import DEFAULT_MAX_PIXELS, Denoise
+    from infer.contract import DEFAULT_MAX_PIXELS, Colour, Denoise
     from infer.denoise import parse_level
     from infer.errors import UsageError
     from infer.pipeline import Settings
@@ -143,7 +157,29 @@ def _settings(args: argparse.Namespace) -> "Settings":
     if memory_mb < 0:
         raise UsageError("$SR_WORKER_MEMORY_MB must be 0 (no limit) or more")
     return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength,
-                    _face_settings(args), memory_mb)
+                    _face_settings(args), memory_mb, _repair_settings(args), Colour(args.colour))
+
+
+def _repair_settings(args: argparse.Namespace) -> "RepairSettings":
+    from infer.contract import Repair
+    from infer.errors import UsageError
+    from infer.repair import RepairSettings
+
+    mask = Path(args.repair_mask) if args.repair_mask else None
+    if mask is not None and _is_batch(args):
+        raise UsageError("--repair-mask is for one photo; a batch can use --repair auto")
+    model = Path(args.repair_model) if args.repair_model else None
+    if model is not None and not model.is_file():
+        from infer.errors import ModelError
+
+        raise ModelError(f"the repair model {model} was not found")
+    return RepairSettings(mask, Repair(args.repair), model)
+
+
+def _is_batch(args: argparse.Namespace) -> bool:
+    from infer import batch
+
+    return batch.is_batch(list(args.input), args.output)
 
 
 def _face_settings(args: argparse.Namespace) -> "FaceSettings":

@@ -50,7 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         folder.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + FORM_OVERHEAD_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes + config.max_mask_bytes + FORM_OVERHEAD_BYTES
     app.config.update(flask_settings)
     app.url_map.converters["job_id"] = api.JobIdConverter
     if config.behind_proxy:

@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """An SR_* variable holds a value the service cannot use."""
 
 
+# A repair mask is mostly black and compresses well: 200 hand-painted strokes over 16 megapixels, soft-edged, make a
+# 1.2 MB PNG. It is a file of its own beside the photo, so the request may be this much larger.
+MAX_MASK_MB = 8.0
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule a setting's value must follow, and what to say when it does not."""
@@ -315,6 +320,11 @@ class Config:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_mask_bytes(self) -> int:
+        """A repair mask's limit: MAX_MASK_MB, or the photo's limit where that is lower."""
+        return min(int(MAX_MASK_MB * 1024 * 1024), self.max_upload_bytes)
 
     def _quarter_of_threads(self, asked: int | None) -> int:
         return max(1, self.web_threads // 4) if asked is None else asked

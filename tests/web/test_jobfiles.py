@@ -1,4 +1,4 @@
-"""One job's files: what counts as its leftovers in results/, and removing all of it leaves other jobs' files."""
+"""One job's files (its repair mask among them): what counts as its leftovers in results/, and removing all of it leaves other jobs' files."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_leftovers_are_the_result_and_every_temporary_named_after_the_job(tmp_pa
     for files in (job, other):
         files.prepare()
         files.uploads_dir.mkdir(exist_ok=True)
-        for path in (files.upload, files.result, files.log, files.cache_temp,
+        for path in (files.upload, files.mask, files.result, files.log, files.cache_temp,
                      files.results_dir / f".{files.output_file}.3f9a1c.part",  # the worker's (infer/images.py)
                      files.results_dir / f".{files.job_id}.5d1e.part"):  # the Ray backend's
             path.write_bytes(b"x")
@@ -30,7 +30,7 @@ def test_leftovers_are_the_result_and_every_temporary_named_after_the_job(tmp_pa
     assert job.result.is_file() and job.leftovers(keep_result=True) == []
 
     job.remove_all()
-    assert not job.upload.exists() and not job.result.exists() and not job.log.exists()
+    assert not job.upload.exists() and not job.mask.exists() and not job.result.exists() and not job.log.exists()
     # The other job's files are all still there.
-    assert other.upload.is_file() and other.log.is_file() and len(other.leftovers()) == 4
-    assert job.kept_names() == {job.input_file, job.output_file, f"{job.job_id}.log"}
+    assert other.upload.is_file() and other.mask.is_file() and other.log.is_file() and len(other.leftovers()) == 4
+    assert job.kept_names() == {job.input_file, f"{job.job_id}.mask.png", job.output_file, f"{job.job_id}.log"}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from infer.contract import Denoise, Event, WorkerCommand
+from infer.contract import Colour, Denoise, Event, Repair, WorkerCommand
 from web.config import ConfigError
 from web.jobs.outcomes import Ending
 
@@ -52,13 +52,17 @@ class JobSpec:
     face_model: Path | None = None  # the GFPGAN file; a remote backend leaves it to the node's models folder
     outscale: int | None = None  # the written scale, where it is below the model's
     denoise_strength: float | None = None
+    repair_mask: Path | None = None  # the job's repair mask; a remote backend carries its bytes to the node
+    repair: str = "off"
+    colour: str = "off"
 
     def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
         """The worker's command for this job on this machine."""
         return WorkerCommand(self.input_path, self.output_path, self.model_path, max_pixels,
                              Denoise(self.denoise), script, faces=self.faces, face_fidelity=self.face_fidelity,
                              face_model=self.face_model, outscale=self.outscale,
-                             denoise_strength=self.denoise_strength)
+                             denoise_strength=self.denoise_strength, repair_mask=self.repair_mask,
+                             repair=Repair(self.repair), colour=Colour(self.colour))
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
         "denoise_strength": job.denoise_strength,
         "ran": job.ran,
         "faces": {"mode": job.faces or "off", "fidelity": job.face_fidelity, "restored": job.faces_restored},
+        "repair": {"mode": job.repair or "off", "mask": job.repair_mask_sha256 is not None},
+        "colour": job.colour or "off",
         "cached": job.cached,
         "estimate_seconds": round(job.estimate_s, 1) if job.estimate_s is not None and job.status in (QUEUED, RUNNING) else None,
         "engine": job.engine,
@@ -112,10 +114,15 @@ def job_json(job: Job, position: int | None, links: dict[str, str]) -> dict[str,
 
 def download_name(job: Job) -> str:
     """`coffee_x4_RealESRGAN_x4plus.png`: the photo, the scale and the model, then the settings that change the
-    pixels (`_denoise-light`, `_strength-0.3`, `_faces-0.7`), so that two results of one photo differ by name."""
+    pixels (`_repaired`, `_colour`, `_denoise-light`, `_strength-0.3`, `_faces-0.7`), so that two results of one
+    photo differ by name."""
     parts = [download_stem(job.original_name), f"x{job.scale}"]
     if job.model_id:
         parts.append(download_stem(job.model_id)[:40])
+    if job.repair_mask_sha256 is not None or job.repair == "auto":
+        parts.append("repaired")
+    if job.colour == "restore":
+        parts.append("colour")
     if job.denoise_strength is not None:
         parts.append(f"strength-{job.denoise_strength:g}")
     elif job.denoise and job.denoise != "off":
@@ -164,10 +171,14 @@ def _accept_upload(s: Services) -> Job:
             400, "too_many_files", f"the field 'image' holds {len(uploads)} files; send one photo per request"
         )
     upload = uploads[0]
+    masks = [m for m in request.files.getlist("repair_mask") if m.filename or m.content_length]
+    if len(masks) > 1:
+        raise Refusal(400, "too_many_files", f"the field 'repair_mask' holds {len(masks)} files; send one mask")
     return s.intake.accept(
         Upload(upload.stream, upload.filename, choice, requested, owner=owners.current_owner(),
                address=client_address(),
-               offered_scales=frozenset(n for m in catalog.models for n in catalog.served_scales(m)))
+               offered_scales=frozenset(n for m in catalog.models for n in catalog.served_scales(m)),
+               mask=masks[0].stream if masks else None)
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from infer import contract
 from infer.catalog import KINDS, QUALITIES, Catalog, InstalledModel, NoSuchChoice
-from infer.contract import DENOISE_LEVELS
+from infer.contract import COLOUR_MODES, DENOISE_LEVELS, MASK_FORMATS, REPAIR_MODES, Colour, Repair
 from infer.faces.options import DEFAULT_FIDELITY, FACE_MODES, GFPGAN_LICENCE, FaceMode, parse_fidelity
 from web.config import Config
 from web.guards.health import UNAVAILABLE_TEXT, Availability
@@ -48,9 +48,17 @@ def _face_choice(form: Mapping[str, str], offered: bool) -> tuple[str, float]:
     return faces, fidelity
 
 
+def _mode(form: Mapping[str, str], name: str, modes: tuple[str, ...], default: str) -> str:
+    value = (form.get(name) or default).strip().lower()
+    if value not in modes:
+        raise Refusal(400, f"bad_{name}", f"unknown {name} setting {form.get(name)!r}; use one of: {', '.join(modes)}")
+    return value
+
+
 def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
-    """The model, denoise and face settings a form asks for (`model`, or `kind` and `scale`, or `scale` and
-    `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`); the model is the catalog's pick."""
+    """The model, denoise, face, repair and colour settings a form asks for (`model`, or `kind` and `scale`, or
+    `scale` and `quality`; `denoise` or `denoise_strength`; `faces` and `face_fidelity`; `repair`, `colour`); the
+    model is the catalog's pick."""
     faces, fidelity = _face_choice(form, catalog.faces_offered())
     denoise = (form.get("denoise") or DEFAULT_DENOISE).strip().lower()
     if denoise not in DENOISE_LEVELS:
@@ -71,7 +79,9 @@ def parse_choice(form: Mapping[str, str], catalog: Catalog) -> Choice:
         raise Refusal(400, err.code, err.message) from None
     offered = catalog.strength_offered(pick.model)
     return Choice(pick.model, denoise, faces, fidelity, pick.outscale,
-                  _strength(form, pick.model, denoise, offered), pick.why)
+                  _strength(form, pick.model, denoise, offered), pick.why,
+                  _mode(form, "repair", REPAIR_MODES, Repair.OFF.value),
+                  _mode(form, "colour", COLOUR_MODES, Colour.OFF.value))
 
 
 def family_name(model: InstalledModel) -> str:
@@ -123,6 +133,15 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability, config:
             "default_fidelity": DEFAULT_FIDELITY,
             "licence": GFPGAN_LICENCE,
         },
+        "repair": {
+            "modes": list(REPAIR_MODES),
+            "default": Repair.OFF.value,
+            # An optional file field beside `image`: non-zero pixels (its alpha where it has transparency,
+            # else its grey level) are repaired; the photo's size as shown, within its own limit.
+            "mask": {"field": "repair_mask", "formats": [f.lower() for f in MASK_FORMATS],
+                     "max_mb": round(config.max_mask_bytes / 2**20, 3)},
+        },
+        "colour": {"modes": list(COLOUR_MODES), "default": Colour.OFF.value},
         "available": state.ok,
         "message": None if state.ok else UNAVAILABLE_TEXT,
         "fix_command": None if state.ok else state.fix_command,

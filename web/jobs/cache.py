@@ -75,15 +75,18 @@ class ResultCache:
         return self.config.result_cache != "off"
 
     def key(self, photo_sha256: str, model_path: Path, model_id: str, scale: int, denoise: str, output_format: str,
-            faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
+            faces: tuple[str, float] | None = None, denoise_strength: float | None = None,
+            repair_mask_sha256: str | None = None, repair: str = "off", colour: str = "off") -> str | None:
         """None when the cache is off, or when the model's content is not known yet. The model counts by its
         checksum: the file's here (local backend); with Ray, the one the worker nodes last reported running
         under that file name (none before a node has run it: such a job runs, and its node's report keys
         it, `keyed_by_node`). `faces` (mode and fidelity) counts only when faces are restored, so that keys made
         before the face stage still match; `scale` is the written one (a x4 model's output reduced to 3x is another
         result); `denoise_strength` counts when given. Fidelity and strength count as given: the intake quantises
-        them once, and the job records and runs that value."""
-        base = self.base(photo_sha256, scale, denoise, output_format, faces, denoise_strength)
+        them once, and the job records and runs that value. The repair mask counts by its SHA-256, and automatic
+        repair and colour restoration when asked: a job without them keeps the key it had before they existed."""
+        base = self.base(photo_sha256, scale, denoise, output_format, faces, denoise_strength,
+                         repair_mask_sha256, repair, colour)
         if base is None:
             return None
         if self.node_digest is not None:
@@ -92,7 +95,8 @@ class ResultCache:
         return with_model(base, self.digests.of(model_path) or f"name:{model_id}")
 
     def base(self, photo_sha256: str, scale: int, denoise: str, output_format: str,
-             faces: tuple[str, float] | None = None, denoise_strength: float | None = None) -> str | None:
+             faces: tuple[str, float] | None = None, denoise_strength: float | None = None,
+             repair_mask_sha256: str | None = None, repair: str = "off", colour: str = "off") -> str | None:
         """The key's parts with the model's place left open (JSON), kept with the job; None when the cache is off."""
         if not self.enabled:
             return None
@@ -101,6 +105,12 @@ class ResultCache:
             parts.append(["faces", faces[0], float(faces[1])])
         if denoise_strength is not None:
             parts.append(["denoise_strength", float(denoise_strength)])
+        if repair_mask_sha256 is not None:
+            parts.append(["repair_mask", repair_mask_sha256])
+        if repair != "off":
+            parts.append(["repair", repair])
+        if colour != "off":
+            parts.append(["colour", colour])
         return json.dumps(parts)
 
     def _same_scope(self, job: Job, other: Job) -> bool:

@@ -75,6 +75,8 @@ class Choice:
     outscale: int | None = None  # the written scale where it is below the model's
     denoise_strength: float | None = None
     why: str = ""  # why the catalog picked the model
+    repair: str = "off"  # contract.Repair: "auto" finds scratches and dust
+    colour: str = "off"  # contract.Colour: "restore" brings back faded colour
 
     @property
     def scale(self) -> int:

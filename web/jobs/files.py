@@ -26,6 +26,11 @@ def result_name(job_id: str, output_format: str) -> str:
     return f"{job_id}.{output_format}"
 
 
+def mask_name(job_id: str) -> str:
+    """The job's repair mask beside its upload (always PNG)."""
+    return f"{job_id}.mask.png"
+
+
 @dataclass(frozen=True)
 class JobFiles:
     """Where one job's files are. Every temporary a writer of the result makes beside it (the worker's
@@ -52,6 +57,11 @@ class JobFiles:
         return self.uploads_dir / self.input_file
 
     @property
+    def mask(self) -> Path:
+        """The job's repair mask, where it was sent one."""
+        return self.uploads_dir / mask_name(self.job_id)
+
+    @property
     def result(self) -> Path:
         return self.results_dir / self.output_file
 
@@ -71,7 +81,7 @@ class JobFiles:
 
     def kept_names(self) -> set[str]:
         """The names a live job's own files have in uploads/, results/ and logs/ (the sweep leaves them)."""
-        return {self.upload.name, self.result.name, self.log.name}
+        return {self.upload.name, self.mask.name, self.result.name, self.log.name}
 
     def leftovers(self, keep_result: bool = False) -> list[Path]:
         """What is in results/ for this job: its temporaries, and the result itself unless `keep_result`."""
@@ -88,13 +98,15 @@ class JobFiles:
             path.unlink(missing_ok=True)
 
     def remove_upload(self) -> None:
+        """The photo and its repair mask: the mask has no use without it."""
         self.upload.unlink(missing_ok=True)
+        self.mask.unlink(missing_ok=True)
 
     def remove_log(self) -> None:
         self.log.unlink(missing_ok=True)
 
     def remove_all(self) -> None:
-        """Everything of the job: upload, result, temporaries and log."""
+        """Everything of the job: upload and mask, result, temporaries and log."""
         self.remove_upload()
         self.remove_log()
         self.remove_leftovers()

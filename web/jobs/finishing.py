@@ -164,6 +164,7 @@ class Finisher:
         files = self.files(job)
         replacements = {
             str(files.upload): repr(job.original_name),
+            str(files.mask): "the repair mask",
             str(files.result): "the result",
             str(self.config.model_path): self.config.model_path.name,
             str(self.config.data_dir): "the data folder",

@@ -19,7 +19,7 @@ from web.guards.health import UNAVAILABLE_TEXT, HealthLog, availability
 from web.jobs.choice import Choice, estimate_seconds
 from web.jobs.runner import Runner, queue_full
 from web.guards.shares import queue_share_refusal
-from web.jobs.uploads import clean_name, output_format_for, save_upload
+from web.jobs.uploads import SavedMask, clean_name, output_format_for, save_mask, save_upload
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Upload:
     owner: str | None = None
     address: str | None = None
     offered_scales: frozenset[int] = frozenset()  # for the output-pixel refusal's advice
+    mask: BinaryIO | None = None  # the optional repair mask's bytes as sent
 
 
 @dataclass
@@ -71,9 +72,13 @@ class Intake:
         where it will not); on any failure neither the row nor the file is kept."""
         config, choice = self.config, upload.choice
         saved = save_upload(upload.stream, config.uploads_dir, config.max_upload_bytes, config.max_pixels)
+        mask: SavedMask | None = None
         try:
             check_output_pixels(saved.width, saved.height, choice.scale, config.max_output_pixels,
                                 upload.offered_scales or {choice.scale})
+            if upload.mask is not None:
+                mask = save_mask(upload.mask, config.uploads_dir, saved.job_id, config.max_mask_bytes,
+                                 saved.width, saved.height)
         except BaseException:
             saved.path.unlink(missing_ok=True)
             raise
@@ -100,12 +105,17 @@ class Intake:
             denoise=choice.denoise,
             faces=choice.faces,
             face_fidelity=choice.face_fidelity,
+            repair_mask_sha256=mask.sha256 if mask is not None else None,
+            repair=choice.repair,
+            colour=choice.colour,
             estimate_s=estimate_seconds(self.store, config, choice.model, saved.width * saved.height / 1e6),
             cache_key=self.cache.key(saved.sha256, choice.model.path, choice.model.id, choice.scale,
                                      choice.denoise, out_format, (choice.faces, choice.face_fidelity),
-                                     choice.denoise_strength),
+                                     choice.denoise_strength, mask.sha256 if mask is not None else None,
+                                     choice.repair, choice.colour),
             cache_base=self.cache.base(saved.sha256, choice.scale, choice.denoise, out_format,
-                                       (choice.faces, choice.face_fidelity), choice.denoise_strength),
+                                       (choice.faces, choice.face_fidelity), choice.denoise_strength,
+                                       mask.sha256 if mask is not None else None, choice.repair, choice.colour),
         )
         source = self.cache.find_done(job)
         try:
@@ -117,6 +127,8 @@ class Intake:
         except BaseException:
             self.store.delete(job.id)
             saved.path.unlink(missing_ok=True)
+            if mask is not None:
+                mask.path.unlink(missing_ok=True)
             raise
         return job
 

@@ -181,7 +181,7 @@ class Runner:
         if job is None or job.state != QUEUED:
             return
         files = self.finisher.files(job)
-        if not files.upload.is_file():
+        if not files.upload.is_file() or (job.repair_mask_sha256 and not files.mask.is_file()):
             self.store.fail(job.id, "upload_missing", UPLOAD_MISSING_MESSAGE)
             return
         files.prepare()
@@ -198,6 +198,9 @@ class Runner:
             outscale=job.outscale,
             denoise_strength=job.denoise_strength,
             face_model=self.config.models_dir / GFPGAN_FILE if job.faces == "on" else None,
+            repair_mask=files.mask if job.repair_mask_sha256 else None,
+            repair=job.repair or "off",
+            colour=job.colour or "off",
         )
         recorder = EventRecorder(self.store, job.id)
         with self._cv:

@@ -82,6 +82,9 @@ _ADDED_COLUMNS = (
     ("client_address", "TEXT"),
     ("waiting_since", "REAL"),
     ("cache_base", "TEXT"),
+    ("repair_mask_sha256", "TEXT"),
+    ("repair", "TEXT"),
+    ("colour", "TEXT"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -143,6 +146,9 @@ class Job:
     # The cache key's parts with the model left open (web/jobs/cache.py): a Ray job is keyed again by the
     # model its node ran.
     cache_base: str | None = None
+    repair_mask_sha256: str | None = None  # the repair mask's digest where one was sent (JobFiles.mask holds it)
+    repair: str | None = None  # "auto": the worker finds scratches and dust; "off" or None: it does not
+    colour: str | None = None  # "restore" or "off" (None: made before colour could be restored)
 
     @property
     def model_id(self) -> str | None:

@@ -15,9 +15,9 @@ from PIL import Image
 
 from infer import contract
 from infer.errors import WorkerError
-from infer.header import probe
+from infer.header import our_pixel_limit_only, probe
 from web.http.errors import Refusal
-from web.jobs.files import incoming_name, upload_name
+from web.jobs.files import incoming_name, mask_name, upload_name
 
 _ACCEPTED_TEXT = contract.formats_text()
 
@@ -68,7 +68,7 @@ def unknown_format_message(requested: str) -> str:
     return f"unknown format {requested!r}; use {contract.one_of([f.name for f in contract.OUTPUT_FORMATS])}"
 
 
-def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> int:
+def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any, what: str = "photo") -> int:
     total = 0
     while True:
         chunk = src.read(_CHUNK)
@@ -80,7 +80,7 @@ def _copy_limited(src: BinaryIO, dst: BinaryIO, max_bytes: int, digest: Any) -> 
                 413,
                 "too_large",
                 f"the file is larger than the {max_bytes / 1024 / 1024:.3g} MB limit; "
-                "send a smaller photo",
+                f"send a smaller {what}",
             )
         dst.write(chunk)
         digest.update(chunk)
@@ -140,3 +140,47 @@ def save_upload(stream: BinaryIO, uploads_dir: Path, max_bytes: int, max_pixels:
         raise
     return SavedUpload(job_id=job_id, path=final, format=ext, width=width, height=height, size_bytes=size,
                        sha256=digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class SavedMask:
+    """A checked repair mask at `uploads/<job_id>.mask.png`."""
+
+    path: Path
+    sha256: str
+
+
+def _mask_header(path: Path) -> tuple[str | None, int, int]:
+    """The mask's format and stored size (its own orientation tag is not applied: the worker reads it so)."""
+    try:
+        with our_pixel_limit_only(), Image.open(path) as im:
+            return im.format, im.width, im.height
+    except Exception:
+        return None, 0, 0
+
+
+def save_mask(stream: BinaryIO, uploads_dir: Path, job_id: str, max_bytes: int, width: int, height: int) -> SavedMask:
+    """Copies a repair mask beside its job's photo and checks what the front end can from the header: a PNG (415),
+    at most `max_bytes` (413), the photo's size as shown (422). Whether it marks every pixel is the worker's to
+    say (the job fails with its message). Nothing is kept if a check fails."""
+    final = uploads_dir / mask_name(job_id)
+    partial = uploads_dir / incoming_name(f"{job_id}.mask")
+    digest = hashlib.sha256()
+    try:
+        with open(partial, "xb") as out:
+            size = _copy_limited(stream, out, max_bytes, digest, what="repair mask")
+        if size == 0:
+            raise Refusal(400, "empty_mask", "the repair mask is empty; paint over the damage again, or send no mask")
+        fmt, mask_width, mask_height = _mask_header(partial)
+        if fmt not in contract.MASK_FORMATS:
+            raise Refusal(415, "unsupported_mask_type",
+                          "the repair mask must be a PNG image (transparent or black where nothing is to be repaired)")
+        if (mask_width, mask_height) != (width, height):
+            raise Refusal(422, "mask_size",
+                          f"the repair mask is {mask_width}x{mask_height} but the photo is {width}x{height}; "
+                          "the mask must be exactly the photo's size")
+        os.replace(partial, final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return SavedMask(final, digest.hexdigest())

@@ -498,6 +498,8 @@ class RayBackend:
             face_fidelity=spec.face_fidelity,
             outscale=spec.outscale,
             denoise_strength=spec.denoise_strength,
+            repair=spec.repair,
+            colour=spec.colour,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,
             start=self.config.worker_start,
@@ -513,8 +515,10 @@ class RayBackend:
         if driver is None:
             raise BackendUnavailable("not connected to the Ray cluster")
         try:
-            # The driver reads the photo from the uploads folder and puts its bytes into the object store.
+            # The driver reads the photo (and the repair mask) from the uploads folder and puts their bytes into
+            # the object store.
             driver.link.send(Op.SUBMIT, job=spec.job_id, request=asdict(request), input=str(spec.input_path),
+                             mask=str(spec.repair_mask) if spec.repair_mask is not None else None,
                              result_temp=str(execution.result_temp))
             refusal = execution.await_answer()
         except LinkClosed as err:

@@ -240,13 +240,17 @@ class Driver:
         try:
             request = TaskRequest(**message["request"])
             data = Path(message["input"]).read_bytes()
+            mask_data = Path(message["mask"]).read_bytes() if message.get("mask") else None
         except (KeyError, TypeError, OSError) as err:
             self._send(Op.REFUSED, job=job_id, reason=f"the job could not be read: {err!r}")
             return
         try:
             photo = self.ray.put(data)
             del data
-            generator = remote.options(name=f"sr-job-{job_id}").remote(request, photo)
+            # The repair mask the same way as the photo: its own object, fetched by the node that runs the task.
+            mask = self.ray.put(mask_data) if mask_data is not None else None
+            del mask_data
+            generator = remote.options(name=f"sr-job-{job_id}").remote(request, photo, mask)
         except Exception as err:
             self._send(Op.REFUSED, job=job_id, reason=f"submitting the job to Ray failed: {err!r}")
             self.cluster_lost(err)

@@ -13,7 +13,8 @@ class Op(str, Enum):
     """What a message is; each carries `op` and, for a job's messages, `job`."""
 
     # service -> driver
-    SUBMIT = "submit"  # job, request (TaskRequest fields), input (the photo's path), result_temp
+    # job, request (TaskRequest fields), input (the photo's path), mask (the repair mask's path or null), result_temp
+    SUBMIT = "submit"
     CANCEL = "cancel"  # job, force
     RECOVER = "recover"  # jobs: ids of jobs a previous service left running
     PING = "ping"

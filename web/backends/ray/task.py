@@ -45,6 +45,8 @@ class TaskRequest:
     face_fidelity: float | None = None
     outscale: int | None = None
     denoise_strength: float | None = None
+    repair: str = "off"
+    colour: str = "off"
     start: str = "plain"  # SR_WORKER_START: "preloaded" forks the job from this Ray worker process's launcher
 
 
@@ -106,14 +108,14 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
+def run_job_on_node(request: TaskRequest, photo: bytes, mask: bytes | None = None) -> Iterator[Any]:
     """Runs one job here; yields PLACED, each worker event as it comes, EXITED, then the result's bytes
-    (only when the worker exited 0 and wrote it)."""
+    (only when the worker exited 0 and wrote it). `mask`: the job's repair mask, a separate object in the store."""
     import ray  # present on every node; imported here so that this module imports without it
 
     from infer import worker_process
+    from infer.contract import Colour, Denoise, Repair, WorkerCommand, parse_event
     from infer.digests import sha256_of
-    from infer.contract import Denoise, WorkerCommand, parse_event
 
     root = work_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -128,18 +130,24 @@ def run_job_on_node(request: TaskRequest, photo: bytes) -> Iterator[Any]:
         source = folder / f"input{request.input_suffix}"
         source.write_bytes(photo)
         del photo
+        mask_file = None
+        if mask is not None:
+            mask_file = folder / "mask.png"
+            mask_file.write_bytes(mask)
+            del mask
         target = folder / f"{request.job_id}{request.output_suffix}"
         model = node_model_path(request.model_name)
 
         def relabel(text: str) -> str:
             for path, label in ((source, request.input_label), (target, request.output_label),
-                                (model, request.model_label)):
+                                (model, request.model_label), (folder / "mask.png", "the repair mask")):
                 text = text.replace(str(path), label)
             return text
 
         command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
                                 faces=request.faces, face_fidelity=request.face_fidelity,
-                                outscale=request.outscale, denoise_strength=request.denoise_strength)
+                                outscale=request.outscale, denoise_strength=request.denoise_strength,
+                                repair_mask=mask_file, repair=Repair(request.repair), colour=Colour(request.colour))
         # The job's environment is read now: Ray sets this task's CUDA_VISIBLE_DEVICES in this process.
         env = worker_process.worker_environment()
         if request.start == "preloaded":

@@ -1,0 +1,146 @@
+"""Automatic detection of scratches and dust in a photo: thin lines and small specks against their surroundings.
+
+How a pixel is marked (on the luminance, in grey levels; bright and dark damage each on its own):
+
+1. Morphological top-hats with a 9 px disc find what is brighter (white top-hat: the photo minus its opening) or
+   darker (black top-hat: its closing minus the photo) than its surroundings and narrower than the disc: lines up
+   to about 7 px wide and specks up to about 8 px across. Edges between wide areas, and wider things (an eye, a
+   letter's bowl), give nothing.
+2. Damage is neutral: a scratch that took the emulsion off shows the white paper base, dirt in it and dust are
+   grey or black. A pixel more colourful than `max_chroma` (CIELAB chroma) belongs to the picture: this is what
+   keeps most of a colour photo's own thin lines (a coloured rim, a badge's outline, a suit's seam) unmarked.
+   Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. In a
+   black-and-white photo every pixel is neutral and only the steps below decide.
+3. A pixel stands out where its top-hat is above `min_contrast` and above `texture_ratio` times the median top-hat
+   in a 31 px window around it. Hair, fur, grass, fabric and text are thin and contrasted too, but they come many
+   together, which raises their window's median (a scratch fills too little of it to); a scratch or a speck
+   lies alone on smoother picture.
+4. Line filter: a scratch is a long, nearly straight run of such pixels. An opening with a line `line_length` px
+   long at 24 angles (every 7.5 degrees) keeps the pixels that lie on such a run; a curved scratch bends little
+   over that length. Short strokes (letters, single hairs, a fabric's weave) are shorter and go.
+5. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
+   `max_speck_side`, with nothing else standing out within `speck_clearance` px (dust lies alone; fine detail
+   does not).
+
+6. Edge: a found pixel's neutral neighbours whose top-hat is over `grow_ratio` times `min_contrast` (90 grey
+   levels) join it: the pieces of a scratch that its line or speck filter dropped where it crossed busier
+   picture. This is not a widening: a neighbour that does not stand out that much stays picture.
+
+The repair fills exactly this mask (see `infer.repair.auto_mask`). It never
+marks a torn corner or a large stain: paint those into a repair mask. Measured with bench/bench_repair.py
+(docs/benchmarks.md, "Repairing old photos").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+DISC = 9  # the top-hats' structuring element: wider than any speck or scratch it should find
+WINDOW = 31  # the window whose median top-hat measures how busy the surroundings are
+ANGLES = 24
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds and shape limits of the detection (defaults measured with bench/bench_repair.py)."""
+
+    min_contrast: float = 60.0  # grey levels a pixel stands out from its surroundings
+    texture_ratio: float = 6.0  # times the median top-hat around it
+    line_length: int = 31
+    max_speck_area: int = 40
+    max_speck_side: int = 8
+    speck_clearance: int = 4
+    side_offset: int = 5  # px across a line to either side
+    side_agreement: float = 0.5  # the sides may differ by this part of the line's top-hat
+    max_chroma: float = 8.0  # CIELAB chroma: a pixel more colourful than this is picture, not damage
+    grow_ratio: float = 1.5  # a found pixel's neutral neighbour joins where its top-hat is this many times min_contrast
+
+
+LIMITS = Limits()
+
+
+@lru_cache(maxsize=8)
+def _line_kernels(length: int) -> tuple[np.ndarray, ...]:
+    kernels = []
+    half = (length - 1) / 2
+    for i in range(ANGLES):
+        angle = np.pi * i / ANGLES
+        kernel = np.zeros((length, length), np.uint8)
+        c = int(half)
+        dx, dy = np.cos(angle) * half, np.sin(angle) * half
+        cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1, 1, lineType=cv2.LINE_8)
+        kernels.append(kernel)
+    return tuple(kernels)
+
+
+def _standing_out(tophat: np.ndarray, limits: Limits) -> np.ndarray:
+    """Pixels of one top-hat above both thresholds (uint8 0/1)."""
+    # The median, not the mean: a scratch fills a few pixels of its window and does not raise it; texture does.
+    busy = cv2.medianBlur(np.clip(tophat, 0, 255).astype(np.uint8), WINDOW).astype(np.float32)
+    return (tophat > np.maximum(limits.min_contrast, limits.texture_ratio * busy)).astype(np.uint8)
+
+
+def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """The image moved by (dx, dy): out(x, y) = image(x - dx, y - dy), edges repeated."""
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, move, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _lines(standing: np.ndarray, tophat: np.ndarray, smooth: np.ndarray, limits: Limits) -> np.ndarray:
+    """Standing-out pixels on a straight run at least `line_length` long whose two sides agree (bool).
+
+    The run may wander by a pixel. The sides are the photo `side_offset` px away across the run: a scratch
+    crosses the picture, which goes on alike on both sides of it; an outline or a rim between two different
+    areas (a collar, a plate's edge) has a different area on each side and is left alone."""
+    loose = cv2.dilate(standing, np.ones((3, 3), np.uint8))
+    found = np.zeros(standing.shape, bool)
+    d = limits.side_offset
+    for i, kernel in enumerate(_line_kernels(limits.line_length)):
+        on_line = cv2.dilate(cv2.erode(loose, kernel), kernel) > 0
+        if not on_line.any():
+            continue
+        angle = np.pi * i / ANGLES
+        nx, ny = -np.sin(angle) * d, np.cos(angle) * d
+        sides = np.abs(_shifted(smooth, nx, ny) - _shifted(smooth, -nx, -ny))
+        found |= on_line & (sides < limits.side_agreement * tophat)
+    return found & (standing > 0)
+
+
+def _specks(standing: np.ndarray, limits: Limits) -> np.ndarray:
+    """Small groups of standing-out pixels with nothing else standing out within the clearance (bool)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(standing, connectivity=8)
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    small = (area <= limits.max_speck_area) & (np.maximum(w, h) <= limits.max_speck_side)
+    small[0] = False
+    # Alone: the standing-out pixels in the group's box widened by the clearance are the group's own.
+    summed = cv2.integral(standing)
+    c = limits.speck_clearance
+    rows, cols = standing.shape
+    x0, y0 = np.clip(x - c, 0, cols), np.clip(y - c, 0, rows)
+    x1, y1 = np.clip(x + w + c, 0, cols), np.clip(y + h + c, 0, rows)
+    around = summed[y1, x1] - summed[y0, x1] - summed[y1, x0] + summed[y0, x0]
+    keep = small & (around == area)
+    return keep[labels]
+
+
+def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
+    """H x W bool: the scratches and dust found in a BGR uint8 photo (a grey photo as three equal channels)."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DISC, DISC))
+    smooth = cv2.blur(gray, (3, 3))
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.float32)
+    neutral = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) <= limits.max_chroma
+    found = np.zeros(gray.shape, bool)
+    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        tophat = cv2.morphologyEx(gray, op, disc)
+        standing = _standing_out(tophat, limits) & neutral
+        seen = _lines(standing, tophat, smooth, limits) | _specks(standing, limits)
+        # The damage's own edge (step 6).
+        edge = (tophat > limits.grow_ratio * limits.min_contrast) & neutral & ~seen
+        found |= seen | (cv2.dilate(seen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & edge
+    return found
