@@ -250,15 +250,18 @@ class EventKind(_Name):
 
 # The done event's `seconds`: one entry a stage, which together make up `total` (the process's wall time up to
 # the event). These grow with the photo's pixels; the others (startup or fork, imports, prepare, engine, load,
-# release) are a job's fixed cost. Estimates learn a model's speed from these alone.
+# release) are a job's fixed cost.
 WORK_STAGES = ("decode", "repair", "colour", "denoise", "face_detect", "infer", "faces", "encode")
+# The work every job does, whatever its options: estimates learn a model's speed from these alone, so that a job
+# with repair, denoise or faces does not slow the estimate of the next one without them.
+MODEL_STAGES = ("decode", "infer", "encode")
 
 
-def work_seconds(seconds: Mapping[str, float]) -> float | None:
-    """The work stages' sum in a done event's `seconds`; None where it has no `infer` (not a worker's run)."""
+def work_seconds(seconds: Mapping[str, float], stages: tuple[str, ...] = WORK_STAGES) -> float | None:
+    """The sum of these stages in a done event's `seconds`; None where it has no `infer` (not a worker's run)."""
     if "infer" not in seconds:
         return None
-    return sum(float(seconds.get(stage, 0.0)) for stage in WORK_STAGES)
+    return sum(float(seconds.get(stage, 0.0)) for stage in stages)
 
 
 def _int(value: Any, default: int = 0) -> int:

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from infer.contract import WORKER_SCRIPT
+from infer.contract import WORK_STAGES, WORKER_SCRIPT
 from infer.launcher import ForkedProcess, Launcher, StartKind
 from infer.worker_process import start as plain_start
 from infer.worker_process import worker_environment
@@ -209,7 +209,7 @@ def test_a_tiny_job_hardly_moves_the_estimate(start_server: StartServer, tmp_pat
     assert done["status"] == "done"
     start1, speed1 = speed()
     # The fixed cost is measured now: what the job took outside its work stages.
-    work = sum(done["timings"].get(s, 0) for s in ("decode", "denoise", "face_detect", "infer", "faces", "encode"))
+    work = sum(done["timings"].get(s, 0) for s in WORK_STAGES)
     assert start1 == pytest.approx(done["timings"]["running"] - work, abs=0.05)
     for seed in (1, 2, 3):
         tiny = client.upload(_png_bytes(tmp_path, 12, 10, seed=seed), filename="tiny.png").json()

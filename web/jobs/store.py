@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from infer.contract import work_seconds
+from infer.contract import MODEL_STAGES, work_seconds
 from web.jobs.dbpool import ConnectionPool
 
 QUEUED = "queued"
@@ -314,7 +314,7 @@ class JobStore:
 
     def recent_work(self, model: str, limit: int = 20) -> list[tuple[float, float]]:
         """(work seconds, input megapixels) of the latest done jobs a worker ran with this model file
-        (`EDSR_x3.pb`): the work stages of their done events (contract.WORK_STAGES)."""
+        (`EDSR_x3.pb`): the stages every job does in their done events (contract.MODEL_STAGES)."""
         rows = self._rows(
             "SELECT timings, input_width * input_height FROM jobs WHERE state = ? AND model = ? "
             "AND cached_from IS NULL AND timings IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
@@ -322,7 +322,7 @@ class JobStore:
         )
         out = []
         for timings, pixels in rows:
-            work = work_seconds(json.loads(timings)) if timings else None
+            work = work_seconds(json.loads(timings), MODEL_STAGES) if timings else None
             if work is not None and pixels:
                 out.append((work, pixels / 1e6))
         return out
