@@ -252,7 +252,7 @@ class Config:
     worker_start: str = setting(
         "SR_WORKER_START", "preloaded",
         "`preloaded`: each job's process is forked from a launcher that has imported the worker's libraries "
-        "(a small job takes about 1 s instead of 5-8 s; the launcher holds about 700 MB; on Ray nodes, one in each "
+        "(a small job takes 0.2-0.6 s instead of 0.6-5.3 s; the launcher holds about 700 MB; on Ray nodes, one in each "
         "Ray worker process, which is then kept for the next job); `plain`: each job starts a fresh interpreter. "
         "Jobs start plain while the launcher is (re)starting", one_of(*START_KINDS), lower=True,
     )

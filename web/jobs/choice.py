@@ -32,8 +32,9 @@ def catalog_for(config: Config, backend: Any) -> Catalog:
 
 
 # A job's fixed cost (the worker's start, model load and release, the service's own handling) before this
-# service has run any: docs/benchmarks.md, "Small jobs" (a 160x120 photo upload to done, minus its work).
-START_PRIOR_S = {StartKind.PRELOADED.value: 1.0, StartKind.PLAIN.value: 6.0}
+# service has run any: docs/benchmarks.md, "Small jobs: the preloaded launcher" (160x120 photos, upload to done:
+# 0.2-0.6 s forked, 0.6 s plain without PyTorch, 3.2-5.3 s plain with it).
+START_PRIOR_S = {StartKind.PRELOADED.value: 0.5, StartKind.PLAIN.value: 4.0}
 # How many megapixels of evidence the family's benchmark figure counts for. A model's speed is its recent jobs'
 # work seconds over their megapixels, pixel-weighted with this prior: a tiny job, whose work is mostly per-call
 # overhead, barely moves it, and a few large photos outweigh the benchmark machine.
