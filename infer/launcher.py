@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Mapping
 
-from infer.worker_process import dies_with_parent, kill_group, start
+from infer.worker_process import dies_with_parent, is_running, kill_group, start
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,7 @@ class ForkedProcess:
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-        except OSError:
-            return
+    while is_running(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -66,6 +66,17 @@ def lower_priority(pid: int, nice: int) -> None:
         pass
 
 
+def is_running(pid: int) -> bool:
+    """The process exists and has not ended (a zombie, which waits for a parent to reap it, has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may itself contain spaces or parentheses.
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL to a worker's whole process group (it leads its own session)."""
     try:

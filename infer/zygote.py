@@ -25,6 +25,7 @@ import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
+from infer.errors import EXIT_OTHER
 from infer.launcher import MAX_MESSAGE, Request, send
 
 # The worker's libraries and modules, imported before any fork; one that fails to import is left to the job,
@@ -38,7 +39,6 @@ PRELOAD = (
 # each job from the job's own environment, before its first tensor operation.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 _PR_SET_PDEATHSIG = 1
-EXIT_OTHER = 70  # infer.errors.EXIT_OTHER, without importing it before the preload
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,11 @@ addresses of this machine, each node a set of processes found (and ended) by its
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +18,7 @@ import pytest
 
 from infer import REPO_ROOT
 from tests.web.client import HttpClient
+from tests.web.server import ServiceProcess, start_service_process
 
 # Ray's own test switch (tests/ray/conftest.py sets it): with it, `ray start --address` refuses to join.
 _NOT_FOR_OPERATORS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",)
@@ -121,30 +120,17 @@ def hand_run(tmp_path: Path) -> Iterator[HandRunCluster]:
 class FrontEnd:
     """`python -m web` of this checkout, started as an operator would, with the cluster's token."""
 
-    proc: subprocess.Popen
+    service: ServiceProcess
     client: HttpClient
     data_dir: Path
 
     @classmethod
     def start(cls, folder: Path, env: dict[str, str], timeout: float = 60) -> "FrontEnd":
         folder.mkdir(parents=True, exist_ok=True)
-        log = folder / "sr-web.log"
-        full_env = {**env, "SR_DATA_DIR": str(folder / "data"), "PYTHONPATH": str(REPO_ROOT)}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", "0"], cwd=REPO_ROOT,
-                                    env=full_env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        deadline = time.monotonic() + timeout
-        while not (found := re.search(rb"serving on http://127\.0\.0\.1:(\d+)/", log.read_bytes())):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"sr-web did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        return cls(proc, HttpClient(f"http://127.0.0.1:{int(found[1])}"), folder / "data")
+        service = start_service_process(folder / "sr-web.log", {"SR_DATA_DIR": str(folder / "data"),
+                                                               "PYTHONPATH": str(REPO_ROOT)},
+                                        timeout=timeout, base_env=env)
+        return cls(service, service.client(), folder / "data")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        self.service.terminate(timeout=30)

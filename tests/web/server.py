@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import psutil
 from flask import Flask
@@ -79,20 +79,22 @@ class ServiceProcess:
         self.proc.kill()
         self.proc.wait(10)
 
-    def terminate(self) -> None:
+    def terminate(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
 
 
 def start_service_process(
-    log_path: Path, env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT
+    log_path: Path, env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT,
+    base_env: Mapping[str, str] | None = None,
 ) -> ServiceProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
+    """`env` over `base_env` (default: this process's environment less its SR_* settings)."""
+    full_env = dict(base_env) if base_env is not None else {k: v for k, v in os.environ.items() if not k.startswith("SR_")}
     full_env.update(env)
     # The log is appended to across restarts; only what this start writes counts.
     offset = log_path.stat().st_size if log_path.exists() else 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from infer.worker_process import is_running
+
 if TYPE_CHECKING:
     from infer.launcher import ForkedProcess, Launcher
 
@@ -87,18 +89,8 @@ def sweep_abandoned(root: Path) -> None:
             pid = int(folder.name.rsplit("-", 1)[-1])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not is_running(pid):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie is not: a task killed with its raylet may wait for a parent that never reaps it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state follows the parenthesised command name, which may itself contain spaces or parentheses.
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _cmdline(pid: int) -> bytes:
@@ -204,7 +196,7 @@ def kill_job_processes(job_ids: list[str]) -> list[int]:
         except ValueError:
             continue
         # The worker dies with its task process (parent-death signal); the pid must still be a Ray worker's.
-        if _alive(task_pid) and b"ray" in _cmdline(task_pid):
+        if is_running(task_pid) and b"ray" in _cmdline(task_pid):
             try:
                 os.kill(task_pid, signal.SIGKILL)
                 killed.append(task_pid)
