@@ -11,7 +11,9 @@ from typing import Mapping
 from infer.checkpoints import DENOISE_TWINS, denoise_twin, is_checkpoint
 from infer.errors import ModelError, UsageError
 from infer.families import Family
-from infer.models import DEFAULT_MODEL_FILE, default_in, models_dir as folder_from_env
+from infer.licences import ModelLicence, is_allowed, parse_allowed, withheld_reason
+from infer.models import DEFAULT_MODEL_FILE, ModelEntry, catalog_licence, default_in, load_manifest
+from infer.models import models_dir as folder_from_env
 from infer.faces.options import GFPGAN_FILE
 from infer.modelsfolder import files_in, inside
 from infer.modelspec import ModelSpec, spec_from_path
@@ -36,6 +38,14 @@ QUALITIES = tuple(q.value for q in Quality)
 # The kinds of result a person chooses between (a family's `kind`), in the page's order.
 KINDS = ("restore", "faithful", "fast")
 
+# The community's photo models rank above RealESRGAN_x4plus: each was trained on degraded photographs (JPEG,
+# noise, blur, the web's resizing) where x4plus was trained on general images. Provisional, from what their
+# authors publish and not yet measured here on real weights (none are on this project's test machines); revise
+# them from docs/benchmarks.md once they are. The transformer (DAT) restores the most but is the slowest by far:
+# on a CPU the page's estimate says so before a job starts.
+_PHOTO_RANKS = {"4xRealWebPhoto_v4_dat2": 44, "4xNomosWebPhoto_RealPLKSR": 42, "4xNomosWebPhoto_esrgan": 38,
+                "4xPurePhoto-span": 34}
+
 # Declared ranks within a family's tier, by file stem: higher is picked first. For photos RealESRGAN_x4plus
 # restores more than the general Compact model, which restores more than the anime and video models; among the
 # light networks FSRCNN is the sharper. A checkpoint not named here ranks 0, below every catalog model of its
@@ -43,6 +53,7 @@ KINDS = ("restore", "faithful", "fast")
 RANKS: dict[str, int] = {
     "RealESRGAN_x4plus": 30, "RealESRGAN_x2plus": 30, "realesr-general-x4v3": 20,
     "realesr-animevideov3": 5, "RealESRGAN_x4plus_anime_6B": 5,
+    **_PHOTO_RANKS,
     **{f"FSRCNN_x{s}": 3 for s in (2, 3, 4)}, **{f"ESPCN_x{s}": 2 for s in (2, 3, 4)}, "FSRCNN-small_x3": 1,
     **{f"EDSR_x{s}": 1 for s in (2, 3, 4)}, **{f"LapSRN_x{s}": 1 for s in (2, 4, 8)},
 }
@@ -56,6 +67,7 @@ class InstalledModel:
 
     id: str
     spec: ModelSpec
+    licence: ModelLicence = ModelLicence()  # the catalog's, where the file is the catalog's own
 
     @property
     def family(self) -> Family:
@@ -82,33 +94,43 @@ class InstalledModel:
         return self.family.kind
 
 
-def checkpoint_model(path: Path) -> InstalledModel | None:
+def checkpoint_model(path: Path, entries: list[ModelEntry] | None = None) -> InstalledModel | None:
     """A checkpoint as its scan record describes it (no PyTorch needed); None when unscanned, stale or not offered."""
     scan = read_scan(path)
     if scan is None or not scan.offered or scan.info is None:
         return None
     spec = ModelSpec(path=path, algo=scan.info.architecture.lower(), scale=scan.info.scale, checkpoint=scan.info)
-    return InstalledModel(path.stem, spec)
+    licence = catalog_licence(path.name, _entries(entries), sha256=scan.sha256)
+    return InstalledModel(path.stem, spec, licence)
 
 
-def model_at(path: Path, *, local_file: bool = True) -> InstalledModel | None:
+def _entries(entries: list[ModelEntry] | None) -> list[ModelEntry]:
+    try:
+        return load_manifest() if entries is None else entries
+    except ModelError:
+        return []
+
+
+def model_at(path: Path, *, local_file: bool = True, entries: list[ModelEntry] | None = None) -> InstalledModel | None:
     """The model file at `path` as a choice (a .pb by its name, a checkpoint by its scan record), or None;
     `local_file=False` takes a .pb by its name alone (a file on other machines)."""
     try:
         if is_checkpoint(path):
-            return checkpoint_model(path)
+            return checkpoint_model(path, entries)
         if local_file and (not path.is_file() or path.stat().st_size == 0):
             return None
-        return InstalledModel(path.stem, spec_from_path(path))
+        size = path.stat().st_size if local_file else None
+        return InstalledModel(path.stem, spec_from_path(path), catalog_licence(path.name, _entries(entries), size=size))
     except (ModelError, OSError):
         return None
 
 
-def installed_models(folder: Path) -> list[InstalledModel]:
+def installed_models(folder: Path, entries: list[ModelEntry] | None = None) -> list[InstalledModel]:
     """Every non-empty `*.pb` in `folder` whose name says its family and scale, and every checkpoint whose scan
     record offers it (denoise twins aside), sorted by scale, then as `Catalog` ranks them."""
+    entries = _entries(entries)
     paths = [*(p for p in files_in(Path(folder)) if p.suffix == ".pb"), *checkpoint_files(Path(folder))]
-    found = [m for m in map(model_at, paths) if m is not None and m.id not in _TWIN_STEMS]
+    found = [m for m in (model_at(p, entries=entries) for p in paths) if m is not None and m.id not in _TWIN_STEMS]
     return sorted(found, key=lambda m: _order_key(m, {}))
 
 
@@ -161,8 +183,12 @@ class Catalog:
     """The models one request may use: the models folder's, by their files and scan records, and the default."""
 
     def __init__(self, models: list[InstalledModel], default: InstalledModel | None, *, configured_default: Path,
-                 models_dir: Path, ranks: Mapping[str, int] | None = None, default_note: str | None = None):
+                 models_dir: Path, ranks: Mapping[str, int] | None = None, default_note: str | None = None,
+                 allowed_licences: frozenset[str] | None = None, withheld: Mapping[str, ModelLicence] | None = None):
         self.ranks = dict(ranks or {})
+        self.allowed_licences = allowed_licences  # None: every licence (SR_ALLOWED_LICENCES unset)
+        # Installed models not offered because of their licence: id -> that licence, for the operator.
+        self.withheld = dict(withheld or {})
         self.models = sorted(models, key=lambda m: _order_key(m, self.ranks))
         self.default = default
         self.configured_default = configured_default
@@ -172,20 +198,33 @@ class Catalog:
 
     @classmethod
     def load(cls, models_dir: Path, configured_default: Path | None = None, *, ranks: Mapping[str, int] | None = None,
-             local_files: bool = True) -> "Catalog":
+             local_files: bool = True, allowed_licences: frozenset[str] | None = None) -> "Catalog":
         """From the folder, its scan records and the configured default (SR_MODEL_PATH, else EDSR_x3.pb in the
-        folder). `local_files=False`: the default is taken by its name, its file being on other machines."""
+        folder). `local_files=False`: the default is taken by its name, its file being on other machines.
+        `allowed_licences` (SR_ALLOWED_LICENCES) leaves out every model under another licence."""
         configured = Path(configured_default) if configured_default else Path(models_dir) / DEFAULT_MODEL_FILE
-        models = installed_models(Path(models_dir))
-        default = model_at(configured, local_file=local_files)
+        entries = _entries(None)
+        models = installed_models(Path(models_dir), entries)
+        default = model_at(configured, local_file=local_files, entries=entries)
         if default is not None and all(m.id.lower() != default.id.lower() for m in models):
             models.append(default)
-        catalog = cls(models, default, configured_default=configured, models_dir=Path(models_dir), ranks=ranks)
+        withheld = {m.id: m.licence for m in models if not is_allowed(m.licence, allowed_licences)}
+        models = [m for m in models if m.id not in withheld]
+        if default is not None and default.id in withheld:
+            default = None
+        catalog = cls(models, default, configured_default=configured, models_dir=Path(models_dir), ranks=ranks,
+                      allowed_licences=allowed_licences, withheld=withheld)
         if default is None and catalog.models:
             stand_in = catalog._stand_in()
             catalog.default = stand_in
-            catalog.default_note = (f"the default model {configured.name} is not installed, so {stand_in.id} is the "
-                                    f"default; fetch it with `sr-models fetch {configured.stem}` or set SR_MODEL_PATH")
+            if configured.stem in withheld:
+                catalog.default_note = (f"the default model {withheld_reason(configured.name, withheld[configured.stem])}"
+                                        f", so {stand_in.id} is the default; list its licence in "
+                                        "SR_ALLOWED_LICENCES or set SR_MODEL_PATH")
+            else:
+                catalog.default_note = (f"the default model {configured.name} is not installed, so {stand_in.id} is "
+                                        f"the default; fetch it with `sr-models fetch {configured.stem}` or set "
+                                        "SR_MODEL_PATH")
         return catalog
 
     @classmethod
@@ -195,9 +234,10 @@ class Catalog:
         folder = folder_from_env(env=env)
         try:
             ranks = parse_ranks(env.get("SR_MODEL_RANKS"))
+            allowed = parse_allowed(env.get("SR_ALLOWED_LICENCES"))
         except ValueError as err:
-            raise UsageError(f"SR_MODEL_RANKS: {err}") from None
-        return cls.load(folder, default_in(folder, env), ranks=ranks)
+            raise UsageError(f"SR_MODEL_RANKS or SR_ALLOWED_LICENCES: {err}") from None
+        return cls.load(folder, default_in(folder, env), ranks=ranks, allowed_licences=allowed)
 
     def _rank(self, model: InstalledModel) -> tuple[int, int, str]:
         return _rank_key(model, self.ranks)
@@ -226,18 +266,35 @@ class Catalog:
         path = self.models_dir / GFPGAN_FILE
         return read_scan(path) if inside(self.models_dir, path) else None
 
+    def withheld_note(self) -> str | None:
+        """The installed models SR_ALLOWED_LICENCES leaves out, with their licences, on one line (for /healthz)."""
+        if not self.withheld:
+            return None
+        return "not offered because SR_ALLOWED_LICENCES does not list their licence: " + ", ".join(
+            f"{name} ({licence.id})" for name, licence in sorted(self.withheld.items()))
+
+    def _face_licence(self, scan: Scan) -> ModelLicence:
+        return catalog_licence(GFPGAN_FILE, _entries(None), sha256=scan.sha256)
+
     def faces_offered(self) -> bool:
         """Face restoration is offered when the folder's GFPGAN file has an up-to-date scan record that found
-        GFPGAN in it: the front end never reads the file, and a file nobody has checked is never handed to a job."""
+        GFPGAN in it, under a licence the service allows: the front end never reads the file, and a file nobody
+        has checked is never handed to a job."""
         scan = self._face_scan()
-        return scan is not None and scan.offered
+        return (scan is not None and scan.offered
+                and is_allowed(self._face_licence(scan), self.allowed_licences))
 
     def face_refusal(self) -> str | None:
-        """Why the installed GFPGAN file is not used, when its scan refused it (for the operator)."""
+        """Why the installed GFPGAN file is not used, when its scan or its licence refused it (for the operator)."""
         scan = self._face_scan()
-        if scan is None or scan.offered:
+        if scan is None:
             return None
-        return f"{GFPGAN_FILE} is not used for faces: {scan.reason}"
+        if not scan.offered:
+            return f"{GFPGAN_FILE} is not used for faces: {scan.reason}"
+        licence = self._face_licence(scan)
+        if is_allowed(licence, self.allowed_licences):
+            return None
+        return f"{withheld_reason(GFPGAN_FILE, licence)}, so faces are not restored"
 
     def kinds(self) -> list[str]:
         return [k for k in KINDS if any(m.kind == k for m in self.models)]
@@ -251,6 +308,9 @@ class Catalog:
         for m in self.models:
             if m.id.lower() == model_id.lower():
                 return m
+        if any(w.lower() == model_id.lower() for w in self.withheld):
+            raise NoSuchChoice("bad_model", f"{model_id} is not offered on this service; use one of: "
+                               f"{', '.join(m.id for m in self.models)}")
         raise NoSuchChoice("bad_model", f"unknown model {model_id!r}; installed: {', '.join(m.id for m in self.models)}")
 
     def _of_kind(self, kind: str, scale: int | None) -> Pick:

@@ -21,6 +21,7 @@ from infer.checkpoints import is_checkpoint
 from infer.digests import sha256_of
 from infer.errors import EXIT_OK, ModelError, OutputError, UsageError, WorkerError
 from infer.faces.options import GFPGAN_FILE
+from infer.licences import UNKNOWN, ModelLicence
 from infer.modelsfolder import links_out
 
 # The catalog: every model's file name, sources, size and checksums; package data, so an installed copy has it.
@@ -44,7 +45,13 @@ class ModelEntry:
     sha256: str | None
     source: str = ""
     purpose: str = "upscaling"  # or "faces" (the face restorer), "face detection"
-    licence: str = ""  # said by `sr-models list` where it is not the permissive licence of the others
+    licence: str = UNKNOWN  # its SPDX identifier (infer/licences.py)
+    attribution: str = ""  # who the licence asks to name
+    licence_note: str = ""  # what the identifier alone does not say
+
+    @property
+    def model_licence(self) -> ModelLicence:
+        return ModelLicence(self.licence, self.attribution, self.source, self.licence_note)
 
     def __post_init__(self) -> None:
         if not (self.git_sha1 or self.sha256):
@@ -99,6 +106,21 @@ def find_entry(name: str, entries: Sequence[ModelEntry]) -> ModelEntry:
             return entry
     known = ", ".join(e.name for e in entries)
     raise UsageError(f"unknown model {name!r}; known models: {known}")
+
+
+def catalog_licence(file_name: str, entries: Sequence[ModelEntry], *, sha256: str | None = None,
+                    size: int | None = None) -> ModelLicence:
+    """The licence of the catalog's file of that name, where the file is the catalog's: its SHA-256 (a scanned
+    checkpoint's) or else its size is the entry's; neither given, by its name (a file on other machines).
+    Any other file's licence is unknown."""
+    entry = next((e for e in entries if e.file.lower() == Path(file_name).name.lower()), None)
+    if entry is None:
+        return ModelLicence()
+    if sha256 is not None and entry.sha256 and sha256 != entry.sha256:
+        return ModelLicence()
+    if sha256 is None and size is not None and size != entry.bytes:
+        return ModelLicence()
+    return entry.model_licence
 
 
 def file_digests(path: Path) -> tuple[str, str]:
@@ -304,6 +326,12 @@ def _custom_meaning(entry: ModelEntry, scan: scans.Scan) -> str:
             "the catalog's file")
 
 
+def _says_more(licence: ModelLicence) -> bool:
+    """A licence whose terms reach the people a service is offered to (Creative Commons credit, a caveat)
+    is spelled out by `list` beside its identifier."""
+    return bool(licence.note) or licence.id.startswith("CC-BY")
+
+
 def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     checks = [check_file(e, directory, hashes=False) for e in entries]
     customs = {c.entry.name: _custom_scan(c) for c in checks}
@@ -314,7 +342,7 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
              "bytes": c.entry.bytes, "url": c.entry.url, "source": c.entry.source,
              "status": "present" if c.ok else (CUSTOM if customs[c.entry.name] else c.status),
              "installed": c.ok, "default": _same_file(c.path, default), "purpose": c.entry.purpose,
-             **({"licence": c.entry.licence} if c.entry.licence else {})}
+             "licence": c.entry.model_licence.as_json()}
             for c in checks
         ]
         print(json.dumps({"dir": str(directory), "default": str(default), "default_installed": default.is_file(),
@@ -326,16 +354,17 @@ def _cmd_list(entries: list[ModelEntry], directory: Path, as_json: bool) -> int:
     name_w = max((len(c.entry.name) for c in checks), default=0)
     algo_w = max((len(c.entry.algo) for c in checks), default=0)
     kind_w = max((len(k) for k in kinds.values()), default=0)
+    licence_w = max((len(c.entry.licence) for c in checks), default=0)
     for c in checks:
         custom = customs[c.entry.name]
         state = "installed" if c.ok else ("not installed" if c.status == "missing" else CUSTOM if custom else c.status)
         mark = "  (default)" if _same_file(c.path, default) else ""
         print(f"  {c.entry.name:<{name_w}} {c.entry.algo:<{algo_w}} {kinds[c.entry.name]:<{kind_w}}  "
-              f"{c.entry.bytes / 1e6:7.2f} MB  {state}{mark}")
+              f"{c.entry.bytes / 1e6:7.2f} MB  {c.entry.licence:<{licence_w}}  {state}{mark}")
         if custom:
             print(f"  {'':<{name_w}} {_custom_meaning(c.entry, custom)}")
-        if c.entry.licence:
-            print(f"  {'':<{name_w}} licence: {c.entry.licence}")
+        if _says_more(c.entry.model_licence):
+            print(f"  {'':<{name_w}} licence: {c.entry.model_licence.line()}, {c.entry.source}")
     if default.is_file():
         print(f"default model: {default}")
     else:
@@ -358,6 +387,7 @@ def _checkpoint_rows(directory: Path, entries: list[ModelEntry]) -> list[dict]:
             rows.append({"file": path.name, "status": _scan_status(scan),
                          "label": scan.label, "reason": scan.reason, "sha256": scan.sha256,
                          "catalog": entry is not None and scan.sha256 == entry.sha256,
+                         "licence": catalog_licence(path.name, entries, sha256=scan.sha256).as_json(),
                          **({"architecture": scan.info.architecture, "scale": scan.info.scale,
                              "purpose": scan.info.purpose} if scan.info else {})})
     return rows
@@ -378,7 +408,8 @@ def _list_checkpoints(directory: Path, entries: list[ModelEntry]) -> None:
         what = row.get("label", row["file"]) if row["status"] in ("offered", "used for faces") else row["file"]
         reason = f": {row['reason']}" if row.get("reason") else ""
         custom = f" ({CUSTOM})" if row.get("catalog") is False and not row.get("reason") else ""
-        print(f"  {what}  {row['status']}{custom}{reason}")
+        licence = "" if row["status"] == "not scanned" or row.get("catalog") else ", licence unknown"
+        print(f"  {what}  {row['status']}{custom}{licence}{reason}")
 
 
 def _cmd_scan(directory: Path) -> int:

@@ -332,7 +332,7 @@ def test_the_face_files_are_in_the_catalog_and_fetched_only_when_asked(tmp_path:
     assert "(faces)" in line[at] and "not installed" in line[at]
     assert "Apache-2.0" in line[at + 1] and "non-commercial" in line[at + 1] and "StyleGAN2" in line[at + 1]
     rows = {r["name"]: r for r in json.loads(_run("--dir", str(tmp_path), "list", "--json").stdout)["models"]}
-    assert rows["GFPGANv1.4"]["purpose"] == "faces" and "non-commercial" in rows["GFPGANv1.4"]["licence"]
+    assert rows["GFPGANv1.4"]["purpose"] == "faces" and "non-commercial" in rows["GFPGANv1.4"]["licence"]["note"]
 
 
 def test_a_face_file_is_checked_by_its_sha256(mirror, tmp_path: Path) -> None:

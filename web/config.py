@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, get_args, get_type_hints
 
 from infer import REPO_ROOT, data_home
 from infer.catalog import parse_ranks
+from infer.licences import TERMS, UNKNOWN, parse_allowed
 from infer.launcher import START_KINDS
 from infer.models import default_model_path, models_dir
 
@@ -43,12 +44,15 @@ class Rule:
         return None if self.test(value) else f"{env}={value!r} {self.problem}"
 
 
-def _ranks_parse(text: str | None) -> bool:
-    try:
-        parse_ranks(text)
-    except ValueError:
-        return False
-    return True
+def _parses(parse: Callable[[str | None], object]) -> Callable[[str | None], bool]:
+    """A Rule's test for a setting read by `parse`, which raises ValueError on a bad one."""
+    def test(text: str | None) -> bool:
+        try:
+            parse(text)
+        except ValueError:
+            return False
+        return True
+    return test
 
 
 POSITIVE = Rule(lambda v: v > 0, "must be positive")
@@ -151,8 +155,14 @@ class Config:
     model_ranks: str | None = setting(
         "SR_MODEL_RANKS", None,
         "ranks within a kind of result, `<model id>=<whole number>,…`: the highest is picked first; catalog models "
-        "rank 1 to 30 (README, Models), other checkpoints 0 unless ranked here",
-        Rule(_ranks_parse, "is not a list of <model id>=<whole number>"),
+        "rank 1 to 44 (README, Models), other checkpoints 0 unless ranked here",
+        Rule(_parses(parse_ranks), "is not a list of <model id>=<whole number>"),
+    )
+    allowed_licences: str | None = setting(
+        "SR_ALLOWED_LICENCES", None,
+        "only models under these licences are offered, as SPDX identifiers (`Apache-2.0,MIT,BSD-3-Clause,CC-BY-4.0`; "
+        "`unknown` for custom checkpoints, whose licence nobody has said); unset: every installed model",
+        Rule(_parses(parse_allowed), f"is not a list of licence identifiers ({', '.join(TERMS)}, {UNKNOWN})"),
     )
     max_upload_mb: float = setting(
         "SR_MAX_UPLOAD_MB", 25.0, "largest upload; bigger ones get 413 while they stream in", POSITIVE,

@@ -527,6 +527,11 @@ def test_restore_is_chosen_on_the_page_and_a_x4_model_serves_3x(
         assert "per megapixel" in page.locator(f"#kind-{kind}-time").inner_text()
     assert "JPEG" in page.locator("#kind-restore-label").inner_text()
     screenshot(page, "kinds")
+    # The licence of what would run, crediting its author; the small EDSR graph is not the catalog's file.
+    assert page.locator("#model-licence").inner_text() == "EDSR_x3: licence unknown"
+    page.check("#kind-fast")
+    assert page.locator("#model-licence").inner_text() == "FSRCNN_x3: Apache-2.0, by Xavier Weber (Saafke)"
+    assert page.locator("#model-licence a").get_attribute("href") == "https://github.com/Saafke/FSRCNN_Tensorflow"
     page.check("#kind-restore")
     assert page.locator("#scale option").evaluate_all("os => os.map(o => o.value)") == ["2", "3", "4"]
     page.select_option("#scale", "3")

@@ -225,3 +225,32 @@ def test_the_row_names_the_model_by_file_and_rows_of_older_versions_still_run(
     assert (rows.get(old_id).model, rows.get(new["id"]).model) == ("LapSRN_x4.pb", "ESPCN_x3.pb")
     # Done jobs count for their model's speed, under the file's name.
     assert rows.recent_work("LapSRN_x4.pb") and rows.recent_work("ESPCN_x3.pb")
+
+
+def test_options_say_each_licence_and_an_allowed_list_leaves_models_out(tmp_path: Path, models_folder: Path,
+                                                                         photos: Photos) -> None:
+    from tests.fixtures.edsr_graph import write_edsr_graph
+
+    write_edsr_graph(models_folder / "EDSR_x3.pb", scale=3)  # not the catalog's bytes: its licence is unknown
+    settings = {"model_path": models_folder / "EDSR_x3.pb", "models_dir": models_folder}
+    for app in _app(tmp_path / "all", **settings):
+        licences = {m["id"]: m["licence"] for m in app.test_client().get("/api/options").get_json()["models"]}
+        assert licences["FSRCNN_x3"] == {
+            "id": "Apache-2.0", "attribution": "Xavier Weber (Saafke)", "source": "https://github.com/Saafke/FSRCNN_Tensorflow",
+            "note": None, "url": "https://www.apache.org/licenses/LICENSE-2.0", "commercial": True}
+        assert licences["EDSR_x3"]["id"] == "unknown" and licences["EDSR_x3"]["commercial"] is None
+    for app in _app(tmp_path / "apache", allowed_licences="Apache-2.0", **settings):
+        client = app.test_client()
+        body = client.get("/api/options").get_json()
+        assert "EDSR_x3" not in {m["id"] for m in body["models"]} and body["default"]["model"] == "FSRCNN_x3"
+        refused = _upload(client, photos.small_png, model="EDSR_x3")
+        assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "bad_model"
+        assert "EDSR_x3 is not offered on this service" in refused.get_json()["error"]["message"]
+        health = client.get("/healthz").get_json()
+        notes = " ".join(health.get("notes", []))
+        assert "SR_ALLOWED_LICENCES does not list their licence: EDSR_x3 (unknown)" in notes
+        assert "EDSR_x3.pb has no known licence" in notes
+    for app in _app(tmp_path / "none", allowed_licences="CC-BY-4.0", **settings):
+        health = app.test_client().get("/healthz")
+        assert health.status_code == 503
+        assert "every installed model is under a licence that SR_ALLOWED_LICENCES does not list" in health.get_json()["reason"]

@@ -135,3 +135,20 @@ def test_the_worker_command_carries_the_face_settings_only_when_on(tmp_path: Pat
     on = WorkerCommand(tmp_path / "in.png", tmp_path / "out.png", tmp_path / "m.pb", 100, faces="on",
                        face_fidelity=0.7, face_model=tmp_path / GFPGAN_FILE).argv()
     assert on[len(plain):] == ["--faces", "on", "--face-fidelity", "0.7", "--face-model", str(tmp_path / GFPGAN_FILE)]
+
+
+def test_faces_follow_the_allowed_licences(tmp_path: Path, folder: Path, gfpgan_file: Path) -> None:
+    """The test's GFPGAN file is not the catalog's (random weights): its licence is unknown, so a service that
+    allows only named licences does not restore faces with it, and /healthz says why."""
+    _install_gfpgan(gfpgan_file, folder)
+    for allowed, offered in (("Apache-2.0", False), ("Apache-2.0,unknown", True)):
+        app = create_app({"data_dir": tmp_path / allowed, "auth_token": None, "model_path": folder / "FSRCNN_x3.pb",
+                          "models_dir": folder, "allowed_licences": allowed})
+        try:
+            client = app.test_client()
+            assert client.get("/api/options").get_json()["faces"]["available"] is offered
+            notes = " ".join(client.get("/healthz").get_json()["notes"])
+            refusal = f"{GFPGAN_FILE} has no known licence, which SR_ALLOWED_LICENCES does not list, so faces are not restored"
+            assert (refusal in notes) is not offered
+        finally:
+            shutdown(app)

@@ -53,6 +53,12 @@ def availability(config: Config, backend: Any, catalog: Catalog | None = None, *
     waiting = tuple(p.name for p in unscanned(config.models_dir)) if notes else ()
     refused = (face,) if face else ()
     fix = f"sr-models fetch {config.model_path.stem}"
+    withheld = catalog.withheld_note()
+    refused += (withheld,) if withheld else ()
+    if not catalog.models and catalog.withheld:
+        return Availability(False, f"every installed model is under a licence that SR_ALLOWED_LICENCES does not "
+                            f"list ({withheld}); list their licences or install a model under one it lists",
+                            None, waiting, refused)
     if not catalog.models:
         # Only file names: /healthz is public even when a token is set.
         return Availability(False, f"no model is installed in the models folder (SR_MODELS_DIR), and the default "

@@ -110,6 +110,7 @@ def options_json(store: JobStore, catalog: Catalog, state: Availability, config:
                 "seconds_per_megapixel": seconds_per_mp(store, m),
                 "scales": catalog.served_scales(m),
                 "denoise_strength": catalog.strength_offered(m),
+                "licence": m.licence.as_json(),
             }
             for m in catalog.models
         ],

@@ -10,6 +10,7 @@ from infer import contract
 from infer.catalog import Catalog, InstalledModel, parse_ranks
 from infer.faces.options import DEFAULT_FIDELITY, FaceMode
 from infer.launcher import StartKind
+from infer.licences import parse_allowed
 from web.config import Config
 from web.jobs.store import JobStore
 
@@ -26,9 +27,9 @@ def quantised(value: float) -> float:
 
 def catalog_for(config: Config, backend: Any) -> Catalog:
     """The catalog of one request: the models folder, its scan records and SR_MODEL_PATH (taken by its name
-    alone where the backend's nodes hold the files)."""
+    alone where the backend's nodes hold the files), less what SR_ALLOWED_LICENCES leaves out."""
     return Catalog.load(config.models_dir, config.model_path, ranks=parse_ranks(config.model_ranks),
-                        local_files=backend.uses_local_model)
+                        local_files=backend.uses_local_model, allowed_licences=parse_allowed(config.allowed_licences))
 
 
 # A job's fixed cost (the worker's start, model load and release, the service's own handling) before this

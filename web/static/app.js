@@ -153,7 +153,31 @@
     }
     const model = selectedModel();
     estimate.textContent = model && model.seconds_per_megapixel ? timeFor(model) : "";
+    showLicence(model);
     for (const card of cards) if (card.el.dataset.state === "waiting") describeWaiting(card);
+  }
+
+  // The licence of the model that would run, and whom it credits (Creative Commons asks for the author's name
+  // where a model is offered); a custom checkpoint's licence is unknown.
+  function showLicence(model) {
+    const line = document.getElementById("model-licence");
+    const licence = model && model.licence;
+    line.replaceChildren();
+    if (!licence) return;
+    const text = licence.id === "unknown" ? t("licence_unknown")
+      : licence.attribution ? t("licence_by", { licence: licence.id, who: licence.attribution }) : licence.id;
+    line.append(`${model.id}: `);
+    if (licence.source) {
+      const link = document.createElement("a");
+      link.href = licence.source;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      link.textContent = text;
+      line.append(link);
+    } else {
+      line.append(text);
+    }
+    if (licence.note) line.append(` (${licence.note})`);
   }
 
   // The slider replaces the noise levels for a model blended with its denoise twin (realesr-general-x4v3).
