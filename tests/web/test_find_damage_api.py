@@ -4,6 +4,7 @@ refusals in the person's words, and that nothing of the photo is kept or shown t
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from bench.damage import damage
 from web import create_app, shutdown
-from tests.web.conftest import Photos
+from tests.web.conftest import Photos, wait_until
 
 
 @pytest.fixture
@@ -88,3 +89,32 @@ def test_limits_and_bad_input_get_clear_errors(app: Flask, photos: Photos, share
     assert message.startswith("scratches and dust could not be looked for") and "IDAT" in message
     assert str(app.extensions["sr_web"].config.data_dir) not in message
     assert _kept(app) == []
+
+
+def test_one_search_a_browser_and_a_few_on_the_service(tmp_path: Path, fsrcnn_model: Path, photos: Photos,
+                                                       shared_photos: Path):
+    app = create_app({"data_dir": tmp_path / "busy", "auth_token": None, "model_path": fsrcnn_model,
+                      "concurrency": 1})
+    try:
+        with Image.open(shared_photos / "coffee.png") as coffee:
+            buf = io.BytesIO()
+            coffee.convert("RGB").resize((1200, 800)).save(buf, format="PNG", compress_level=1)
+        first, second = app.test_client(), app.test_client()
+        first.get("/")
+        second.get("/")
+        answers: list = []
+        slow = threading.Thread(target=lambda: answers.append(_find(first, ("large.png", buf.getvalue()))))
+        slow.start()
+        uploads = app.extensions["sr_web"].config.uploads_dir
+        wait_until(lambda: any(p.suffix == ".png" for p in uploads.iterdir()), timeout=60, what="the search to run")
+        again = _find(first, ("small.png", photos.small_png))
+        other = _find(second, ("small.png", photos.small_png))
+        slow.join(120)
+        assert (again.status_code, again.get_json()["error"]["code"]) == (429, "find_damage_busy")
+        assert (other.status_code, other.get_json()["error"]["code"]) == (503, "find_damage_busy")
+        assert other.headers["Retry-After"] and "try again" in other.get_json()["error"]["message"]
+        assert answers[0].status_code == 200
+        assert _find(second, ("small.png", photos.small_png)).status_code == 200
+        assert _kept(app) == []
+    finally:
+        shutdown(app)
