@@ -152,3 +152,69 @@ def test_found_scratches_are_shown_and_can_be_erased_before_running(browser, sta
     assert np.array_equal(sent[:, keep:], proposed_mask[:, keep:])
     assert errors == []
     context.close()
+
+
+def _touch(cdp, kind: str, points: list[tuple[float, float]]) -> None:
+    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+        {"x": x, "y": y, "id": i, "radiusX": 2, "radiusY": 2, "force": 1} for i, (x, y) in enumerate(points)]})
+
+
+def test_touch_keys_and_a_sideways_stored_photo(browser, start_server: StartServer, shared_photos: Path,
+                                                tmp_path: Path) -> None:
+    """A finger paints and two pinch, the keys choose the tool and size, and the marks of a JPEG stored sideways
+    (EXIF orientation 6) are the photo's size as shown, which the service takes."""
+    server = start_server(keep_uploads=True)
+    upright = Image.open(shared_photos / "coffee.png").convert("RGB").crop((100, 100, 220, 180))  # 120x80 shown
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "sideways.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(photo, quality=95, exif=exif.tobytes())
+    context, page, errors = open_page(browser, server.url, has_touch=True)
+    page.set_input_files("#picker", str(photo))
+    card = card_named(page, "sideways.jpg")
+    _open_painter(card)
+    canvas = card.locator("canvas.marks")
+    assert canvas.evaluate("c => [c.width, c.height]") == [120, 80]
+
+    # The controls are named for a screen reader and work from the keyboard.
+    assert card.get_by_role("button", name="Eraser").is_visible()
+    assert card.get_by_label("Brush size").input_value() == "12"
+    area = card.locator(".paint-area")
+    assert area.evaluate("e => document.activeElement === e"), "the painter takes the focus when it opens"
+    area.press("e")
+    assert card.locator(".tool-eraser").get_attribute("aria-pressed") == "true"
+    area.press("b")
+    area.press("]")
+    assert card.get_by_label("Brush size").input_value() == "15"
+    assert card.locator(".brush-size-value").inner_text() == "15 px"
+
+    cdp = context.new_cdp_session(page)
+    box = canvas.bounding_box()
+    y = box["y"] + box["height"] / 2
+    _touch(cdp, "touchStart", [(box["x"] + 10, y)])
+    for step in range(1, 11):
+        _touch(cdp, "touchMove", [(box["x"] + 10 + step * (box["width"] - 20) / 10, y)])
+    _touch(cdp, "touchEnd", [])
+    painted = _marked(page, card)
+    assert painted > 0
+    fit = float(area.get_attribute("data-zoom"))
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 4
+    _touch(cdp, "touchStart", [(cx - 20, cy), (cx + 20, cy)])
+    for step in range(1, 6):
+        _touch(cdp, "touchMove", [(cx - 20 - 15 * step, cy), (cx + 20 + 15 * step, cy)])
+    _touch(cdp, "touchEnd", [])
+    assert float(area.get_attribute("data-zoom")) > fit * 2
+    page.wait_for_timeout(400)
+    assert int(card.get_attribute("data-marked")) == painted, "a pinch paints nothing"
+    area.press("0")
+    assert float(area.get_attribute("data-zoom")) == pytest.approx(fit, abs=1e-3)
+    screenshot(page, "paint-touch")
+
+    upscale(card)
+    wait_done(card)
+    job = job_json(context, server.url, card.get_attribute("data-job-id"))
+    assert job["status"] == "done" and job["repair"]["mask"] is True
+    mask = _sent_mask(server, job["id"])
+    assert mask.shape == (80, 120) and mask[40].sum() > 80
+    assert errors == []
+    context.close()

@@ -10,6 +10,7 @@ window.Painter = (function () {
   const MARKED_ALPHA = 128;
   const MIN_SIZE = 2;
   const MAX_SIZE = 120;
+  const TOUCH_SLOP = 6; // CSS px a finger moves before it paints
 
   function create(root, photoUrl, width, height) {
     const area = root.querySelector(".paint-area");
@@ -67,8 +68,10 @@ window.Painter = (function () {
       if (pinch.start(pointers)) { painting = null; return; }
       if (pointers.size === 1 && tool !== "move") {
         e.preventDefault();
-        painting = { id: e.pointerId, last: at(e) };
-        stroke(null, painting.last);
+        // A finger may be the first of a pinch: its stroke begins once it has moved, or as a dot when lifted.
+        const waits = e.pointerType === "touch";
+        painting = { id: e.pointerId, last: at(e), from: { x: e.clientX, y: e.clientY }, waits };
+        if (!waits) stroke(null, painting.last);
       }
     });
     area.addEventListener("pointermove", (e) => {
@@ -78,6 +81,8 @@ window.Painter = (function () {
       pointers.set(e.pointerId, now);
       if (pinch.move(pointers)) return;
       if (painting && painting.id === e.pointerId) {
+        if (painting.waits && Math.hypot(now.x - painting.from.x, now.y - painting.from.y) < TOUCH_SLOP) return;
+        painting.waits = false;
         const point = at(e);
         stroke(painting.last, point);
         painting.last = point;
@@ -88,7 +93,10 @@ window.Painter = (function () {
     const release = (e) => {
       pointers.delete(e.pointerId);
       pinch.end(pointers);
-      if (painting && painting.id === e.pointerId) painting = null;
+      if (painting && painting.id === e.pointerId) {
+        if (painting.waits && e.type === "pointerup") stroke(null, painting.last);
+        painting = null;
+      }
     };
     area.addEventListener("pointerup", release);
     area.addEventListener("pointercancel", release);

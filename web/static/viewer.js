@@ -43,7 +43,8 @@ window.Viewer = (function () {
     function zoomTo(scale, px, py, mode) {
       const b = size();
       if (px === undefined) { px = b.w / 2; py = b.h / 2; }
-      const next = Math.min(MAX_ZOOM, Math.max(minScale(), scale));
+      // A small photo fits at several times its size already: it may still be looked at closer than that.
+      const next = Math.min(Math.max(MAX_ZOOM, fitScale() * 4), Math.max(minScale(), scale));
       // Keep the photo point under (px, py) where it is.
       const ix = (px - view.x) / view.scale, iy = (py - view.y) / view.scale;
       view.x = px - ix * next;
