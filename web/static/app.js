@@ -374,7 +374,13 @@
   }
 
   async function upload({ file, card, choices }) {
-    const mask = card.painter ? await card.painter.maskBlob() : null;
+    let mask = null;
+    try {
+      mask = card.painter ? await card.painter.maskBlob() : null;
+    } catch (err) {
+      card.fail(t("err_marks"));
+      return;
+    }
     return new Promise((resolve) => {
       const form = new FormData();
       form.append("image", file, file.name);
