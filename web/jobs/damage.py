@@ -98,5 +98,8 @@ class DamageFinder:
             raise Refusal(failure.http_status if failure is not None else 503, outcome.code or "internal_error",
                           f"scratches and dust could not be looked for: {outcome.message}")
         finally:
-            for path in (saved.path, spec.output_path, spec.log_path):
+            # The worker's and the Ray backend's temporaries beside the mask, where a killed search left them.
+            leftovers = [*config.uploads_dir.glob(f".{spec.output_path.name}.*.part"),
+                         *config.uploads_dir.glob(f".{saved.job_id}.*.part")]
+            for path in (saved.path, spec.output_path, spec.log_path, *leftovers):
                 path.unlink(missing_ok=True)
