@@ -212,6 +212,8 @@ class WorkerCommand:
     repair_mask: Path | None = None  # the job's repair mask (MASK_FORMATS)
     repair: Repair = Repair.OFF
     colour: Colour = Colour.OFF
+    # Instead of enlarging: write the damage found as a repair mask (MASK_FORMATS) to `output`, a .png.
+    find_damage: bool = False
 
     def argv(self) -> list[str]:
         denoise = Denoise(self.denoise)
@@ -230,6 +232,7 @@ class WorkerCommand:
             *([] if self.repair_mask is None else ["--repair-mask", str(self.repair_mask)]),
             *([] if Repair(self.repair) is Repair.OFF else ["--repair", Repair(self.repair).value]),
             *([] if Colour(self.colour) is Colour.OFF else ["--colour", Colour(self.colour).value]),
+            *(["--find-damage"] if self.find_damage else []),
         ]
 
 

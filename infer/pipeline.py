@@ -101,6 +101,7 @@ class RunOptions:
     precision: str = "auto"
     tile: int | None = None
     tile_pad: int | None = None
+    find_damage: bool = False  # --find-damage: write the damage found as a mask instead of enlarging
 
     @property
     def is_batch(self) -> bool:
@@ -443,7 +444,12 @@ def run_folder(options: RunOptions, events: EventSink) -> int:
 
 
 def run(options: RunOptions, events: EventSink, start: ProcessStart) -> int:
-    """The run the options ask for: folder mode or one photo; returns the exit code."""
+    """The run the options ask for: folder mode, the damage of one photo, or one photo; returns the exit code."""
+    if options.find_damage:
+        from infer.find_damage import find_damage
+
+        return find_damage(Path(options.inputs[0]), Path(options.output), options.settings.max_pixels, events,
+                           start.began)
     if options.is_batch:
         return run_folder(options, events)
     return run_job(options, events, start)

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", default=Repair.OFF.value, choices=REPAIR_MODES,
                    help="auto: find scratches and dust and repair them before upscaling (with --repair-mask: both); "
                    "default off")
+    p.add_argument("--find-damage", action="store_true",
+                   help="instead of upscaling, write the scratches and dust --repair auto would find as a repair "
+                   "mask: a PNG of the photo's size as shown, white where found, black elsewhere (one photo; "
+                   "--output ends in .png)")
     p.add_argument("--repair-model", metavar="PATH",
                    help="fill what is repaired with this inpainting network (a LaMa checkpoint as safetensors or a "
                    "weights-only pickle, read through spandrel) instead of OpenCV")
@@ -207,7 +211,16 @@ def _options(args: argparse.Namespace) -> "RunOptions":
         inputs=tuple(args.input), output=args.output, settings=_settings(args), model=args.model,
         scale=args.scale, algo=args.algo, format=args.format, overwrite=args.overwrite, engine=args.engine,
         device=args.device, precision=args.precision, tile=args.tile, tile_pad=args.tile_pad,
+        find_damage=_find_damage(args),
     )
+
+
+def _find_damage(args: argparse.Namespace) -> bool:
+    from infer.errors import UsageError
+
+    if args.find_damage and _is_batch(args):
+        raise UsageError("--find-damage is for one photo and one .png output")
+    return bool(args.find_damage)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -10,8 +10,9 @@ from typing import Any, Mapping
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from web.http import api, auth, ops, owners, pages
+from web.http import api, auth, damage, ops, owners, pages
 from web.jobs.cleanup import Cleaner
+from web.jobs.damage import DamageFinder
 from web.backends import BackendUnavailable, create_backend
 from web.config import MIN_TOKEN_LENGTH, ConfigError, config_from_env
 from web.http.errors import register_error_handlers
@@ -88,6 +89,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         sessions=SessionBook(config.auth_token, config.session_ttl_h * 3600, store),
         sign_ins=SignInGuard(),
         owner_ids=OwnerIds(store),
+        damage=DamageFinder(config, backend),
     )
     import_signed_out_file(config.state_dir / "signed-out.json", store)
     log.info("%s", config.thread_bounds())
@@ -99,7 +101,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(auth.require_token)
     app.after_request(owners.issue_cookie)
     app.after_request(_security_headers)
-    for blueprint in (api.bp, auth.bp, ops.bp, pages.bp):
+    for blueprint in (api.bp, auth.bp, damage.bp, ops.bp, pages.bp):
         app.register_blueprint(blueprint)
 
     runner.start()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from web.jobs.cleanup import Cleaner
+from web.jobs.damage import DamageFinder
 from web.config import Config
 from web.jobs.intake import Intake
 from web.jobs.store import JobStore
@@ -39,6 +40,7 @@ class Services:
     sessions: SessionBook
     sign_ins: SignInGuard
     owner_ids: OwnerIds
+    damage: DamageFinder  # POST /api/damage's searches
 
 
 def services() -> Services:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.ray.conftest import RayCluster, placement
+from tests.web.client import multipart
 from tests.web.conftest import Photos
 from tests.web.server import start_live_server
 from tests.web.test_repair_mask import _send, _stroke_mask
@@ -41,3 +42,31 @@ def test_a_masked_job_on_a_node_writes_what_the_local_backend_writes(
     finally:
         local.stop()
     assert remote == expected
+
+
+def test_finding_damage_runs_on_a_node_and_answers_what_the_local_backend_does(
+    ray_server, ray_cluster: RayCluster, shared_photos: Path, shared_models: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    from bench.damage import damage
+
+    ok, encoded = cv2.imencode(".png", damage(cv2.imread(str(shared_photos / "chelsea.png"))[:120, :160], seed=5,
+                                              torn=False).bgr)
+    assert ok
+    photo = encoded.tobytes()
+
+    def find(server) -> bytes:
+        body, content_type = multipart({}, {"image": ("old.png", photo)})
+        reply = server.client().request("POST", "/api/damage", body=body, headers={"Content-Type": content_type})
+        assert reply.status == 200, reply.body
+        return reply.body
+
+    server = ray_server(result_cache="off")
+    remote = find(server)
+    local = start_live_server(tmp_path / "local", model_path=shared_models / "FSRCNN_x3.pb", auth_token=None)
+    try:
+        expected = find(local)
+    finally:
+        local.stop()
+    assert remote == expected and remote[:8] == b"\x89PNG\r\n\x1a\n"

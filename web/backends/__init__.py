@@ -55,6 +55,7 @@ class JobSpec:
     repair_mask: Path | None = None  # the job's repair mask; a remote backend carries its bytes to the node
     repair: str = "off"
     colour: str = "off"
+    find_damage: bool = False  # instead of enlarging: the damage found, as a mask PNG at `output_path`
 
     def worker_command(self, max_pixels: int, script: Path) -> WorkerCommand:
         """The worker's command for this job on this machine."""
@@ -62,7 +63,8 @@ class JobSpec:
                              Denoise(self.denoise), script, faces=self.faces, face_fidelity=self.face_fidelity,
                              face_model=self.face_model, outscale=self.outscale,
                              denoise_strength=self.denoise_strength, repair_mask=self.repair_mask,
-                             repair=Repair(self.repair), colour=Colour(self.colour))
+                             repair=Repair(self.repair), colour=Colour(self.colour),
+                             find_damage=self.find_damage)
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,8 @@
   function wait(card) {
     card.el.dataset.state = "waiting";
     card.el.querySelector(".waiting-actions").hidden = false;
+    // Marks need the photo shown at its own size: not for a TIFF, which browsers do not show.
+    card.el.querySelector(".mark").hidden = !(card.size && card.localUrl);
     describeWaiting(card);
     updateButtons();
   }
@@ -346,6 +348,7 @@
   function start(card) {
     if (!available || card.el.dataset.state !== "waiting") return;
     card.el.querySelector(".waiting-actions").hidden = true;
+    closePainter(card);
     card.el.dataset.state = "pending";
     card.setStatus(t("waiting_upload"));
     card.setDetail("");
@@ -394,10 +397,18 @@
     upload(next).finally(() => { uploading = false; pumpUploads(); });
   }
 
-  function upload({ file, card, choices }) {
+  async function upload({ file, card, choices }) {
+    let mask = null;
+    try {
+      mask = card.painter ? await card.painter.maskBlob() : null;
+    } catch (err) {
+      card.fail(t("err_marks"));
+      return;
+    }
     return new Promise((resolve) => {
       const form = new FormData();
       form.append("image", file, file.name);
+      if (mask) form.append("repair_mask", mask, "repair-mask.png");
       for (const [name, value] of Object.entries(choices)) if (value) form.append(name, value);
       const xhr = new XMLHttpRequest();
       card.xhr = xhr;
@@ -455,7 +466,7 @@
     const card = {
       el, name, file: null, localUrl: null, jobId: null, job: null, removed: false, source: null, pollTimer: null,
       status: q(".status"), detail: q(".detail"), bar: q(".bar"), error: q(".error"), thumb: q(".thumb"),
-      shown: 0, viewer: null, size: null,
+      shown: 0, viewer: null, size: null, painter: null,
       setStatus(text) { if (this.status.textContent !== text) this.status.textContent = text; },
       setDetail(text) { if (this.detail.textContent !== text) this.detail.textContent = text; },
       end(state, status, message) {
@@ -487,6 +498,9 @@
     remove.addEventListener("click", () => removeCard(card));
     q(".toggle").addEventListener("click", () => toggleViewer(card));
     q(".start").addEventListener("click", () => start(card));
+    q(".mark").addEventListener("click", () => togglePainter(card));
+    q(".find-damage").addEventListener("click", () => findDamage(card));
+    q(".clear-marks").addEventListener("click", () => { if (card.painter) card.painter.clear(); });
     q(".retry").addEventListener("click", () => retry(card));
     el.dataset.state = "pending";
     cards.add(card);
@@ -616,6 +630,68 @@
     }
     if (active) requestAnimationFrame(step);
     else animating = false;
+  }
+
+  // ---- marking damage ----
+
+  function togglePainter(card) {
+    const painterEl = card.el.querySelector(".painter");
+    if (!painterEl.hidden) { closePainter(card); return; }
+    painterEl.hidden = false;
+    card.el.querySelector(".mark").setAttribute("aria-expanded", "true");
+    card.el.classList.add("painting");
+    if (!card.painter) {
+      card.painter = Painter.create(painterEl, card.localUrl, card.size.width, card.size.height);
+      let pending = null;
+      // Counting reads every pixel: once the strokes pause, not on each.
+      painterEl.addEventListener("marks-changed", () => {
+        clearTimeout(pending);
+        pending = setTimeout(() => describeMarks(card), 250);
+      });
+    }
+    painterEl.querySelector(".paint-area").focus();
+  }
+
+  function closePainter(card) {
+    const painterEl = card.el.querySelector(".painter");
+    if (painterEl.hidden) return;
+    painterEl.hidden = true;
+    card.el.querySelector(".mark").setAttribute("aria-expanded", "false");
+    card.el.classList.remove("painting");
+    if (card.painter) describeMarks(card);
+  }
+
+  function describeMarks(card) {
+    const marked = card.painter ? card.painter.count() : 0;
+    card.el.dataset.marked = String(marked);
+    card.el.querySelector(".marked-note").textContent = marked ? t("marked_note") : "";
+  }
+
+  // The worker proposes a mask (POST /api/damage); it joins the marks, to be erased or added to before "Upscale".
+  async function findDamage(card) {
+    const painterEl = card.el.querySelector(".painter");
+    const button = painterEl.querySelector(".find-damage");
+    const status = painterEl.querySelector(".paint-status");
+    button.disabled = true;
+    status.textContent = t("finding_damage");
+    try {
+      const form = new FormData();
+      form.append("image", card.file, card.file.name);
+      const response = await fetch(`${api}/damage`, { method: "POST", body: form });
+      if (response.status === 401) { window.location.href = "login"; return; }
+      if (!response.ok) {
+        let body = null;
+        try { body = await response.json(); } catch (err) { /* not JSON: the status says enough */ }
+        status.textContent = errorText(body, response.status);
+        return;
+      }
+      const found = await card.painter.addMask(await response.blob());
+      status.textContent = found ? t("damage_found") : t("damage_none");
+    } catch (err) {
+      status.textContent = t("err_network");
+    } finally {
+      button.disabled = false;
+    }
   }
 
   // ---- results ----

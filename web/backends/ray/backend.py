@@ -500,6 +500,7 @@ class RayBackend:
             denoise_strength=spec.denoise_strength,
             repair=spec.repair,
             colour=spec.colour,
+            find_damage=spec.find_damage,
             max_pixels=self.config.max_pixels,
             nice=self.config.worker_nice,
             start=self.config.worker_start,

@@ -49,6 +49,7 @@ class TaskRequest:
     denoise_strength: float | None = None
     repair: str = "off"
     colour: str = "off"
+    find_damage: bool = False  # --find-damage: the result is the damage found, as a mask PNG
     start: str = "plain"  # SR_WORKER_START: "preloaded" forks the job from this Ray worker process's launcher
 
 
@@ -139,7 +140,8 @@ def run_job_on_node(request: TaskRequest, photo: bytes, mask: bytes | None = Non
         command = WorkerCommand(source, target, model, request.max_pixels, Denoise(request.denoise),
                                 faces=request.faces, face_fidelity=request.face_fidelity,
                                 outscale=request.outscale, denoise_strength=request.denoise_strength,
-                                repair_mask=mask_file, repair=Repair(request.repair), colour=Colour(request.colour))
+                                repair_mask=mask_file, repair=Repair(request.repair), colour=Colour(request.colour),
+                                find_damage=request.find_damage)
         # The job's environment is read now: Ray sets this task's CUDA_VISIBLE_DEVICES in this process.
         env = worker_process.worker_environment()
         if request.start == "preloaded":
