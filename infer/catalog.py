@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from infer.checkpoints import DENOISE_TWINS, denoise_twin, is_checkpoint
 from infer.errors import ModelError, UsageError
@@ -172,12 +172,16 @@ class Catalog:
 
     @classmethod
     def load(cls, models_dir: Path, configured_default: Path | None = None, *, ranks: Mapping[str, int] | None = None,
-             local_files: bool = True) -> "Catalog":
+             local_files: bool = True, elsewhere: Sequence[InstalledModel] = ()) -> "Catalog":
         """From the folder, its scan records and the configured default (SR_MODEL_PATH, else EDSR_x3.pb in the
-        folder). `local_files=False`: the default is taken by its name, its file being on other machines."""
+        folder). `local_files=False`: the default is taken by its name, its file being on other machines.
+        `elsewhere`: models other machines have (the Ray nodes' reports), offered too; the default among them."""
         configured = Path(configured_default) if configured_default else Path(models_dir) / DEFAULT_MODEL_FILE
         models = installed_models(Path(models_dir))
-        default = model_at(configured, local_file=local_files)
+        here = {m.id.lower() for m in models}
+        models += [m for m in elsewhere if m.id.lower() not in here]
+        default = model_at(configured, local_file=local_files) or next(
+            (m for m in models if m.path.name.lower() == configured.name.lower()), None)
         if default is not None and all(m.id.lower() != default.id.lower() for m in models):
             models.append(default)
         catalog = cls(models, default, configured_default=configured, models_dir=Path(models_dir), ranks=ranks)
