@@ -196,8 +196,8 @@ def test_healthz_says_when_the_live_nodes_lack_the_model(
 
         # A node that forgot the model (SR_MODELS_DIR pointing at an empty folder).
         assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=empty).returncode == 0, hand_run.log[-1]
-        reply = wait_until(lambda: (h := client.get("/healthz")).status == 503 and h.json(), timeout=60, interval=1,
-                           what="/healthz to see that no node has the model")
+        reply = wait_until(lambda: (h := client.get("/healthz")).status == 503 and "has the model" in h.json()["reason"]
+                           and h.json(), timeout=60, interval=1, what="/healthz to see that no node has the model")
         assert "no live Ray worker node has the model FSRCNN_x3.pb" in reply["reason"]
         assert str(empty) not in str(reply)  # the folder is in the log, not in this public answer
         wait_until(lambda: str(empty) in (front_end.data_dir.parent / "sr-web.log").read_text(), timeout=10,
