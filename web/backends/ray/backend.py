@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from infer.worker_process import dies_with_parent
-from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT, BackendUnavailable, EventHandler, Health, JobSpec
 from infer.catalog import InstalledModel
+from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT, BackendUnavailable, EventHandler, Health, JobSpec
 from web.backends.ray.address import RayAddress
 from web.backends.ray.autoscaling import Autoscaler
 from web.backends.ray.inventory import ModelReport
@@ -205,6 +205,10 @@ class NodeModels:
             except (KeyError, TypeError, ValueError):
                 continue
         return cls(str(message.get("folder")), frozenset(str(n) for n in message.get("names") or []), tuple(reports))
+
+    def has(self, file_name: str) -> bool:
+        """The file is in the node's folder, or is the model the node reported under that name (its default)."""
+        return file_name in self.names or any(r.file == file_name for r in self.models)
 
 
 @dataclass(frozen=True)
@@ -475,8 +479,7 @@ class RayBackend:
             if alive:
                 return Health(True, None)  # just joined: its list is on the way
             return Health(True, f"no Ray worker node is alive: whether the nodes have {name} is checked when one joins")
-        lacking = sorted(n[:12] for n, m in nodes.items()
-                         if name not in m.names and all(r.file != name for r in m.models))
+        lacking = sorted(n[:12] for n, m in nodes.items() if not m.has(name))
         if len(lacking) == len(nodes):
             # The nodes' folders are in the log, not in this public answer.
             return Health(False, f"no live Ray worker node has the model {name} in its models folder: run "
@@ -506,15 +509,14 @@ class RayBackend:
         the front end's own settings are the declaration of what the nodes have)."""
         with self._lock:
             nodes = list(self._node_models.values())
-        return not nodes or any(file_name in m.names or any(r.file == file_name for r in m.models) for m in nodes)
+        return not nodes or any(m.has(file_name) for m in nodes)
 
     def nodes_with(self, file_name: str) -> list[str] | None:
         """The live nodes that have this model file, when some other live nodes lack it (jobs for it are sent
         there); None when all have it, or none, or nothing is known: then Ray places the job as it will."""
         with self._lock:
             nodes = dict(self._node_models)
-        having = sorted(n for n, m in nodes.items()
-                        if file_name in m.names or any(r.file == file_name for r in m.models))
+        having = sorted(n for n, m in nodes.items() if m.has(file_name))
         return having if having and len(having) < len(nodes) else None
 
     def capacity_check(self, waiting: int) -> Health:
