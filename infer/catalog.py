@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from infer.checkpoints import DENOISE_TWINS, denoise_twin, is_checkpoint
 from infer.errors import ModelError, UsageError
@@ -198,14 +198,19 @@ class Catalog:
 
     @classmethod
     def load(cls, models_dir: Path, configured_default: Path | None = None, *, ranks: Mapping[str, int] | None = None,
-             local_files: bool = True, allowed_licences: frozenset[str] | None = None) -> "Catalog":
+             local_files: bool = True, elsewhere: Sequence[InstalledModel] = (),
+             allowed_licences: frozenset[str] | None = None) -> "Catalog":
         """From the folder, its scan records and the configured default (SR_MODEL_PATH, else EDSR_x3.pb in the
         folder). `local_files=False`: the default is taken by its name, its file being on other machines.
+        `elsewhere`: models other machines have (the Ray nodes' reports), offered too; the default among them.
         `allowed_licences` (SR_ALLOWED_LICENCES) leaves out every model under another licence."""
         configured = Path(configured_default) if configured_default else Path(models_dir) / DEFAULT_MODEL_FILE
         entries = _entries(None)
         models = installed_models(Path(models_dir), entries)
-        default = model_at(configured, local_file=local_files, entries=entries)
+        here = {m.id.lower() for m in models}
+        models += [m for m in elsewhere if m.id.lower() not in here]
+        default = model_at(configured, local_file=local_files, entries=entries) or next(
+            (m for m in models if m.path.name.lower() == configured.name.lower()), None)
         if default is not None and all(m.id.lower() != default.id.lower() for m in models):
             models.append(default)
         withheld = {m.id: m.licence for m in models if not is_allowed(m.licence, allowed_licences)}

@@ -103,16 +103,18 @@ def ray_cluster(ray_models: Path) -> Iterator[RayCluster]:
 
 @pytest.fixture
 def ray_server(tmp_path: Path, ray_cluster: RayCluster, shared_models: Path) -> Iterator[Any]:
-    """start(**settings) -> a live service with SR_BACKEND=ray on the test cluster, connected; stopped after."""
+    """start(**settings) -> a live service with SR_BACKEND=ray on the test cluster, connected (`wait=False`: not
+    waited for); stopped after."""
     started: list[LiveServer] = []
 
-    def start(**settings: Any) -> LiveServer:
+    def start(wait: bool = True, **settings: Any) -> LiveServer:
         settings.setdefault("model_path", shared_models / "FSRCNN_x3.pb")
         settings.setdefault("backend", "ray")
         settings.setdefault("ray_address", ray_cluster.address)
         server = start_live_server(tmp_path / f"data{len(started)}", **settings)
         started.append(server)
-        wait_healthy(server)
+        if wait:
+            wait_healthy(server)
         return server
 
     yield start

@@ -100,22 +100,29 @@ def test_a_job_without_a_node_shows_waiting_for_node_until_one_joins(
     front_end = _front_end(tmp_path, hand_run, head)
     try:
         client = front_end.client
-        wait_until(lambda: client.get("/healthz").status == 200, timeout=60, interval=0.5, what="a connection")
+        # Only the head, which takes no jobs, and no autoscaler: /healthz says that no job can run.
+        health = wait_until(lambda: (h := client.get("/healthz").json())["backend"]["autoscaler"] == "absent" and h,
+                            timeout=60, interval=0.5, what="a connection")
+        assert health["status"] == "unhealthy" and health["backend"]["worker_nodes_alive"] == 0, health
+        assert health["reason"] == ("no node can run jobs now and this cluster has no autoscaler: start a worker "
+                                    "node (docs/scaling.md)"), health
         job_id = client.upload(photos.small_png, filename="a.png").json()["id"]
-        # Only the head, which takes no jobs: the task waits, and everything says so.
+        # The task waits, and everything says so.
         job = wait_until(lambda: (j := client.job(job_id))["status"] == "waiting_for_node" and j, timeout=60,
                          what="the job to wait for a node")
         assert job["estimate_seconds"] is None
         assert "sr_jobs_waiting_for_node 1.0" in client.get("/metrics").body.decode()
         health = client.get("/healthz")
-        assert health.status == 200 and health.json()["jobs_waiting_for_node"] == 1
-        assert any("wait for a node" in note for note in health.json()["notes"])
+        assert health.status == 503 and health.json()["jobs_waiting_for_node"] == 1
+        assert "this cluster has no autoscaler: start a worker node" in health.json()["reason"]
 
         assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=node_models).returncode == 0, hand_run.log[-1]
         assert client.wait(job_id, timeout=JOB_TIMEOUT)["status"] == "done"
         assert placement(front_end.data_dir, job_id).node_ip == GPU_IP
         assert "sr_jobs_waiting_for_node 0.0" in client.get("/metrics").body.decode()
-        assert client.get("/healthz").json()["jobs_waiting_for_node"] == 0
+        health = wait_until(lambda: (h := client.get("/healthz")).status == 200 and h.json(), timeout=30,
+                            interval=0.5, what="/healthz to count the node")
+        assert health["jobs_waiting_for_node"] == 0 and health["backend"]["worker_nodes_alive"] == 1
         # What the cloud bills: the worker node's alive time, counted by the driver; the head is not a worker.
         node_seconds = re.compile(r'^sr_node_seconds_total\{kind="gpu"\} ([0-9.e+]+)$', re.M)
 
@@ -181,15 +188,16 @@ def test_healthz_says_when_the_live_nodes_lack_the_model(
     front_end = _front_end(tmp_path, hand_run, head)
     try:
         client = front_end.client
-        # No worker node yet: nothing to ask, and /healthz says so without failing.
-        health = wait_until(lambda: (h := client.get("/healthz")).status == 200 and h.json(), timeout=60,
-                            interval=0.5, what="a connection")
+        # No worker node yet, and no autoscaler to start one: nothing to ask, and no job can run.
+        health = wait_until(lambda: (h := client.get("/healthz").json())["backend"]["autoscaler"] == "absent" and h,
+                            timeout=60, interval=0.5, what="a connection")
         assert any("no Ray worker node is alive" in note for note in health["notes"]), health
+        assert "this cluster has no autoscaler" in health["reason"], health
 
         # A node that forgot the model (SR_MODELS_DIR pointing at an empty folder).
         assert hand_run.join(head, GPU_IP, gpus=1, cpus=1, models_dir=empty).returncode == 0, hand_run.log[-1]
-        reply = wait_until(lambda: (h := client.get("/healthz")).status == 503 and h.json(), timeout=60, interval=1,
-                           what="/healthz to see that no node has the model")
+        reply = wait_until(lambda: (h := client.get("/healthz")).status == 503 and "has the model" in h.json()["reason"]
+                           and h.json(), timeout=60, interval=1, what="/healthz to see that no node has the model")
         assert "no live Ray worker node has the model FSRCNN_x3.pb" in reply["reason"]
         assert str(empty) not in str(reply)  # the folder is in the log, not in this public answer
         wait_until(lambda: str(empty) in (front_end.data_dir.parent / "sr-web.log").read_text(), timeout=10,

@@ -42,7 +42,14 @@ def healthz() -> tuple[dict, int]:
         (notes if node_models.ok else reasons).append(node_models.reason)
         ok = ok and node_models.ok
     waiting = s.store.waiting_for_node()
-    if waiting:
+    # A remote backend: whether any node can run jobs now, and whether an autoscaler starts one.
+    capacity = getattr(backend, "capacity_check", None)
+    nodes_now = capacity(waiting) if capacity is not None else None
+    if nodes_now is not None:
+        if nodes_now.reason:
+            (notes if nodes_now.ok else reasons).append(nodes_now.reason)
+        ok = ok and nodes_now.ok
+    elif waiting:
         # Not unhealthy: a node may be booting. The operator's next step if it lasts is `ray status`.
         notes.append(f"{waiting} job(s) wait for a node that can run them: no node has room now; a cluster with an "
                      "autoscaler starts one (`ray status` on the head shows the demand and pending nodes), a "

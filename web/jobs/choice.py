@@ -26,10 +26,19 @@ def quantised(value: float) -> float:
 
 
 def catalog_for(config: Config, backend: Any) -> Catalog:
-    """The catalog of one request: the models folder, its scan records and SR_MODEL_PATH (taken by its name
-    alone where the backend's nodes hold the files), less what SR_ALLOWED_LICENCES leaves out."""
+    """The catalog of one request: the models folder, its scan records and SR_MODEL_PATH, and where the backend's
+    nodes hold the files, what the live nodes reported; less what SR_ALLOWED_LICENCES leaves out. SR_MODEL_PATH
+    is taken by its name alone where a live node has that file, or while none has reported (none alive: the
+    cluster scaled to zero), when the folder and SR_MODEL_PATH are the declaration of what the nodes have
+    (docs/scaling.md)."""
+    allowed = parse_allowed(config.allowed_licences)
+    if backend.uses_local_model:
+        return Catalog.load(config.models_dir, config.model_path, ranks=parse_ranks(config.model_ranks),
+                            allowed_licences=allowed)
+    reported = backend.node_models(config.models_dir)
     return Catalog.load(config.models_dir, config.model_path, ranks=parse_ranks(config.model_ranks),
-                        local_files=backend.uses_local_model, allowed_licences=parse_allowed(config.allowed_licences))
+                        local_files=not backend.may_have(config.model_path.name), elsewhere=reported or (),
+                        allowed_licences=allowed)
 
 
 # A job's fixed cost (the worker's start, model load and release, the service's own handling) before this

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from infer.worker_process import dies_with_parent
+from infer.catalog import InstalledModel
 from web.backends import ON_NODE_EVENT, WAITING_FOR_NODE_EVENT, BackendUnavailable, EventHandler, Health, JobSpec
 from web.backends.ray.address import RayAddress
+from web.backends.ray.autoscaling import Autoscaler
+from web.backends.ray.inventory import ModelReport
 from web.backends.ray.driver import EXIT_CLUSTER_LOST, DriverSettings
 from web.backends.ray.link import Link, LinkClosed, Op
 from web.backends.ray.task import EXITED, PLACED, TaskRequest
@@ -136,9 +139,12 @@ class RayExecution:
             if isinstance(digest, str):
                 self._backend.model_reported(self._spec.model_path.name, str(item.get("node_id")), digest)
             self._on_event({"event": ON_NODE_EVENT, "model_sha256": digest})
+            # The model as the node looked it up: the operator's log names the node's file, not this machine's.
+            found = "" if item.get("model_found", True) else " (not there)"
             self._log(
                 f"sr-web: on Ray node {item.get('node_id')} ({item.get('node_ip')}), "
-                f"task pid {item.get('task_pid')}, worker pid {item.get('worker_pid')}\n",
+                f"task pid {item.get('task_pid')}, worker pid {item.get('worker_pid')}, "
+                f"model {item.get('model_path')}{found}\n",
                 mode="w",
             )
         elif kind == EXITED:
@@ -183,10 +189,26 @@ class RayExecution:
 
 @dataclass(frozen=True)
 class NodeModels:
-    """A worker node's models folder and the file names in it, as the node listed them when it joined."""
+    """A worker node's models folder, the file names in it and the models it can run, as it reported them
+    when it joined."""
 
     folder: str
     names: frozenset[str]
+    models: tuple[ModelReport, ...] = ()
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> "NodeModels":
+        reports = []
+        for data in message.get("models") or []:
+            try:
+                reports.append(ModelReport.from_json(data))
+            except (KeyError, TypeError, ValueError):
+                continue
+        return cls(str(message.get("folder")), frozenset(str(n) for n in message.get("names") or []), tuple(reports))
+
+    def has(self, file_name: str) -> bool:
+        """The file is in the node's folder, or is the model the node reported under that name (its default)."""
+        return file_name in self.names or any(r.file == file_name for r in self.models)
 
 
 @dataclass(frozen=True)
@@ -244,7 +266,8 @@ class RayBackend:
         self._usage = NodeUsage()
         # (model file name, node id) -> the SHA-256 that node reported running, for its live nodes only.
         self._model_digests: dict[tuple[str, str], str] = {}
-        self._node_models: dict[str, NodeModels] = {}  # live worker node id -> the model files it has
+        self._node_models: dict[str, NodeModels] = {}  # live worker node id -> the models it has
+        self._autoscaler = Autoscaler.UNKNOWN
 
     # ---- the driver process ------------------------------------------------------------------
 
@@ -324,6 +347,7 @@ class RayBackend:
             self._usage = self._usage.counted({}, {})  # unknown until a new driver counts them
             self._model_digests = {}
             self._node_models = {}
+            self._autoscaler = Autoscaler.UNKNOWN
             if not self._closed.is_set():
                 self._reason = f"lost contact with the Ray cluster: {self._describe_end(driver)}; restarting it"
         for execution in lost:
@@ -382,14 +406,20 @@ class RayBackend:
                 # A node that has gone takes its reports along: a replacement may have other files.
                 self._model_digests = {key: d for key, d in self._model_digests.items() if key[1] in alive}
                 self._node_models = {n: m for n, m in self._node_models.items() if n in alive}
+                try:
+                    self._autoscaler = Autoscaler(message.get("autoscaler"))
+                except ValueError:
+                    self._autoscaler = Autoscaler.UNKNOWN
             return
         if op == Op.MODELS.value:
-            node = NodeModels(str(message.get("folder")), frozenset(str(n) for n in message.get("names") or []))
+            node = NodeModels.from_message(message)
             with self._lock:
                 self._node_models[str(message.get("node"))] = node
             if self.config.model_path.name not in node.names:
                 log.warning("Ray node %s has no %s in its models folder %s (it has: %s)", message.get("node"),
                             self.config.model_path.name, node.folder, ", ".join(sorted(node.names)) or "nothing")
+            log.info("Ray node %s offers the models %s (folder %s)", message.get("node"),
+                     ", ".join(m.id for m in node.models) or "none", node.folder)
             return
         job_id = str(message.get("job"))
         with self._lock:
@@ -421,7 +451,8 @@ class RayBackend:
 
     def health(self) -> Health:
         with self._lock:
-            return Health(ok=self._connected, reason=self._reason)
+            details = {"worker_nodes_alive": sum(self._usage.alive.values()), "autoscaler": self._autoscaler.value}
+            return Health(ok=self._connected, reason=self._reason, details=details)
 
     def model_reported(self, name: str, node_id: str, sha256: str) -> None:
         with self._lock:
@@ -448,7 +479,7 @@ class RayBackend:
             if alive:
                 return Health(True, None)  # just joined: its list is on the way
             return Health(True, f"no Ray worker node is alive: whether the nodes have {name} is checked when one joins")
-        lacking = sorted(n[:12] for n, m in nodes.items() if name not in m.names)
+        lacking = sorted(n[:12] for n, m in nodes.items() if not m.has(name))
         if len(lacking) == len(nodes):
             # The nodes' folders are in the log, not in this public answer.
             return Health(False, f"no live Ray worker node has the model {name} in its models folder: run "
@@ -456,6 +487,58 @@ class RayBackend:
                                  "(the log names each node's folder)")
         if lacking:
             return Health(True, f"Ray node(s) {', '.join(lacking)} lack the model {name}; jobs placed there fail")
+        return Health(True, None)
+
+    def node_models(self, folder: Path) -> list[InstalledModel] | None:
+        """The models at least one live worker node can run (the first report of each id), named as if in
+        `folder`; None while no live node has reported (none alive, or its report on the way)."""
+        with self._lock:
+            nodes = list(self._node_models.values())
+        if not nodes:
+            return None
+        found: dict[str, InstalledModel] = {}
+        for node in nodes:
+            for report in node.models:
+                model = report.model(folder)
+                if model is not None:
+                    found.setdefault(model.id.lower(), model)
+        return list(found.values())
+
+    def may_have(self, file_name: str) -> bool:
+        """Whether a job naming this model file may find it: some live node has it, or none has reported (then
+        the front end's own settings are the declaration of what the nodes have)."""
+        with self._lock:
+            nodes = list(self._node_models.values())
+        return not nodes or any(m.has(file_name) for m in nodes)
+
+    def nodes_with(self, file_name: str) -> list[str] | None:
+        """The live nodes that have this model file, when some other live nodes lack it (jobs for it are sent
+        there); None when all have it, or none, or nothing is known: then Ray places the job as it will."""
+        with self._lock:
+            nodes = dict(self._node_models)
+        having = sorted(n for n, m in nodes.items() if m.has(file_name))
+        return having if having and len(having) < len(nodes) else None
+
+    def capacity_check(self, waiting: int) -> Health:
+        """Whether any worker node can run jobs now, and who starts one when none can (for /healthz): not ok
+        when none is alive and the cluster has no autoscaler."""
+        with self._lock:
+            alive = sum(self._usage.alive.values())
+            autoscaler = self._autoscaler
+            connected = self._connected
+        if not connected or autoscaler is Autoscaler.UNKNOWN:
+            return Health(True, None)
+        if autoscaler is Autoscaler.PRESENT:
+            if waiting:
+                return Health(True, "no node can run jobs now; the autoscaler has been asked (`ray status` on the "
+                                    "head shows the demand and the nodes it starts)")
+            return Health(True, None if alive else "no Ray worker node is alive; the autoscaler starts one for a job")
+        if not alive:
+            return Health(False, "no node can run jobs now and this cluster has no autoscaler: start a worker node "
+                                 "(docs/scaling.md)")
+        if waiting:
+            return Health(True, "no node can run jobs now (the live nodes are busy) and this cluster has no "
+                                "autoscaler: jobs wait for a running one, or start another worker node (docs/scaling.md)")
         return Health(True, None)
 
     def node_usage(self) -> "NodeUsage":
@@ -506,7 +589,8 @@ class RayBackend:
             start=self.config.worker_start,
             input_label=str(spec.input_path),
             output_label=str(spec.output_path),
-            model_label=str(spec.model_path),
+            # The file's name alone: the worker's messages name the node's file, which is not this machine's.
+            model_label=spec.model_path.name,
         )
         execution = RayExecution(self, spec, on_event)
         with self._lock:
@@ -520,7 +604,7 @@ class RayBackend:
             # the object store.
             driver.link.send(Op.SUBMIT, job=spec.job_id, request=asdict(request), input=str(spec.input_path),
                              mask=str(spec.repair_mask) if spec.repair_mask is not None else None,
-                             result_temp=str(execution.result_temp))
+                             result_temp=str(execution.result_temp), nodes=self.nodes_with(spec.model_path.name))
             refusal = execution.await_answer()
         except LinkClosed as err:
             refusal = f"the Ray driver process has gone: {err}"

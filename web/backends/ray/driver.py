@@ -18,7 +18,8 @@ from typing import Any
 from web.backends.ray.link import Link, LinkClosed, Op
 from web.backends.ray.address import public_refusal
 from infer.launcher import StartKind
-from web.backends.ray.inventory import list_node_models
+from web.backends.ray.autoscaling import Autoscaler, probe as probe_autoscaler
+from web.backends.ray.inventory import node_inventory
 from web.backends.ray.task import TaskRequest, kill_job_processes, run_job_on_node
 
 log = logging.getLogger("web.backends.ray.driver")  # also when run as __main__
@@ -90,6 +91,7 @@ class Driver:
         self._killer: Any = None
         self._lister: Any = None
         self._generators: dict[str, Any] = {}
+        self._pinned: dict[str, str] = {}  # job id -> the node it was sent to, for jobs pinned to nodes
         self._stopping = threading.Event()
 
     # ---- connection ------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class Driver:
             num_returns="streaming",
         )(run_job_on_node)
         killer = ray.remote(num_cpus=0, max_retries=0)(kill_job_processes)
-        self._lister = ray.remote(num_cpus=0, max_retries=0)(list_node_models)
+        self._lister = ray.remote(num_cpus=0, max_retries=0)(node_inventory)
         with self._lock:
             self._remote, self._killer = remote, killer
         log.info("connected to the Ray cluster at %s (driver pid %d)", self.settings.address, os.getpid())
@@ -164,19 +166,21 @@ class Driver:
                     threading.Thread(target=self._list_models, args=(node_id,), name="sr-driver-models",
                                      daemon=True).start()
             last = now
-            self._send(Op.NODES, seconds=seconds, alive=node_kinds(alive), ids=sorted(alive))
+            autoscaler = probe_autoscaler(self.ray) if self.ray is not None else Autoscaler.UNKNOWN
+            self._send(Op.NODES, seconds=seconds, alive=node_kinds(alive), ids=sorted(alive),
+                       autoscaler=autoscaler.value)
 
     def _list_models(self, node_id: str) -> None:
-        """Asks a node that has joined which model files it has (the front end's /healthz tells the operator)."""
+        """Asks a node that has joined which models it has: the front end offers them and /healthz checks them."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         try:
             ref = self._lister.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
-            folder, names = self.ray.get(ref, timeout=RECOVER_TIMEOUT_S)
+            inventory = self.ray.get(ref, timeout=RECOVER_TIMEOUT_S)
         except Exception as err:
             log.warning("cannot list the models of Ray node %s: %r", node_id, err)
             return
-        self._send(Op.MODELS, node=node_id, folder=folder, names=names)
+        self._send(Op.MODELS, node=node_id, **inventory)
 
     def _health(self, ok: bool, reason: str | None) -> None:
         self._send(Op.HEALTH, ok=ok, reason=reason)
@@ -250,7 +254,13 @@ class Driver:
             # The repair mask the same way as the photo: its own object, fetched by the node that runs the task.
             mask = self.ray.put(mask_data) if mask_data is not None else None
             del mask_data
-            generator = remote.options(name=f"sr-job-{job_id}").remote(request, photo, mask)
+            options: dict[str, Any] = {"name": f"sr-job-{job_id}"}
+            node = self._pin(job_id, [str(n) for n in message.get("nodes") or []])
+            if node is not None:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+            generator = remote.options(**options).remote(request, photo, mask)
         except Exception as err:
             self._send(Op.REFUSED, job=job_id, reason=f"submitting the job to Ray failed: {err!r}")
             self.cluster_lost(err)
@@ -283,6 +293,7 @@ class Driver:
             ray_errors.ObjectLostError,
             ray_errors.TaskCancelledError,
             ray_errors.OutOfMemoryError,
+            ray_errors.TaskUnschedulableError,  # the node it was pinned to has gone
         ) as err:
             lost, detail = "node_lost", f"the task's process or node was lost: {type(err).__name__}"
         except Exception as err:
@@ -291,7 +302,22 @@ class Driver:
         finally:
             with self._lock:
                 self._generators.pop(job_id, None)
+                self._pinned.pop(job_id, None)
         self._send(Op.END, job=job_id, lost=lost, detail=detail)
+
+    def _pin(self, job_id: str, nodes: list[str]) -> str | None:
+        """The node, among `nodes` (those known to have the job's model, sent only when others lack it), with the
+        fewest of this driver's pinned jobs: Ray places a task on one named node, not on a set of them."""
+        if not nodes:
+            return None
+        with self._lock:
+            load = {node: 0 for node in nodes}
+            for pinned in self._pinned.values():
+                if pinned in load:
+                    load[pinned] += 1
+            node = min(nodes, key=lambda n: load[n])
+            self._pinned[job_id] = node
+        return node
 
     def _write_result(self, job_id: str, data: bytes, temp: Path) -> None:
         """Into the service's temporary name (the service renames it, or removes it if the job has gone)."""

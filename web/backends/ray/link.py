@@ -13,7 +13,8 @@ class Op(str, Enum):
     """What a message is; each carries `op` and, for a job's messages, `job`."""
 
     # service -> driver
-    # job, request (TaskRequest fields), input (the photo's path), mask (the repair mask's path or null), result_temp
+    # job, request (TaskRequest fields), input (the photo's path), mask (the repair mask's path or null), result_temp,
+    # nodes (the ids of the nodes that have the job's model when some live nodes lack it, else null)
     SUBMIT = "submit"
     CANCEL = "cancel"  # job, force
     RECOVER = "recover"  # jobs: ids of jobs a previous service left running
@@ -27,8 +28,11 @@ class Op(str, Enum):
     RESULT = "result"  # job, path: the result's bytes are in result_temp, written and fsynced
     END = "end"  # job, lost (None, "node_lost", "cluster_lost"), detail: the task's stream has ended
     RECOVERED = "recovered"  # jobs
-    MODELS = "models"  # node: a worker node's id, folder: its models folder, names: the files in it
-    NODES = "nodes"  # seconds: {kind: node-seconds since the last}, alive: {kind: count}, ids: worker nodes alive
+    # node: a worker node's id, folder: its models folder, names: the files in it, models: ModelReport JSON each
+    MODELS = "models"
+    # seconds: {kind: node-seconds since the last}, alive: {kind: count}, ids: worker nodes alive,
+    # autoscaler: an autoscaling.Autoscaler value
+    NODES = "nodes"
     PONG = "pong"
 
 

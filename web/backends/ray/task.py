@@ -157,6 +157,8 @@ def run_job_on_node(request: TaskRequest, photo: bytes, mask: bytes | None = Non
             "worker_pid": proc.pid,
             # What this node runs under the model's name: the front end keys cached results by it.
             "model_sha256": sha256_of(model) if model.is_file() else None,
+            "model_path": str(model),
+            "model_found": model.is_file(),
         }
         stderr: list[bytes] = []
         logger = threading.Thread(target=worker_process.keep_bounded, args=(proc.stderr, stderr.append), daemon=True)
