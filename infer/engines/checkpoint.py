@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from infer import checkpoints
+from infer.engines.split_tail import split_tail
 from infer.engines.torch import TorchEngine, usable  # noqa: F401  (usable: the registry's check)
 from infer.errors import ModelError, UsageError
 from infer.modelspec import ModelSpec
@@ -57,7 +58,10 @@ class CheckpointEngine(TorchEngine):
 
     def _build(self, plan: Any, dtype: torch.dtype) -> Any:
         # .to() changes a module in place: the half-precision network is a copy, so the fp32 fallback keeps fp32 weights.
-        return self._place(plan if dtype == torch.float32 and self.device == "cpu" else copy.deepcopy(plan), dtype)
+        net = self._place(plan if dtype == torch.float32 and self.device == "cpu" else copy.deepcopy(plan), dtype)
+        assert self._info is not None
+        # The enlarged tail in stripes: the same result, and a window's memory is then mostly the body's.
+        return split_tail(net, self._info.architecture) or net
 
     def preferred_tile(self, spec: ModelSpec) -> int | None:
         """The architecture's default (its tiling hint); on CUDA the out-of-memory halving finds the limit."""
