@@ -25,20 +25,27 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    long at 24 angles (every 7.5 degrees) keeps the pixels that lie on such a run whose two sides agree; a
    curved scratch bends little over that length. Short strokes (letters, single hairs, a fabric's weave) are
    shorter and go.
-6. Hysteresis: where a scratch crosses picture of nearly its own shade, or busier picture, it stands out by
+6. Pairs: a thin object in the picture is lit on one side and shaded on the other (a tripod's metal leg on
+   camera: a dark line and a bright one side by side); a scratch lies on the picture alone. A run from step 5
+   that has a run of the other polarity (its top-hat over `min_contrast`, neutral, on a line) within
+   `pair_distance` px for more than half of its pixels is picture. On camera this raised precision from 0.47 to
+   0.66 (recall 0.90 to 0.85) and the clean photo through the repair from 27.7 to 32.0 dB; on astronaut recall
+   fell from 0.80 to 0.77, where slivers of the white shuttle cut by a dark scratch pair it.
+7. Hysteresis: where a scratch crosses picture of nearly its own shade, or busier picture, it stands out by
    less. Runs found the same way with the lower thresholds `faint_contrast` and `faint_ratio` (and no colour
    or shade other than step 2's) are kept where they join a run from step 5 of the same shade, across gaps up to
    `GAP` px (where the scratch crosses an edge, neither top-hat sees it). A dark scratch over a black table is
    lighter than the table: a faint run of either polarity joins, as long as its pixels have the seed's shade.
-7. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
+   Nothing joins within `pair_distance` px of a run that step 6 took for picture.
+8. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
    `max_speck_side`, with nothing else standing out within `speck_clearance` px (dust lies alone; fine detail
    does not).
-8. Edge: a found pixel's neutral neighbours whose top-hat is over `grow_ratio` times `min_contrast` (90 grey
+9. Edge: a found pixel's neutral neighbours whose top-hat is over `grow_ratio` times `min_contrast` (90 grey
    levels) join it: the pieces of a scratch that its line or speck filter dropped where it crossed busier
    picture. This is not a widening: a neighbour that does not stand out that much stays picture.
 
 What it cannot tell apart: a thin straight neutral line that belongs to the picture and is as light or as dark
-as damage (a tripod's bright metal legs on camera) is marked like a scratch.
+as damage and has no shaded side (step 6) is marked like a scratch.
 
 The repair fills exactly this mask (see `infer.repair.auto_mask`). It never
 marks a torn corner or a large stain: paint those into a repair mask. Measured with bench/bench_repair.py
@@ -56,6 +63,7 @@ import numpy as np
 DISC = 9  # the top-hats' structuring element: wider than any speck or scratch it should find
 WINDOW = 31  # the window whose median top-hat measures how busy the surroundings are
 ANGLES = 24
+PAIRED = 0.5  # a line beside a line of the other polarity for more than this part of its length is an object
 GAP = 5  # px: a scratch's faint stretch joins its clear part across a gap this wide (where it crosses an edge)
 
 
@@ -75,6 +83,7 @@ class Limits:
     grow_ratio: float = 1.5  # a found pixel's neutral neighbour joins where its top-hat is this many times min_contrast
     faint_contrast: float = 15.0  # a scratch's faint stretch: its top-hat over this, joined to a clear stretch
     faint_ratio: float = 3.0  # and over this many times the median top-hat around it
+    pair_distance: int = 3  # px: how near a line of the other polarity makes a pair (step 6)
     shade_margin: float = 0.3  # damage lies within this part of the photo's range from its white or black point
 
 
@@ -160,6 +169,17 @@ def _linked(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return held[labels] & both
 
 
+def _unpaired(lines: np.ndarray, beside: np.ndarray) -> np.ndarray:
+    """The groups of `lines` (8-connected) that have a line of the other polarity beside them for at most half of
+    their pixels (bool)."""
+    count, labels = cv2.connectedComponents(lines.astype(np.uint8), connectivity=8)
+    total = np.bincount(labels.ravel(), minlength=count)
+    along = np.bincount(labels[beside], minlength=count)
+    keep = along <= PAIRED * total
+    keep[0] = False
+    return keep[labels]
+
+
 def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     """H x W bool: the scratches and dust found in a BGR uint8 photo (a grey photo as three equal channels)."""
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -170,20 +190,25 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     low, high = np.percentile(gray[::2, ::2], [0.5, 99.5])
     margin = limits.shade_margin * max(float(high - low), 1.0)
     shades = (gray >= high - margin, gray <= low + margin)  # bright damage, dark damage
+    tophats = [cv2.morphologyEx(gray, op, disc) for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)]
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * limits.pair_distance + 1, 2 * limits.pair_distance + 1))
+    contrasted = [_lines((t > limits.min_contrast).astype(np.uint8) & neutral, t, smooth, limits) for t in tophats]
+    paired = [cv2.dilate(c.astype(np.uint8), near) > 0 for c in contrasted[::-1]]
     seeds, faint, specks = [], [], np.zeros(gray.shape, bool)
     edge = np.zeros(gray.shape, bool)
-    for op, shaded in zip((cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT), shades):
-        tophat = cv2.morphologyEx(gray, op, disc)
+    for tophat, shaded, beside in zip(tophats, shades, paired):
         busy = _busy(tophat)
         standing = _standing_out(tophat, busy, limits.min_contrast, limits.texture_ratio) & neutral & shaded
-        seeds.append(_lines(standing, tophat, smooth, limits))
         specks |= _specks(standing, limits)
-        weak = _standing_out(tophat, busy, limits.faint_contrast, limits.faint_ratio) & neutral
+        lines = _lines(standing, tophat, smooth, limits)
+        seeds.append(_unpaired(lines, beside))
+        dropped = cv2.dilate((lines & ~seeds[-1]).astype(np.uint8), near) > 0
+        weak = _standing_out(tophat, busy, limits.faint_contrast, limits.faint_ratio) & neutral & ~dropped
         faint.append(_lines(weak, tophat, smooth, limits))
         edge |= (tophat > limits.grow_ratio * limits.min_contrast) & neutral
     # A scratch keeps its shade along its length, whatever it crosses: over picture darker than itself it is a
     # bright line, over lighter picture a dark one.
     either = faint[0] | faint[1]
     seen = specks | _linked(either & shades[0], seeds[0]) | _linked(either & shades[1], seeds[1])
-    # The damage's own edge (step 8).
+    # The damage's own edge (step 9).
     return seen | (cv2.dilate(seen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & edge
