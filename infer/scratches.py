@@ -114,11 +114,18 @@ def _standing_out(tophat: np.ndarray, busy: np.ndarray, contrast: float, ratio: 
     return (tophat > np.maximum(contrast, ratio * busy)).astype(np.uint8)
 
 
-def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """The image moved by (dx, dy): out(x, y) = image(x - dx, y - dy), edges repeated."""
-    move = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, move, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The image at the points (x, y), bilinear, edges repeated."""
+    rows, cols = image.shape
+    x = np.clip(x, 0, cols - 1)
+    y = np.clip(y, 0, rows - 1)
+    x0 = np.minimum(x.astype(np.int32), cols - 2) if cols > 1 else np.zeros(x.shape, np.int32)
+    y0 = np.minimum(y.astype(np.int32), rows - 2) if rows > 1 else np.zeros(y.shape, np.int32)
+    fx, fy = x - x0, y - y0
+    x1, y1 = np.minimum(x0 + 1, cols - 1), np.minimum(y0 + 1, rows - 1)
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _lines(standing: np.ndarray, tophat: np.ndarray, smooth: np.ndarray, limits: Limits) -> np.ndarray:
@@ -128,17 +135,25 @@ def _lines(standing: np.ndarray, tophat: np.ndarray, smooth: np.ndarray, limits:
     crosses the picture, which goes on alike on both sides of it; an outline or a rim between two different
     areas (a collar, a plate's edge) has a different area on each side and is left alone."""
     loose = cv2.dilate(standing, np.ones((3, 3), np.uint8))
-    found = np.zeros(standing.shape, bool)
+    ys, xs = np.nonzero(standing)
+    x, y = xs.astype(np.float32), ys.astype(np.float32)
+    level = tophat[ys, xs] * limits.side_agreement
+    kept = np.zeros(ys.size, bool)
     d = limits.side_offset
     for i, kernel in enumerate(_line_kernels(limits.line_length)):
-        on_line = cv2.dilate(cv2.erode(loose, kernel), kernel) > 0
-        if not on_line.any():
+        on_line = cv2.dilate(cv2.erode(loose, kernel), kernel)[ys, xs] > 0
+        todo = np.flatnonzero(on_line & ~kept)
+        if todo.size == 0:
             continue
         angle = np.pi * i / ANGLES
         nx, ny = -np.sin(angle) * d, np.cos(angle) * d
-        sides = np.abs(_shifted(smooth, nx, ny) - _shifted(smooth, -nx, -ny))
-        found |= on_line & (sides < limits.side_agreement * tophat)
-    return found & (standing > 0)
+        # Only the candidates' sides are read: a full shifted copy of the photo per angle cost most of the time.
+        tx, ty = x[todo], y[todo]
+        sides = np.abs(_sample(smooth, tx + nx, ty + ny) - _sample(smooth, tx - nx, ty - ny))
+        kept[todo[sides < level[todo]]] = True
+    found = np.zeros(standing.shape, bool)
+    found[ys[kept], xs[kept]] = True
+    return found
 
 
 def _specks(standing: np.ndarray, limits: Limits) -> np.ndarray:
