@@ -37,9 +37,12 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    `GAP` px (where the scratch crosses an edge, neither top-hat sees it). A dark scratch over a black table is
    lighter than the table: a faint run of either polarity joins, as long as its pixels have the seed's shade.
    Nothing joins within `pair_distance` px of a run that step 6 took for picture.
-8. Blob filter: a speck is a group of standing-out pixels no larger than `max_speck_area` and no side over
+8. Blob filter: a speck is a group of pixels standing out as in step 4 but from `speck_contrast` (a speck is
+   judged as a whole: its size and its being alone), no larger than `max_speck_area` and no side over
    `max_speck_side`, with nothing else standing out within `speck_clearance` px (dust lies alone; fine detail
-   does not).
+   does not). From 30 grey levels instead of 60, and up to 50 px instead of 40 (a round speck 8 px across),
+   dust recall rose from 0.66 to 0.72 on astronaut, 0.75 to 0.87 on chelsea and 0.59 to 0.66 on coffee, at a
+   precision 0.01 lower.
 9. Edge: a found pixel's neutral neighbours whose top-hat is over `grow_ratio` times `min_contrast` (90 grey
    levels) join it: the pieces of a scratch that its line or speck filter dropped where it crossed busier
    picture. This is not a widening: a neighbour that does not stand out that much stays picture.
@@ -74,7 +77,7 @@ class Limits:
     min_contrast: float = 60.0  # grey levels a pixel stands out from its surroundings
     texture_ratio: float = 4.0  # times the median top-hat around it
     line_length: int = 31
-    max_speck_area: int = 40
+    max_speck_area: int = 50  # px: a round speck `max_speck_side` across
     max_speck_side: int = 8
     speck_clearance: int = 4
     side_offset: int = 5  # px across a line to either side
@@ -83,6 +86,7 @@ class Limits:
     grow_ratio: float = 1.5  # a found pixel's neutral neighbour joins where its top-hat is this many times min_contrast
     faint_contrast: float = 15.0  # a scratch's faint stretch: its top-hat over this, joined to a clear stretch
     faint_ratio: float = 3.0  # and over this many times the median top-hat around it
+    speck_contrast: float = 30.0  # a speck's pixels stand out by this much (its shape and isolation decide)
     pair_distance: int = 3  # px: how near a line of the other polarity makes a pair (step 6)
     shade_margin: float = 0.3  # damage lies within this part of the photo's range from its white or black point
 
@@ -214,7 +218,8 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     for tophat, shaded, beside in zip(tophats, shades, paired):
         busy = _busy(tophat)
         standing = _standing_out(tophat, busy, limits.min_contrast, limits.texture_ratio) & neutral & shaded
-        specks |= _specks(standing, limits)
+        dots = _standing_out(tophat, busy, limits.speck_contrast, limits.texture_ratio) & neutral & shaded
+        specks |= _specks(dots, limits)
         lines = _lines(standing, tophat, smooth, limits)
         seeds.append(_unpaired(lines, beside))
         dropped = cv2.dilate((lines & ~seeds[-1]).astype(np.uint8), near) > 0
