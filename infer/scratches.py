@@ -14,9 +14,9 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
 3. Shade: a scratch to the paper base is about as light as the print's white, dirt and dust about as dark as
    its black. Bright damage must lie within `shade_margin` of the photo's range (its 0.5 and 99.5 percentiles of
    luminance) from its white point, dark damage as near its black point. This is what keeps most of a
-   black-and-white photo's own thin mid-grey lines unmarked, where step 2 cannot: with the other steps as they
-   are, it raises precision from 0.33 to 0.47 on camera and from 0.54 to 0.80 on astronaut for a recall 0.02-0.04
-   lower (bench/bench_repair.py, seeds 1-3).
+   black-and-white photo's own thin mid-grey lines unmarked, where step 2 cannot: measured before steps 6 and 8
+   took their present form, it raised precision from 0.33 to 0.47 on camera and from 0.54 to 0.80 on astronaut
+   for a recall 0.02-0.04 lower (bench/bench_repair.py, seeds 1-3).
 4. A pixel stands out where its top-hat is above `min_contrast` and above `texture_ratio` times the median
    top-hat in a 31 px window around it. Hair, fur, grass, fabric and text are thin and contrasted too, but they
    come many together, which raises their window's median (a scratch fills too little of it to); a scratch or
@@ -28,9 +28,10 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
 6. Pairs: a thin object in the picture is lit on one side and shaded on the other (a tripod's metal leg on
    camera: a dark line and a bright one side by side); a scratch lies on the picture alone. A run from step 5
    that has a run of the other polarity (its top-hat over `min_contrast`, neutral, on a line) within
-   `pair_distance` px for more than half of its pixels is picture. On camera this raised precision from 0.47 to
-   0.66 (recall 0.90 to 0.85) and the clean photo through the repair from 27.7 to 32.0 dB; on astronaut recall
-   fell from 0.80 to 0.77, where slivers of the white shuttle cut by a dark scratch pair it.
+   `pair_distance` px for more than half of its pixels is picture. Measured before step 8's present form, on
+   camera this raised precision from 0.47 to 0.66 (recall 0.90 to 0.85) and the clean photo through the repair
+   from 27.7 to 32.0 dB; on astronaut recall fell from 0.80 to 0.77, where slivers of the white shuttle cut by a
+   dark scratch pair it.
 7. Hysteresis: where a scratch crosses picture of nearly its own shade, or busier picture, it stands out by
    less. Runs found the same way with the lower thresholds `faint_contrast` and `faint_ratio` (and no colour
    or shade other than step 2's) are kept where they join a run from step 5 of the same shade, across gaps up to
