@@ -11,7 +11,9 @@ Every choice comes from one `numpy.random.Generator`, so a seed gives the same d
   fades first in aged prints, leaving them orange or magenta).
 
 Scratches and dust are grey, as on real prints (paper base showing, dirt, dust); the detector relies on that
-(infer/scratches.py, step 2), so coloured damage is outside what this benchmark measures.
+(infer/scratches.py, step 2), so coloured damage is outside what this benchmark measures. It relies too on
+damage being about as light as the photo's white or as dark as its black (step 3): the shades here are, but a
+mid-grey scratch would be missed, and this benchmark does not measure that either.
 
 The damage mask (`Damage.mask`) holds every pixel the generator changed by more than `VISIBLE` grey levels in any
 channel: a scratch drawn over pixels of its own colour changed nothing a detector could see, and is not counted.

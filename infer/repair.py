@@ -107,7 +107,7 @@ def fill(bgr: np.ndarray, mask: np.ndarray, grayscale: bool = False) -> np.ndarr
 
 def auto_mask(bgr: np.ndarray) -> tuple[np.ndarray, int]:
     """The detected damage, filled as found (no widening: what is marked by mistake costs more the wider it is
-    filled; the damage's own edge is step 6 of `infer.scratches`), and how many pixels that is."""
+    filled; the damage's own edge is step 9 of `infer.scratches`), and how many pixels that is."""
     found = detect_damage(bgr)
     return found, int(found.sum())
 
