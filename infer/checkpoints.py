@@ -257,11 +257,14 @@ def inspect(path: str | Path) -> CheckpointInfo:
 
 @dataclass(frozen=True)
 class CpuFacts:
-    """What the service knows of an architecture on the CPU: its fp32 time estimate and its tile."""
+    """What the service knows of an architecture on the CPU: its time estimate, its tile, and what tiling costs."""
 
     seconds_per_mp: float  # wall seconds per input megapixel at the default precision, until the service has its own
     tile: int  # input tile edge
     tile_pad: int  # context pixels around each tile
+    # Peak resident memory one window's forward adds, in bytes per window pixel at the default precision (0: not
+    # measured): the window edge a memory budget allows is sqrt(budget / window_bytes_per_px).
+    window_bytes_per_px: float = 0.0
 
 
 # Tile and context measured (docs/benchmarks.md "Tile and context per architecture"): RRDBNet sees far past
@@ -269,14 +272,21 @@ class CpuFacts:
 # Compact's small receptive field needs 16, and its whole 384 window ran fastest. Seconds per MP:
 # docs/benchmarks.md "PyTorch checkpoints on the CPU", this project's 2-core machine (RealESRGAN_x4plus
 # 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
-_CPU_FACTS = {"ESRGAN": CpuFacts(850.0, 192, 32), "Compact": CpuFacts(17.0, 384, 16)}
-_UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
+# Bytes per window pixel: bench/bench_windows.py at a 512 window in bf16 (docs/benchmarks.md "Windows from
+# memory"): RRDBNet with its tail in stripes (split_tail) 1154, Compact 543.
+_CPU_FACTS = {"ESRGAN": CpuFacts(850.0, 192, 32, 1154.0), "Compact": CpuFacts(17.0, 384, 16, 543.0)}
+UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
+
+
+def cpu_facts(info: CheckpointInfo) -> CpuFacts:
+    """The architecture's measured CPU facts, or UNMEASURED."""
+    return _CPU_FACTS.get(info.architecture, UNMEASURED)
 
 
 def family_of(info: CheckpointInfo) -> Family:
     """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
     whole = info.tiling is not Tiling.SUPPORTED
-    facts = _CPU_FACTS.get(info.architecture, _UNMEASURED)
+    facts = cpu_facts(info)
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
         tile=0 if whole else facts.tile, tile_pad=0 if whole else facts.tile_pad, cpu_engines=("spandrel",),

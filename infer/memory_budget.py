@@ -10,8 +10,10 @@ from pathlib import Path
 # available where that is less. With the libraries and weights (about 0.45 GB resident for PyTorch and
 # RealESRGAN_x4plus) a job then stays within 1.5 GB: docs/benchmarks.md, "Windows from memory".
 DEFAULT_WINDOW_MB = 1024
-# What a cap leaves aside beyond the photo's own arrays: the allocator's rounding, the encoder's buffers.
-_RESERVE_MB = 96
+# What a cap (an address-space limit) leaves aside beyond the photo's own arrays: the C allocator's per-thread
+# arenas reserve 64 MB of address space each, and oneDNN its scratchpads. Measured with Compact on a 512x512
+# photo: a 160 MB cap ran out with windows adding 45 MB resident, a 250 MB cap ran windows of 288.
+_RESERVE_MB = 192
 # Never plan a window smaller than this, whatever the budget says: below it the context dominates.
 MIN_TILE = 64
 

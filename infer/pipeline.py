@@ -24,6 +24,7 @@ from infer.engines import Engine, create_engine
 from infer.errors import ModelError, OutputError, UsageError
 from infer.events import EventSink
 from infer.faces.stage import FaceSettings, FaceStage
+from infer.memory_budget import window_budget
 from infer.models import default_model_path
 from infer.modelspec import ModelSpec, spec_from_path
 from infer.repair import RepairSettings, repair_image
@@ -243,12 +244,15 @@ class LoadedModel:
                 print(f"sr-infer: {self._engine.note}", file=sys.stderr)
         return self._engine
 
-    def tiling(self) -> tuple[int, int]:
-        """(tile, tile_pad): the flags, else what the engine and family prefer."""
+    def tiling(self, height: int, width: int, outscale: int) -> tuple[int, int]:
+        """(tile, tile_pad) for a photo: the flags, else what the engine prefers within the run's memory
+        (SR_WORKER_MEMORY_MB less the photo's arrays, else the default budget), else the family's tile."""
         spec, options = self.spec, self._options
         tile_pad = options.tile_pad if options.tile_pad is not None else spec.family.tile_pad
-        tile = options.tile if options.tile is not None else (self.engine.preferred_tile(spec) or spec.family.tile_for(self.engine.name))
-        return tile, tile_pad
+        if options.tile is not None:
+            return options.tile, tile_pad
+        budget = window_budget(options.settings.memory_mb, height, width, outscale)
+        return self.engine.preferred_tile(spec, budget) or spec.family.tile_for(self.engine.name), tile_pad
 
     def load(self) -> bool:
         """Loads the weights unless already loaded; True when it did."""
@@ -302,7 +306,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
 
     # The engine's libraries are imported here where the worker started plain, and its device opened.
     engine = model.engine
-    tile, tile_pad = model.tiling()
+    tile, tile_pad = model.tiling(height, width, outscale)
     timer.lap("engine")
     total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
     events.emit(

@@ -31,7 +31,7 @@ class Engine(Protocol):
 
     def run(self, tile: np.ndarray) -> np.ndarray: ...
 
-    def preferred_tile(self, spec: ModelSpec) -> int | None:
+    def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         """A tile size suited to this device (e.g. from free GPU memory), or None for the family's default."""
         ...
 

@@ -11,6 +11,7 @@ import torch
 
 from infer import checkpoints
 from infer.engines.split_tail import split_tail
+from infer.memory_budget import tile_for_budget
 from infer.engines.torch import TorchEngine, usable  # noqa: F401  (usable: the registry's check)
 from infer.errors import ModelError, UsageError
 from infer.modelspec import ModelSpec
@@ -63,9 +64,17 @@ class CheckpointEngine(TorchEngine):
         # The enlarged tail in stripes: the same result, and a window's memory is then mostly the body's.
         return split_tail(net, self._info.architecture) or net
 
-    def preferred_tile(self, spec: ModelSpec) -> int | None:
-        """The architecture's default (its tiling hint); on CUDA the out-of-memory halving finds the limit."""
-        return None
+    def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
+        """On the CPU, the largest window `budget` allows at the architecture's measured bytes per window pixel
+        (`CpuFacts`, measured in bf16: twice that in fp32); else the architecture's default tile (an architecture
+        that is not tiled stays whole). On CUDA the out-of-memory halving finds the limit."""
+        info = spec.checkpoint
+        if self.device == "cuda" or budget is None or info is None or spec.family.tile == 0:
+            return None
+        per_px = checkpoints.cpu_facts(info).window_bytes_per_px * self._dtype.itemsize / 2
+        if per_px <= 0:
+            return None
+        return tile_for_budget(budget, per_px, spec.family.tile_pad, multiple=max(16, info.size_multiple_of))
 
     def _infer(self, net: Any, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
         """Pads the tile (reflecting its edges) to the architecture's size requirements and crops the result."""

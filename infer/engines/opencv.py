@@ -90,7 +90,7 @@ class OpenCVEngine:
             raise ModelError(f"the model's output has shape {out.shape}; expected an image (N, C, H, W)")
         return out[0].transpose(1, 2, 0)
 
-    def preferred_tile(self, spec: ModelSpec) -> int | None:
+    def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         return None
 
     def stats(self) -> dict[str, Any]:

@@ -38,9 +38,10 @@ class SplitTail(nn.Module):
     """RRDBNet (ESRGAN, Real-ESRGAN x4plus and x2plus) with its enlarged tail run in stripes of rows, each with
     `halo` rows of features around it: the result is the whole network's, and the tail's memory is bounded."""
 
-    def __init__(self, net: nn.Module, split: int):
+    def __init__(self, net: nn.Module, split: int, stripe_pixels: int = STRIPE_PIXELS):
         super().__init__()
         self.net = net
+        self.stripe_pixels = stripe_pixels
         layers = list(net.model.children())
         self.body = nn.Sequential(*layers[:split])
         self.tail = nn.Sequential(*layers[split:])
@@ -48,7 +49,7 @@ class SplitTail(nn.Module):
 
     def _tail(self, features: torch.Tensor) -> torch.Tensor:
         height, width = features.shape[-2:]
-        rows = max(1, min(height, STRIPE_PIXELS // max(width, 1)))
+        rows = max(1, min(height, self.stripe_pixels // max(width, 1)))
         if rows >= height:
             return self.tail(features)
         parts = []
@@ -76,7 +77,7 @@ class SplitTail(nn.Module):
         return self._tail(self.body(x))
 
 
-def split_tail(net: Any, architecture: str) -> nn.Module | None:
+def split_tail(net: Any, architecture: str, stripe_pixels: int = STRIPE_PIXELS) -> nn.Module | None:
     """`net` with its tail in stripes where the architecture has a tail at the output's resolution that only
     convolves (RRDBNet), else None."""
     if architecture != "ESRGAN" or not isinstance(getattr(net, "model", None), nn.Sequential):
@@ -90,7 +91,7 @@ def split_tail(net: Any, architecture: str) -> nn.Module | None:
             if all(isinstance(m, (nn.Conv2d, nn.Upsample, nn.LeakyReLU, nn.ReLU, nn.PReLU, nn.Sequential,
                                   nn.PixelShuffle, nn.Identity))
                    for part in tail for m in part.modules()):
-                return SplitTail(net, index)
+                return SplitTail(net, index, stripe_pixels)
             return None
     return None
 
