@@ -408,7 +408,8 @@ def _list_checkpoints(directory: Path, entries: list[ModelEntry]) -> None:
         what = row.get("label", row["file"]) if row["status"] in ("offered", "used for faces") else row["file"]
         reason = f": {row['reason']}" if row.get("reason") else ""
         custom = f" ({CUSTOM})" if row.get("catalog") is False and not row.get("reason") else ""
-        licence = "" if row["status"] == "not scanned" or row.get("catalog") else ", licence unknown"
+        used = row["status"] in ("offered", "used for faces")
+        licence = ", licence unknown" if used and not row.get("catalog") else ""
         print(f"  {what}  {row['status']}{custom}{licence}{reason}")
 
 
