@@ -257,11 +257,21 @@ def inspect(path: str | Path) -> CheckpointInfo:
 
 @dataclass(frozen=True)
 class CpuFacts:
-    """What the service knows of an architecture on the CPU: its fp32 time estimate and its tile."""
+    """What the service knows of an architecture on the CPU: its time estimate, its tile, and what tiling costs."""
 
     seconds_per_mp: float  # wall seconds per input megapixel at the default precision, until the service has its own
     tile: int  # input tile edge
     tile_pad: int  # context pixels around each tile
+    # Tiled against the whole photo at `tile_pad` on a real photo, the bound a run keeps to: the largest difference
+    # in grey levels (8-bit) and the lowest PSNR. Convolutions with enough context, and window attention on tiles
+    # aligned to its windows (`align`), stay within 2 levels; OmniSR's grid attention spans the whole input, so
+    # any tile changes it a little.
+    tiled_max_diff: int = 2
+    tiled_psnr_db: float = 50.0
+    # Peak resident memory one window's forward adds, in bytes per window pixel at the default precision (0: not
+    # measured): the window edge a memory budget allows is sqrt(budget / window_bytes_per_px).
+    window_bytes_per_px: float = 0.0
+    align: int = 1  # the attention window edge tiles are aligned to (Family.tile_align); 1 for convolutions
 
 
 # Tile and context measured (docs/benchmarks.md "Tile and context per architecture"): RRDBNet sees far past
@@ -269,19 +279,42 @@ class CpuFacts:
 # Compact's small receptive field needs 16, and its whole 384 window ran fastest. Seconds per MP:
 # docs/benchmarks.md "PyTorch checkpoints on the CPU", this project's 2-core machine (RealESRGAN_x4plus
 # 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
-_CPU_FACTS = {"ESRGAN": CpuFacts(850.0, 192, 32), "Compact": CpuFacts(17.0, 384, 16)}
-_UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
+# The community architectures, random weights at their published sizes (docs/benchmarks.md "Community
+# architectures on the CPU", bench/bench_architectures.py): seconds per MP are CPU seconds over 2 threads at the
+# default precision (bf16 on AVX512_BF16; SwinIR switches to fp32), the tile the fastest per input pixel of the
+# measured windows (96-256) within 2 GB, the pad the smallest within 2 grey levels of the whole photo. OmniSR's
+# grid attention and DAT's channel attention span the whole input, so no context makes them equal: OmniSR's 48
+# keeps it within 4 levels (52.6 dB), DAT's 32 (its alignment) within 3 (53.9 dB).
+_CPU_FACTS = {
+    "ESRGAN": CpuFacts(850.0, 192, 32),
+    "Compact": CpuFacts(17.0, 384, 16),
+    "PLKSR": CpuFacts(185.0, 240, 8, window_bytes_per_px=1649),
+    "SPAN": CpuFacts(22.0, 240, 8, window_bytes_per_px=2802),
+    "OmniSR": CpuFacts(257.0, 160, 48, tiled_max_diff=4, tiled_psnr_db=52.0, window_bytes_per_px=3952, align=8),
+    "SwinIR": CpuFacts(598.0, 144, 8, window_bytes_per_px=15524, align=8),
+    "HAT": CpuFacts(1102.0, 128, 16, window_bytes_per_px=22651, align=16),
+    "DAT": CpuFacts(2214.0, 96, 32, tiled_max_diff=3, tiled_psnr_db=53.0, window_bytes_per_px=9742, align=32),
+}
+UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
+
+
+def cpu_facts(info: CheckpointInfo) -> CpuFacts:
+    """The architecture's measured CPU facts, or UNMEASURED."""
+    return _CPU_FACTS.get(info.architecture, UNMEASURED)
 
 
 def family_of(info: CheckpointInfo) -> Family:
     """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
-    whole = info.tiling is not Tiling.SUPPORTED
-    facts = _CPU_FACTS.get(info.architecture, _UNMEASURED)
+    facts = cpu_facts(info)
+    # spandrel discourages tiling SwinIR because unaligned tiles cut its attention windows elsewhere than the whole
+    # photo does; aligned tiles with the measured context match it (docs/benchmarks.md), while a whole photo's
+    # attention would need tens of GB on the CPU. Unmeasured architectures keep spandrel's hint.
+    whole = info.tiling is Tiling.INTERNAL or (info.tiling is Tiling.DISCOURAGED and facts is UNMEASURED)
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
         tile=0 if whole else facts.tile, tile_pad=0 if whole else facts.tile_pad, cpu_engines=("spandrel",),
         auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
-        cpu_seconds_per_mp=facts.seconds_per_mp,
+        cpu_seconds_per_mp=facts.seconds_per_mp, tile_align=facts.align,
     )
 
 
