@@ -3,7 +3,7 @@ the ratio to the compute floor and peak memory, for RealESRGAN_x4plus and the Co
 
 Each configuration runs in a fresh child process (its peak RSS is its own), rounds interleaved:
 - `worker-auto` and `worker-fp32`: the real worker (`infer/sr_infer.py`, spandrel engine), its `infer` stage,
-  with the window it chooses itself;
+  with the window it chooses itself; `worker-fixed`: the default precision in the fixed tiles used before;
 - `ncnn-fp32` and `ncnn-bf16`: the ncnn wheel on the original `.param`/`.bin` exports (as Upscayl's engine runs
   them), 2 threads, tiles of 200 input pixels with 10 of context as realesrgan-ncnn-vulkan cuts them, only the
   extraction timed.
@@ -30,6 +30,9 @@ from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmu
 from bench.common import OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd  # noqa: E402
 
 CONFIGS = ("worker-auto", "worker-fp32", "ncnn-fp32", "ncnn-bf16")
+# `worker-fixed`: the worker at the default precision with the fixed tiles it used before windows came from
+# memory (tile, context), for "nothing slower than before".
+FIXED_TILES = {"RealESRGAN_x4plus": (192, 32), "realesr-animevideov3": (384, 16)}
 NCNN_TILE, NCNN_PAD = 200, 10
 
 
@@ -94,10 +97,11 @@ def square_photo(name: str, size: int) -> Path:
 def run_config(config: str, name: str, photo: Path, threads: int) -> tuple[float, float, str]:
     """(infer seconds, peak RSS MB, the precision that ran) of one configuration in a fresh process."""
     if config.startswith("worker"):
-        precision = config.split("-")[1]
-        out = OUT_DIR / "peer" / f"{name}_{precision}.png"
+        precision = "auto" if config == "worker-fixed" else config.split("-")[1]
+        tiles = ["--tile", str(FIXED_TILES[name][0]), "--tile-pad", str(FIXED_TILES[name][1])] if config == "worker-fixed" else []
+        out = OUT_DIR / "peer" / f"{name}_{config}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        child = run_child(worker_cmd(photo, out, checkpoint(name), "--precision", precision, "--json",
+        child = run_child(worker_cmd(photo, out, checkpoint(name), "--precision", precision, "--json", *tiles,
                                      engine="spandrel")).check()
         done = child.event("done")
         assert done is not None

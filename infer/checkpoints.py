@@ -262,9 +262,19 @@ class CpuFacts:
     seconds_per_mp: float  # wall seconds per input megapixel at the default precision, until the service has its own
     tile: int  # input tile edge
     tile_pad: int  # context pixels around each tile
+    # Tiled against the whole photo at `tile_pad` on a real photo, the bound a run keeps to: the largest difference
+    # in grey levels (8-bit) and the lowest PSNR. Convolutions with enough context, and window attention on tiles
+    # aligned to its windows (`align`), stay within 2 levels; OmniSR's grid attention spans the whole input, so
+    # any tile changes it a little.
+    tiled_max_diff: int = 2
+    tiled_psnr_db: float = 50.0
     # Peak resident memory one window's forward adds, in bytes per window pixel at the default precision (0: not
     # measured): the window edge a memory budget allows is sqrt(budget / window_bytes_per_px).
     window_bytes_per_px: float = 0.0
+    align: int = 1  # the attention window edge tiles are aligned to (Family.tile_align); 1 for convolutions
+    # True where `tile` is the window measured fastest, which a memory budget may shrink but never grow
+    # (attention); False where a larger window only saves the context computed twice (convolutions).
+    fastest_tile: bool = False
 
 
 # Tile and context measured (docs/benchmarks.md "Tile and context per architecture"): RRDBNet sees far past
@@ -274,7 +284,24 @@ class CpuFacts:
 # 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
 # Bytes per window pixel: bench/bench_windows.py at a 512 window in bf16 (docs/benchmarks.md "Windows from
 # memory"): RRDBNet with its tail in stripes (split_tail) 1154, Compact 543.
-_CPU_FACTS = {"ESRGAN": CpuFacts(850.0, 192, 32, 1154.0), "Compact": CpuFacts(17.0, 384, 16, 543.0)}
+# The community architectures, random weights at their published sizes (docs/benchmarks.md "Community
+# architectures on the CPU", bench/bench_architectures.py): seconds per MP are CPU seconds over 2 threads at the
+# default precision (bf16 on AVX512_BF16; SwinIR switches to fp32), the tile the fastest per input pixel of the
+# measured windows (96-256) within 2 GB, the pad the smallest within 2 grey levels of the whole photo. OmniSR's
+# grid attention and DAT's channel attention span the whole input, so no context makes them equal: OmniSR's 48
+# keeps it within 4 levels (52.6 dB), DAT's 32 (its alignment) within 3 (53.9 dB).
+_CPU_FACTS = {
+    "ESRGAN": CpuFacts(850.0, 192, 32, window_bytes_per_px=1154),
+    "Compact": CpuFacts(17.0, 384, 16, window_bytes_per_px=543),
+    "PLKSR": CpuFacts(185.0, 240, 8, window_bytes_per_px=1649),
+    "SPAN": CpuFacts(22.0, 240, 8, window_bytes_per_px=2802),
+    "OmniSR": CpuFacts(257.0, 160, 48, tiled_max_diff=4, tiled_psnr_db=52.0, window_bytes_per_px=3952, align=8,
+                       fastest_tile=True),
+    "SwinIR": CpuFacts(598.0, 144, 8, window_bytes_per_px=15524, align=8, fastest_tile=True),
+    "HAT": CpuFacts(1102.0, 128, 16, window_bytes_per_px=22651, align=16, fastest_tile=True),
+    "DAT": CpuFacts(2214.0, 96, 32, tiled_max_diff=3, tiled_psnr_db=53.0, window_bytes_per_px=9742, align=32,
+                    fastest_tile=True),
+}
 UNMEASURED = CpuFacts(60.0, 256, 16)  # Real-ESRGAN's own script pads tiles by 10
 
 
@@ -285,13 +312,16 @@ def cpu_facts(info: CheckpointInfo) -> CpuFacts:
 
 def family_of(info: CheckpointInfo) -> Family:
     """The colour pipeline, tiling and half formats of a checkpoint, all from its descriptor."""
-    whole = info.tiling is not Tiling.SUPPORTED
     facts = cpu_facts(info)
+    # spandrel discourages tiling SwinIR because unaligned tiles cut its attention windows elsewhere than the whole
+    # photo does; aligned tiles with the measured context match it (docs/benchmarks.md), while a whole photo's
+    # attention would need tens of GB on the CPU. Unmeasured architectures keep spandrel's hint.
+    whole = info.tiling is Tiling.INTERNAL or (info.tiling is Tiling.DISCOURAGED and facts is UNMEASURED)
     return Family(
         name=info.architecture.lower(), file_stem="", scales=(info.scale,), colour=Colour.RGB,
         tile=0 if whole else facts.tile, tile_pad=0 if whole else facts.tile_pad, cpu_engines=("spandrel",),
         auto_half=info.half_formats, label=f"{info.architecture_name} x{info.scale}", quality_rank=2, kind="restore",
-        cpu_seconds_per_mp=facts.seconds_per_mp,
+        cpu_seconds_per_mp=facts.seconds_per_mp, tile_align=facts.align,
     )
 
 

@@ -25,6 +25,9 @@ class Family:
     colour: Colour
     tile: int  # default input tile edge on the CPU, from docs/benchmarks.md ("Tile size")
     tile_pad: int  # context pixels around each tile; also kept when a tile is split after running out of memory
+    # Window attention's window edge (input pixels): tiles and their context are whole multiples of it, on the grid
+    # of the photo padded to a multiple of it, so tiles cut the photo where the whole-photo forward does.
+    tile_align: int = 1
     # `--engine auto` on the CPU tries these in order: the fastest whole job first (docs/benchmarks.md).
     cpu_engines: tuple[str, ...] = ("torch", "opencv")
     # Half-precision formats `--precision auto` may pick. Luma networks output Y in 0..1, where bf16's

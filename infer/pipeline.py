@@ -308,7 +308,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
     engine = model.engine
     tile, tile_pad = model.tiling(height, width, outscale)
     timer.lap("engine")
-    total = count_tiles(height, width, tile, effective_pad(spec, tile_pad))
+    total = count_tiles(height, width, tile, effective_pad(spec, tile_pad), spec.family.tile_align)
     events.emit(
         EventKind.START, input=str(job.input), output=str(job.output), model=str(spec.path), algo=spec.algo,
         scale=spec.scale, outscale=outscale, ran=describe_run(spec, outscale),

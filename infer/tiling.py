@@ -24,7 +24,11 @@ class Tile:
     window: tuple[int, int, int, int]
 
 
-def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+def _up(n: int, align: int) -> int:
+    return -(-n // align) * align
+
+
+def _spans(length: int, tile: int, pad: int, align: int = 1) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Core and window spans along one axis.
 
     The axis is cut into the fewest cores of at most `tile` pixels, all of (nearly) equal length,
@@ -32,12 +36,14 @@ def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tupl
     (core + 2*pad, at most the axis): one that would run past the edge is shifted back inside
     rather than cut short, so the network sees one tile shape for the whole image (no
     re-allocation between tiles) and every core keeps `pad` pixels of real context on each side
-    that has any.
+    that has any. With `align` (a multiple of which `length` is), cores and context are whole multiples of it,
+    so every window starts on the grid the whole-photo forward partitions the image on.
     """
     if tile <= 0 or tile >= length:
         return [((0, length), (0, length))]
     count = -(-length // tile)
-    core = -(-length // count)
+    core = _up(-(-length // count), align)
+    pad = _up(pad, align)
     win = min(length, core + 2 * pad)
     spans = []
     for c0 in range(0, length, core):
@@ -47,14 +53,21 @@ def _spans(length: int, tile: int, pad: int) -> list[tuple[tuple[int, int], tupl
     return spans
 
 
-def plan_tiles(height: int, width: int, tile: int, pad: int) -> list[Tile]:
-    """Tiles in row-major order; tile <= 0 means one tile covering the whole image."""
+def aligned_size(height: int, width: int, align: int) -> tuple[int, int]:
+    """The image's size padded up to whole multiples of `align` (what `run_tiled` tiles)."""
+    return _up(height, align), _up(width, align)
+
+
+def plan_tiles(height: int, width: int, tile: int, pad: int, align: int = 1) -> list[Tile]:
+    """Tiles in row-major order over the image padded to multiples of `align`; tile <= 0 means one tile covering
+    the whole image."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image has no pixels ({width}x{height})")
     pad = max(0, pad)
+    height, width = aligned_size(height, width, align)
     tiles = []
-    for (cy, wy) in _spans(height, tile, pad):
-        for (cx, wx) in _spans(width, tile, pad):
+    for (cy, wy) in _spans(height, tile, pad, align):
+        for (cx, wx) in _spans(width, tile, pad, align):
             tiles.append(Tile(core=(cy[0], cy[1], cx[0], cx[1]), window=(wy[0], wy[1], wx[0], wx[1])))
     return tiles
 
@@ -69,6 +82,7 @@ def run_tiled(
     out_dtype: np.dtype | type | None = None,
     outscale: int | None = None,
     reduce: ReduceFn | None = None,
+    align: int = 1,
 ) -> np.ndarray:
     """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result.
 
@@ -84,7 +98,11 @@ def run_tiled(
     if image.ndim != 3:
         raise ValueError("run_tiled expects an H x W x C array")
     height, width = image.shape[:2]
-    tiles = plan_tiles(height, width, tile, pad)
+    padded_h, padded_w = aligned_size(height, width, align)
+    if (padded_h, padded_w) != (height, width):
+        mode = "reflect" if padded_h - height < height and padded_w - width < width else "edge"
+        image = np.pad(image, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode=mode)
+    tiles = plan_tiles(height, width, tile, pad, align)
     out: np.ndarray | None = None
     for index, t in enumerate(tiles):
         wy0, wy1, wx0, wx1 = t.window
@@ -101,10 +119,10 @@ def run_tiled(
         if core.ndim == 2:
             core = core[:, :, None]
         if out is None:
-            out = np.empty((height * outscale, width * outscale, core.shape[2]), dtype=out_dtype or core.dtype)
+            out = np.empty((padded_h * outscale, padded_w * outscale, core.shape[2]), dtype=out_dtype or core.dtype)
         out[cy0 * outscale : cy1 * outscale, cx0 * outscale : cx1 * outscale] = core
         del result, core
         if on_progress is not None:
             on_progress(index + 1, len(tiles))
     assert out is not None
-    return out
+    return out if (padded_h, padded_w) == (height, width) else np.ascontiguousarray(out[: height * outscale, : width * outscale])

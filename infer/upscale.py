@@ -78,8 +78,8 @@ def effective_pad(spec: ModelSpec, tile_pad: int) -> int:
     return max(tile_pad, _LUMA_MIN_PAD) if spec.uses_luma else max(tile_pad, 0)
 
 
-def count_tiles(height: int, width: int, tile: int, tile_pad: int) -> int:
-    return len(plan_tiles(height, width, tile, tile_pad))
+def count_tiles(height: int, width: int, tile: int, tile_pad: int, align: int = 1) -> int:
+    return len(plan_tiles(height, width, tile, tile_pad, align))
 
 
 def _area(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -100,7 +100,7 @@ def upscale_bgr(
     `outscale` below it, each tile's output is reduced to that scale as it is pasted."""
     fn = tile_function(engine, spec)
     return run_tiled(bgr, fn, spec.scale, tile, effective_pad(spec, tile_pad), on_progress, np.uint8,
-                     outscale, _area)
+                     outscale, _area, spec.family.tile_align)
 
 
 def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, outscale: int) -> np.ndarray:

@@ -72,3 +72,16 @@ def test_leftover_cores_are_spread_not_padded_to_a_whole_window():
     assert {t.core[1] - t.core[0] for t in tiles} == {144}
     wy0, wy1, wx0, wx1 = tiles[0].window
     assert (wy1 - wy0, wx1 - wx0) == (192, 192)
+
+
+@pytest.mark.parametrize("h,w,tile,pad,align", [(71, 157, 40, 8, 8), (71, 157, 40, 8, 32), (47, 61, 24, 16, 16)])
+def test_aligned_windows_start_on_the_grid_and_crop_back_exactly(h, w, tile, pad, align):
+    """A window-attention network's tiles: every window starts on the align grid of the photo padded to it, and
+    the stitched result is the unpadded photo's size, equal to the whole-image result of a local function."""
+    for t in plan_tiles(h, w, tile, pad, align):
+        assert all(v % align == 0 for v in (*t.core, *t.window)), t
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3)).astype(np.float64)
+    out = run_tiled(image, box_then_nearest, 3, tile, pad, align=align)
+    padded = np.pad(image, ((0, -h % align), (0, -w % align), (0, 0)), mode="reflect")
+    assert out.shape == (h * 3, w * 3, 3)
+    np.testing.assert_allclose(out, box_then_nearest(padded)[: h * 3, : w * 3])

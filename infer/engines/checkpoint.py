@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -66,15 +67,19 @@ class CheckpointEngine(TorchEngine):
 
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         """On the CPU, the largest window `budget` allows at the architecture's measured bytes per window pixel
-        (`CpuFacts`, measured in bf16: twice that in fp32); else the architecture's default tile (an architecture
-        that is not tiled stays whole). On CUDA the out-of-memory halving finds the limit."""
+        (`CpuFacts`, at the default precision: twice that in fp32), on the architecture's grid, and no larger
+        than its tile where that was measured fastest (attention); else the architecture's default tile (an
+        architecture that is not tiled stays whole). On CUDA the out-of-memory halving finds the limit."""
         info = spec.checkpoint
         if self.device == "cuda" or budget is None or info is None or spec.family.tile == 0:
             return None
-        per_px = checkpoints.cpu_facts(info).window_bytes_per_px * self._dtype.itemsize / 2
+        facts = checkpoints.cpu_facts(info)
+        per_px = facts.window_bytes_per_px * self._dtype.itemsize / 2
         if per_px <= 0:
             return None
-        return tile_for_budget(budget, per_px, spec.family.tile_pad, multiple=max(16, info.size_multiple_of))
+        grid = math.lcm(16, info.size_multiple_of, facts.align)
+        tile = tile_for_budget(budget, per_px, spec.family.tile_pad, multiple=grid)
+        return min(tile, spec.family.tile) if facts.fastest_tile else tile
 
     def _infer(self, net: Any, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
         """Pads the tile (reflecting its edges) to the architecture's size requirements and crops the result."""

@@ -52,6 +52,17 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_TEXT)
 
 
+# What PyTorch says when a network mixes number formats (a buffer or mask it builds in fp32 beside half weights)
+# or has an operator without a half-precision kernel on this device: a fact of the architecture, not of the photo.
+_PRECISION_TEXT = ("same dtype", "scalar type", "should be the same", "not implemented for 'BFloat16'",
+                   "not implemented for 'Half'", "must have the same dtype")
+
+
+def is_precision_error(err: BaseException) -> bool:
+    """A half-precision forward that failed on its number formats (never an out-of-memory one)."""
+    return isinstance(err, RuntimeError) and not is_out_of_memory(err) and any(t in str(err) for t in _PRECISION_TEXT)
+
+
 def usable(device: str) -> bool:
     """PyTorch runs everywhere on the CPU; on CUDA only where it sees a GPU."""
     return device == "cpu" or bool(torch.cuda.is_available())
@@ -66,7 +77,8 @@ class TorchEngine:
     """Runs a GraphPlan with PyTorch; on CUDA it keeps the accelerator only from load() to close().
 
     In half precision (bf16, fp16) every tile's output is checked: one with a non-finite value
-    (fp16 overflows past 65504) is run again in fp32 and counted in `precision_fallbacks`."""
+    (fp16 overflows past 65504) is run again in fp32 and counted in `precision_fallbacks`. A half-precision
+    forward that fails on its number formats switches the engine to fp32 for good, its reason in `precision_switch`."""
 
     name = "torch"
 
@@ -97,6 +109,7 @@ class TorchEngine:
         self._tile_retries = 0
         self._tiles = 0
         self._fallbacks = 0
+        self._switch: dict[str, Any] | None = None
         self._seconds = {"import": round(IMPORT_SECONDS, 4), "weights": 0.0, "cuda_init": 0.0, "to_device": 0.0, "inference": 0.0}
         self._cuda_started: float | None = None
         self._cuda_released: float | None = None
@@ -206,17 +219,41 @@ class TorchEngine:
     def _forward(self, tile: np.ndarray) -> np.ndarray:
         assert self._net is not None
         t = time.perf_counter()
-        out = self._infer(self._net, tile, self._dtype)
-        if self._dtype != torch.float32 and not np.isfinite(out).all():
+        try:
+            out = self._infer(self._net, tile, self._dtype)
+        except RuntimeError as err:
+            if self._dtype == torch.float32 or not is_precision_error(err):
+                raise
+            reason = str(err).splitlines()[0]
+            # Outside the except block, so the traceback does not pin the failed forward's tensors.
+        else:
+            reason = None
+        if reason is not None:
+            self._switch_to_fp32(reason)
+            out = self._infer(self._net, tile, torch.float32)
+        elif self._dtype != torch.float32 and not np.isfinite(out).all():
             # The half-precision activations overflowed (black or NaN patches): this tile again in fp32.
-            if self._fp32_net is None:
-                assert self._plan is not None
-                self._fp32_net = self._build(self._plan, torch.float32)
-            out = self._infer(self._fp32_net, tile, torch.float32)
+            out = self._infer(self._fp32(), tile, torch.float32)
             self._fallbacks += 1
         self._tiles += 1
         self._seconds["inference"] = round(self._seconds["inference"] + time.perf_counter() - t, 4)
         return out
+
+    def _fp32(self) -> Any:
+        if self._fp32_net is None:
+            assert self._plan is not None
+            self._fp32_net = self._build(self._plan, torch.float32)
+        return self._fp32_net
+
+    def _switch_to_fp32(self, reason: str) -> None:
+        """The rest of the run in fp32: the half-precision network cannot run at all, tile after tile."""
+        self._switch = {"from": self.precision, "to": "fp32", "after_tiles": self._tiles,
+                        "reason": f"the {self.precision} forward failed ({reason}); running in fp32 instead"}
+        self._net = self._fp32()
+        self._fp32_net = None
+        self._dtype = torch.float32
+        self.precision = "fp32"
+        self._release_cached()
 
     def _infer(self, net: PlanNet, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)[None])
@@ -238,6 +275,7 @@ class TorchEngine:
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "precision_fallbacks": self._fallbacks,
+            **({"precision_switch": dict(self._switch)} if self._switch is not None else {}),
             "weights": self._plan_source,
             "tiles_run": self._tiles,
             "tile_retries": self._tile_retries,
