@@ -21,7 +21,6 @@ from infer import precision as precision_policy  # noqa: E402
 from infer.errors import ModelError, OutOfMemoryError, UsageError  # noqa: E402
 from infer.modelspec import ModelSpec  # noqa: E402
 from infer.precision import Precision  # noqa: E402
-from infer.memory_budget import tile_for_budget  # noqa: E402
 from infer.tiling import run_tiled  # noqa: E402
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
@@ -177,14 +176,10 @@ class TorchEngine:
         return net
 
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
-        """On CUDA, the largest tile whose activations fit in free device memory; on the CPU, the largest that
-        `budget` (bytes one window may add, infer/memory_budget.py) allows, None without one."""
+        """On CUDA, the largest tile whose activations fit in free device memory; None (the family's tile) on the
+        CPU, where a .pb's window is not yet measured against a memory budget (a checkpoint's is)."""
         if self.device != "cuda":
-            if budget is None:
-                return None
-            plan = self._plan_for(spec)
-            per_px = plan.peak_values_per_pixel() * self._dtype.itemsize * _ACTIVATION_OVERHEAD
-            return min(_MAX_TILE, tile_for_budget(budget, per_px, self._split_pad))
+            return None
         plan = self._plan_for(spec)
         self._start_cuda()
         free, _total = torch.cuda.mem_get_info()
