@@ -2,8 +2,9 @@
 the ratio to the compute floor and peak memory, for RealESRGAN_x4plus and the Compact model (animevideov3).
 
 Each configuration runs in a fresh child process (its peak RSS is its own), rounds interleaved:
-- `worker-auto` and `worker-fp32`: the real worker (`infer/sr_infer.py`, spandrel engine), its `infer` stage,
-  with the window it chooses itself; `worker-fixed`: the default precision in the fixed tiles used before;
+- `worker-auto`, `worker-fp32` and `worker-bf16`: the real worker (`infer/sr_infer.py`, spandrel engine), its
+  `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
+  `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
 - `ncnn-fp32` and `ncnn-bf16`: the ncnn wheel on the original `.param`/`.bin` exports (as Upscayl's engine runs
   them), 2 threads, tiles of 200 input pixels with 10 of context as realesrgan-ncnn-vulkan cuts them, only the
   extraction timed.
@@ -29,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmul_rate  # noqa: E402
 from bench.common import OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd  # noqa: E402
 
-CONFIGS = ("worker-auto", "worker-fp32", "ncnn-fp32", "ncnn-bf16")
-# `worker-fixed`: the worker at the default precision with the fixed tiles it used before windows came from
-# memory (tile, context), for "nothing slower than before".
+CONFIGS = ("worker-auto", "worker-fp32", "worker-bf16", "ncnn-fp32", "ncnn-bf16")
+# `worker-fixed`: the worker with the fixed tiles it used before windows came from memory (tile, context), in the
+# precision the CPU flag alone chose before it was measured, for "nothing slower than before".
 FIXED_TILES = {"RealESRGAN_x4plus": (192, 32), "realesr-animevideov3": (384, 16)}
 NCNN_TILE, NCNN_PAD = 200, 10
 
@@ -97,7 +98,10 @@ def square_photo(name: str, size: int) -> Path:
 def run_config(config: str, name: str, photo: Path, threads: int) -> tuple[float, float, str]:
     """(infer seconds, peak RSS MB, the precision that ran) of one configuration in a fresh process."""
     if config.startswith("worker"):
-        precision = "auto" if config == "worker-fixed" else config.split("-")[1]
+        from infer.precision import cpu_has_native_bf16
+
+        flag_rule = "bf16" if cpu_has_native_bf16() else "fp32"
+        precision = flag_rule if config == "worker-fixed" else config.split("-")[1]
         tiles = ["--tile", str(FIXED_TILES[name][0]), "--tile-pad", str(FIXED_TILES[name][1])] if config == "worker-fixed" else []
         out = OUT_DIR / "peer" / f"{name}_{config}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +121,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from infer.engines.cpu_rates import measure
+
     rates = {p: matmul_rate(p) for p in ("fp32", "bf16")}
+    probe = measure()
     flops = {name: flops_per_mp(model) for name, model in CHECKPOINTS.items() if name in args.models}
     rows: dict[tuple[str, int, str], list[tuple[float, float, str]]] = {}
     for _round in range(args.rounds):
@@ -128,7 +135,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
                     rows.setdefault((name, size, config), []).append(run_config(config, name, photo, args.threads))
     print(load_line())
     print(f"matmul rate, {args.threads} threads: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; {args.rounds} interleaved rounds, medians\n")
+          f"bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; the worker's probe (its 3x3 convolution): fp32 {probe.fp32:.0f}, "
+          f"bf16 {probe.bf16:.0f} GFLOP/s; {args.rounds} interleaved rounds, medians\n")
     print("| model | photo | configuration | s per input MP | floor s per MP | / floor | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for (name, size, config), runs in rows.items():

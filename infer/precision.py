@@ -56,7 +56,8 @@ def choose(
     auto_half: tuple[str, ...] = ("bf16", "fp16"),
     engine: str = "this engine",
 ) -> Precision:
-    """`auto`: bf16 where the device runs it natively (CPUs with AVX512_BF16/AMX, GPUs from Ampere on),
+    """`auto`: bf16 where the device runs it natively and fast (`native_bf16`: GPUs from Ampere on; CPUs with
+    AVX512_BF16/AMX whose measured rates favour it, infer/engines/cpu_rates.py),
     else fp16 on CUDA and fp32 on the CPU; only half formats the model family allows (`auto_half`)
     and the engine has. An explicit choice is kept, or refused when the engine cannot run it."""
     wanted = parse(requested)

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: PyTorch (on CUDA when a GPU is usable, else the CPU), OpenCV where PyTorch is missing; "
                         "torch and opencv run .pb models, spandrel runs PyTorch checkpoints (.pth, .safetensors)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 where the CPU or GPU runs it natively, else fp32 (CPU) or fp16 (GPU)")
+                   help="auto: bf16 where the GPU has it, or the CPU has it and measured it faster than fp32; else fp32 (CPU) or fp16 (GPU)")
     p.add_argument("--tile", type=int, help="input tile edge in pixels; 0 = whole image at once")
     p.add_argument("--tile-pad", type=int, help="context pixels around each tile")
     p.add_argument("--output-quality", type=int, metavar="Q", help="JPEG/WebP quality 1-100 (default 95)")

@@ -57,6 +57,17 @@ def run_worker(*args: str | Path, env: dict | None = None, preexec_fn: Callable[
     return WorkerRun(proc.returncode, events, proc.stderr, time.monotonic() - started)
 
 
+def auto_precision_on_cpu(done: dict, half_formats: tuple[str, ...] = ("bf16", "fp16")) -> str:
+    """What `--precision auto` must have run on the CPU, from the convolution rates the worker reports measuring
+    (none where the CPU has no native bf16 or the family takes no bf16: then fp32)."""
+    from infer.engines.cpu_rates import BF16_LEAD
+
+    rates = done.get("cpu_rates")
+    if rates is None or "bf16" not in half_formats:
+        return "fp32"
+    return "bf16" if rates["bf16_gflops"] >= BF16_LEAD * rates["fp32_gflops"] else "fp32"
+
+
 # The worker's libraries, which the front end must run without.
 WORKER_LIBRARIES = ("cv2", "torch", "numpy", "spandrel")
 

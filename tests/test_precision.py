@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,7 @@ import pytest
 from infer.errors import UsageError
 from infer.families import FAMILIES
 from infer.precision import Precision, choose, cpu_flags, cpu_has_native_bf16
-from tests.helpers import psnr, read, run_worker
+from tests.helpers import auto_precision_on_cpu, psnr, read, run_worker
 
 ZEN5 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 SKYLAKE = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
@@ -46,13 +47,73 @@ def test_auto_precision_on_each_device():
         choose("int8", "cpu", native_bf16=True)
 
 
-def test_default_worker_runs_torch_in_the_detected_precision(edsr_model: Path, photo: Path, tmp_path: Path):
-    code, events, err = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model)
+def test_default_worker_runs_torch_in_the_measured_precision(edsr_model: Path, photo: Path, tmp_path: Path):
+    env = {"SR_CACHE_DIR": str(tmp_path / "cache")}
+    code, events, err = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model, env=env)
     assert code == 0, err
     done = events[-1]
     assert done["engine"] == "torch" and done["device"] == "cpu"
-    assert done["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert done["precision"] == auto_precision_on_cpu(done)
     assert done["precision_fallbacks"] == 0
+    if not cpu_has_native_bf16():
+        # Emulated bf16 is never worth a probe.
+        assert "cpu_rates" not in done and not (tmp_path / "cache").exists()
+        return
+    first = done["cpu_rates"]
+    assert first["cached"] is False and first["fp32_gflops"] > 1 and first["bf16_gflops"] > 1
+    kept = json.loads((tmp_path / "cache" / "cpu-rates.json").read_text())
+    (key, entry), = kept.items()
+    assert "torch" in key and "threads" in key
+    assert (entry["fp32_gflops"], entry["bf16_gflops"]) == (first["fp32_gflops"], first["bf16_gflops"])
+
+    code, events, err = run_worker("--input", photo, "--output", tmp_path / "o2.png", "--model", edsr_model, env=env)
+    assert code == 0, err
+    assert events[-1]["cpu_rates"] == {**first, "cached": True}
+
+
+def _with_rates(cache: Path, fp32: float, bf16: float) -> None:
+    """The cache as if this machine had measured these rates (its key copied from a real run's)."""
+    path = cache / "cpu-rates.json"
+    (key,) = json.loads(path.read_text())
+    path.write_text(json.dumps({key: {"fp32_gflops": fp32, "bf16_gflops": bf16}}))
+
+
+def test_auto_follows_the_measured_rates_not_the_flag(edsr_model: Path, photo: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    env = {"SR_CACHE_DIR": str(cache)}
+    args = ("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model)
+    first = run_worker(*args, env=env)  # measures and keeps this machine's key
+    assert first.exit_code == 0, first.stderr
+    if not cpu_has_native_bf16():
+        assert first.last["precision"] == "fp32" and not cache.exists()
+        return
+    for (fp32, bf16), expected in (((100.0, 250.0), "bf16"), ((250.0, 150.0), "fp32"), ((100.0, 110.0), "fp32")):
+        _with_rates(cache, fp32, bf16)
+        done = run_worker(*args, env=env).last
+        assert done["precision"] == expected and done["cpu_rates"]["cached"] is True, (fp32, bf16, done)
+    # Asked for, bf16 runs whatever was measured.
+    _with_rates(cache, 250.0, 150.0)
+    assert run_worker(*args, "--precision", "bf16", env=env).last["precision"] == "bf16"
+
+
+def test_an_unreadable_or_unwritable_cache_costs_only_the_probe(edsr_model: Path, photo: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "cpu-rates.json").write_text("{not json")
+    args = ("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model)
+    run = run_worker(*args, env={"SR_CACHE_DIR": str(cache)})
+    assert run.exit_code == 0, run.stderr
+    if cpu_has_native_bf16():
+        assert run.last["cpu_rates"]["cached"] is False
+        assert json.loads((cache / "cpu-rates.json").read_text())  # measured again and rewritten whole
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    run = run_worker(*args, env={"SR_CACHE_DIR": str(blocked / "cache")})
+    assert run.exit_code == 0, run.stderr
+    assert run.last["precision"] == auto_precision_on_cpu(run.last)
+    if cpu_has_native_bf16():
+        assert "cannot keep the CPU's measured rates" in run.stderr
+    assert not list(cache.glob(".cpu-rates-*"))  # no temporary file left
 
 
 def test_opencv_refuses_half_precision_on_the_cpu(edsr_model: Path, photo: Path, tmp_path: Path):

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from infer import REPO_ROOT
-from infer.precision import cpu_has_native_bf16
-from tests.helpers import WORKER, run_worker
+from tests.helpers import WORKER, auto_precision_on_cpu, run_worker
 from tests.reliability.inputs import header_over_no_pixels
 
 
@@ -94,7 +93,7 @@ def test_event_stream(edsr_model: Path, photo: Path, tmp_path: Path):
     assert set(kinds[1:-1]) == {"progress"}
     start, done = events[0], events[-1]
     assert start["algo"] == "edsr" and start["scale"] == 3 and start["engine"] == "torch" and start["device"] == "cpu"
-    assert start["precision"] == done["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert start["precision"] == done["precision"] == auto_precision_on_cpu(done)
     assert (start["width"], start["height"]) == (56, 40)
     progress = [(e["done"], e["total"]) for e in events[1:-1]]
     total = start["tiles"]

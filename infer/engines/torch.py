@@ -14,6 +14,8 @@ IMPORT_SECONDS = time.perf_counter() - _T_IMPORT
 
 import numpy as np  # noqa: E402
 
+from infer.engines import cpu_rates  # noqa: E402
+from infer.engines.cpu_rates import ConvRates  # noqa: E402
 from infer.engines.graph_plan import GraphPlan  # noqa: E402
 from infer.engines.torch_net import PlanNet  # noqa: E402
 from infer.engines.weight_cache import load_plan  # noqa: E402
@@ -94,7 +96,13 @@ class TorchEngine:
             )
         self.device = "cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu"
         self.note = "no CUDA GPU found; the torch engine runs on the CPU" if device == "auto" and not has_cuda else None
-        native_bf16 = _cuda_native_bf16() if self.device == "cuda" else precision_policy.cpu_has_native_bf16()
+        self._cpu_rates: ConvRates | None = None
+        if self.device == "cuda":
+            native_bf16 = _cuda_native_bf16()
+        elif precision_policy.parse(precision) is Precision.AUTO and "bf16" in auto_half:
+            native_bf16, self._cpu_rates = cpu_rates.bf16_pays()
+        else:
+            native_bf16 = precision_policy.cpu_has_native_bf16()
         chosen = precision_policy.choose(precision, self.device, native_bf16=native_bf16, auto_half=auto_half)
         self.precision = chosen.value
         self._dtype = _DTYPES[chosen]
@@ -277,6 +285,8 @@ class TorchEngine:
             "tile_limit": self._window_limit,
             "torch_seconds": dict(self._seconds),
         }
+        if self._cpu_rates is not None:
+            out["cpu_rates"] = {**self._cpu_rates.to_json(), "cached": self._cpu_rates.cached}
         if self.device == "cuda" and self._cuda_started is not None:
             end = self._cuda_released if self._cuda_released is not None else time.perf_counter()
             out["gpu_seconds"] = round(end - self._cuda_started, 4)
