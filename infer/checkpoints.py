@@ -259,7 +259,7 @@ def inspect(path: str | Path) -> CheckpointInfo:
 class CpuFacts:
     """What the service knows of an architecture on the CPU: its time estimate, its tile, and what tiling costs."""
 
-    seconds_per_mp: float  # wall seconds per input megapixel at the default precision, until the service has its own
+    seconds_per_mp: float  # wall seconds per input megapixel in bf16, until the service has its own
     tile: int  # input tile edge
     tile_pad: int  # context pixels around each tile
     # Tiled against the whole photo at `tile_pad` on a real photo, the bound a run keeps to: the largest difference
@@ -268,9 +268,11 @@ class CpuFacts:
     # any tile changes it a little.
     tiled_max_diff: int = 2
     tiled_psnr_db: float = 50.0
-    # Peak resident memory one window's forward adds, in bytes per window pixel at the default precision (0: not
-    # measured): the window edge a memory budget allows is sqrt(budget / window_bytes_per_px).
+    # Peak resident memory one window's forward adds, in bytes per window pixel in bf16 (0: not measured): the
+    # window edge a memory budget allows is sqrt(budget / window_bytes_per_px).
     window_bytes_per_px: float = 0.0
+    # The same in fp32 where measured; else twice the bf16 figure (every activation twice the bytes).
+    window_bytes_per_px_fp32: float = 0.0
     align: int = 1  # the attention window edge tiles are aligned to (Family.tile_align); 1 for convolutions
     # True where `tile` is the window measured fastest, which a memory budget may shrink but never grow
     # (attention); False where a larger window only saves the context computed twice (convolutions).
@@ -282,8 +284,9 @@ class CpuFacts:
 # Compact's small receptive field needs 16, and its whole 384 window ran fastest. Seconds per MP:
 # docs/benchmarks.md "PyTorch checkpoints on the CPU", this project's 2-core machine (RealESRGAN_x4plus
 # 848.5 s, realesr-animevideov3 16.5 s; an AMX Xeon does 28 s and 0.9 s, issue 17).
-# Bytes per window pixel: bench/bench_windows.py at a 512 window in bf16 (docs/benchmarks.md "Windows from
-# memory"): RRDBNet with its tail in stripes (split_tail) 1154, Compact 543.
+# Bytes per window pixel: bench/bench_windows.py at a 512 window (docs/benchmarks.md "Windows from memory"):
+# RRDBNet with its tail in stripes (split_tail) 1154 in bf16 and 2360 in fp32; Compact 543 and 574 (oneDNN's
+# fp32 convolutions work in place where its bf16 ones reorder, so fp32 adds only 6%).
 # The community architectures, random weights at their published sizes (docs/benchmarks.md "Community
 # architectures on the CPU", bench/bench_architectures.py): seconds per MP are CPU seconds over 2 threads at the
 # default precision (bf16 on AVX512_BF16; SwinIR switches to fp32), the tile the fastest per input pixel of the
@@ -291,8 +294,8 @@ class CpuFacts:
 # grid attention and DAT's channel attention span the whole input, so no context makes them equal: OmniSR's 48
 # keeps it within 4 levels (52.6 dB), DAT's 32 (its alignment) within 3 (53.9 dB).
 _CPU_FACTS = {
-    "ESRGAN": CpuFacts(850.0, 192, 32, window_bytes_per_px=1154),
-    "Compact": CpuFacts(17.0, 384, 16, window_bytes_per_px=543),
+    "ESRGAN": CpuFacts(850.0, 192, 32, window_bytes_per_px=1154, window_bytes_per_px_fp32=2360),
+    "Compact": CpuFacts(17.0, 384, 16, window_bytes_per_px=543, window_bytes_per_px_fp32=574),
     "PLKSR": CpuFacts(185.0, 240, 8, window_bytes_per_px=1649),
     "SPAN": CpuFacts(22.0, 240, 8, window_bytes_per_px=2802),
     "OmniSR": CpuFacts(257.0, 160, 48, tiled_max_diff=4, tiled_psnr_db=52.0, window_bytes_per_px=3952, align=8,

@@ -77,7 +77,7 @@ def test_a_photo_runs_whole_by_default_and_in_windows_under_a_memory_cap(realesr
     assert capped.exit_code == 0, capped.stderr
     start = _events(capped)["start"]
     precision = _events(capped)["done"]["precision"]
-    per_px = 543 * (2 if precision == "bf16" else 4) / 2
+    per_px = 543 if precision == "bf16" else 574
     expected = tile_for_budget(window_budget(320, 512, 512, 4), per_px, 16)
     assert start["tile"] == expected < 512 and start["tiles"] == 4, json.dumps(start)
     a, b = read(tmp_path / "whole.png").astype(int), read(tmp_path / "capped.png").astype(int)

@@ -67,14 +67,16 @@ class CheckpointEngine(TorchEngine):
 
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         """On the CPU, the largest window `budget` allows at the architecture's measured bytes per window pixel
-        (`CpuFacts`, at the default precision: twice that in fp32), on the architecture's grid, and no larger
+        (`CpuFacts`, in the precision that runs), on the architecture's grid, and no larger
         than its tile where that was measured fastest (attention); else the architecture's default tile (an
         architecture that is not tiled stays whole). On CUDA the out-of-memory halving finds the limit."""
         info = spec.checkpoint
         if self.device == "cuda" or budget is None or info is None or spec.family.tile == 0:
             return None
         facts = checkpoints.cpu_facts(info)
-        per_px = facts.window_bytes_per_px * self._dtype.itemsize / 2
+        per_px = facts.window_bytes_per_px
+        if self._dtype == torch.float32:
+            per_px = facts.window_bytes_per_px_fp32 or 2 * facts.window_bytes_per_px
         if per_px <= 0:
             return None
         grid = math.lcm(16, info.size_multiple_of, facts.align)
