@@ -126,16 +126,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     ref = read_bgr(OUT_DIR / "worker_opencv.png") if "opencv" in runs else None
     print(f"\n{args.model.name}, {photo.name} {width}x{height}, whole worker jobs, median of {args.rounds}")
     print()
-    print("| configuration | engine, precision, tile | wall s | s per input MP | CPU s per input MP | vs opencv | peak RSS MB | max diff vs opencv |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| configuration | engine, precision, tile | wall s | s per input MP | infer stage s per input MP | CPU s per input MP | vs opencv | peak RSS MB | max diff vs opencv |")
+    print("|---|---|---|---|---|---|---|---|---|")
     base = median([r.seconds for r in runs["opencv"]]) if "opencv" in runs else None
     for config, rs in runs.items():
         done = rs[-1].event("done") or {}
         wall = median([r.seconds for r in rs])
         cpu = median([r.cpu_seconds for r in rs])
+        infer = median([(r.event("done") or {}).get("seconds", {}).get("infer", float("nan")) for r in rs])
         diff = max_abs_diff(read_bgr(OUT_DIR / f"worker_{config}.png"), ref) if ref is not None else "-"
         print(f"| {config} | {done.get('engine')}, {done.get('precision')}, {done.get('tile')} | {wall:.1f} | "
-              f"{wall / pixels * 1e6:.0f} | {cpu / pixels * 1e6:.0f} | {base / wall if base else 0:.2f}x | "
+              f"{wall / pixels * 1e6:.0f} | {infer / pixels * 1e6:.0f} | {cpu / pixels * 1e6:.0f} | {base / wall if base else 0:.2f}x | "
               f"{median([r.peak_rss_mb for r in rs]):.0f} | {diff} |")
 
 
