@@ -214,13 +214,12 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * limits.pair_distance + 1, 2 * limits.pair_distance + 1))
     contrasted = [_lines((t > limits.min_contrast).astype(np.uint8) & neutral, t, smooth, limits) for t in tophats]
     paired = [cv2.dilate(c.astype(np.uint8), near) > 0 for c in contrasted[::-1]]
-    seeds, faint, specks = [], [], np.zeros(gray.shape, bool)
+    seeds, faint, dots = [], [], []
     edge = np.zeros(gray.shape, bool)
     for tophat, shaded, beside in zip(tophats, shades, paired):
         busy = _busy(tophat)
         standing = _standing_out(tophat, busy, limits.min_contrast, limits.texture_ratio) & neutral & shaded
-        dots = _standing_out(tophat, busy, limits.speck_contrast, limits.texture_ratio) & neutral & shaded
-        specks |= _specks(dots, limits)
+        dots.append(_standing_out(tophat, busy, limits.speck_contrast, limits.texture_ratio) & neutral & shaded)
         lines = _lines(standing, tophat, smooth, limits)
         seeds.append(_unpaired(lines, beside))
         dropped = cv2.dilate((lines & ~seeds[-1]).astype(np.uint8), near) > 0
@@ -230,6 +229,10 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     # A scratch keeps its shade along its length, whatever it crosses: over picture darker than itself it is a
     # bright line, over lighter picture a dark one.
     either = faint[0] | faint[1]
-    seen = specks | _linked(either & shades[0], seeds[0]) | _linked(either & shades[1], seeds[1])
+    scratches = _linked(either & shades[0], seeds[0]) | _linked(either & shades[1], seeds[1])
+    # A scratch found is no speck's neighbour: dust lying on or beside a scratch is still dust.
+    off_scratch = ~(cv2.dilate(scratches.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    specks = _specks(dots[0] & off_scratch, limits) | _specks(dots[1] & off_scratch, limits)
+    seen = specks | scratches
     # The damage's own edge (step 9).
     return seen | (cv2.dilate(seen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & edge
