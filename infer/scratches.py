@@ -9,6 +9,11 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
 2. Damage is neutral: a scratch that took the emulsion off shows the white paper base, dirt in it and dust are
    grey or black. A pixel more colourful than `max_chroma` (CIELAB chroma) belongs to the picture: this is what
    keeps most of a colour photo's own thin lines (a coloured rim, a badge's outline, a suit's seam) unmarked.
+   Damage laid over strong colour at less than full opacity keeps a part of that colour: a pixel with at most
+   `faded_chroma` of the median chroma around it (over the top-hat's disc) counts as grey too. This raised
+   coffee's recall from 0.81 to 0.84 (the dark scratches across its red saucer) for the same precision, and
+   left the other photos within 0.002; a share of 0.15 found less (0.81), 0.25 lost precision (0.94); the median
+   over 15 or 31 px instead of 9 lost precision on coffee (0.93) and astronaut (0.79 with 31).
    Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. In a
    black-and-white photo every pixel is neutral and only the steps below decide.
 3. Shade: a scratch to the paper base is about as light as the print's white, dirt and dust about as dark as
@@ -103,6 +108,7 @@ class Limits:
     side_offset: int = 5  # px across a line to either side
     side_agreement: float = 0.5  # the sides may differ by this part of the line's top-hat
     max_chroma: float = 8.0  # CIELAB chroma: a pixel more colourful than this is picture, not damage
+    faded_chroma: float = 0.2  # unless its chroma is at most this part of its surroundings' (grey laid over colour)
     grow_ratio: float = 1.5  # a found pixel's neutral neighbour joins where its top-hat is this many times min_contrast
     faint_contrast: float = 15.0  # a scratch's faint stretch: its top-hat over this, joined to a clear stretch
     faint_ratio: float = 3.0  # and over this many times the median top-hat around it
@@ -221,6 +227,14 @@ def _unpaired(lines: np.ndarray, beside: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+def _neutral(lab: np.ndarray, limits: Limits) -> np.ndarray:
+    """Pixels grey enough to be damage (bool): of little chroma, or of much less than the picture around them."""
+    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
+    # The median over the top-hat's disc: a scratch or a speck fills less than half of it.
+    around = cv2.medianBlur(np.clip(chroma, 0, 255).astype(np.uint8), DISC).astype(np.float32)
+    return (chroma <= limits.max_chroma) | (chroma <= limits.faded_chroma * around)
+
+
 def _shades(gray: np.ndarray, low: float, high: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Where bright damage and where dark damage may lie: within `margin` of the range from its white or black point."""
     reach = margin * max(high - low, 1.0)
@@ -233,7 +247,7 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DISC, DISC))
     smooth = cv2.blur(gray, (3, 3))
     lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.float32)
-    neutral = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128) <= limits.max_chroma
+    neutral = _neutral(lab, limits)
     low, high = (float(v) for v in np.percentile(gray[::2, ::2], [0.5, 99.5]))
     shades = _shades(gray, low, high, limits.shade_margin)
     speck_shades = _shades(gray, low, high, limits.speck_shade_margin)
