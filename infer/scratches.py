@@ -54,9 +54,9 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    `max_speck_side`, with little else standing out within `speck_clearance` px (dust lies alone; fine detail
    does not): other standing-out pixels there up to `speck_company` of the speck's own area (a grain or the
    edge of a second speck beside it), and none within 2 px of a scratch found by steps 5-7 (dust lying on or
-   beside a scratch is still dust). From 30 grey levels instead of 60, and up to 50 px instead of 40 (a round speck 8 px across),
-   dust recall rose from 0.66 to 0.72 on astronaut, 0.75 to 0.87 on chelsea and 0.59 to 0.66 on coffee, at a
-   precision 0.01 lower. Not counting a found scratch as a neighbour raised recall from 0.78 to 0.79 on
+   beside a scratch is still dust). From 30 grey levels instead of 60, and up to 50 px instead of 40 (a round
+   speck 8 px across), dust recall rose from 0.66 to 0.72 on astronaut, 0.75 to 0.87 on chelsea and 0.59 to 0.66
+   on coffee, at a precision 0.01 lower. Not counting a found scratch as a neighbour raised recall from 0.78 to 0.79 on
    astronaut and coffee and 0.94 to 0.95 on chelsea (precision 0.01 lower on astronaut); then the company of
    a fifth of the area raised dust recall from 0.73 to 0.80 (astronaut), 0.91 to 0.95 (chelsea) and 0.70 to
    0.77 (coffee), precision 0.78 to 0.77 on astronaut and 0.63 to 0.61 on camera, the clean astronaut through
