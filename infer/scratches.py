@@ -17,17 +17,19 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. In a
    black-and-white photo every pixel is neutral and only the steps below decide.
 3. Shade: a scratch to the paper base is about as light as the print's white, dirt and dust about as dark as
-   its black. A bright scratch must lie within `shade_margin` of the photo's range (its 0.5 and 99.5
-   percentiles of luminance) from its white point, a dark one as near its black point; a speck within
-   `speck_shade_margin`. This is what keeps most of a black-and-white photo's own thin mid-grey lines
-   unmarked, where step 2 cannot: measured before steps 6 and 8 took their present form, one margin of 0.3 raised
-   precision from 0.33 to 0.47 on camera and from 0.54 to 0.80 on astronaut for a recall 0.02-0.04 lower
-   (bench/bench_repair.py, seeds 1-3). With the other steps as they are, a scratch's margin of 0.2 instead of
-   0.3 raised camera's precision from 0.62 to 0.75, the clean camera through the repair from 32.2 to 35.9 dB
-   and the repair's gain from 5.4 to 6.2 dB, for a recall 0.89 to 0.83 (the tripod's lit legs, the collar and
-   the coat's folds are a shade short of damage's); astronaut's recall fell from 0.81 to 0.80, its precision
-   rose from 0.78 to 0.80. Specks keep 0.3: at 0.2 dust recall fell from 0.80 to 0.73 on astronaut (specks
-   laid at 85% over picture of the other shade).
+   its black. Bright damage must lie within `shade_margin` of the photo's range (its 0.5 and 99.5 percentiles
+   of luminance) from its white point, dark damage as near its black point; a scratch over grey picture (the
+   median chroma in the 31 px window around it no more than `max_chroma`) within `grey_shade_margin`. This is
+   what keeps most of a black-and-white photo's own thin mid-grey lines unmarked, where step 2 cannot: measured
+   before steps 6 and 8 took their present form, one margin of 0.3 raised precision from 0.33 to 0.47 on camera
+   and from 0.54 to 0.80 on astronaut for a recall 0.02-0.04 lower (bench/bench_repair.py, seeds 1-3). With the
+   other steps as they are, a scratch's margin of 0.2 instead of 0.3 raised camera's precision from 0.62 to
+   0.75, the clean camera through the repair from 32.2 to 35.9 dB and the repair's gain from 5.4 to 6.2 dB, for
+   a recall 0.89 to 0.83 (the tripod's lit legs, the collar and the coat's folds are a shade short of
+   damage's). Everywhere, it cost astronaut's recall 0.81 to 0.80 (a dark scratch laid at 85-90% across the
+   orange suit ends up lighter than that); held to grey picture, astronaut's recall is 0.83 and nothing else
+   changes (within 9 px instead of 31: 0.815). Specks keep 0.3: at 0.2 dust recall fell from 0.80 to 0.73 on
+   astronaut (specks laid at 85% over picture of the other shade).
 4. A pixel stands out where its top-hat is above `min_contrast` and above `texture_ratio` times the median
    top-hat in a 31 px window around it. Hair, fur, grass, fabric and text are thin and contrasted too, but they
    come many together, which raises their window's median (a scratch fills too little of it to); a scratch or
@@ -61,7 +63,7 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    a fifth of the area raised dust recall from 0.73 to 0.80 (astronaut), 0.91 to 0.95 (chelsea) and 0.70 to
    0.77 (coffee), precision 0.78 to 0.77 on astronaut and 0.63 to 0.61 on camera, the clean astronaut through
    the repair 36.95 to 36.73 dB (a quarter: recall +0.00-0.01 more, precision 0.75, a third: 0.74). Ignoring
-   2 px around a scratch rather than 1 (with steps 3 and 9 as they are): recall 0.796 to 0.803 on astronaut,
+   2 px around a scratch rather than 1 (step 3 at 0.2 everywhere, step 9 as it is): recall 0.796 to 0.803 on astronaut,
    dust recall 0.95 to 0.96 on chelsea.
 9. Edge: a found pixel's neutral neighbours of a scratch's shade (step 3) whose top-hat is over `grow_ratio`
    times `min_contrast` (90 grey levels) join it: the pieces of a scratch that its line or speck filter dropped
@@ -114,8 +116,8 @@ class Limits:
     faint_ratio: float = 3.0  # and over this many times the median top-hat around it
     speck_contrast: float = 30.0  # a speck's pixels stand out by this much (its shape and isolation decide)
     pair_distance: int = 3  # px: how near a line of the other polarity makes a pair (step 6)
-    shade_margin: float = 0.2  # a scratch lies within this part of the photo's range from its white or black point
-    speck_shade_margin: float = 0.3  # and a speck within this part
+    shade_margin: float = 0.3  # damage lies within this part of the photo's range from its white or black point
+    grey_shade_margin: float = 0.2  # and a scratch over grey picture within this part
 
 
 LIMITS = Limits()
@@ -227,12 +229,14 @@ def _unpaired(lines: np.ndarray, beside: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _neutral(lab: np.ndarray, limits: Limits) -> np.ndarray:
+def _chroma_around(chroma: np.ndarray, size: int) -> np.ndarray:
+    """The median chroma in a `size` px window around each pixel: a scratch or a speck fills less than half of it."""
+    return cv2.medianBlur(np.clip(chroma, 0, 255).astype(np.uint8), size).astype(np.float32)
+
+
+def _neutral(chroma: np.ndarray, limits: Limits) -> np.ndarray:
     """Pixels grey enough to be damage (bool): of little chroma, or of much less than the picture around them."""
-    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
-    # The median over the top-hat's disc: a scratch or a speck fills less than half of it.
-    around = cv2.medianBlur(np.clip(chroma, 0, 255).astype(np.uint8), DISC).astype(np.float32)
-    return (chroma <= limits.max_chroma) | (chroma <= limits.faded_chroma * around)
+    return (chroma <= limits.max_chroma) | (chroma <= limits.faded_chroma * _chroma_around(chroma, DISC))
 
 
 def _shades(gray: np.ndarray, low: float, high: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -247,10 +251,14 @@ def detect_damage(bgr: np.ndarray, limits: Limits = LIMITS) -> np.ndarray:
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (DISC, DISC))
     smooth = cv2.blur(gray, (3, 3))
     lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).astype(np.float32)
-    neutral = _neutral(lab, limits)
+    chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)
+    neutral = _neutral(chroma, limits)
     low, high = (float(v) for v in np.percentile(gray[::2, ::2], [0.5, 99.5]))
-    shades = _shades(gray, low, high, limits.shade_margin)
-    speck_shades = _shades(gray, low, high, limits.speck_shade_margin)
+    speck_shades = _shades(gray, low, high, limits.shade_margin)
+    # Over colourful picture step 2 already tells damage from picture; over grey picture the shade must.
+    over_grey = _chroma_around(chroma, WINDOW) <= limits.max_chroma
+    grey_shades = _shades(gray, low, high, limits.grey_shade_margin)
+    shades = tuple(np.where(over_grey, g, s) for g, s in zip(grey_shades, speck_shades))
     tophats = [cv2.morphologyEx(gray, op, disc) for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT)]
     near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * limits.pair_distance + 1, 2 * limits.pair_distance + 1))
     contrasted = [_lines((t > limits.min_contrast).astype(np.uint8) & neutral, t, smooth, limits) for t in tophats]
