@@ -63,8 +63,8 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    a fifth of the area raised dust recall from 0.73 to 0.80 (astronaut), 0.91 to 0.95 (chelsea) and 0.70 to
    0.77 (coffee), precision 0.78 to 0.77 on astronaut and 0.63 to 0.61 on camera, the clean astronaut through
    the repair 36.95 to 36.73 dB (a quarter: recall +0.00-0.01 more, precision 0.75, a third: 0.74). Ignoring
-   2 px around a scratch rather than 1 (step 3 at 0.2 everywhere, step 9 as it is): recall 0.796 to 0.803 on astronaut,
-   dust recall 0.95 to 0.96 on chelsea.
+   2 px around a scratch rather than 1 (step 3 at 0.2 everywhere, step 9 as it is): recall 0.796 to 0.803 on
+   astronaut, dust recall 0.95 to 0.96 on chelsea.
 9. Edge: a found pixel's neutral neighbours of a scratch's shade (step 3) whose top-hat is over `grow_ratio`
    times `min_contrast` (90 grey levels) join it: the pieces of a scratch that its line or speck filter dropped
    where it crossed busier picture. This is not a widening: a neighbour that does not stand out that much stays
