@@ -9,12 +9,12 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
 2. Damage is neutral: a scratch that took the emulsion off shows the white paper base, dirt in it and dust are
    grey or black. A pixel more colourful than `max_chroma` (CIELAB chroma) belongs to the picture: this is what
    keeps most of a colour photo's own thin lines (a coloured rim, a badge's outline, a suit's seam) unmarked.
-   Damage laid over strong colour at less than full opacity keeps a part of that colour: a pixel with at most
+   Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. Grey
+   damage laid over strong colour at less than full opacity keeps a part of that colour: a pixel with at most
    `faded_chroma` of the median chroma around it (over the top-hat's disc) counts as grey too. This raised
    coffee's recall from 0.81 to 0.84 (the dark scratches across its red saucer) for the same precision, and
    left the other photos within 0.002; a share of 0.15 found less (0.81), 0.25 lost precision (0.94); the median
-   over 15 or 31 px instead of 9 lost precision on coffee (0.93) and astronaut (0.79 with 31).
-   Coloured damage (a scratch down to a colour print's lower dye layer) is therefore not found; paint it. In a
+   over 15 or 31 px instead of 9 lost precision on coffee (0.93) and astronaut (0.79 with 31). In a
    black-and-white photo every pixel is neutral and only the steps below decide.
 3. Shade: a scratch to the paper base is about as light as the print's white, dirt and dust about as dark as
    its black. Bright damage must lie within `shade_margin` of the photo's range (its 0.5 and 99.5 percentiles
@@ -26,7 +26,7 @@ How a pixel is marked (on the luminance, in grey levels; bright and dark damage 
    other steps as they are, a scratch's margin of 0.2 instead of 0.3 raised camera's precision from 0.62 to
    0.75, the clean camera through the repair from 32.2 to 35.9 dB and the repair's gain from 5.4 to 6.2 dB, for
    a recall 0.89 to 0.83 (the tripod's lit legs, the collar and the coat's folds are a shade short of
-   damage's). Everywhere, it cost astronaut's recall 0.81 to 0.80 (a dark scratch laid at 85-90% across the
+   damage's). Applied everywhere, it cost astronaut's recall 0.81 to 0.80 (a dark scratch laid at 85-90% across the
    orange suit ends up lighter than that); held to grey picture, astronaut's recall is 0.83 and nothing else
    changes (within 9 px instead of 31: 0.815). A speck over grey picture lies within `grey_speck_margin`: at
    0.25 instead of 0.3 camera's precision rose from 0.75 to 0.76 and its clean photo through the repair from
