@@ -65,7 +65,8 @@ def auto_precision_on_cpu(done: dict, half_formats: tuple[str, ...] = ("bf16", "
     rates = done.get("cpu_rates")
     if rates is None or "bf16" not in half_formats:
         return "fp32"
-    return "bf16" if rates["bf16_gflops"] >= BF16_LEAD * rates["fp32_gflops"] else "fp32"
+    fp32, bf16 = rates["fp32_gflops"], rates["bf16_gflops"]
+    return "bf16" if fp32 > 0 and bf16 >= BF16_LEAD * fp32 else "fp32"
 
 
 # The worker's libraries, which the front end must run without.

@@ -44,7 +44,7 @@ class ConvRates:
 
     @property
     def bf16_pays(self) -> bool:
-        return self.bf16 >= BF16_LEAD * self.fp32
+        return self.fp32 > 0 and self.bf16 >= BF16_LEAD * self.fp32  # 0: not measured
 
     def to_json(self) -> dict[str, float]:
         return {"fp32_gflops": round(self.fp32, 1), "bf16_gflops": round(self.bf16, 1)}
@@ -126,7 +126,11 @@ def rates() -> ConvRates:
         return ConvRates(fp32=float(entry["fp32_gflops"]), bf16=float(entry["bf16_gflops"]), cached=True)
     except (TypeError, KeyError, ValueError):
         pass
-    measured = measure()
+    try:
+        measured = measure()
+    except (RuntimeError, MemoryError) as err:  # oneDNN says only "could not create a primitive" when memory is short
+        print(f"sr-infer: could not time the CPU's convolutions ({type(err).__name__}: {err}); running fp32", file=sys.stderr)
+        return ConvRates(fp32=0.0, bf16=0.0)
     _write(path, {**data, key: {**measured.to_json(), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
     return measured
 
