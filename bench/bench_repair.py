@@ -9,8 +9,9 @@
 - Repair: PSNR (RGB) and SSIM (luminance) of damaged and repaired against the undamaged original, on the
   damaged pixels and on the whole photo, with the painted mask and with automatic detection; and a clean photo
   through automatic detection and repair against itself.
-- Colour: mean CIEDE2000 of faded and restored (`infer.colour`) against the original, and of a clean photo
-  through the restoration.
+- Colour: mean CIEDE2000 of faded and restored (`infer.colour`) against the original, of the restored photo
+  given the original's lightness (L*: what is left is the error in colour alone), and of a clean photo through
+  the restoration; and each original channel's black and white points.
 - Cost: seconds and peak RSS per megapixel of detection + repair and of the colour restoration, on a 4 MP photo
   (coffee enlarged), each in a fresh process.
 
@@ -43,6 +44,7 @@ from infer.scratches import detect_damage  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "camera")
 _NEAR = np.ones((3, 3), np.uint8)
+SECTIONS = ("detection", "inpainting", "repair", "torn", "colour", "cost")
 
 
 def _near(mask: np.ndarray) -> np.ndarray:
@@ -98,9 +100,24 @@ def torn(photo: np.ndarray, seed: int) -> dict:
     return {"damaged": psnr_where(hurt.bgr, photo, hurt.mask), "painted": psnr_where(painted, photo, hurt.mask)}
 
 
+def _with_lightness(bgr: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """`bgr` with the L* of `like`: its colour alone, judged apart from its brightness."""
+    ours, theirs = (cv2.cvtColor(x.astype(np.float32) / 255, cv2.COLOR_BGR2Lab) for x in (bgr, like))
+    ours[..., 0] = theirs[..., 0]
+    return np.clip(np.rint(cv2.cvtColor(ours, cv2.COLOR_Lab2BGR) * 255), 0, 255).astype(np.uint8)
+
+
 def colour(photo: np.ndarray, seed: int) -> dict:
     faded = fade(photo, fading(seed))
-    return {"faded": mean_ciede2000(faded, photo), "restored": mean_ciede2000(restore_bgr(faded), photo)}
+    restored = restore_bgr(faded)
+    return {"faded": mean_ciede2000(faded, photo), "restored": mean_ciede2000(restored, photo),
+            "restored_colour": mean_ciede2000(_with_lightness(restored, photo), photo)}
+
+
+def channel_points(photo: np.ndarray) -> str:
+    """Each channel's black and white points (B, G, R), as `infer.colour` reads them."""
+    points = np.percentile(photo.reshape(-1, 3), [0.5, 99.5], axis=0).T
+    return ", ".join(f"{low:.0f}-{high:.0f}" for low, high in points)
 
 
 COST_DIR = REPO_ROOT / "bench" / "out"
@@ -154,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, default=REPO_ROOT.parent / "shared" / "photos")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--figure", type=Path, help="write the side-by-side image here")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="these tables only")
     parser.add_argument("--cost-child", choices=("repair", "colour"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cost_child:
@@ -164,61 +182,68 @@ def main(argv: list[str] | None = None) -> int:
     photos = {name: cv2.imread(str(args.photos / f"{name}.png")) for name in PHOTOS}
     print(f"Seeds 1-{args.seeds}; means over seeds.\n")
 
-    print("| photo | precision | recall (scratches + dust) | recall scratches | recall dust | clean photo: pixels marked |")
-    print("|---|---|---|---|---|---|")
-    for name, photo in photos.items():
-        rows = [detection(photo, s) for s in seeds]
-        clean = int(detect_damage(photo).sum())
-        print(f"| {name} | {_mean(rows, 'precision'):.2f} | {_mean(rows, 'recall'):.2f} | "
-              f"{_mean(rows, 'recall_scratches'):.2f} | {_mean(rows, 'recall_dust'):.2f} | {clean} |")
+    if "detection" in args.only:
+        print("| photo | precision | recall (scratches + dust) | recall scratches | recall dust | clean photo: pixels marked |")
+        print("|---|---|---|---|---|---|")
+        for name, photo in photos.items():
+            rows = [detection(photo, s) for s in seeds]
+            clean = int(detect_damage(photo).sum())
+            print(f"| {name} | {_mean(rows, 'precision'):.2f} | {_mean(rows, 'recall'):.2f} | "
+                  f"{_mean(rows, 'recall_scratches'):.2f} | {_mean(rows, 'recall_dust'):.2f} | {clean} |")
 
-    print("\nInpainting, PSNR dB on the damaged pixels (painted mask):\n")
-    table = {name: [methods(photo, s) for s in seeds] for name, photo in photos.items()}
-    labels = list(table[PHOTOS[0]][0])
-    print("| photo | " + " | ".join(labels) + " |")
-    print("|---|" + "---|" * len(labels))
-    for name, rows in table.items():
-        print(f"| {name} | " + " | ".join(f"{statistics.fmean(r[k] for r in rows):.2f}" for k in labels) + " |")
+    if "inpainting" in args.only:
+        print("\nInpainting, PSNR dB on the damaged pixels (painted mask):\n")
+        table = {name: [methods(photo, s) for s in seeds] for name, photo in photos.items()}
+        labels = list(table[PHOTOS[0]][0])
+        print("| photo | " + " | ".join(labels) + " |")
+        print("|---|" + "---|" * len(labels))
+        for name, rows in table.items():
+            print(f"| {name} | " + " | ".join(f"{statistics.fmean(r[k] for r in rows):.2f}" for k in labels) + " |")
 
-    print("\nRepair of scratches and dust (%s, radius %d): PSNR dB / SSIM, whole photo and damaged pixels:\n"
-          % (repair_module.INPAINT_METHOD_NAME, repair_module.INPAINT_RADIUS))
-    print("| photo | damaged | painted mask | automatic | gain (painted) | gain (automatic) | clean photo through automatic |")
-    print("|---|---|---|---|---|---|---|")
-    for name, photo in photos.items():
-        rows = [repair(photo, s) for s in seeds]
+    if "repair" in args.only:
+        print("\nRepair of scratches and dust (%s, radius %d): PSNR dB / SSIM, whole photo and damaged pixels:\n"
+              % (repair_module.INPAINT_METHOD_NAME, repair_module.INPAINT_RADIUS))
+        print("| photo | damaged | painted mask | automatic | gain (painted) | gain (automatic) | clean photo through automatic |")
+        print("|---|---|---|---|---|---|---|")
+        for name, photo in photos.items():
+            rows = [repair(photo, s) for s in seeds]
 
-        def cell(which: str) -> str:
-            q = {k: statistics.fmean(r[which][k] for r in rows) for k in rows[0][which]}
-            return f"{q['psnr']:.2f} / {q['ssim']:.3f} (area {q['psnr_area']:.2f} / {q['ssim_area']:.3f})"
+            def cell(which: str) -> str:
+                q = {k: statistics.fmean(r[which][k] for r in rows) for k in rows[0][which]}
+                return f"{q['psnr']:.2f} / {q['ssim']:.3f} (area {q['psnr_area']:.2f} / {q['ssim_area']:.3f})"
 
-        gain = {w: statistics.fmean(r[w]["psnr"] - r["damaged"]["psnr"] for r in rows) for w in ("painted", "auto")}
-        grey = name == "camera"
-        clean = psnr_where(fill(photo, auto_mask(photo)[0], grey), photo)
-        print(f"| {name} | {cell('damaged')} | {cell('painted')} | {cell('auto')} | {gain['painted']:+.2f} | "
-              f"{gain['auto']:+.2f} | {clean:.2f} |")
+            gain = {w: statistics.fmean(r[w]["psnr"] - r["damaged"]["psnr"] for r in rows) for w in ("painted", "auto")}
+            grey = name == "camera"
+            clean = psnr_where(fill(photo, auto_mask(photo)[0], grey), photo)
+            print(f"| {name} | {cell('damaged')} | {cell('painted')} | {cell('auto')} | {gain['painted']:+.2f} | "
+                  f"{gain['auto']:+.2f} | {clean:.2f} |")
 
-    print("\nTorn corner, painted, PSNR dB on its pixels:\n")
-    print("| photo | damaged | repaired |")
-    print("|---|---|---|")
-    for name, photo in photos.items():
-        rows = [torn(photo, s) for s in seeds]
-        print(f"| {name} | {_mean(rows, 'damaged'):.2f} | {_mean(rows, 'painted'):.2f} |")
+    if "torn" in args.only:
+        print("\nTorn corner, painted, PSNR dB on its pixels:\n")
+        print("| photo | damaged | repaired |")
+        print("|---|---|---|")
+        for name, photo in photos.items():
+            rows = [torn(photo, s) for s in seeds]
+            print(f"| {name} | {_mean(rows, 'damaged'):.2f} | {_mean(rows, 'painted'):.2f} |")
 
-    print("\nColour, mean CIEDE2000 against the original:\n")
-    print("| photo | faded | restored | ratio | clean photo through restore |")
-    print("|---|---|---|---|---|")
-    for name, photo in photos.items():
-        rows = [colour(photo, s) for s in seeds]
-        faded, restored = _mean(rows, "faded"), _mean(rows, "restored")
-        print(f"| {name} | {faded:.2f} | {restored:.2f} | {restored / faded:.2f} | "
-              f"{mean_ciede2000(restore_bgr(photo, name == 'camera'), photo):.2f} |")
+    if "colour" in args.only:
+        print("\nColour, mean CIEDE2000 against the original:\n")
+        print("| photo | faded | restored | ratio | restored, with the original's lightness | clean photo through restore "
+              "| original's black-white points (B, G, R) |")
+        print("|---|---|---|---|---|---|---|")
+        for name, photo in photos.items():
+            rows = [colour(photo, s) for s in seeds]
+            faded, restored = _mean(rows, "faded"), _mean(rows, "restored")
+            print(f"| {name} | {faded:.2f} | {restored:.2f} | {restored / faded:.2f} | {_mean(rows, 'restored_colour'):.2f} | "
+                  f"{mean_ciede2000(restore_bgr(photo, name == 'camera'), photo):.2f} | {channel_points(photo)} |")
 
-    print("\nCost on a 4.0 MP photo, each in a fresh process:\n")
-    print("| stage | s per MP | peak RSS added, MB per MP |")
-    print("|---|---|---|")
-    for kind, label in (("repair", "automatic detection + repair"), ("colour", "colour restoration")):
-        c = cost(kind, args.photos)
-        print(f"| {label} | {c['s_per_mp']:.2f} | {c['mb_per_mp']:.0f} |")
+    if "cost" in args.only:
+        print("\nCost on a 4.0 MP photo, each in a fresh process:\n")
+        print("| stage | s per MP | peak RSS added, MB per MP |")
+        print("|---|---|---|")
+        for kind, label in (("repair", "automatic detection + repair"), ("colour", "colour restoration")):
+            c = cost(kind, args.photos)
+            print(f"| {label} | {c['s_per_mp']:.2f} | {c['mb_per_mp']:.0f} |")
 
     if args.figure:
         figure(photos["astronaut"], 1, args.figure)

@@ -21,6 +21,9 @@ RESTORE = "tests/web/test_restore.py"
 FACES = "tests/test_faces.py"
 TILING = "tests/test_tiling.py"
 LAUNCHER = "tests/web/test_launcher.py"
+REPAIR = "tests/test_repair.py"
+MASK_API = "tests/web/test_repair_mask.py"
+PRECISION = "tests/test_precision.py"
 REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
 
 
@@ -111,6 +114,51 @@ MUTANTS = (
            "    seconds = PRIOR_MEGAPIXELS * model.family.cpu_seconds_per_mp + sum(work for work, _ in samples)"
            " + len(samples) * statistics.median(store.recent_overheads() or [0.0])",
            (f"{LAUNCHER}::test_a_tiny_job_hardly_moves_the_estimate",)),
+    # Repair, colour and the measured precision (issues 27 and 29).
+    # (OpenCV's inpaint itself keeps every unmasked pixel, so `fill` pasting only the masked ones is no mutant.)
+    Mutant("network's output pasted over its whole box", "infer/repair_network.py",
+           "region[inside] = filled[inside]", "region[:] = filled",
+           ("tests/test_repair_network.py::test_the_network_fills_exactly_the_masked_pixels",)),
+    Mutant("a mask marking every pixel accepted", "infer/repair.py",
+           "if marked == mask.size:", "if marked > mask.size:",
+           (f"{REPAIR}::test_an_all_white_mask_is_refused",)),
+    Mutant("painted mask dropped when detection runs too", "infer/repair.py",
+           "mask |= detected", "mask = detected",
+           (f"{REPAIR}::test_a_painted_mask_and_the_detection_repair_together",)),
+    Mutant("an opaque alpha channel read as the mask", "infer/repair.py",
+           "if alpha is not None and int(alpha.min()) < 255:", "if alpha is not None:",
+           (f"{REPAIR}::test_a_mask_with_transparency_marks_by_its_alpha",)),
+    Mutant("worker checks the mask with width and height swapped", "infer/repair.py",
+           "if im.size != (width, height):", "if im.size != (height, width):",
+           (f"{REPAIR}::test_a_mask_of_another_size_is_a_usage_error",
+            f"{REPAIR}::test_a_mask_repairs_its_pixels_and_the_events_say_so")),
+    Mutant("front end checks the mask with width and height swapped", "web/jobs/uploads.py",
+           "if (mask_width, mask_height) != (width, height):", "if (mask_width, mask_height) != (height, width):",
+           (f"{MASK_API}::test_the_mask_limits",)),
+    Mutant("cache key without the mask's digest", "web/jobs/cache.py",
+           'parts.append(["repair_mask", repair_mask_sha256])', 'parts.append(["repair_mask", "sent"])',
+           (f"{MASK_API}::test_the_cache_key_counts_the_mask_and_the_options",)),
+    Mutant("mask kept when its upload is removed", "web/jobs/files.py",
+           "self.mask.unlink(missing_ok=True)", "pass",
+           (f"{MASK_API}::test_a_mask_travels_with_the_job_and_is_removed_with_its_upload",)),
+    Mutant("colour restored in a photo whose blacks are deep", "infer/colour.py",
+           "FADED_FROM = 18.0", "FADED_FROM = -10.0",
+           (f"{REPAIR}::test_colour_restoration_leaves_a_good_photo_and_keeps_a_grey_one_grey",)),
+    Mutant("a channel of little range stretched without limit", "infer/colour.py",
+           "MAX_GAIN = 3.0", "MAX_GAIN = 1000.0",
+           (f"{REPAIR}::test_a_channel_of_little_range_is_not_blown_up_into_noise",)),
+    Mutant("bf16 chosen on a tie", "infer/engines/cpu_rates.py", "BF16_LEAD = 1.15", "BF16_LEAD = 1.0",
+           (f"{PRECISION}::test_auto_follows_the_measured_rates_not_the_flag",)),
+    Mutant("bf16 chosen where nothing was measured", "infer/engines/cpu_rates.py",
+           "return self.fp32 > 0 and self.bf16", "return self.bf16",
+           (f"{PRECISION}::test_auto_follows_the_measured_rates_not_the_flag",)),
+    Mutant("another machine's cached rates used", "infer/engines/cpu_rates.py",
+           "    entry = data.get(key)", "    entry = next(iter(data.values()), None)",
+           (f"{PRECISION}::test_another_machines_rates_in_the_cache_are_not_used",)),
+    Mutant("lines beside lines of the other polarity kept as damage", "infer/scratches.py",
+           "PAIRED = 0.5  #", "PAIRED = 1.0  #",
+           (f"{REPAIR}::test_automatic_repair_of_clean_photos_with_fine_detail_changes_little",
+            f"{REPAIR}::test_automatic_detection_finds_grey_scratches_and_dust_but_not_hair")),
 )
 
 

@@ -87,13 +87,33 @@ def test_auto_follows_the_measured_rates_not_the_flag(edsr_model: Path, photo: P
     if not cpu_has_native_bf16():
         assert first.last["precision"] == "fp32" and not cache.exists()
         return
-    for (fp32, bf16), expected in (((100.0, 250.0), "bf16"), ((250.0, 150.0), "fp32"), ((100.0, 110.0), "fp32")):
+    # bf16 well ahead, behind, within the probe's spread, and a cache that says nothing was measured.
+    for (fp32, bf16), expected in (((100.0, 250.0), "bf16"), ((250.0, 150.0), "fp32"), ((100.0, 110.0), "fp32"),
+                                   ((0.0, 0.0), "fp32")):
         _with_rates(cache, fp32, bf16)
         done = run_worker(*args, env=env).last
         assert done["precision"] == expected and done["cpu_rates"]["cached"] is True, (fp32, bf16, done)
     # Asked for, bf16 runs whatever was measured.
     _with_rates(cache, 250.0, 150.0)
     assert run_worker(*args, "--precision", "bf16", env=env).last["precision"] == "bf16"
+
+
+def test_another_machines_rates_in_the_cache_are_not_used(edsr_model: Path, photo: Path, tmp_path: Path):
+    """A cache folder shared between machines (a home folder on NFS) keeps each machine's rates under its own key."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    other = "Other CPU | flags 000000000000 | torch 0.0 | 2 threads"
+    (cache / "cpu-rates.json").write_text(json.dumps({other: {"fp32_gflops": 100.0, "bf16_gflops": 250.0}}))
+    run = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model,
+                     env={"SR_CACHE_DIR": str(cache)})
+    assert run.exit_code == 0, run.stderr
+    if not cpu_has_native_bf16():
+        assert run.last["precision"] == "fp32" and "cpu_rates" not in run.last
+        return
+    assert run.last["cpu_rates"]["cached"] is False  # measured here, not read from the other machine
+    assert run.last["precision"] == auto_precision_on_cpu(run.last)
+    kept = json.loads((cache / "cpu-rates.json").read_text())
+    assert len(kept) == 2 and kept[other] == {"fp32_gflops": 100.0, "bf16_gflops": 250.0}
 
 
 def test_an_unreadable_or_unwritable_cache_costs_only_the_probe(edsr_model: Path, photo: Path, tmp_path: Path):

@@ -140,6 +140,19 @@ def test_colour_restoration_leaves_a_good_photo_and_keeps_a_grey_one_grey(shared
         assert restored[..., 1].std() > picture[..., 1].std() * 1.4  # levels: its contrast comes back
 
 
+def test_a_channel_of_little_range_is_not_blown_up_into_noise(shared_photos: Path):
+    """A faded photo with hardly any red in its variation (a green and blue scene): red's levels are stretched at
+    most MAX_GAIN times, so its few grey levels of noise do not become a red speckle across the photo."""
+    photo = cv2.imread(str(shared_photos / "astronaut.png"))
+    photo[..., 2] = 100 + photo[..., 1] // 24  # red within 11 grey levels
+    contrast, towards = np.array([0.6, 0.6, 0.8]), np.array([90.0, 130.0, 190.0])
+    faded = np.clip(photo * contrast + (1 - contrast) * towards, 0, 255).astype(np.uint8)
+    restored = restore_bgr(faded)
+    assert restored is not faded  # its blacks are lifted: it is restored
+    assert restored[..., 2].std() <= 3.05 * faded[..., 2].std()
+    assert restored[..., 1].std() > 1.4 * faded[..., 1].std()  # the channels with range get theirs back
+
+
 # --------------------------------------------------------------------------- through the worker
 
 
@@ -240,6 +253,34 @@ def test_a_mask_with_transparency_marks_by_its_alpha(fsrcnn_model: Path, photo_w
     run = _upscale(fsrcnn_model, photo_with_metadata, tmp_path / "out.png", "--repair-mask", path)
     assert run.exit_code == 0, run.stderr
     assert run.events[0]["repair"]["marked"] == int((stroke > 0).sum())
+    # Saved with an alpha channel that is opaque everywhere, it marks by its grey level like a mask without one.
+    opaque = np.zeros((48, 64, 4), np.uint8)
+    opaque[..., :3] = stroke[..., None]
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, "RGBA").save(path)
+    run = _upscale(fsrcnn_model, photo_with_metadata, tmp_path / "out.png", "--repair-mask", path)
+    assert run.exit_code == 0, run.stderr
+    assert run.events[0]["repair"]["marked"] == int((stroke > 0).sum())
+
+
+def test_a_painted_mask_and_the_detection_repair_together(fsrcnn_model: Path, shared_photos: Path, tmp_path: Path):
+    """With both, what was painted and what was found are filled: their union."""
+    hurt, _ = _drawn_damage(_chelsea(shared_photos))
+    src = tmp_path / "hurt.png"
+    cv2.imwrite(str(src), hurt)
+    painted = np.zeros(hurt.shape[:2], np.uint8)
+    cv2.circle(painted, (60, 60), 6, 255, -1)  # a stain the detection does not look for
+    detected, found = auto_mask(hurt)
+    assert found > 0 and not detected[painted > 0].all()
+    both = _upscale(fsrcnn_model, src, tmp_path / "both.png", "--repair-mask", _mask_file(tmp_path, painted),
+                    "--repair", "auto")
+    auto = _upscale(fsrcnn_model, src, tmp_path / "auto.png", "--repair", "auto")
+    assert both.exit_code == auto.exit_code == 0, both.stderr + auto.stderr
+    assert both.events[0]["repair"] == {"ran": "mask+auto", "method": "navier-stokes",
+                                        "marked": int((painted > 0).sum()), "found": found,
+                                        "filled": int(((painted > 0) | detected).sum())}
+    stain = cv2.resize(painted, (hurt.shape[1] * 3, hurt.shape[0] * 3), interpolation=cv2.INTER_NEAREST) > 0
+    assert not np.array_equal(read(tmp_path / "both.png")[stain], read(tmp_path / "auto.png")[stain])
 
 
 def test_auto_repair_on_a_clean_photo_changes_little_through_the_worker(fsrcnn_model: Path, shared_photos: Path,
