@@ -5,6 +5,8 @@ Each configuration runs in a fresh child process (its peak RSS is its own), roun
 - `worker-auto`, `worker-fp32` and `worker-bf16`: the real worker (`infer/sr_infer.py`, spandrel engine), its
   `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
   `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
+  `worker-4k`: `worker-auto` with glibc told not to ask for huge pages (`glibc.malloc.hugetlb=0`), as every
+  worker ran before infer/huge_pages.py;
 - `ncnn-fp32` and `ncnn-bf16`: the ncnn wheel on the original `.param`/`.bin` exports (as Upscayl's engine runs
   them), 2 threads, tiles of 200 input pixels with 10 of context as realesrgan-ncnn-vulkan cuts them, only the
   extraction timed.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmul_rate  # noqa: E402
 from bench.common import OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd  # noqa: E402
+from infer.huge_pages import SETTING, TUNABLES, with_huge_pages  # noqa: E402
 
 CONFIGS = ("worker-auto", "worker-fp32", "worker-bf16", "ncnn-fp32", "ncnn-bf16")
 # `worker-fixed`: the worker with the fixed tiles it used before windows came from memory (tile, context), in the
@@ -101,12 +105,13 @@ def run_config(config: str, name: str, photo: Path, threads: int) -> tuple[float
         from infer.precision import cpu_has_native_bf16
 
         flag_rule = "bf16" if cpu_has_native_bf16() else "fp32"
-        precision = flag_rule if config == "worker-fixed" else config.split("-")[1]
+        precision = {"worker-fixed": flag_rule, "worker-4k": "auto"}.get(config, config.split("-")[1])
         tiles = ["--tile", str(FIXED_TILES[name][0]), "--tile-pad", str(FIXED_TILES[name][1])] if config == "worker-fixed" else []
         out = OUT_DIR / "peer" / f"{name}_{config}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
+        env = with_huge_pages(os.environ) if config != "worker-4k" else {**os.environ, TUNABLES: f"{SETTING}=0"}
         child = run_child(worker_cmd(photo, out, checkpoint(name), "--precision", precision, "--json", *tiles,
-                                     engine="spandrel")).check()
+                                     engine="spandrel"), env=env).check()
         done = child.event("done")
         assert done is not None
         return done["seconds"]["infer"], child.peak_rss_mb, done["precision"]
