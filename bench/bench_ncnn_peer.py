@@ -6,7 +6,8 @@ Each configuration runs in a fresh child process (its peak RSS is its own), roun
   `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
   `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
   `worker-4k`: `worker-auto` with glibc told not to ask for huge pages (`glibc.malloc.hugetlb=0`), as every
-  worker ran before infer/huge_pages.py;
+  worker ran before infer/huge_pages.py; `worker-heap`: huge pages and no separate mappings at all
+  (`glibc.malloc.mmap_max=0`, the heap never trimmed), freed memory kept for the next layer;
 - `ncnn-fp32` and `ncnn-bf16`: the ncnn wheel on the original `.param`/`.bin` exports (as Upscayl's engine runs
   them), 2 threads, tiles of 200 input pixels with 10 of context as realesrgan-ncnn-vulkan cuts them, only the
   extraction timed.
@@ -39,6 +40,8 @@ CONFIGS = ("worker-auto", "worker-fp32", "worker-bf16", "ncnn-fp32", "ncnn-bf16"
 # precision the CPU flag alone chose before it was measured, for "nothing slower than before".
 FIXED_TILES = {"RealESRGAN_x4plus": (192, 32), "realesr-animevideov3": (384, 16)}
 NCNN_TILE, NCNN_PAD = 200, 10
+GLIBC_SETTINGS = {"worker-4k": f"{SETTING}=0",
+                  "worker-heap": f"{SETTING}=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"}
 
 
 def ncnn_child(name: str, precision: str, photo: Path, threads: int) -> None:
@@ -105,11 +108,11 @@ def run_config(config: str, name: str, photo: Path, threads: int) -> tuple[float
         from infer.precision import cpu_has_native_bf16
 
         flag_rule = "bf16" if cpu_has_native_bf16() else "fp32"
-        precision = {"worker-fixed": flag_rule, "worker-4k": "auto"}.get(config, config.split("-")[1])
+        precision = {"worker-fixed": flag_rule, "worker-4k": "auto", "worker-heap": "auto"}.get(config, config.split("-")[1])
         tiles = ["--tile", str(FIXED_TILES[name][0]), "--tile-pad", str(FIXED_TILES[name][1])] if config == "worker-fixed" else []
         out = OUT_DIR / "peer" / f"{name}_{config}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        env = with_huge_pages(os.environ) if config != "worker-4k" else {**os.environ, TUNABLES: f"{SETTING}=0"}
+        env = {**os.environ, TUNABLES: GLIBC_SETTINGS[config]} if config in GLIBC_SETTINGS else with_huge_pages(os.environ)
         child = run_child(worker_cmd(photo, out, checkpoint(name), "--precision", precision, "--json", *tiles,
                                      engine="spandrel"), env=env).check()
         done = child.event("done")
@@ -142,14 +145,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"matmul rate, {args.threads} threads: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; the worker's probe (its 3x3 convolution): fp32 {probe.fp32:.0f}, "
           f"bf16 {probe.bf16:.0f} GFLOP/s; {args.rounds} interleaved rounds, medians\n")
-    print("| model | photo | configuration | s per input MP | floor s per MP | / floor | peak RSS MB |")
+    print("| model | photo | configuration | s per input MP (range) | floor s per MP | / floor | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for (name, size, config), runs in rows.items():
         mp = size * size / 1e6
         ran = runs[0][2]
         per_mp = median([r[0] for r in runs]) / mp
         floor = flops[name] / rates["bf16" if ran == "bf16" else "fp32"]
-        print(f"| {name} | {size}x{size} ({mp:.3f} MP) | {config} ({ran}) | {per_mp:.1f} | {floor:.1f} | "
+        spread = f" ({min(r[0] for r in runs) / mp:.1f}-{max(r[0] for r in runs) / mp:.1f})" if len(runs) > 1 else ""
+        print(f"| {name} | {size}x{size} ({mp:.3f} MP) | {config} ({ran}) | {per_mp:.1f}{spread} | {floor:.1f} | "
               f"{per_mp / floor:.2f}x | {max(r[1] for r in runs):.0f} |")
     for name, value in flops.items():
         print(f"{name}: {value / 1e12:.2f} TFLOP per input MP")
