@@ -1,12 +1,12 @@
 """Page faults and speed of a Compact-shaped network's forward under glibc's allocation settings, one child process
-per setting and window, rounds interleaved: why the workers ask for huge pages (infer/huge_pages.py).
+per setting and window, rounds interleaved: what huge pages change (README "Engines and precision").
 
 The network is Compact's layout with random weights: a 3x3 convolution to 64 channels, 16 more of 64 to 64 each
 followed by a PReLU, one to 48 and a 4x pixel shuffle; channels-last fp32, 2 threads. Settings:
-- `4k`: `glibc.malloc.hugetlb=0`, what every process got before: each allocation over 32 MB mapped on its own and
-  faulted in 4 KB pages;
+- `4k`: `glibc.malloc.hugetlb=0`, the default: each allocation over 32 MB mapped on its own and faulted in 4 KB
+  pages;
 - `no-mmap`: `glibc.malloc.mmap_max=0` with the heap never trimmed: freed memory is reused, never faulted again;
-- `huge`: `glibc.malloc.hugetlb=1`, what the workers run with: large mappings on 2 MB pages.
+- `huge`: `glibc.malloc.hugetlb=1`, an operator's option: large mappings on 2 MB pages.
 
     .venv/bin/python bench/bench_page_faults.py --windows 256,384,1024 --rounds 3
 """
@@ -24,7 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import load_line  # noqa: E402
-from infer.huge_pages import TUNABLES, thp_mode  # noqa: E402
+
+
+def thp_mode() -> str:
+    """The kernel's transparent huge page mode (always, madvise or never), or "" where it has none."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else ""
 
 SETTINGS = {
     "4k": "glibc.malloc.hugetlb=0",
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for window in args.windows:
             for name, tunables in SETTINGS.items():
-                env = {**os.environ, TUNABLES: tunables}
+                env = {**os.environ, "GLIBC_TUNABLES": tunables}
                 done = subprocess.run([sys.executable, __file__, "--child", str(window)], env=env, check=True,
                                       capture_output=True, text=True)
                 rows.setdefault((window, name), []).append(json.loads(done.stdout.splitlines()[-1]))

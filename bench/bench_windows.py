@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -23,7 +22,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint  # noqa: E402
-from infer.huge_pages import with_huge_pages  # noqa: E402
 from bench.common import load_line, photo_path, read_bgr, run_child  # noqa: E402
 
 
@@ -62,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for precision in args.precisions:
             for size in args.windows:
                 child = run_child([sys.executable, __file__, "child", "--model", name, "--precision", precision,
-                                   "--size", str(size)], env=with_huge_pages(os.environ)).check()  # as a job runs
+                                   "--size", str(size)]).check()
                 got = json.loads(child.stdout.strip().splitlines()[-1])
                 added = got["peak_mb"] - got["before_mb"]
                 print(f"| {name} | {precision} | {size} | {added:.0f} | {added * 2**20 / size**2:.0f} | "

@@ -250,10 +250,6 @@ def _without_libraries(err: ModuleNotFoundError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # this process's own command line: it may run itself again, with huge pages
-        from infer.huge_pages import restart_with_huge_pages
-
-        restart_with_huge_pages()
     # Imported here, not at the top: after _T_IMPORT (so that `imports` times them) and after the
     # repository was made importable.
     try:
