@@ -34,6 +34,7 @@ def thp_mode() -> str:
         return ""
     return text[text.find("[") + 1:text.find("]")] if "[" in text else ""
 
+
 SETTINGS = {
     "4k": "glibc.malloc.hugetlb=0",
     "no-mmap": "glibc.malloc.hugetlb=0:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776",

@@ -35,10 +35,10 @@ import numpy as np
 from infer import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
-from bench.colour_metrics import check_ciede2000, mean_ciede2000, psnr_where, ssim_map  # noqa: E402
+from bench.colour_metrics import check_ciede2000, lab, mean_ciede2000, psnr_where, ssim_map  # noqa: E402
 from bench.damage import damage, fade, fading  # noqa: E402
 from infer import repair as repair_module  # noqa: E402
-from infer.colour import restore_bgr  # noqa: E402
+from infer.colour import HIGH_PERCENTILE, LOW_PERCENTILE, restore_bgr  # noqa: E402
 from infer.repair import auto_mask, fill  # noqa: E402
 from infer.scratches import detect_damage  # noqa: E402
 
@@ -102,8 +102,8 @@ def torn(photo: np.ndarray, seed: int) -> dict:
 
 def _with_lightness(bgr: np.ndarray, like: np.ndarray) -> np.ndarray:
     """`bgr` with the L* of `like`: its colour alone, judged apart from its brightness."""
-    ours, theirs = (cv2.cvtColor(x.astype(np.float32) / 255, cv2.COLOR_BGR2Lab) for x in (bgr, like))
-    ours[..., 0] = theirs[..., 0]
+    ours = lab(bgr).astype(np.float32)
+    ours[..., 0] = lab(like)[..., 0]
     return np.clip(np.rint(cv2.cvtColor(ours, cv2.COLOR_Lab2BGR) * 255), 0, 255).astype(np.uint8)
 
 
@@ -116,7 +116,7 @@ def colour(photo: np.ndarray, seed: int) -> dict:
 
 def channel_points(photo: np.ndarray) -> str:
     """Each channel's black and white points (B, G, R), as `infer.colour` reads them."""
-    points = np.percentile(photo.reshape(-1, 3), [0.5, 99.5], axis=0).T
+    points = np.percentile(photo.reshape(-1, 3), [LOW_PERCENTILE, HIGH_PERCENTILE], axis=0).T
     return ", ".join(f"{low:.0f}-{high:.0f}" for low, high in points)
 
 
