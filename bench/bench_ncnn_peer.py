@@ -5,10 +5,12 @@ Each configuration runs in a fresh child process (its peak RSS is its own), roun
 - `worker-auto`, `worker-fp32` and `worker-bf16`: the real worker (`infer/sr_infer.py`, spandrel engine), its
   `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
   `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
-  `worker-huge`: `worker-auto` with glibc asking for transparent huge pages for its large allocations
-  (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, an operator's option, README "Engines and precision"); `worker-4k`
-  with `glibc.malloc.hugetlb=0` (the default, said explicitly); `worker-heap`: huge pages and no separate
-  mappings at all (`glibc.malloc.mmap_max=0`, the heap never trimmed), freed memory kept for the next layer;
+  `worker-auto` asks for transparent huge pages for PyTorch's tensors of 2 MB and more (`THP_MEM_ALLOC_ENABLE=1`,
+  the workers' default: infer/huge_pages.py); `worker-thp` says so explicitly; `worker-4k` runs without any huge
+  pages (`THP_MEM_ALLOC_ENABLE=0`, glibc's `hugetlb=0`: every worker before they were asked for); `worker-huge`:
+  glibc asking for them for all its memory instead (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, an operator's
+  option, README "Engines and precision"); `worker-heap`: glibc's huge pages and no separate mappings at all
+  (`glibc.malloc.mmap_max=0`, the heap never trimmed), freed memory kept for the next layer;
 - `ncnn-fp32` and `ncnn-bf16`: the ncnn wheel on the original `.param`/`.bin` exports (as Upscayl's engine runs
   them), 2 threads, tiles of 200 input pixels with 10 of context as realesrgan-ncnn-vulkan cuts them, only the
   extraction timed.
@@ -40,8 +42,12 @@ CONFIGS = ("worker-auto", "worker-fp32", "worker-bf16", "ncnn-fp32", "ncnn-bf16"
 # precision the CPU flag alone chose before it was measured, for "nothing slower than before".
 FIXED_TILES = {"RealESRGAN_x4plus": (192, 32), "realesr-animevideov3": (384, 16)}
 NCNN_TILE, NCNN_PAD = 200, 10
-GLIBC_SETTINGS = {"worker-huge": "glibc.malloc.hugetlb=1", "worker-4k": "glibc.malloc.hugetlb=0",
-                  "worker-heap": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"}
+_NO_THP = {"THP_MEM_ALLOC_ENABLE": "0"}
+ENV_SETTINGS = {"worker-huge": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **_NO_THP},
+                "worker-4k": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", **_NO_THP},
+                "worker-heap": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:"
+                                                  "glibc.malloc.trim_threshold=1099511627776", **_NO_THP},
+                "worker-thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", "THP_MEM_ALLOC_ENABLE": "1"}}
 
 
 def ncnn_child(name: str, precision: str, photo: Path, threads: int) -> None:
@@ -108,11 +114,11 @@ def run_config(config: str, name: str, photo: Path, threads: int) -> tuple[float
         from infer.precision import cpu_has_native_bf16
 
         flag_rule = "bf16" if cpu_has_native_bf16() else "fp32"
-        precision = flag_rule if config == "worker-fixed" else "auto" if config in GLIBC_SETTINGS else config.split("-")[1]
+        precision = flag_rule if config == "worker-fixed" else "auto" if config in ENV_SETTINGS else config.split("-")[1]
         tiles = ["--tile", str(FIXED_TILES[name][0]), "--tile-pad", str(FIXED_TILES[name][1])] if config == "worker-fixed" else []
         out = OUT_DIR / "peer" / f"{name}_{config}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "GLIBC_TUNABLES": GLIBC_SETTINGS[config]} if config in GLIBC_SETTINGS else None
+        env = {**os.environ, **ENV_SETTINGS[config]} if config in ENV_SETTINGS else None
         child = run_child(worker_cmd(photo, out, checkpoint(name), "--precision", precision, "--json", *tiles,
                                      engine="spandrel"), env=env).check()
         done = child.event("done")

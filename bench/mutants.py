@@ -24,6 +24,7 @@ LAUNCHER = "tests/web/test_launcher.py"
 REPAIR = "tests/test_repair.py"
 MASK_API = "tests/web/test_repair_mask.py"
 PRECISION = "tests/test_precision.py"
+HUGE_PAGES = "tests/test_huge_pages.py"
 REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
 
 
@@ -159,6 +160,16 @@ MUTANTS = (
            "PAIRED = 0.5  #", "PAIRED = 1.0  #",
            (f"{REPAIR}::test_automatic_repair_of_clean_photos_with_fine_detail_changes_little",
             f"{REPAIR}::test_automatic_detection_finds_grey_scratches_and_dust_but_not_hair")),
+    Mutant("an operator's refusal of huge pages overridden", "infer/huge_pages.py",
+           "env.setdefault(VARIABLE, ASK)", "env[VARIABLE] = ASK",
+           (f"{HUGE_PAGES}::test_the_setting_is_added_to_the_workers_environment_and_an_operators_choice_stands",)),
+    Mutant("a worker started by hand without huge pages", "infer/sr_infer.py",
+           "    huge_pages.ask(os.environ)", "    pass",
+           (f"{HUGE_PAGES}::test_a_worker_started_by_hand_asks_for_them_and_says_so",)),
+    Mutant("huge pages reported in use whenever the kernel has them", "infer/huge_pages.py",
+           'mode == "madvise" and env.get(VARIABLE, "").strip() == ASK', 'mode == "madvise"',
+           (f"{HUGE_PAGES}::test_they_are_in_use_where_the_kernel_gives_them_to_all_or_to_those_who_ask",
+            f"{HUGE_PAGES}::test_a_worker_started_by_hand_asks_for_them_and_says_so")),
 )
 
 

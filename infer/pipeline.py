@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from infer import batch, images
+from infer import batch, huge_pages, images
 from infer.catalog import Catalog, served_scales
 from infer.checkpoints import DENOISE_TWINS, LoaderMissing, denoise_twin, is_checkpoint, require_loader
 from infer.colour import restore_image
@@ -369,6 +369,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         **({"repair": repaired.to_json()} if repaired is not None else {}),
         seconds=timer.seconds,
         peak_rss_mb=_peak_rss_mb(),
+        huge_pages=huge_pages.in_use(),
         **({"faces": report.to_json()} if report is not None else {}),
         **extra,
     )
