@@ -183,9 +183,14 @@ class TorchEngine:
             raise
         return net
 
+    def activation_bytes_per_px(self, spec: ModelSpec) -> float:
+        """The graph's own peak of live activation values per window pixel, in bytes at the precision that runs."""
+        return self._plan_for(spec).peak_values_per_pixel() * self._dtype.itemsize
+
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         """On CUDA, the largest tile whose activations fit in free device memory; None (the family's tile) on the
-        CPU, where a .pb's window is not yet measured against a memory budget (a checkpoint's is)."""
+        CPU, where a .pb's window is not yet taken from a memory budget (a checkpoint's is: bench/bench_windows.py
+        measures what a graph's would rest on)."""
         if self.device != "cuda":
             return None
         plan = self._plan_for(spec)
