@@ -160,16 +160,10 @@ MUTANTS = (
            "PAIRED = 0.5  #", "PAIRED = 1.0  #",
            (f"{REPAIR}::test_automatic_repair_of_clean_photos_with_fine_detail_changes_little",
             f"{REPAIR}::test_automatic_detection_finds_grey_scratches_and_dust_but_not_hair")),
-    Mutant("an operator's refusal of huge pages overridden", "infer/huge_pages.py",
-           "env.setdefault(VARIABLE, ASK)", "env[VARIABLE] = ASK",
-           (f"{HUGE_PAGES}::test_the_setting_is_added_to_the_workers_environment_and_an_operators_choice_stands",)),
-    Mutant("a worker started by hand without huge pages", "infer/sr_infer.py",
-           "    huge_pages.ask(os.environ)", "    pass",
-           (f"{HUGE_PAGES}::test_a_worker_started_by_hand_asks_for_them_and_says_so",)),
     Mutant("huge pages reported in use whenever the kernel has them", "infer/huge_pages.py",
            'mode == "madvise" and env.get(VARIABLE, "").strip() == ASK', 'mode == "madvise"',
            (f"{HUGE_PAGES}::test_they_are_in_use_where_the_kernel_gives_them_to_all_or_to_those_who_ask",
-            f"{HUGE_PAGES}::test_a_worker_started_by_hand_asks_for_them_and_says_so")),
+            f"{HUGE_PAGES}::test_the_done_event_says_whether_they_are_in_use")),
 )
 
 
