@@ -35,19 +35,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmul_rate  # noqa: E402
-from bench.common import OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd  # noqa: E402
+from bench.common import (  # noqa: E402
+    ALLOCATION_SETTINGS, OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd,
+)
 
 CONFIGS = ("worker-auto", "worker-fp32", "worker-bf16", "ncnn-fp32", "ncnn-bf16")
 # `worker-fixed`: the worker with the fixed tiles it used before windows came from memory (tile, context), in the
 # precision the CPU flag alone chose before it was measured, for "nothing slower than before".
 FIXED_TILES = {"RealESRGAN_x4plus": (192, 32), "realesr-animevideov3": (384, 16)}
 NCNN_TILE, NCNN_PAD = 200, 10
-_NO_THP = {"THP_MEM_ALLOC_ENABLE": "0"}
-ENV_SETTINGS = {"worker-huge": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **_NO_THP},
-                "worker-4k": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", **_NO_THP},
-                "worker-heap": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:"
-                                                  "glibc.malloc.trim_threshold=1099511627776", **_NO_THP},
-                "worker-thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", "THP_MEM_ALLOC_ENABLE": "1"}}
+ENV_SETTINGS = {f"worker-{name}": ALLOCATION_SETTINGS[name] for name in ("huge", "4k", "heap", "thp")}
 
 
 def ncnn_child(name: str, precision: str, photo: Path, threads: int) -> None:

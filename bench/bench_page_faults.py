@@ -28,17 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import load_line  # noqa: E402
+from bench.common import ALLOCATION_SETTINGS, load_line  # noqa: E402
 from infer.huge_pages import thp_mode  # noqa: E402
 
-_NO_THP = {"THP_MEM_ALLOC_ENABLE": "0"}
-SETTINGS = {
-    "4k": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", **_NO_THP},
-    "thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", "THP_MEM_ALLOC_ENABLE": "1"},
-    "no-mmap": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0:glibc.malloc.mmap_max=0:"
-                                  "glibc.malloc.trim_threshold=1099511627776", **_NO_THP},
-    "huge": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **_NO_THP},
-}
+SETTINGS = {name: ALLOCATION_SETTINGS[name] for name in ("4k", "thp", "no-mmap", "huge")}
 
 
 def child(window: int) -> None:

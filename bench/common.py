@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from infer import REPO_ROOT
+from infer.huge_pages import VARIABLE as THP_VARIABLE
 
 sys.path.insert(0, str(REPO_ROOT))  # the fixture generator lives in tests/, which is not installed
 from tests.fixtures.edsr_graph import write_edsr_graph  # noqa: E402
@@ -26,6 +27,17 @@ PHOTOS_DIR = SHARED_DIR / "photos"
 SHARED_MODELS_DIR = SHARED_DIR / "models"
 OUT_DIR = REPO_ROOT / "bench" / "out"
 BENCH_DIR = REPO_ROOT / "bench"
+# Allocation settings the huge-page benchmarks compare, as environments for a child process: `4k` none (the
+# default), `thp` PyTorch's request for its tensors of 2 MB and more, `huge` glibc's for all its memory, `heap` and
+# `no-mmap` no separate mappings at all (the heap never trimmed), with and without glibc's huge pages.
+_NEVER_TRIM = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+ALLOCATION_SETTINGS = {
+    "4k": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", THP_VARIABLE: "0"},
+    "thp": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", THP_VARIABLE: "1"},
+    "huge": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", THP_VARIABLE: "0"},
+    "heap": {"GLIBC_TUNABLES": f"glibc.malloc.hugetlb=1:{_NEVER_TRIM}", THP_VARIABLE: "0"},
+    "no-mmap": {"GLIBC_TUNABLES": f"glibc.malloc.hugetlb=0:{_NEVER_TRIM}", THP_VARIABLE: "0"},
+}
 # The published EDSR_x3.pb: 32 residual blocks of 256 filters.
 FULL_BLOCKS, FULL_FILTERS = 32, 256
 # Photos with colour, used wherever a benchmark runs "on the shared photos".
