@@ -25,6 +25,9 @@ REPAIR = "tests/test_repair.py"
 MASK_API = "tests/web/test_repair_mask.py"
 PRECISION = "tests/test_precision.py"
 HUGE_PAGES = "tests/test_huge_pages.py"
+WINDOW_PROGRESS = "tests/test_window_progress.py"
+EDSR_WINDOWS = ("tests/test_windows.py::test_an_edsr_photo_runs_in_one_window_that_tells_its_progress_and_in_windows_"
+                "from_the_graph_under_a_cap")
 REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
 
 
@@ -164,6 +167,20 @@ MUTANTS = (
            'mode == "madvise" and env.get(VARIABLE, "").strip() == ASK', 'mode == "madvise"',
            (f"{HUGE_PAGES}::test_they_are_in_use_where_the_kernel_gives_them_to_all_or_to_those_who_ask",
             f"{HUGE_PAGES}::test_the_done_event_says_whether_they_are_in_use")),
+    Mutant("progress within a window never reaches the job's row", "web/jobs/finishing.py",
+           "progress_fraction=event.fraction)", "progress_fraction=None)",
+           ("tests/web/test_jobs_store.py::test_progress_within_a_tile_reaches_the_job_and_an_older_workers_whole_"
+            "tiles_still_do",
+            "tests/web/test_runner.py::test_a_photo_in_one_window_shows_its_progress_before_it_ends")),
+    Mutant("a window's progress reaches its tile's end before the tile is pasted", "infer/tiling.py",
+           "index + min(max(part, 0.0), _BEFORE_END)", "index + max(part, 0.0)",
+           (f"{TILING}::test_a_window_that_says_how_far_it_is_moves_progress_within_its_tile_never_to_its_end",)),
+    Mutant("a checkpoint's forward never learns its whole", "infer/engines/step_progress.py",
+           "            self._whole = done", "            pass",
+           (f"{WINDOW_PROGRESS}::test_a_checkpoint_says_how_far_it_is_and_knows_the_whole_after_one_window",)),
+    Mutant("EDSR's window from the graph's count without the measured overhead", "infer/engines/torch.py",
+           "self.activation_bytes_per_px(spec) * overhead", "self.activation_bytes_per_px(spec)",
+           (EDSR_WINDOWS,)),
 )
 
 

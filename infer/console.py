@@ -71,7 +71,11 @@ class Console:
 
     def _on_progress(self, f: dict[str, Any]) -> None:
         if self._photo is not None:
-            self._photo.update(f["done"] - self._photo.n)
+            # Tiles, with the running one's part where the event says how far it is (one window can take minutes).
+            total = f.get("total") or self._photo.total
+            done = f.get("fraction", f["done"] / total if total else 0) * total
+            self._photo.n = round(done, 2)
+            self._photo.refresh()
 
     def _on_done(self, f: dict[str, Any]) -> None:
         self._close_photo()

@@ -243,7 +243,7 @@ class EventKind(_Name):
     """The names of the worker's events (the `event` field of each JSON line)."""
 
     START = "start"  # a photo is decoded and checked; the engine and tiling are chosen
-    PROGRESS = "progress"  # one more tile is done
+    PROGRESS = "progress"  # one more tile is done, or how far the running one is (`fraction`)
     DONE = "done"  # the result is written
     ERROR = "error"  # the run (or, in a batch, one photo) failed
     BATCH_START = "batch_start"
@@ -274,6 +274,13 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _fraction(value: Any, done: int, total: int) -> float:
+    """A progress event's `fraction` within 0..1; from its whole tiles where it has none (an older worker's)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return min(max(float(value), 0.0), 1.0)
+    return min(done / total, 1.0) if total > 0 else 0.0
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -289,8 +296,9 @@ class Start:
 @dataclass(frozen=True)
 class Progress:
     record: Mapping[str, Any]
-    done: int = 0
+    done: int = 0  # whole tiles
     total: int = 0
+    fraction: float = 0.0  # of the photo's network work, the running tile's part included
 
 
 @dataclass(frozen=True)
@@ -357,7 +365,8 @@ def parse_event(raw: bytes | str | Mapping[str, Any] | Event) -> Event:
     if kind is EventKind.START:
         return Start(record, _int(record.get("tiles")), _str(record.get("engine")), _str(record.get("device")))
     if kind is EventKind.PROGRESS:
-        return Progress(record, _int(record.get("done")), _int(record.get("total")))
+        done, total = _int(record.get("done")), _int(record.get("total"))
+        return Progress(record, done, total, _fraction(record.get("fraction"), done, total))
     if kind is EventKind.DONE:
         return Done(record, _str(record.get("output")))
     if kind is EventKind.ERROR:

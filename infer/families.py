@@ -40,19 +40,18 @@ class Family:
     cpu_seconds_per_mp: float = 10.0
     # Higher restores more detail (and costs more): the page's "best" takes the highest installed, "fast" the lowest.
     quality_rank: int = 1
-    # Engines whose best CPU tile differs from `tile` (CPU seconds per input megapixel against peak RSS).
-    engine_tiles: tuple[tuple[str, int], ...] = ()
     # The kind of result, as the page offers it: "faithful" (clean photos, no invented detail), "fast",
     # or "restore" (damaged photos: noise, JPEG, blur).
     kind: str = "fast"
+    # On the PyTorch engine on the CPU, a window's memory over the graph's own count of live activations
+    # (`GraphPlan.peak_values_per_pixel`, read from the weights), measured: the window is then taken from the job's
+    # memory budget. 0: not measured, the family's tile.
+    window_overhead: float = 0.0
 
     @property
     def display_name(self) -> str:
         """The family as people write it ("LapSRN", "EDSR"): the label up to its note."""
         return self.label.split(" (", 1)[0] if self.label else self.name.upper()
-
-    def tile_for(self, engine: str) -> int:
-        return dict(self.engine_tiles).get(engine, self.tile)
 
     @property
     def channels(self) -> int:
@@ -68,10 +67,12 @@ _DIV2K_MEAN_BGR = (103.1545782, 111.561547, 114.35629928)
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        # OpenCV: tile 256 (886 CPU s/MP at 1.9 GB); torch: tile 320 (260 s/MP in bf16 at 790 MB).
+        # OpenCV: tile 256 (886 CPU s/MP at 1.9 GB). PyTorch: the window the job's memory budget allows; its memory
+        # is 1.10-1.24x the graph's count from a window of 320 up, in bf16 and fp32 (docs/benchmarks.md, "Windows
+        # from memory").
         Family("edsr", "edsr", (2, 3, 4), Colour.BGR_MINUS_MEAN, tile=256, tile_pad=24, mean_bgr=_DIV2K_MEAN_BGR,
-               engine_tiles=(("torch", 320),), quality_rank=3, cpu_seconds_per_mp=300.0, label="EDSR (best quality, slow)",
-               kind="faithful"),
+               quality_rank=3, cpu_seconds_per_mp=300.0, label="EDSR (best quality, slow)",
+               kind="faithful", window_overhead=1.3),
         Family("espcn", "espcn", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=8, cpu_engines=_LIGHT, auto_half=_LUMA_HALF,
                cpu_seconds_per_mp=5.0, label="ESPCN (fast)"),
         Family("fsrcnn", "fsrcnn(?:-small)?", (2, 3, 4), Colour.LUMA, tile=512, tile_pad=16, cpu_engines=_LIGHT,

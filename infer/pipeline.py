@@ -22,7 +22,7 @@ from infer.contract import EXIT_OK, Colour, Denoise, EventKind
 from infer.denoise import denoise_image
 from infer.engines import Engine, create_engine
 from infer.errors import ModelError, OutputError, UsageError
-from infer.events import EventSink
+from infer.events import EventSink, ProgressEvents
 from infer.faces.stage import FaceSettings, FaceStage
 from infer.memory_budget import window_budget
 from infer.models import default_model_path
@@ -252,7 +252,7 @@ class LoadedModel:
         if options.tile is not None:
             return options.tile, tile_pad
         budget = window_budget(options.settings.memory_mb, height, width, outscale)
-        return self.engine.preferred_tile(spec, budget) or spec.family.tile_for(self.engine.name), tile_pad
+        return self.engine.preferred_tile(spec, budget) or spec.family.tile, tile_pad
 
     def load(self) -> bool:
         """Loads the weights unless already loaded; True when it did."""
@@ -326,11 +326,8 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         if model.load():
             timer.lap("load")
 
-        def progress(done: int, total: int) -> None:
-            events.emit(EventKind.PROGRESS, done=done, total=total)
-
         # A reduced scale is reached tile by tile: the model's full-size output never exists at once.
-        result = upscale_image(image, engine, spec, TilePlan(tile, tile_pad, outscale), progress)
+        result = upscale_image(image, engine, spec, TilePlan(tile, tile_pad, outscale), ProgressEvents(events))
         timer.lap("infer")
     finally:
         if release:

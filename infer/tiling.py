@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
-ProgressFn = Callable[[int, int], None]
+# How far the network is through the window it runs, 0 up to (not including) 1: said within a long window.
+StepFn = Callable[[float], None]
+# Tiles done (a fraction within a window that said how far it is) and tiles in all.
+ProgressFn = Callable[[float, int], None]
+# A window's upscaled output; it may say how far through the window it is.
+TileFn = Callable[[np.ndarray, Optional[StepFn]], np.ndarray]
 # Brings a core's output (H x W or H x W x C) down to (width, height): the reduction of a model's output to a
 # smaller written scale.
 ReduceFn = Callable[[np.ndarray, int, int], np.ndarray]
@@ -72,9 +77,20 @@ def plan_tiles(height: int, width: int, tile: int, pad: int, align: int = 1) -> 
     return tiles
 
 
+def _within(on_progress: ProgressFn | None, index: int, count: int) -> StepFn | None:
+    """Tile `index`'s share of the progress: a fraction of it, never the whole (its end is said once, after it)."""
+    if on_progress is None:
+        return None
+    return lambda part: on_progress(index + min(max(part, 0.0), _BEFORE_END), count)
+
+
+# A window's progress stops short of its end, which is said once the tile is pasted.
+_BEFORE_END = 0.999
+
+
 def run_tiled(
     image: np.ndarray,
-    fn: Callable[[np.ndarray], np.ndarray],
+    fn: TileFn,
     scale: int,
     tile: int,
     pad: int,
@@ -84,7 +100,8 @@ def run_tiled(
     reduce: ReduceFn | None = None,
     align: int = 1,
 ) -> np.ndarray:
-    """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result.
+    """Apply `fn` (a x`scale` upscaler of H x W x C arrays) tile by tile and stitch the result; `on_progress`
+    hears of each tile done and, where `fn` says how far it is, of the way through one.
 
     Only one window and its output exist at a time besides the input and the output arrays,
     so memory used by `fn` is bounded by the tile size whatever the image size. With `outscale` below
@@ -107,7 +124,7 @@ def run_tiled(
     for index, t in enumerate(tiles):
         wy0, wy1, wx0, wx1 = t.window
         cy0, cy1, cx0, cx1 = t.core
-        result = fn(image[wy0:wy1, wx0:wx1])
+        result = fn(image[wy0:wy1, wx0:wx1], _within(on_progress, index, len(tiles)))
         expected = ((wy1 - wy0) * scale, (wx1 - wx0) * scale)
         if result.shape[:2] != expected:
             raise ValueError(f"tile function returned {result.shape[:2]}, expected {expected}")

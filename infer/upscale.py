@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
-
 import cv2
 import numpy as np
 
@@ -14,7 +12,7 @@ from infer.errors import ModelError
 from infer.families import Colour
 from infer.images import DecodedImage
 from infer.modelspec import ModelSpec
-from infer.tiling import ProgressFn, plan_tiles, run_tiled
+from infer.tiling import ProgressFn, StepFn, TileFn, plan_tiles, run_tiled
 
 _INV_255 = np.float32(1.0 / 255.0)
 # Bilinear chroma upscaling needs one input pixel of context beyond each tile core.
@@ -31,8 +29,8 @@ def _to_uint8(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return cv2.convertScaleAbs(x, alpha=scale)
 
 
-def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping a BGR uint8 window to its BGR uint8 upscaled window."""
+def tile_function(engine: Engine, spec: ModelSpec) -> TileFn:
+    """A function mapping a BGR uint8 window to its BGR uint8 upscaled window, saying how far the network is."""
     scale = spec.scale
 
     def check(out: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -47,9 +45,9 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
 
     if spec.family.colour is Colour.RGB:
         # PyTorch checkpoints: RGB in 0..1 in and out.
-        def rgb(window: np.ndarray) -> np.ndarray:
+        def rgb(window: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
             x = cv2.cvtColor(window, cv2.COLOR_BGR2RGB).astype(np.float32) * _INV_255
-            out = check(engine.run(x), window)
+            out = check(engine.run(x, on_step), window)
             return cv2.cvtColor(_to_uint8(out, 255.0), cv2.COLOR_RGB2BGR)
 
         return rgb
@@ -58,8 +56,8 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
         # EDSR: BGR minus the family's mean (DIV2K's) in, the mean added back out.
         mean = np.array(spec.family.mean_bgr or (0.0, 0.0, 0.0), dtype=np.float32)
 
-        def bgr(window: np.ndarray) -> np.ndarray:
-            out = check(engine.run(window.astype(np.float32) - mean), window)
+        def bgr(window: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
+            out = check(engine.run(window.astype(np.float32) - mean, on_step), window)
             out += mean
             return _to_uint8(out)
 
@@ -67,9 +65,9 @@ def tile_function(engine: Engine, spec: ModelSpec) -> Callable[[np.ndarray], np.
 
     # ESPCN, FSRCNN, LapSRN: the network sees Y/255; Cr and Cb are resized bilinearly
     # (cv::resize's default, which is what dnn_superres uses).
-    def luma(window: np.ndarray) -> np.ndarray:
+    def luma(window: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
         ycc = cv2.cvtColor(window, cv2.COLOR_BGR2YCrCb).astype(np.float32) * _INV_255
-        y = check(engine.run(ycc[:, :, :1]), window)
+        y = check(engine.run(ycc[:, :, :1], on_step), window)
         size = (window.shape[1] * scale, window.shape[0] * scale)
         cr = cv2.resize(ycc[:, :, 1], size, interpolation=cv2.INTER_LINEAR)
         cb = cv2.resize(ycc[:, :, 2], size, interpolation=cv2.INTER_LINEAR)
@@ -111,7 +109,7 @@ def upscale_bgr(
 def _upscale_alpha(alpha: np.ndarray, scale: int, tile: int, outscale: int) -> np.ndarray:
     """Alpha bicubically, over the same tiles as the colour (each window has the context bicubic reads, so the
     result is the whole-image resize's), reduced alike."""
-    def cubic(window: np.ndarray) -> np.ndarray:
+    def cubic(window: np.ndarray, _on_step: StepFn | None = None) -> np.ndarray:
         size = (window.shape[1] * scale, window.shape[0] * scale)
         return cv2.resize(window, size, interpolation=cv2.INTER_CUBIC)
 

@@ -65,9 +65,9 @@ def edsr_model_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def edsr_model_slow(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A heavier EDSR x3 (16 blocks x 48 filters), also named EDSR_x3.pb: a 600x400 photo keeps a worker
+    """A heavier EDSR x3 (24 blocks x 48 filters), also named EDSR_x3.pb: a 600x400 photo keeps a worker
     busy for seconds, long enough to kill, cancel or restart around it whatever the machine's speed."""
-    return write_edsr_graph(tmp_path_factory.mktemp("edsr_slow") / "EDSR_x3.pb", blocks=16, filters=48, quantize=True)
+    return write_edsr_graph(tmp_path_factory.mktemp("edsr_slow") / "EDSR_x3.pb", blocks=24, filters=48, quantize=True)
 
 
 @pytest.fixture(scope="session")

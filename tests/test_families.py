@@ -40,19 +40,23 @@ def test_every_family_declares_consistent_facts():
         assert family.channels == (3 if family.colour is Colour.BGR_MINUS_MEAN else 1)
         assert set(family.cpu_engines) <= set(ENGINES)
         assert set(family.auto_half) <= {"bf16", "fp16"}
-        assert all(engine in ENGINES and tile > 0 for engine, tile in family.engine_tiles)
+        assert family.window_overhead == 0 or 1 <= family.window_overhead <= 2
 
 
 def test_edsr_tile_depends_on_the_engine(edsr_model, photo, tmp_path):
-    """The measured CPU tiles: 256 on OpenCV (memory), 320 on torch; the worker uses the engine's."""
+    """OpenCV keeps the family's measured tile (256: its memory grows past it); the torch engine takes the window
+    the job's memory allows, so the small photo runs whole."""
     from tests.helpers import run_worker
 
-    assert (FAMILIES["edsr"].tile_for("opencv"), FAMILIES["edsr"].tile_for("torch")) == (256, 320)
-    for engine, tile in (("opencv", 256), ("torch", 320)):
+    for engine in ("opencv", "torch"):
         code, events, err = run_worker("--input", photo, "--output", tmp_path / "o.png", "--model", edsr_model,
                                        "--engine", engine)
         assert code == 0, err
-        assert events[0]["tile"] == events[-1]["tile"] == tile
+        assert events[0]["tile"] == events[-1]["tile"]
+        if engine == "opencv":
+            assert events[0]["tile"] == FAMILIES["edsr"].tile == 256
+        else:
+            assert events[0]["tile"] > 320 and events[0]["tiles"] == 1
 
 
 def test_auto_engine_on_the_cpu_follows_the_family():

@@ -10,7 +10,7 @@ def nearest_x3(a: np.ndarray) -> np.ndarray:
     return a.repeat(3, axis=0).repeat(3, axis=1)
 
 
-def box_then_nearest(a: np.ndarray) -> np.ndarray:
+def box_then_nearest(a: np.ndarray, on_step=None) -> np.ndarray:
     """A 3x3 mean with zero padding (like a SAME convolution), then x3: receptive radius 1."""
     p = np.pad(a.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
     h, w = a.shape[:2]
@@ -62,7 +62,7 @@ def test_stitching_without_context_shows_seams():
 
 def test_wrong_scale_from_tile_function_is_reported():
     with pytest.raises(ValueError, match="expected"):
-        run_tiled(np.zeros((8, 8, 1)), lambda a: a, 3, tile=4, pad=1)
+        run_tiled(np.zeros((8, 8, 1)), lambda a, _on_step: a, 3, tile=4, pad=1)
 
 
 def test_leftover_cores_are_spread_not_padded_to_a_whole_window():
@@ -85,3 +85,18 @@ def test_aligned_windows_start_on_the_grid_and_crop_back_exactly(h, w, tile, pad
     padded = np.pad(image, ((0, -h % align), (0, -w % align), (0, 0)), mode="reflect")
     assert out.shape == (h * 3, w * 3, 3)
     np.testing.assert_allclose(out, box_then_nearest(padded)[: h * 3, : w * 3])
+
+
+def test_a_window_that_says_how_far_it_is_moves_progress_within_its_tile_never_to_its_end():
+    """Each window reports halfway and then past its end; progress hears the first as half a tile and the second
+    held short of the tile's end, which is said once, after the tile is pasted."""
+    def reporting(a, on_step):
+        on_step(0.5)
+        on_step(1.0)
+        return box_then_nearest(a)
+
+    seen = []
+    run_tiled(np.zeros((20, 20, 1)), reporting, 3, tile=10, pad=1, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen[:3] == [(0.5, 4), (0.999, 4), (1, 4)]
+    assert [d for d, _ in seen] == [i + f for i in range(4) for f in (0.5, 0.999, 1)]
+    assert sorted(d for d, _ in seen) == [d for d, _ in seen]

@@ -83,3 +83,40 @@ def test_a_photo_runs_whole_by_default_and_in_windows_under_a_memory_cap(realesr
     a, b = read(tmp_path / "whole.png").astype(int), read(tmp_path / "capped.png").astype(int)
     assert a.shape == b.shape == (2048, 2048, 3)
     assert np.abs(a - b).max() <= 2
+
+
+def test_an_edsr_photo_runs_in_one_window_that_tells_its_progress_and_in_windows_from_the_graph_under_a_cap(
+        edsr_model_slow: Path, shared_photos: Path, tmp_path: Path) -> None:
+    """The slow EDSR fixture on a 1024x768 photo: by default one window (no context computed twice), whose
+    progress events say how far the network is before it ends; under a cap, windows sized from the graph's own
+    count of live activations times the family's measured overhead, with seams within 2 grey levels."""
+    import cv2
+
+    from infer.engines.weight_cache import load_plan
+    from infer.families import FAMILIES
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.resize(read(shared_photos / "astronaut.png"), (1024, 768), interpolation=cv2.INTER_AREA))
+    env = {k: v for k, v in os.environ.items() if k != "SR_WORKER_MEMORY_MB"}
+    whole = run_worker("--input", photo, "--output", tmp_path / "whole.png", "--model", edsr_model_slow, "--json", env=env)
+    assert whole.exit_code == 0, whole.stderr
+    start = _events(whole)["start"]
+    assert start["tiles"] == 1 and start["tile"] >= 1024, json.dumps(start)
+    progress = [e for e in whole.events if e.get("event") == "progress"]
+    within = [e for e in progress if e["done"] == 0 and 0 < e["fraction"] < 1]
+    assert within, f"no progress within the window: {progress}"
+    fractions = [e["fraction"] for e in progress]
+    assert fractions == sorted(fractions) and progress[-1] == {**progress[-1], "done": 1, "total": 1, "fraction": 1.0}
+
+    itemsize = 2 if _events(whole)["done"]["precision"] == "bf16" else 4
+    per_px = load_plan(edsr_model_slow).plan.peak_values_per_pixel() * itemsize * FAMILIES["edsr"].window_overhead
+    cap = 192 + 2 + (3 * 1024 * 768 * 10 + int(400**2 * per_px)) // 2**20  # a window of about 400
+    capped = run_worker("--input", photo, "--output", tmp_path / "capped.png", "--model", edsr_model_slow, "--json",
+                        env={**env, "SR_WORKER_MEMORY_MB": str(cap)})
+    assert capped.exit_code == 0, capped.stderr
+    start = _events(capped)["start"]
+    assert start["tile"] == tile_for_budget(window_budget(cap, 768, 1024, 3), per_px, 24), json.dumps(start)
+    assert start["tiles"] >= 6 and 300 <= start["tile"] <= 400, json.dumps(start)
+    a, b = read(tmp_path / "whole.png").astype(int), read(tmp_path / "capped.png").astype(int)
+    assert a.shape == b.shape == (2304, 3072, 3)
+    assert np.abs(a - b).max() <= 2

@@ -12,6 +12,7 @@ import numpy as np
 
 from infer.families import Family
 from infer.modelspec import ModelSpec
+from infer.tiling import StepFn
 
 
 class Engine(Protocol):
@@ -19,7 +20,9 @@ class Engine(Protocol):
 
     `run` takes a network-space tile (H x W x C float32, already preprocessed: BGR minus
     the mean for EDSR, Y/255 for the others) and returns the network output
-    (sH x sW x C float32). Tiles may differ in size from call to call.
+    (sH x sW x C float32). Tiles may differ in size from call to call. An engine that can tell how far a
+    forward is calls `on_step` with the fraction done as it goes (a whole photo in one window takes minutes on a
+    CPU); one that cannot never calls it.
     """
 
     name: str  # a key of ENGINES
@@ -29,7 +32,7 @@ class Engine(Protocol):
 
     def load(self, spec: ModelSpec) -> None: ...
 
-    def run(self, tile: np.ndarray) -> np.ndarray: ...
+    def run(self, tile: np.ndarray, on_step: StepFn | None = None) -> np.ndarray: ...
 
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
         """A tile size suited to this device (e.g. from free GPU memory), or None for the family's default."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -12,10 +13,12 @@ import torch
 
 from infer import checkpoints
 from infer.engines.split_tail import split_tail
+from infer.engines.step_progress import ConvProgress
 from infer.memory_budget import tile_for_budget
 from infer.engines.torch import TorchEngine, usable  # noqa: F401  (usable: the registry's check)
 from infer.errors import ModelError, UsageError
 from infer.modelspec import ModelSpec
+from infer.tiling import StepFn
 
 
 def pad_to_requirements(height: int, width: int, minimum: int, multiple_of: int, square: bool) -> tuple[int, int]:
@@ -43,6 +46,8 @@ class CheckpointEngine(TorchEngine):
             raise UsageError(f"this checkpoint's architecture is not safe in {precision} (spandrel says so); use --precision {safe} or auto")
         super().__init__(device=device, precision=precision, auto_half=auto_half)
         self._info: checkpoints.CheckpointInfo | None = None
+        # Each network's (this precision's, the fp32 fallback's) measure of its whole forward.
+        self._progress: weakref.WeakKeyDictionary[Any, ConvProgress] = weakref.WeakKeyDictionary()
 
     def _plan_for(self, spec: ModelSpec) -> Any:
         """The fp32 model on the CPU, read once; both precisions' networks are copies of it."""
@@ -83,7 +88,7 @@ class CheckpointEngine(TorchEngine):
         tile = tile_for_budget(budget, per_px, spec.family.tile_pad, multiple=grid)
         return min(tile, spec.family.tile) if facts.fastest_tile else tile
 
-    def _infer(self, net: Any, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    def _infer(self, net: Any, tile: np.ndarray, dtype: torch.dtype, on_step: StepFn | None = None) -> np.ndarray:
         """Pads the tile (reflecting its edges) to the architecture's size requirements and crops the result."""
         assert self._info is not None and self._spec is not None
         h, w = tile.shape[:2]
@@ -92,9 +97,17 @@ class CheckpointEngine(TorchEngine):
         if (ph, pw) != (h, w):
             mode = "reflect" if ph - h < h and pw - w < w else "edge"
             tile = np.pad(tile, ((0, ph - h), (0, pw - w), (0, 0)), mode=mode)
-        out = super()._infer(net, tile, dtype)
+        out = super()._infer(net, tile, dtype, on_step)
         scale = self._spec.scale
         return np.ascontiguousarray(out[: h * scale, : w * scale])
+
+    def _run_net(self, net: Any, x: torch.Tensor, on_step: StepFn | None) -> torch.Tensor:
+        """The network's output for `x`; hooks on its convolutions say how far it is."""
+        progress = self._progress.get(net)
+        if progress is None:
+            progress = self._progress[net] = ConvProgress(net)
+        with progress.watching(x, on_step):
+            return net(x)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

@@ -82,13 +82,15 @@ class GraphPlan:
 
     def macs_per_pixel(self) -> float:
         """Multiply-accumulates of the convolutions per input pixel (2 FLOP each)."""
-        total = 0.0
-        for step in self.steps:
-            if step.kind in ("conv", "deconv"):
-                w = self.consts[step.params["weight"]]
-                zoom = self.zoom[step.out] if step.kind == "conv" else self.zoom[step.inputs[0]]
-                total += w.size * zoom**2
-        return total
+        return sum(self.step_macs_per_pixel(step) for step in self.steps)
+
+    def step_macs_per_pixel(self, step: Step) -> float:
+        """One step's multiply-accumulates per input pixel: a convolution's; 0 for every other kind."""
+        if step.kind not in ("conv", "deconv"):
+            return 0.0
+        w = self.consts[step.params["weight"]]
+        zoom = self.zoom[step.out] if step.kind == "conv" else self.zoom[step.inputs[0]]
+        return float(w.size * zoom**2)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, dicts, strings and numbers (arrays stay numpy): for the weight cache."""

@@ -12,6 +12,7 @@ from infer.errors import ModelError, OutOfMemoryError, unusable_model
 from infer import precision as precision_policy
 from infer.modelspec import ModelSpec
 from infer.precision import Precision
+from infer.tiling import StepFn
 
 
 def cuda_device_count() -> int:
@@ -72,7 +73,8 @@ class OpenCVEngine:
             net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self._net = net
 
-    def run(self, tile: np.ndarray) -> np.ndarray:
+    def run(self, tile: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
+        # OpenCV's forward is one call: it cannot say how far it is, so `on_step` is never called.
         if self._net is None:
             raise RuntimeError("load() a model before run()")
         blob = np.ascontiguousarray(tile.transpose(2, 0, 1)[None], dtype=np.float32)

@@ -21,9 +21,10 @@ from infer.engines.torch_net import PlanNet  # noqa: E402
 from infer.engines.weight_cache import load_plan  # noqa: E402
 from infer import precision as precision_policy  # noqa: E402
 from infer.errors import ModelError, OutOfMemoryError, UsageError  # noqa: E402
+from infer.memory_budget import tile_for_budget  # noqa: E402
 from infer.modelspec import ModelSpec  # noqa: E402
 from infer.precision import Precision  # noqa: E402
-from infer.tiling import run_tiled  # noqa: E402
+from infer.tiling import StepFn, run_tiled  # noqa: E402
 
 _DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 # Never split below this window edge: a tile this small that still does not fit means the GPU is full.
@@ -188,19 +189,24 @@ class TorchEngine:
         return self._plan_for(spec).peak_values_per_pixel() * self._dtype.itemsize
 
     def preferred_tile(self, spec: ModelSpec, budget: int | None = None) -> int | None:
-        """On CUDA, the largest tile whose activations fit in free device memory; None (the family's tile) on the
-        CPU, where a .pb's window is not yet taken from a memory budget (a checkpoint's is: bench/bench_windows.py
-        measures what a graph's would rest on)."""
-        if self.device != "cuda":
+        """On CUDA, the largest tile whose activations fit in free device memory. On the CPU, the largest window
+        `budget` allows at the graph's own count of live activations times the family's measured overhead; None
+        (the family's tile) without a budget or a measured overhead."""
+        if self.device == "cuda":
+            plan = self._plan_for(spec)
+            self._start_cuda()
+            free, _total = torch.cuda.mem_get_info()
+            return tile_for_memory(plan, free, self._dtype.itemsize, self._split_pad)
+        overhead = spec.family.window_overhead
+        if budget is None or overhead <= 0:
             return None
         plan = self._plan_for(spec)
-        self._start_cuda()
-        free, _total = torch.cuda.mem_get_info()
-        return tile_for_memory(plan, free, self._dtype.itemsize, self._split_pad)
+        tile = tile_for_budget(budget, self.activation_bytes_per_px(spec) * overhead, self._split_pad)
+        return min(tile, _widest_window(plan) - 2 * self._split_pad)
 
     # ---- inference
 
-    def run(self, tile: np.ndarray) -> np.ndarray:
+    def run(self, tile: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
         if self._net is None or self._spec is None:
             raise RuntimeError("load() a model before run()")
         while True:
@@ -209,26 +215,28 @@ class TorchEngine:
             if limit is not None and max(h, w) > limit:
                 # An earlier tile ran out of memory: cut this one into windows that fit.
                 core = max(limit - 2 * self._split_pad, 1)
-                return run_tiled(tile, self.run, self._spec.scale, core, self._split_pad)
+                parts = None if on_step is None else (lambda done, count: on_step(done / count))
+                return run_tiled(tile, self.run, self._spec.scale, core, self._split_pad, parts)
             try:
-                return self._forward(tile)
+                return self._forward(tile, on_step)
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
             # Outside the except block: the traceback no longer pins the failed tile's tensors.
             self._release_cached()
             new_limit = max(h, w) // 2
-            if new_limit < MIN_WINDOW:
+            # A window must hold its context on both sides and a core: a smaller one could never be cut to fit.
+            if new_limit < max(MIN_WINDOW, 2 * self._split_pad + 16):
                 advice = "free the GPU (other jobs?) or use --device cpu" if self.device == "cuda" else "free some memory or use a smaller photo"
                 raise OutOfMemoryError(f"the {self.device.upper()} ran out of memory even on a {h}x{w} tile; {advice}")
             self._window_limit = new_limit
             self._tile_retries += 1
 
-    def _forward(self, tile: np.ndarray) -> np.ndarray:
+    def _forward(self, tile: np.ndarray, on_step: StepFn | None = None) -> np.ndarray:
         assert self._net is not None
         t = time.perf_counter()
         try:
-            out = self._infer(self._net, tile, self._dtype)
+            out = self._infer(self._net, tile, self._dtype, on_step)
         except RuntimeError as err:
             if self._dtype == torch.float32 or not is_precision_error(err):
                 raise
@@ -263,15 +271,19 @@ class TorchEngine:
         self.precision = "fp32"
         self._release_cached()
 
-    def _infer(self, net: PlanNet, tile: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    def _infer(self, net: Any, tile: np.ndarray, dtype: torch.dtype, on_step: StepFn | None = None) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)[None])
         x = x.to(self.device).to(dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            y = net(x)
+            y = self._run_net(net, x, on_step)
             del x
             out = y[0].permute(1, 2, 0).float().cpu().numpy()
             del y
         return np.ascontiguousarray(out)
+
+    def _run_net(self, net: PlanNet, x: torch.Tensor, on_step: StepFn | None) -> torch.Tensor:
+        """The network's output for `x`: a plan says how far it is itself."""
+        return net(x, on_step)
 
     def _release_cached(self) -> None:
         gc.collect()
@@ -330,8 +342,12 @@ def tile_for_memory(plan: GraphPlan, free_bytes: int, itemsize: int, pad: int) -
     budget = free_bytes * 0.9 - weights - _RESERVE_BYTES
     if budget <= 0:
         return MIN_WINDOW
-    window = math.sqrt(budget / per_pixel)
-    widest = max(plan.channels[v] * plan.zoom[v] ** 2 for v in plan.channels)
-    window = min(window, math.sqrt(_MAX_TENSOR_ELEMENTS / widest))
+    window = min(math.sqrt(budget / per_pixel), _widest_window(plan))
     tile = int(window) - 2 * pad
     return int(max(MIN_WINDOW, min(_MAX_TILE, tile // 16 * 16)))
+
+
+def _widest_window(plan: GraphPlan) -> int:
+    """The largest window edge whose every activation stays below `_MAX_TENSOR_ELEMENTS`."""
+    widest = max(plan.channels[v] * plan.zoom[v] ** 2 for v in plan.channels)
+    return int(math.sqrt(_MAX_TENSOR_ELEMENTS / widest))

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from infer.engines.graph_plan import GraphPlan, Step
+from infer.tiling import StepFn
 
 _UNARY = {
     "relu": torch.relu,
@@ -57,6 +58,18 @@ class PlanNet(torch.nn.Module):
                 self._free[index].append(name)
         # An op may overwrite an input that nothing reads later (never the caller's tensor): index or None.
         self._inplace: list[int | None] = [self._reusable(s, i, last) for i, s in enumerate(plan.steps)]
+        self._done_after: list[float | None] = self._fractions(plan)
+
+    @staticmethod
+    def _fractions(plan: GraphPlan) -> list[float | None]:
+        """The share of the forward's convolution work done once each convolution step has run; None elsewhere."""
+        whole = plan.macs_per_pixel()
+        done, out = 0.0, []
+        for step in plan.steps:
+            macs = plan.step_macs_per_pixel(step)
+            done += macs
+            out.append(done / whole if macs > 0 and whole > 0 else None)
+        return out
 
     def _reusable(self, step: Step, index: int, last: dict[str, int]) -> int | None:
         def dead(name: str) -> bool:
@@ -77,7 +90,8 @@ class PlanNet(torch.nn.Module):
     def const(self, name: str) -> torch.Tensor:
         return getattr(self, self._keys[name])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, on_step: StepFn | None = None) -> torch.Tensor:
+        """The plan's output for `x`; `on_step` hears the share of the convolution work done after each one."""
         env: dict[str, torch.Tensor] = {self.plan.input: x}
         for i, step in enumerate(self.plan.steps):
             args = [env[n] for n in step.inputs]
@@ -86,6 +100,9 @@ class PlanNet(torch.nn.Module):
             for name in self._free[i]:
                 del env[name]
             env[step.out] = out
+            done = self._done_after[i]
+            if on_step is not None and done is not None:
+                on_step(done)
         return env[self.plan.output]
 
     def _step(self, step: Step, args: list[torch.Tensor], inplace: int | None) -> torch.Tensor:

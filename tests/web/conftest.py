@@ -20,7 +20,7 @@ class Photos:
 
     small_png: bytes  # 64x48 crop of chelsea
     small_jpg: bytes  # 60x40 crop of coffee
-    slow_png: bytes  # 600x400 coffee: seconds of work and 6 tiles with `edsr_model_slow`
+    slow_png: bytes  # 600x400 coffee: seconds of work in one window with `edsr_model_slow`
     wide_jpg: bytes  # 400x300: over a 100 000 pixel limit
 
 

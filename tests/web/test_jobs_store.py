@@ -1,4 +1,5 @@
-"""The job database: a database made before the `precision` column gets it on open, and the API shows it."""
+"""The job database: a database made before the `precision` column gets it on open, and the API shows it; a
+job's progress from the worker's events."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from tests.helpers import run_worker
 from tests.web.conftest import Photos, StartServer
-from web.jobs.store import QUEUED, Job, JobStore
+from web.jobs.finishing import EventRecorder
+from web.jobs.store import QUEUED, RUNNING, Job, JobStore
 
 _OLD_SCHEMA = """
 CREATE TABLE jobs (
@@ -74,3 +76,22 @@ def test_the_job_shows_the_precision_the_worker_reported(
     assert job["status"] == "done"
     assert "precision" in job
     assert job["precision"] == reported.get("precision")
+
+
+def test_progress_within_a_tile_reaches_the_job_and_an_older_workers_whole_tiles_still_do(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    for job_id in (JOB_ID, JOB_ID[:-1] + "0"):
+        store.add(Job(id=job_id, state=RUNNING, original_name="a.png", input_file="a.png", input_format="png",
+                      input_width=2, input_height=2, input_bytes=5, output_file="b.png", output_format="png", scale=3,
+                      created_at=1.0))
+    recorder = EventRecorder(store, JOB_ID)
+    recorder({"event": "start", "tiles": 2, "engine": "torch", "device": "cpu"})
+    assert store.get(JOB_ID).progress == 0
+    recorder({"event": "progress", "done": 0, "total": 2, "fraction": 0.3})
+    job = store.get(JOB_ID)
+    assert (job.progress, job.progress_done, job.progress_total) == (0.3, 0, 2)
+    older = EventRecorder(store, JOB_ID[:-1] + "0")
+    older({"event": "start", "tiles": 4})
+    older({"event": "progress", "done": 1, "total": 4})
+    assert store.get(JOB_ID[:-1] + "0").progress == 0.25
+    store.close()

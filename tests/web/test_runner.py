@@ -71,6 +71,20 @@ def test_worker_killed_mid_job_fails_the_job_and_the_next_one_runs(
     assert client.wait(after["id"])["status"] == "done"
 
 
+def test_a_photo_in_one_window_shows_its_progress_before_it_ends(
+    start_server: StartServer, photos: Photos, edsr_model_slow: Path
+) -> None:
+    """The slow EDSR photo runs in one window: the job still moves from 0 towards 1 while the network runs."""
+    client = start_server(model_path=edsr_model_slow).client()
+    job_id = client.upload(photos.slow_png, filename="slow.png").json()["id"]
+    seen = wait_until(
+        lambda: (lambda j: j if j["status"] == "running" and 0 < j["progress"] < 1 else None)(client.job(job_id)),
+        interval=0.05, what="progress within the window")
+    assert seen["tiles"] == {"done": 0, "total": 1}
+    done = client.wait(job_id)
+    assert done["status"] == "done" and done["progress"] == 1
+
+
 def test_worker_past_its_timeout_is_killed_with_its_group(
     start_server: StartServer, photos: Photos, edsr_model_slow: Path
 ) -> None:

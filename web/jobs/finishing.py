@@ -52,7 +52,8 @@ class EventRecorder:
             now = time.monotonic()
             if now - self._last_write >= _PROGRESS_WRITE_INTERVAL or report.progress_done >= report.progress_total:
                 self._last_write = now
-                self._write(progress_done=report.progress_done, progress_total=report.progress_total)
+                self._write(progress_done=report.progress_done, progress_total=report.progress_total,
+                            progress_fraction=event.fraction)
         elif isinstance(event, Done):
             report.done = dict(event.record)
         elif isinstance(event, Error):

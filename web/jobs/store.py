@@ -85,6 +85,7 @@ _ADDED_COLUMNS = (
     ("repair_mask_sha256", "TEXT"),
     ("repair", "TEXT"),
     ("colour", "TEXT"),
+    ("progress_fraction", "REAL"),
 )
 # PRAGMA user_version: 1 once `model` holds the model's file name (`EDSR_x3.pb`) instead of its id (`EDSR_x3`).
 _MODEL_FILE_VERSION = 1
@@ -149,6 +150,8 @@ class Job:
     repair_mask_sha256: str | None = None  # the repair mask's digest where one was sent (JobFiles.mask holds it)
     repair: str | None = None  # "auto": the worker finds scratches and dust; "off" or None: it does not
     colour: str | None = None  # "restore" or "off" (None: made before colour could be restored)
+    # The share of the network's work done, the running tile's part included (None: whole tiles only).
+    progress_fraction: float | None = None
 
     @property
     def model_id(self) -> str | None:
@@ -174,6 +177,8 @@ class Job:
     def progress(self) -> float:
         if self.state == DONE:
             return 1.0
+        if self.progress_fraction is not None:
+            return min(1.0, max(0.0, self.progress_fraction))
         if self.progress_total <= 0:
             return 0.0
         return min(1.0, self.progress_done / self.progress_total)
