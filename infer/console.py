@@ -9,6 +9,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from infer.contract import Progress, parse_event
+
 
 def _name(path: object) -> str:
     return Path(str(path)).name
@@ -72,9 +74,9 @@ class Console:
     def _on_progress(self, f: dict[str, Any]) -> None:
         if self._photo is not None:
             # Tiles, with the running one's part where the event says how far it is (one window can take minutes).
-            total = f.get("total") or self._photo.total
-            done = f.get("fraction", f["done"] / total if total else 0) * total
-            self._photo.n = round(done, 2)
+            event = parse_event({**f, "event": "progress"})
+            assert isinstance(event, Progress)
+            self._photo.n = round(event.fraction * (event.total or self._photo.total), 2)
             self._photo.refresh()
 
     def _on_done(self, f: dict[str, Any]) -> None:

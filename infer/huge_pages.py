@@ -5,10 +5,10 @@ PyTorch allocates each layer's activations afresh on the CPU. glibc gives every 
 its own and returns it on free, so the kernel zeroes the next layer's memory again, one 4 KB page fault at a time:
 some 2.3 million faults per forward of a Compact model on a 1024x1024 window. With `THP_MEM_ALLOC_ENABLE=1` PyTorch
 aligns its tensors of 2 MB and more to 2 MB and asks for huge pages for them, where the kernel gives them only to
-memory that asks (`madvise`, the usual default): a Compact model on a 2 MP photo ran 1.2-1.3x faster. It is not
-the default because in two whole test runs, one with PyTorch's request and one with glibc's
-(`glibc.malloc.hugetlb=1`), a face job's worker peaked at 3.0-3.1 GB against 1.9 GB alone, and a job's windows are
-sized from its memory (docs/benchmarks.md, "Huge pages").
+memory that asks (`madvise`, the usual default): a Compact model on a 2 MP photo ran 1.2-1.3x faster. It was left
+off after a face job's worker peaked at 3.0-3.1 GB (1.9 GB alone) in two whole test runs with huge pages; a whole
+run without them has since peaked so too, so that peak is not theirs, and making them the default waits on a
+whole run with them measured again (docs/benchmarks.md, "Huge pages").
 """
 
 from __future__ import annotations

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
-# How far the network is through the window it runs, 0 up to (not including) 1: said within a long window.
+# How far the network is through the window it runs, 0..1: said within a long window.
 StepFn = Callable[[float], None]
 # Tiles done (a fraction within a window that said how far it is) and tiles in all.
 ProgressFn = Callable[[float, int], None]
 # A window's upscaled output; it may say how far through the window it is.
-TileFn = Callable[[np.ndarray, Optional[StepFn]], np.ndarray]
+TileFn = Callable[[np.ndarray, StepFn | None], np.ndarray]
 # Brings a core's output (H x W or H x W x C) down to (width, height): the reduction of a model's output to a
 # smaller written scale.
 ReduceFn = Callable[[np.ndarray, int, int], np.ndarray]
@@ -77,15 +77,15 @@ def plan_tiles(height: int, width: int, tile: int, pad: int, align: int = 1) -> 
     return tiles
 
 
+# A window's progress stops short of its end, which is said once the tile is pasted.
+_BEFORE_END = 0.999
+
+
 def _within(on_progress: ProgressFn | None, index: int, count: int) -> StepFn | None:
     """Tile `index`'s share of the progress: a fraction of it, never the whole (its end is said once, after it)."""
     if on_progress is None:
         return None
     return lambda part: on_progress(index + min(max(part, 0.0), _BEFORE_END), count)
-
-
-# A window's progress stops short of its end, which is said once the tile is pasted.
-_BEFORE_END = 0.999
 
 
 def run_tiled(
