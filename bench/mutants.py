@@ -26,6 +26,7 @@ MASK_API = "tests/web/test_repair_mask.py"
 PRECISION = "tests/test_precision.py"
 HUGE_PAGES = "tests/test_huge_pages.py"
 WINDOW_PROGRESS = "tests/test_window_progress.py"
+FUSED = "tests/test_fused_convs.py"
 EDSR_WINDOWS = ("tests/test_windows.py::test_an_edsr_photo_runs_in_one_window_that_tells_its_progress_and_in_windows_"
                 "from_the_graph_under_a_cap")
 REDUCED = "tests/test_checkpoints.py::test_a_reduced_scale_is_reached_tile_by_tile_without_seams_and_keeps_alpha"
@@ -187,6 +188,13 @@ MUTANTS = (
     Mutant("EDSR's window from the graph's count without the measured overhead", "infer/engines/torch.py",
            "self.activation_bytes_per_px(spec) * overhead", "self.activation_bytes_per_px(spec)",
            (EDSR_WINDOWS,)),
+    Mutant("a LeakyReLU fused with the slope lost", "infer/engines/fused_convs.py",
+           '"leaky_relu", [float(module.negative_slope)]', '"leaky_relu", [0.0]',
+           (f"{FUSED}::test_only_a_zero_padded_convolution_followed_by_relu_or_leaky_relu_is_fused",
+            f"{FUSED}::test_real_x4plus_fused_is_the_same_in_fp32_no_worse_in_bf16_and_tells_its_progress")),
+    Mutant("a reflect-padded convolution fused as if zero-padded", "infer/engines/fused_convs.py",
+           'conv.padding_mode == "zeros" and ', '',
+           (f"{FUSED}::test_only_a_zero_padded_convolution_followed_by_relu_or_leaky_relu_is_fused",)),
 )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from infer import checkpoints
+from infer.engines.fused_convs import fuse_conv_activations
 from infer.engines.split_tail import split_tail
 from infer.engines.step_progress import ConvProgress
 from infer.memory_budget import tile_for_budget
@@ -67,6 +68,8 @@ class CheckpointEngine(TorchEngine):
         # .to() changes a module in place: the half-precision network is a copy, so the fp32 fallback keeps fp32 weights.
         net = self._place(plan if dtype == torch.float32 and self.device == "cpu" else copy.deepcopy(plan), dtype)
         assert self._info is not None
+        if self.device == "cpu":
+            fuse_conv_activations(net)  # each activation applied as its convolution writes, not in a pass of its own
         # The enlarged tail in stripes: the same result, and a window's memory is then mostly the body's.
         return split_tail(net, self._info.architecture) or net
 
