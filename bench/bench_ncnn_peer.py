@@ -70,7 +70,7 @@ def ncnn_child(name: str, precision: str, photo: Path, threads: int) -> None:
     rgb = read_bgr(photo)[:, :, ::-1]
     spent = [0.0]
 
-    def forward(window: np.ndarray) -> np.ndarray:
+    def forward(window: np.ndarray, _on_step: object = None) -> np.ndarray:
         chw = np.ascontiguousarray(window.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0))
         extractor = net.create_extractor()
         t = time.perf_counter()

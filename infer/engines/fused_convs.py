@@ -2,8 +2,8 @@
 it writes each output, instead of a second pass over it.
 
 An activation reads and writes a whole layer's output once more. On a CPU whose matrix units are fast, that pass is
-a visible share of a forward: RealESRGAN_x4plus's 279 LeakyReLUs fused, its bf16 forward ran 1.07x faster on a
-316-pixel window and 1.16x on a 200-pixel one, fp32 1.01x (docs/benchmarks.md, "Convolutions fused with their
+a visible share of a forward: RealESRGAN_x4plus's 279 LeakyReLUs fused, its bf16 forward ran 1.03-1.07x faster
+on a 316-pixel window and 1.16x on a 200-pixel one, fp32 1.01x (docs/benchmarks.md, "Convolutions fused with their
 activation"). In fp32 the result is the same; in bf16 the activation works on the convolution's fp32 sum before
 the one rounding.
 
@@ -15,20 +15,18 @@ per channel, has no such fusion in oneDNN and stays as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 
-def _pointwise() -> Any:
-    """oneDNN's fused convolution, or None where this PyTorch has none (a build without oneDNN) or it does not
-    give a plain convolution's result on a small probe (the operator is PyTorch's own, not a public API)."""
+def _fusion_works() -> bool:
+    """Whether this PyTorch has oneDNN's fused convolution (not a build without oneDNN) and it gives a plain
+    convolution's result on a small probe: the operator is PyTorch's own, not a public API."""
     if not torch.backends.mkldnn.is_available():
-        return None
+        return False
     op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
     if op is None:
-        return None
+        return False
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 6, 6, generator=generator).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(4, 4, 3, 3, generator=generator), torch.randn(4, generator=generator)
@@ -37,8 +35,8 @@ def _pointwise() -> Any:
             fused = op(x, weight, bias, [1, 1], [1, 1], [1, 1], 1, "leaky_relu", [0.2], "")
             plain = torch.nn.functional.leaky_relu(torch.nn.functional.conv2d(x, weight, bias, padding=1), 0.2)
     except (RuntimeError, TypeError):
-        return None
-    return op if torch.allclose(fused, plain, atol=1e-5) else None
+        return False
+    return torch.allclose(fused, plain, atol=1e-5)
 
 
 class ConvActivation(nn.Conv2d):
@@ -76,8 +74,7 @@ def _fusable(conv: nn.Module) -> bool:
 def fuse_conv_activations(net: nn.Module) -> int:
     """Fuses, in place, each convolution of `net` with the ReLU or LeakyReLU after it in the same `nn.Sequential`;
     the number fused. Nothing changes where this PyTorch cannot run the fusion, or the network is not on the CPU."""
-    pointwise = _pointwise()
-    if pointwise is None:
+    if not _fusion_works():
         return 0
     fused = 0
     for sequence in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
