@@ -5,9 +5,9 @@ Each configuration runs in a fresh child process (its peak RSS is its own), roun
 - `worker-auto`, `worker-fp32` and `worker-bf16`: the real worker (`infer/sr_infer.py`, spandrel engine), its
   `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
   `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
-  `worker-auto` asks for transparent huge pages for PyTorch's tensors of 2 MB and more (`THP_MEM_ALLOC_ENABLE=1`,
-  the workers' default: infer/huge_pages.py); `worker-thp` says so explicitly; `worker-4k` runs without any huge
-  pages (`THP_MEM_ALLOC_ENABLE=0`, glibc's `hugetlb=0`: every worker before they were asked for); `worker-huge`:
+  `worker-thp`: PyTorch asking for transparent huge pages for its tensors of 2 MB and more
+  (`THP_MEM_ALLOC_ENABLE=1`, an operator's option: infer/huge_pages.py); `worker-4k` without any huge pages
+  (`THP_MEM_ALLOC_ENABLE=0`, glibc's `hugetlb=0`: the default, said explicitly); `worker-huge`:
   glibc asking for them for all its memory instead (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, an operator's
   option, README "Engines and precision"); `worker-heap`: glibc's huge pages and no separate mappings at all
   (`glibc.malloc.mmap_max=0`, the heap never trimmed), freed memory kept for the next layer;

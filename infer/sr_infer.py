@@ -250,9 +250,6 @@ def _without_libraries(err: ModuleNotFoundError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from infer import huge_pages
-
-    huge_pages.ask(os.environ)  # before the first tensor: a worker started by hand gets what the service's get
     # Imported here, not at the top: after _T_IMPORT (so that `imports` times them) and after the
     # repository was made importable.
     try:

@@ -1,5 +1,5 @@
-"""Huge pages for PyTorch's large tensors: the setting in the workers' environment, an operator's own choice kept,
-a worker started by hand asking for them, and the page faults they save in a real process."""
+"""Huge pages for PyTorch's large tensors, an operator's option: off unless asked for, passed to the workers when
+asked, reported in the done event, and the page faults they save in a real process."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from infer.worker_process import worker_environment
 from tests.helpers import run_worker
 
 
-def test_the_setting_is_added_to_the_workers_environment_and_an_operators_choice_stands():
+def test_they_are_not_asked_for_by_default_and_an_operators_choice_reaches_the_worker():
     env = worker_environment({"OMP_NUM_THREADS": "1"}, env={"PATH": "/usr/bin", "SR_AUTH_TOKEN": "secret"})
-    assert env[VARIABLE] == ASK and "SR_AUTH_TOKEN" not in env
-    assert worker_environment(env={"PATH": "/usr/bin", VARIABLE: "0"})[VARIABLE] == "0"
-    assert worker_environment({VARIABLE: "0"}, env={"PATH": "/usr/bin"})[VARIABLE] == "0"
+    assert VARIABLE not in env and "SR_AUTH_TOKEN" not in env
+    assert worker_environment(env={"PATH": "/usr/bin", VARIABLE: ASK})[VARIABLE] == ASK
 
 
 def test_the_kernels_mode_is_read_from_its_brackets(tmp_path: Path):
@@ -55,10 +54,10 @@ def _faults(env: dict[str, str]) -> int:
     return int(done.stdout.split()[-1])
 
 
-def test_a_workers_large_tensors_take_hundreds_of_times_fewer_page_faults():
+def test_asked_for_large_tensors_take_hundreds_of_times_fewer_page_faults():
     """Four 64 MB tensors: 65 536 faults in 4 KB pages; on 2 MB pages 128 (PyTorch aligns them to 2 MB)."""
-    asked = _faults(worker_environment())
-    plain = _faults(worker_environment({VARIABLE: "0"}))
+    asked = _faults(worker_environment({VARIABLE: ASK}))
+    plain = _faults(worker_environment())
     small_pages = 4 * 64 * 2**20 // os.sysconf("SC_PAGE_SIZE")
     assert plain >= 0.9 * small_pages or thp_mode() == "always", plain
     if huge_pages.in_use({VARIABLE: ASK}):
@@ -67,16 +66,14 @@ def test_a_workers_large_tensors_take_hundreds_of_times_fewer_page_faults():
         assert asked >= 0.9 * small_pages, asked
 
 
-def test_a_worker_started_by_hand_asks_for_them_and_says_so(fsrcnn_model: Path, shared_photos: Path,
-                                                            tmp_path: Path):
-    photo = shared_photos / "chelsea.png"
-    args = ("--input", photo, "--output", tmp_path / "o.png", "--model", fsrcnn_model, "--json")
+def test_the_done_event_says_whether_they_are_in_use(fsrcnn_model: Path, shared_photos: Path, tmp_path: Path):
+    args = ("--input", shared_photos / "chelsea.png", "--output", tmp_path / "o.png", "--model", fsrcnn_model, "--json")
+    for setting in (ASK, "0"):
+        run = run_worker(*args, env={VARIABLE: setting})
+        assert run.exit_code == 0, run.stderr
+        assert run.last["huge_pages"] is huge_pages.in_use({VARIABLE: setting})
     without = {k: v for k, v in os.environ.items() if k != VARIABLE}
-    for setting, expected in ((None, huge_pages.in_use({VARIABLE: ASK})), ("0", huge_pages.in_use({}))):
-        env = dict(without, **({VARIABLE: setting} if setting else {}))
-        done = subprocess.run([sys.executable, "-m", "infer.sr_infer", *map(str, args)], env=env,
-                              capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
-        assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout.splitlines()[-1])["huge_pages"] is expected, done.stdout[-400:]
-    run = run_worker(*args, env={VARIABLE: ASK})
-    assert run.exit_code == 0 and run.last["huge_pages"] is huge_pages.in_use({VARIABLE: ASK})
+    done = subprocess.run([sys.executable, "-m", "infer.sr_infer", *map(str, args)], env=without,
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["huge_pages"] is huge_pages.in_use({})
