@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmul_rate  # noqa: E402
-from bench.common import load_line, median, photo_path, read_bgr  # noqa: E402
+from bench.common import load_line, median, photo_path, read_bgr, tiled_window  # noqa: E402
 
 
 def _networks(name: str, dtype: object) -> tuple[object, object, int]:
@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
             plain, fused, count = _networks(name, dtype)
             for size in args.windows:
-                reps = -(-size // min(img.shape[:2]))
-                window = np.ascontiguousarray(np.tile(img, (reps, reps, 1))[:size, :size, ::-1], dtype=np.float32)
+                window = tiled_window(img, size).astype(np.float32)
                 x = torch.from_numpy(window.transpose(2, 0, 1)[None] / 255.0).to(dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
                 times: dict[str, list[float]] = {"unfused": [], "fused": [], "watched": []}

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint  # noqa: E402
-from bench.common import edsr_fixture, load_line, photo_path, read_bgr, run_child  # noqa: E402
+from bench.common import edsr_fixture, load_line, photo_path, read_bgr, run_child, tiled_window  # noqa: E402
 
 GRAPHS = ("EDSR_x3",)
 
@@ -54,8 +54,7 @@ def window_child(name: str, precision: str, size: int) -> None:
         engine = CheckpointEngine(device="cpu", precision=precision, auto_half=spec.family.auto_half)
         engine.load(spec)
     img = read_bgr(photo_path("astronaut"))
-    reps = -(-size // min(img.shape[:2]))
-    window = np.ascontiguousarray(np.tile(img, (reps, reps, 1))[:size, :size, ::-1])
+    window = tiled_window(img, size)
     before = _rss_mb()
     times = []
     for _ in range(2):

@@ -82,6 +82,12 @@ def read_bgr(path: Path) -> np.ndarray:
     return img
 
 
+def tiled_window(bgr: np.ndarray, size: int) -> np.ndarray:
+    """A size x size RGB window of `bgr`, the photo repeated where it is smaller than the window."""
+    reps = -(-size // min(bgr.shape[:2]))
+    return np.ascontiguousarray(np.tile(bgr, (reps, reps, 1))[:size, :size, ::-1])
+
+
 def centre_crop(name: str, height: int, width: int | None = None, out_dir: Path = OUT_DIR / "inputs") -> Path:
     """A centre crop of a shared photo as a PNG file (cached); refuses crops larger than the photo."""
     width = width or height
