@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import matmul_rate  # noqa: E402
 from bench.common import OUT_DIR, PHOTOS_DIR, load_line, log, max_abs_diff, photo_path, psnr, read_bgr, run_child  # noqa: E402
+from infer import resident  # noqa: E402
 from tests.fixtures.architectures import ARCHITECTURES, write_checkpoint  # noqa: E402
 
 WINDOWS = (64, 128, 192, 256)
@@ -55,13 +56,6 @@ def _engine(name: str, threads: int):  # noqa: ANN202  (the torch engine, import
     return engine, spec
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise KeyError(field)
-
-
 def window_child(name: str, edge: int, threads: int) -> dict:
     """In this (fresh) process: the engine loaded, a forward of an edge x edge window of the photo, then that
     forward again, timed: the first pays the shape's one-time set-up, once a job since all its windows have one
@@ -70,14 +64,14 @@ def window_child(name: str, edge: int, threads: int) -> dict:
     engine, _spec = _engine(name, threads)
     rgb = read_bgr(photo_path("astronaut"))[:, :, ::-1].astype(np.float32) / 255.0
     window = np.ascontiguousarray(rgb[100 : 100 + edge, 100 : 100 + edge])
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_mb("VmRSS")
+    resident.reset_peak()
+    before = resident.rss_mb()
     engine.run(window)
-    peak = _status_mb("VmHWM")
+    peak = resident.peak_rss_mb()
     wall, cpu = time.perf_counter(), time.process_time()
     engine.run(window)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"wall_s": wall, "cpu_s": cpu, "loaded_mb": before, "peak_mb": max(peak, _status_mb("VmHWM")),
+    return {"wall_s": wall, "cpu_s": cpu, "loaded_mb": before, "peak_mb": max(peak, resident.peak_rss_mb()),
             "precision": engine.precision}
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, resident
 from infer.engines.weight_cache import load_plan
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -61,7 +60,7 @@ def window_child(model: Path, config: str, size: int, repeats: int) -> dict:
     engine.run(rng.uniform(-100, 100, (WARMUP_EDGE, WARMUP_EDGE, 3)).astype(np.float32))
     window = rng.uniform(-100, 100, (size, size, 3)).astype(np.float32)
     wall, cpu = time_forwards(engine, window, repeats)
-    return {"wall_s": wall, "cpu_s": cpu, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": resident.peak_rss_mb()}
 
 
 def _windows(model: Path, configs: list[str], sizes: list[int], rounds: int) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, resident
 
 sys.path.insert(0, str(REPO_ROOT))
 from bench.bench_gpu import matmul_peak  # noqa: E402
@@ -40,7 +40,8 @@ def _child(model: Path, batch: int, repeats: int) -> None:
     with FlopCounterMode(display=False) as counter:
         restorer.restore(faces[:1])
     print(json.dumps({"load": load, "seconds": seconds, "flops_per_face": counter.get_total_flops(),
-                      "threads": torch.get_num_threads(), "precision": restorer.precision}))
+                      "threads": torch.get_num_threads(), "precision": restorer.precision,
+                      "peak_rss_mb": resident.peak_rss_mb()}))
 
 
 def main() -> None:

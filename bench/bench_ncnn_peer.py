@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from infer import resident  # noqa: E402
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint, flops_per_mp, matmul_rate  # noqa: E402
 from bench.common import (  # noqa: E402
     ALLOCATION_SETTINGS, OUT_DIR, centre_crop, load_line, median, photo_path, read_bgr, run_child, worker_cmd,
@@ -84,7 +85,7 @@ def ncnn_child(name: str, precision: str, photo: Path, threads: int) -> None:
         return np.clip(np.rint(result * 255.0), 0, 255).astype(np.uint8)
 
     run_tiled(np.ascontiguousarray(rgb), forward, model.scale, NCNN_TILE, NCNN_PAD, out_dtype=np.uint8)
-    print(json.dumps({"seconds": spent[0], "precision": precision}))
+    print(json.dumps({"seconds": spent[0], "precision": precision, "peak_rss_mb": resident.peak_rss_mb()}))
 
 
 def square_photo(name: str, size: int) -> Path:

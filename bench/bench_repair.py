@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, resident
 
 sys.path.insert(0, str(REPO_ROOT))
 from bench.colour_metrics import check_ciede2000, lab, mean_ciede2000, psnr_where, ssim_map  # noqa: E402
@@ -139,15 +138,15 @@ def cost(kind: str, photos: Path) -> dict:
 def _cost_child(kind: str, path: Path) -> None:
     image = cv2.imread(str(path))
     megapixels = image.shape[0] * image.shape[1] / 1e6
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resident.peak_rss_mb()
     started = time.perf_counter()
     if kind == "repair":
         fill(image, auto_mask(image)[0])
     else:
         restore_bgr(image)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"s_per_mp": seconds / megapixels, "mb_per_mp": (peak - before) / 1024 / megapixels,
+    peak = resident.peak_rss_mb()
+    print(json.dumps({"s_per_mp": seconds / megapixels, "mb_per_mp": (peak - before) / megapixels,
                       "megapixels": megapixels}))
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from infer import REPO_ROOT
+from infer import REPO_ROOT, resident
 
 sys.path.insert(0, str(REPO_ROOT))
 from bench.common import (  # noqa: E402
@@ -51,10 +50,11 @@ def window_child(model: Path, size: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     engine.run(rng.uniform(-100, 100, (WARMUP_EDGE, WARMUP_EDGE, 3)).astype(np.float32))
     setup_s = time.perf_counter() - t
-    setup_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    setup_rss = resident.peak_rss_mb()
     window = rng.uniform(-100, 100, (size, size, 3)).astype(np.float32)
     wall, cpu = time_forwards(engine, window, repeats)
-    return {"setup_s": setup_s, "setup_rss_mb": setup_rss, "wall_s": wall, "cpu_s": cpu}
+    return {"setup_s": setup_s, "setup_rss_mb": setup_rss, "wall_s": wall, "cpu_s": cpu,
+            "peak_rss_mb": resident.peak_rss_mb()}
 
 
 def _windows(length: int, tile: int, pad: int) -> tuple[int, int]:
@@ -141,18 +141,16 @@ def measure_memory(model: Path, tile: int, pad: int, edges: list[int], untiled: 
                                        "--tile-pad", str(pad))).check()
             done = run.event("done")
             start = run.event("start")
-            results[(edge, t)].append((run.peak_rss_mb, done["peak_rss_mb"], run.cpu_seconds,
-                                       done["seconds"]["infer"], start["tiles"]))
+            results[(edge, t)].append((run.peak_rss_mb, run.cpu_seconds, done["seconds"]["infer"], start["tiles"]))
             log(f"round {r + 1}: {edge}x{edge} tile {t}: peak {run.peak_rss_mb:.0f} MB, "
                 f"infer {done['seconds']['infer']:.1f} s; {load_line()}")
-    print(f"| input ({photo}) | tile / pad | tiles | peak RSS MB (wait4) | worker's own peak_rss_mb | CPU s | infer s (wall) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| input ({photo}) | tile / pad | tiles | peak RSS MB | CPU s | infer s (wall) |")
+    print("|---|---|---|---|---|---|")
     for edge, t in cases:
         rows = results[(edge, t)]
         label = f"{t} / {pad}" if t else "untiled (--tile 0)"
-        print(f"| {edge}x{edge} | {label} | {rows[0][4]} | {median([r[0] for r in rows]):.0f} | "
-              f"{median([r[1] for r in rows]):.0f} | {median([r[2] for r in rows]):.1f} | "
-              f"{median([r[3] for r in rows]):.1f} |")
+        print(f"| {edge}x{edge} | {label} | {rows[0][3]} | {median([r[0] for r in rows]):.0f} | "
+              f"{median([r[1] for r in rows]):.1f} | {median([r[2] for r in rows]):.1f} |")
 
 
 def _seam_rows(engine: OpenCVEngine, model: Path, label: str, images: dict[str, np.ndarray],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -27,14 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_checkpoints import CHECKPOINTS, checkpoint  # noqa: E402
+from infer import resident  # noqa: E402
 from bench.common import edsr_fixture, load_line, photo_path, read_bgr, run_child, tiled_window  # noqa: E402
 
 GRAPHS = ("EDSR_x3",)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def window_child(name: str, precision: str, size: int) -> None:
@@ -55,14 +50,14 @@ def window_child(name: str, precision: str, size: int) -> None:
         engine.load(spec)
     img = read_bgr(photo_path("astronaut"))
     window = tiled_window(img, size)
-    before = _rss_mb()
+    before = resident.rss_mb()
     times = []
     for _ in range(2):
         t = time.perf_counter()
         engine.run(window)
         times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before_mb": before, "peak_mb": peak, "seconds": min(times), "estimate": estimate,
+    peak = resident.peak_rss_mb()
+    print(json.dumps({"before_mb": before, "peak_mb": peak, "peak_rss_mb": peak, "seconds": min(times), "estimate": estimate,
                       "precision": engine.stats().get("precision", precision)}))
 
 

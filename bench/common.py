@@ -113,7 +113,7 @@ class ChildRun:
     returncode: int
     seconds: float
     cpu_seconds: float  # user + system time of the child, all its threads
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # the child's own (its last `peak_rss_mb`, infer/resident.py); None if it gave none
     stdout: str
     stderr: str
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -128,11 +128,11 @@ class ChildRun:
 
 
 def run_child(cmd: list[str], cwd: Path = REPO_ROOT, env: dict[str, str] | None = None) -> ChildRun:
-    """Runs `cmd` and reaps it with wait4(), which returns the rusage of that one child.
+    """Runs `cmd` and reaps it with wait4(), which returns the CPU time of that one child.
 
-    ru_maxrss from wait4 is the kernel's high-water mark of the child's resident set over its whole
-    life: no sampling interval can miss a short peak, and unlike getrusage(RUSAGE_CHILDREN) it is not
-    a running maximum over every child this process has reaped before.
+    The peak is the one the child reports (the worker's `done` event, a benchmark child's last line): its own
+    high-water mark (`VmHWM`). wait4's ru_maxrss is not used: the kernel carries this process's peak over
+    into the child at exec, so every child would read at least this process's size.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -156,7 +156,8 @@ def run_child(cmd: list[str], cwd: Path = REPO_ROOT, env: dict[str, str] | None 
         except json.JSONDecodeError:
             pass
     cpu = usage.ru_utime + usage.ru_stime
-    return ChildRun(cmd, proc.returncode, seconds, cpu, usage.ru_maxrss / 1024.0, stdout, stderr, events)
+    peaks = [e["peak_rss_mb"] for e in events if isinstance(e, dict) and "peak_rss_mb" in e]
+    return ChildRun(cmd, proc.returncode, seconds, cpu, peaks[-1] if peaks else None, stdout, stderr, events)
 
 
 def worker_cmd(input_path: Path, output_path: Path, model: Path, *extra: str, engine: str = "opencv") -> list[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
 import cv2
+
+from infer import resident
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot write {args.output}", file=sys.stderr)
         return 7
     seconds["encode"] = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"event": "done", "seconds": seconds, "peak_rss_mb": round(peak, 1)}))
+    print(json.dumps({"event": "done", "seconds": seconds, "peak_rss_mb": resident.peak_rss_mb()}))
     return 0
 
 

@@ -189,6 +189,9 @@ MUTANTS = (
     Mutant("a reflect-padded convolution fused as if zero-padded", "infer/engines/fused_convs.py",
            'conv.padding_mode == "zeros" and ', '',
            (f"{FUSED}::test_only_a_zero_padded_convolution_followed_by_relu_or_leaky_relu_is_fused",)),
+    Mutant("the worker's peak read from getrusage", "infer/resident.py",
+           'peak = _status_mb("VmHWM", status)', "peak = None",
+           ("tests/test_resident.py::test_a_workers_peak_is_its_own_not_the_process_that_started_it",)),
 )
 
 

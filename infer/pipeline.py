@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from infer import batch, huge_pages, images
+from infer import batch, huge_pages, images, resident
 from infer.catalog import Catalog, served_scales
 from infer.checkpoints import DENOISE_TWINS, LoaderMissing, denoise_twin, is_checkpoint, require_loader
 from infer.colour import restore_image
@@ -218,10 +218,6 @@ def cap_address_space(extra_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
-
-
 class LoadedModel:
     """The model of a run: its engine is created for the first photo and loaded once for every photo."""
 
@@ -365,7 +361,7 @@ def run_photo(job: batch.PhotoJob, model: LoadedModel, settings: Settings, event
         colour=settings.colour.value,
         **({"repair": repaired.to_json()} if repaired is not None else {}),
         seconds=timer.seconds,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=resident.peak_rss_mb(),
         huge_pages=huge_pages.in_use(),
         **({"faces": report.to_json()} if report is not None else {}),
         **extra,
