@@ -1,13 +1,13 @@
 """This worker against ncnn on the CPU, the same weights side by side in one run: seconds per input megapixel,
 the ratio to the compute floor and peak memory, for RealESRGAN_x4plus and the Compact model (animevideov3).
 
-Each configuration runs in a fresh child process (its peak RSS is its own), rounds interleaved:
+Each configuration runs in a fresh child process (its peak RSS, `VmHWM`, is its own), rounds interleaved:
 - `worker-auto`, `worker-fp32` and `worker-bf16`: the real worker (`infer/sr_infer.py`, spandrel engine), its
   `infer` stage, with the window it chooses itself (`auto`: the precision its probe measured faster here);
   `worker-fixed`: what ran before, bf16 wherever the CPU has the flag, in the fixed tiles used before;
   `worker-thp`: PyTorch asking for transparent huge pages for its tensors of 2 MB and more
-  (`THP_MEM_ALLOC_ENABLE=1`, an operator's option: infer/huge_pages.py); `worker-4k` without any huge pages
-  (`THP_MEM_ALLOC_ENABLE=0`, glibc's `hugetlb=0`: the default, said explicitly); `worker-huge`:
+  (`THP_MEM_ALLOC_ENABLE=1`, what `worker-auto` does unless capped: infer/huge_pages.py); `worker-4k` without
+  any huge pages (`THP_MEM_ALLOC_ENABLE=0`, glibc's `hugetlb=0`: what a capped worker runs); `worker-huge`:
   glibc asking for them for all its memory instead (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, an operator's
   option, README "Engines and precision"); `worker-heap`: glibc's huge pages and no separate mappings at all
   (`glibc.malloc.mmap_max=0`, the heap never trimmed), freed memory kept for the next layer;

@@ -3,10 +3,10 @@ child process per setting and window, rounds interleaved: what huge pages change
 
 The network is Compact's layout with random weights: a 3x3 convolution to 64 channels, 16 more of 64 to 64 each
 followed by a PReLU, one to 48 and a 4x pixel shuffle; channels-last fp32, 2 threads. Settings:
-- `4k`: no huge pages (`THP_MEM_ALLOC_ENABLE=0`, `glibc.malloc.hugetlb=0`): each allocation over 32 MB mapped on
+- `4k`: no huge pages (`THP_MEM_ALLOC_ENABLE=0`, `glibc.malloc.hugetlb=0`, as a capped worker runs): each allocation over 32 MB mapped on
   its own and faulted in 4 KB pages;
-- `thp`: PyTorch's tensors of 2 MB and more aligned to and advised for 2 MB pages (`THP_MEM_ALLOC_ENABLE=1`, an
-  operator's option: infer/huge_pages.py);
+- `thp`: PyTorch's tensors of 2 MB and more aligned to and advised for 2 MB pages (`THP_MEM_ALLOC_ENABLE=1`, the
+  default for a worker without a memory cap: infer/huge_pages.py);
 - `no-mmap`: `glibc.malloc.mmap_max=0` with the heap never trimmed: freed memory is reused, never faulted again;
 - `huge`: `glibc.malloc.hugetlb=1`, an operator's option: all of glibc's memory advised for 2 MB pages.
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+# The job's cap, in MB of address space beyond what its libraries map; 0 or unset: no cap.
+CAP_VARIABLE = "SR_WORKER_MEMORY_MB"
 # Without a cap, one window's activations may take up to this much, or half the memory the machine has
 # available where that is less. With the libraries and weights (about 0.45 GB resident for PyTorch and
 # RealESRGAN_x4plus) a job then stays within 1.5 GB: docs/benchmarks.md, "Windows from memory".

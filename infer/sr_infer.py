@@ -128,6 +128,7 @@ def _settings(args: argparse.Namespace) -> "Settings":
     from infer.contract import DEFAULT_MAX_PIXELS, Colour, Denoise
     from infer.denoise import parse_level
     from infer.errors import UsageError
+    from infer.memory_budget import CAP_VARIABLE
     from infer.pipeline import Settings
 
     max_pixels = args.max_pixels if args.max_pixels is not None else _env_int("SR_MAX_PIXELS", DEFAULT_MAX_PIXELS)
@@ -157,9 +158,9 @@ def _settings(args: argparse.Namespace) -> "Settings":
             raise UsageError("--denoise-strength must be between 0 and 1")
         if parse_level(args.denoise) is not Denoise.OFF:
             raise UsageError("--denoise-strength replaces --denoise for the models that have it; give one of them")
-    memory_mb = _env_int("SR_WORKER_MEMORY_MB", 0)
+    memory_mb = _env_int(CAP_VARIABLE, 0)
     if memory_mb < 0:
-        raise UsageError("$SR_WORKER_MEMORY_MB must be 0 (no limit) or more")
+        raise UsageError(f"${CAP_VARIABLE} must be 0 (no limit) or more")
     return Settings(max_pixels, parse_level(args.denoise), model_quality, output_quality, args.outscale, strength,
                     _face_settings(args), memory_mb, _repair_settings(args), Colour(args.colour))
 
@@ -250,6 +251,9 @@ def _without_libraries(err: ModuleNotFoundError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infer import huge_pages
+
+    huge_pages.ask(os.environ)  # before the first tensor: a worker started by hand gets what the service's get
     # Imported here, not at the top: after _T_IMPORT (so that `imports` times them) and after the
     # repository was made importable.
     try:

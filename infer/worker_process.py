@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
+from infer import huge_pages
+
 # Never passed to a worker: the access token; and the pixel limit, which travels in its command line only.
 PRIVATE_ENV = ("SR_AUTH_TOKEN", "SR_MAX_PIXELS")
 STDERR_LIMIT = 256 * 1024
@@ -18,10 +20,12 @@ _PR_SET_PDEATHSIG = 1
 
 
 def worker_environment(extra: Mapping[str, str] | None = None, env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """This process's environment less PRIVATE_ENV, with unbuffered output and `extra` on top."""
+    """This process's environment less PRIVATE_ENV, with unbuffered output and `extra` on top, and huge pages
+    asked for where neither says otherwise nor caps the worker's memory (infer/huge_pages.py)."""
     out = {k: v for k, v in env.items() if k not in PRIVATE_ENV}
     out["PYTHONUNBUFFERED"] = "1"
     out.update(extra or {})
+    huge_pages.ask(out)
     return out
 
 

@@ -16,6 +16,7 @@ import psutil
 from infer import REPO_ROOT
 from infer.contract import parse_event
 from infer.launcher import ForkedProcess, Launcher, StartKind
+from infer.memory_budget import CAP_VARIABLE
 from infer.worker_process import keep_bounded, kill_group, worker_environment
 from web.backends import EventHandler, Health, JobSpec
 from web.config import Config
@@ -83,7 +84,7 @@ class LocalBackend:
     def environment(self) -> dict[str, str]:
         extra = {"SR_MODEL_PATH": str(self.config.model_path)}
         if self.config.worker_memory_mb:
-            extra["SR_WORKER_MEMORY_MB"] = str(self.config.worker_memory_mb)
+            extra[CAP_VARIABLE] = str(self.config.worker_memory_mb)
         return worker_environment(extra)
 
     def launch(self, spec: JobSpec, on_event: EventHandler) -> LocalExecution:
