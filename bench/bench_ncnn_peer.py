@@ -16,7 +16,8 @@ Each configuration runs in a fresh child process (its peak RSS, `VmHWM`, is its 
   extraction timed.
 
 The floor is the network's FLOPs per input megapixel (its convolutions, counted) over the matrix-product rate
-measured in the same run, in the precision the configuration ran.
+measured in the same run, before and after the rounds (the faster of the two), in the precision the configuration
+ran.
 
     .venv/bin/python bench/bench_ncnn_peer.py --sizes 64,316,1414 --rounds 3
 """
@@ -145,10 +146,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
             for name in args.models:
                 for config in args.configs:
                     rows.setdefault((name, size, config), []).append(run_config(config, name, photo, args.threads))
+    after = {p: matmul_rate(p) for p in ("fp32", "bf16")}
     print(load_line())
-    print(f"matmul rate, {args.threads} threads: fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; the worker's probe (its 3x3 convolution): fp32 {probe.fp32:.0f}, "
+    print(f"matmul rate, {args.threads} threads, before / after the rounds: fp32 {rates['fp32'] / 1e9:.0f} / "
+          f"{after['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} / {after['bf16'] / 1e9:.0f} GFLOP/s (the "
+          f"floor at the faster of the two); the worker's probe (its 3x3 convolution): fp32 {probe.fp32:.0f}, "
           f"bf16 {probe.bf16:.0f} GFLOP/s; {args.rounds} interleaved rounds, medians\n")
+    rates = {p: max(rates[p], after[p]) for p in rates}
     print("| model | photo | configuration | s per input MP (range) | floor s per MP | / floor | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for (name, size, config), runs in rows.items():

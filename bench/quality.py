@@ -17,7 +17,6 @@ from bench.common import OUT_DIR, SHARED_MODELS_DIR, log, photo_path, read_bgr, 
 from infer.engines.opencv import OpenCVEngine  # noqa: E402
 from infer.errors import ModelError  # noqa: E402
 from infer.modelspec import ModelSpec, spec_from_path  # noqa: E402
-from infer.families import FAMILIES  # noqa: E402
 from infer.upscale import upscale_bgr  # noqa: E402
 
 # logo.png is left out: a transparent graphic, its hidden pixels' colour means nothing.
