@@ -28,8 +28,9 @@ SHARED_MODELS_DIR = SHARED_DIR / "models"
 OUT_DIR = REPO_ROOT / "bench" / "out"
 BENCH_DIR = REPO_ROOT / "bench"
 # Allocation settings the huge-page benchmarks compare, as environments for a child process: `4k` none (a capped
-# worker's), `thp` PyTorch's request for its tensors of 2 MB and more (an uncapped worker's), `huge` glibc's for all its memory, `heap` and
-# `no-mmap` no separate mappings at all (the heap never trimmed), with and without glibc's huge pages.
+# worker's), `thp` PyTorch's request for its tensors of 2 MB and more (an uncapped worker's), `huge` glibc's for
+# all its memory, `heap` and `no-mmap` no separate mappings at all (the heap never trimmed), with and without
+# glibc's huge pages.
 _NEVER_TRIM = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
 ALLOCATION_SETTINGS = {
     "4k": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0", THP_VARIABLE: "0"},
