@@ -54,9 +54,8 @@ def window_child(name: str, precision: str, size: int) -> None:
         t = time.perf_counter()
         engine.run(window)
         times.append(time.perf_counter() - t)
-    peak = resident.peak_rss_mb()
-    print(json.dumps({"before_mb": before, "peak_mb": peak, "peak_rss_mb": peak, "seconds": min(times), "estimate": estimate,
-                      "precision": engine.stats().get("precision", precision)}))
+    print(json.dumps({"before_mb": before, "peak_rss_mb": resident.peak_rss_mb(), "seconds": min(times),
+                      "estimate": estimate, "precision": engine.stats().get("precision", precision)}))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -70,11 +69,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
                 child = run_child([sys.executable, __file__, "child", "--model", name, "--precision", precision,
                                    "--size", str(size)]).check()
                 got = json.loads(child.stdout.strip().splitlines()[-1])
-                added = got["peak_mb"] - got["before_mb"]
+                added = got["peak_rss_mb"] - got["before_mb"]
                 per_px = added * 2**20 / size**2
                 over = f"{per_px / got['estimate']:.2f}x" if got["estimate"] else ""
                 print(f"| {name} | {got['precision']} | {size} | {added:.0f} | {per_px:.0f} | "
-                      f"{got['seconds'] / (size * size / 1e6):.1f} | {got['peak_mb']:.0f} | {over} |")
+                      f"{got['seconds'] / (size * size / 1e6):.1f} | {got['peak_rss_mb']:.0f} | {over} |")
 
 
 def main(argv: list[str] | None = None) -> int:

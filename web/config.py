@@ -270,7 +270,8 @@ class Config:
         "SR_WORKER_MEMORY_MB", 0,
         "the address space, in MB, each job's process may add once its libraries are loaded (`RLIMIT_AS`); a job "
         "over it fails with `out_of_memory`. 0: no limit. CPU jobs only: a GPU's driver reserves address space "
-        "beyond any such limit", NOT_NEGATIVE,
+        "beyond any such limit. A capped worker does not ask for huge pages (README, \"Engines and precision\")",
+        NOT_NEGATIVE,
     )
     behind_proxy: bool = setting(
         "SR_BEHIND_PROXY", False,
